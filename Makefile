@@ -1,0 +1,113 @@
+# chunkd: see README.md. `make run` and `make test` install missing Debian packages first.
+CC       ?= cc
+VERSION  := 0.1.0
+PKGS     := hiredis jansson
+# Recursively expanded, so pkg-config runs after `deps` has installed the packages.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-format-truncation
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = $(WARN) $(CFLAGS) -D_GNU_SOURCE -DCHUNKD_VERSION='"$(VERSION)"' -Isrc -I$(BUILD) $(PKG_CFLAGS) -MMD -MP
+LDLIBS_ALL = $(PKG_LIBS) -lpthread
+BUILD    ?= build
+
+DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcmocka-dev redis-server redis-tools python3 \
+                gnuplot-nox
+
+SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
+        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c window.c fetch.c commit.c worker.c sink.c \
+        collect.c sig.c localredis.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c
+OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
+LUA  := $(sort $(wildcard src/scripts/*.lua))
+
+# Unit tests: each links only the modules it tests.
+UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch
+UNIT_settings   := settings.c redis_url.c log.c xalloc.c
+UNIT_redis_url  := redis_url.c
+UNIT_chunk      := chunk.c xalloc.c
+UNIT_result     := result.c dynbuf.c xalloc.c
+UNIT_dynbuf     := dynbuf.c xalloc.c
+UNIT_linereader := linereader.c xalloc.c
+UNIT_batch      :=
+
+.PHONY: all deps run test unit integration check-asan bench clean lint
+
+all: $(BUILD)/chunkd
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  missing=$$(echo $$missing); \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=sudo; \
+	  else echo "chunkd needs Debian packages that are missing. Run:"; \
+	       echo "  sudo apt-get update && sudo apt-get install -y $$missing"; exit 1; fi; \
+	  echo "installing: $$missing"; \
+	  $$sudo apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+
+$(BUILD)/chunkd: $(OBJS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS_ALL)
+
+$(BUILD)/%.o: src/%.c | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The Lua scripts, embedded as C strings (one per file, named script_<file>).
+$(BUILD)/scripts.c: $(LUA) | $(BUILD)
+	@awk 'FNR == 1 { if (NR > 1) print ";"; n = FILENAME; sub(/.*\//, "", n); sub(/\.lua$$/, "", n); \
+	      printf "const char script_%s[] =\n", n } \
+	      { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); printf "    \"%s\\n\"\n", $$0 } \
+	      END { print ";" }' $(LUA) > $@.tmp && \
+	  { echo '/* Generated from src/scripts/ (one string per .lua file) by the Makefile. */'; echo '#include "scripts.h"'; cat $@.tmp; } > $@ && \
+	  rm -f $@.tmp
+
+$(BUILD)/scripts.o: $(BUILD)/scripts.c
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+define unit_rule
+$(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) | $(BUILD)
+	$$(CC) $$(ALL_CFLAGS) -o $$@ $$^ $$(LDFLAGS) $$(LDLIBS_ALL) -lcmocka
+endef
+$(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
+
+unit: $(UNIT_TESTS:%=$(BUILD)/test_%)
+	@failed=0; for t in $^; do echo "== $$t"; $(UNIT_RUNNER) $$t || failed=1; done; exit $$failed
+
+integration: $(BUILD)/chunkd
+	python3 tests/integration/run.py --bin $(BUILD)/chunkd
+
+# The two commands of the README: set up, then build and run or test.
+run: deps
+	@$(MAKE) --no-print-directory $(BUILD)/chunkd
+	@awk 'BEGIN { for (i = 1; i <= 10000; i++) printf "{\"id\":%d,\"sleep_ms\":100}\n", i }' > $(BUILD)/items.jsonl
+	@echo "chunkd run: 10,000 items x 100 ms, concurrency 10000, private redis-server"
+	$(BUILD)/chunkd run --concurrency 10000 --out $(BUILD)/results.jsonl $(BUILD)/items.jsonl
+	@echo "results: $$(wc -l < $(BUILD)/results.jsonl) lines in $(BUILD)/results.jsonl"
+
+test: deps
+	@$(MAKE) --no-print-directory unit integration
+
+check-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" unit integration
+
+bench: deps
+	@$(MAKE) --no-print-directory $(BUILD)/chunkd
+	tests/bench/bench.sh $(BUILD)/chunkd
+
+lint:
+	clang-tidy --quiet $(addprefix src/,$(SRCS)) -- $(WARN) -D_GNU_SOURCE -Isrc -I$(BUILD) $(PKG_CFLAGS)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
+	  -D_GNU_SOURCE -Isrc --suppress=missingIncludeSystem src
+
+clean:
+	rm -rf build build-asan
+
+-include $(wildcard $(BUILD)/*.d)

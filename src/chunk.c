@@ -1,0 +1,107 @@
+/* chunk: see chunk.h. */
+#include "chunk.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xalloc.h"
+
+json_t *chunk_item_id(const json_t *value, long long line)
+{
+    json_t *id = json_is_object(value) ? json_object_get(value, "id") : NULL;
+    if (json_is_string(id) || json_is_integer(id)) return json_incref(id);
+    return json_integer(line);
+}
+
+json_t *chunk_entry_new(json_t *id, const char *text, size_t len)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "id", id);
+    json_object_set_new(e, "item", json_stringn_nocheck(text, len));
+    return e;
+}
+
+char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len)
+{
+    json_t *root = json_object();
+    json_object_set_new(root, "v", json_integer(CHUNK_FORMAT_VERSION));
+    json_object_set_new(root, "chunk", json_string(chunk_id));
+    json_object_set(root, "items", (json_t *)entries);
+    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (!s) abort(); /* only on out of memory: every value above is valid */
+    *len = strlen(s);
+    return s;
+}
+
+void chunk_clear(chunk_t *c)
+{
+    for (size_t i = 0; i < c->n_items; i++) {
+        free(c->items[i].id_json);
+        free(c->items[i].text);
+        free(c->items[i].error);
+        json_decref(c->items[i].value);
+    }
+    free(c->items);
+    free(c->id);
+    memset(c, 0, sizeof *c);
+}
+
+int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (len > CHUNK_MAX_BYTES) {
+        snprintf(err, errlen, "chunk larger than %u bytes", CHUNK_MAX_BYTES);
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(raw, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(err, errlen, "chunk is not valid JSON: %s at byte %d", jerr.text, jerr.position);
+        return -1;
+    }
+    json_t *v = json_object_get(root, "v"), *id = json_object_get(root, "chunk"),
+           *items = json_object_get(root, "items");
+    int rc = -1;
+    if (!json_is_integer(v)) {
+        snprintf(err, errlen, "chunk has no integer \"v\" (format version)");
+        goto done;
+    }
+    if (json_integer_value(v) != CHUNK_FORMAT_VERSION) {
+        snprintf(err, errlen, "chunk format version %lld is not supported (this worker reads version %d)",
+                 (long long)json_integer_value(v), CHUNK_FORMAT_VERSION);
+        goto done;
+    }
+    if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) > CHUNK_ID_MAX) {
+        snprintf(err, errlen, "chunk has no \"chunk\" id string of 1 to %d bytes", CHUNK_ID_MAX);
+        goto done;
+    }
+    if (!json_is_array(items) || json_array_size(items) > CHUNK_MAX_ITEMS) {
+        snprintf(err, errlen, "chunk has no \"items\" array of at most %d items", CHUNK_MAX_ITEMS);
+        goto done;
+    }
+    out->id = xstrdup(json_string_value(id));
+    out->n_items = json_array_size(items);
+    out->items = xcalloc(out->n_items ? out->n_items : 1, sizeof *out->items);
+    for (size_t i = 0; i < out->n_items; i++) {
+        json_t *e = json_array_get(items, i), *iid = json_object_get(e, "id"), *text = json_object_get(e, "item");
+        chunk_item_t *it = &out->items[i];
+        if (!json_is_object(e) || !(json_is_string(iid) || json_is_integer(iid)) || !json_is_string(text)) {
+            snprintf(err, errlen, "item %zu of chunk %s needs a string or integer \"id\" and a string \"item\"", i,
+                     out->id);
+            chunk_clear(out);
+            goto done;
+        }
+        it->id_json = json_dumps(iid, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (!it->id_json) abort();
+        it->text_len = json_string_length(text);
+        it->text = xstrndup(json_string_value(text), it->text_len);
+        it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
+        if (!it->value) it->error = xasprintf("item is not valid JSON: %s at byte %d", jerr.text, jerr.position);
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}

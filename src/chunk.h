@@ -1,0 +1,49 @@
+/* chunk: the wire format of a chunk, the unit that travels through the pending list.
+ *
+ *   {"v":1,"chunk":"<chunk id>","items":[{"id":<string or integer>,"item":"<the item's JSON text>"}, ...]}
+ *
+ * The item travels as its original JSON text inside a string, so numbers and key order reach the handler and the
+ * result exactly as the producer wrote them (JSON libraries do not preserve number formatting). Decoding treats
+ * the input as untrusted: every field is checked, sizes are capped, and an item that is not valid JSON is marked
+ * with an error rather than failing the whole chunk. Pure: no I/O. */
+#ifndef CHUNKD_CHUNK_H
+#define CHUNKD_CHUNK_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define CHUNK_FORMAT_VERSION 1
+#define CHUNK_MAX_BYTES (512u * 1024 * 1024) /* Redis's own limit for one string */
+#define CHUNK_MAX_ITEMS 100000
+#define CHUNK_ID_MAX 128
+
+typedef struct chunk_item {
+    char *id_json;   /* owned: the id as JSON text: a quoted string or an integer */
+    char *text;      /* owned: the item's JSON text, as enqueued */
+    size_t text_len;
+    json_t *value;   /* owned: the parsed item; NULL when text is not valid JSON */
+    char *error;     /* owned: why the item cannot run (then value is NULL), or NULL */
+} chunk_item_t;
+
+typedef struct chunk {
+    char *id;             /* owned */
+    size_t n_items;
+    chunk_item_t *items;  /* owned array of n_items */
+} chunk_t;
+
+/* Returns the id of the item on 1-based line `line`: its "id" field when value is an object with a string or
+ * integer "id", else the line number. Returns a new reference. */
+json_t *chunk_item_id(const json_t *value, long long line);
+
+/* Returns one entry of a chunk's "items" array, {"id":id,"item":"text"}. Steals the reference to id. */
+json_t *chunk_entry_new(json_t *id, const char *text, size_t len);
+
+/* Encodes a chunk from an array of chunk_entry_new() values (borrowed). Returns a malloc'd string; *len is set. */
+char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len);
+
+/* Decodes raw[0..len). Returns 0 and fills *out (free with chunk_clear), or -1 with a reason in err when the chunk as
+ * a whole is unusable: not JSON, wrong version, missing or invalid fields, a bad id, too large. */
+int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen);
+void chunk_clear(chunk_t *c);
+
+#endif

@@ -1,0 +1,18 @@
+/* cmd: the subcommands. Each cmd_<name>.c turns settings into one run of the modules and returns the process's
+ * exit status: 0 success, 1 runtime error, 2 bad usage (handled in main), 3 input lines rejected. */
+#ifndef CHUNKD_CMD_H
+#define CHUNKD_CMD_H
+
+#include "settings.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define EXIT_REJECTED 3
+
+int cmd_enqueue(settings_t *s);
+int cmd_worker(settings_t *s);
+int cmd_collect(settings_t *s);
+int cmd_status(settings_t *s);
+int cmd_run(settings_t *s);
+
+#endif

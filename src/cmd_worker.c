@@ -1,0 +1,65 @@
+/* cmd_worker: `chunkd worker`: run the pipeline until SIGTERM/SIGINT (or, with --exit-when-empty, until the
+ * queue is empty), then drain. A second signal exits at once. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "log.h"
+#include "sig.h"
+#include "worker.h"
+
+typedef struct drain_job {
+    worker_t *worker;
+    int rc;
+    atomic_bool done;
+} drain_job_t;
+
+static void *drain_main(void *arg)
+{
+    drain_job_t *job = arg;
+    job->rc = worker_drain(job->worker);
+    atomic_store(&job->done, true);
+    return NULL;
+}
+
+int cmd_worker(settings_t *s)
+{
+    if (!s->redis_url) {
+        LOG(LL_ERROR, "no Redis address: set --redis or REDIS_URL");
+        return EXIT_USAGE;
+    }
+    worker_t *w = worker_new(s);
+    char err[1024];
+    if (worker_start(w, err, sizeof err)) {
+        LOG(LL_ERROR, "%s", err);
+        worker_abort(w);
+        worker_free(w);
+        return EXIT_RUNTIME;
+    }
+    for (;;) {
+        int sig = sig_wait(100);
+        if (sig) {
+            LOG(LL_INFO, "%s: draining (a second signal exits at once)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        if (s->exit_when_empty && worker_idle(w)) {
+            LOG(LL_INFO, "queue %s is empty and nothing is in flight; exiting", s->queue);
+            break;
+        }
+    }
+    drain_job_t job = {.worker = w};
+    atomic_init(&job.done, false);
+    pthread_t t;
+    pthread_create(&t, NULL, drain_main, &job);
+    while (!atomic_load(&job.done)) {
+        if (sig_wait(100)) {
+            LOG(LL_WARN, "second signal: exiting now; unsettled chunks stay in this worker's processing list");
+            _exit(EXIT_RUNTIME);
+        }
+    }
+    pthread_join(t, NULL);
+    worker_free(w);
+    return job.rc ? EXIT_RUNTIME : 0;
+}

@@ -1,0 +1,160 @@
+/* collect: see collect.h. */
+#include "collect.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "keys.h"
+#include "log.h"
+#include "rconn.h"
+#include "scripts.h"
+#include "xalloc.h"
+
+#define COLLECT_BLOCK_MS 200
+
+/* Sends the ack script for ids until Redis answers (reconnecting as needed). Returns 0, or -1 on stop. */
+static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t n, collect_progress_t *p,
+                       const atomic_bool *stop)
+{
+    size_t argc = 6 + n;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *lens = xmalloc(argc * sizeof *lens);
+    const char *head[] = {"EVAL", script_ack, "2", k->results, k->stats, KEYS_COLLECT_GROUP};
+    for (size_t i = 0; i < 6; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
+    for (size_t i = 0; i < n; i++) argv[6 + i] = entries[i]->element[0]->str, lens[6 + i] = entries[i]->element[0]->len;
+    int rc = -1;
+    while (!atomic_load(stop)) {
+        if (!rconn_connected(c) && rconn_reconnect(c, stop)) break;
+        redisReply *r = rconn_command_argv(c, (int)argc, argv, lens);
+        if (!r) continue;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+            p->collected = r->element[0]->integer;
+            p->enqueued = r->element[1]->integer;
+            rc = 0;
+        } else {
+            LOG(LL_ERROR, "collect: acknowledging failed: %.300s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        }
+        freeReplyObject(r);
+        if (rc == 0) break;
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+    }
+    free(argv);
+    free(lens);
+    return rc;
+}
+
+static bool collect_done(const collect_progress_t *p, const atomic_bool *producer_done)
+{
+    if (producer_done) return atomic_load(producer_done) && p->collected >= p->enqueued;
+    return p->enqueued > 0 && p->collected >= p->enqueued;
+}
+
+static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *p)
+{
+    redisReply *r = rconn_command(c, "HMGET %s collected enqueued", k->stats);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        p->collected = r->element[0]->str ? atoll(r->element[0]->str) : 0;
+        p->enqueued = r->element[1]->str ? atoll(r->element[1]->str) : 0;
+    }
+    if (r) freeReplyObject(r);
+}
+
+int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const atomic_bool *stop,
+                const atomic_bool *producer_done, collect_progress_t *p, char *err, size_t errlen)
+{
+    keys_t k;
+    keys_init(&k, s->queue);
+    memset(p, 0, sizeof *p);
+    rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
+    rconn_set_extra_timeout(c, COLLECT_BLOCK_MS);
+    int rc = -1;
+    if (rconn_connect(c, err, errlen)) goto out;
+    redisReply *r = rconn_command(c, "XGROUP CREATE %s %s 0 MKSTREAM", k.results, KEYS_COLLECT_GROUP);
+    if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
+        snprintf(err, errlen, "cannot create consumer group on %s: %s", k.results, r ? r->str : rconn_error(c));
+        if (r) freeReplyObject(r);
+        goto out;
+    }
+    freeReplyObject(r);
+
+    char count[24], block[24];
+    snprintf(count, sizeof count, "%lld", s->collect_batch);
+    snprintf(block, sizeof block, "%d", COLLECT_BLOCK_MS);
+    bool own_pending = true; /* first re-read entries this consumer took before a crash */
+    int64_t last_log = clock_now_ms();
+    while (!atomic_load(stop)) {
+        if (!rconn_connected(c)) {
+            if (rconn_reconnect(c, stop)) break;
+            own_pending = true;
+        }
+        bool blocking = !own_pending && mode != COLLECT_AVAILABLE;
+        const char *argv[] = {"XREADGROUP", "GROUP", KEYS_COLLECT_GROUP, s->consumer, "COUNT", count,
+                              "BLOCK",      block,   "STREAMS",          k.results,   own_pending ? "0" : ">"};
+        const char **a = argv;
+        const char *noblock[] = {"XREADGROUP", "GROUP", KEYS_COLLECT_GROUP, s->consumer, "COUNT", count,
+                                 "STREAMS",    k.results, own_pending ? "0" : ">"};
+        r = blocking ? rconn_command_argv(c, 11, a, NULL) : rconn_command_argv(c, 9, noblock, NULL);
+        if (!r) {
+            LOG(LL_WARN, "collect: Redis connection lost: %s", rconn_error(c));
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "XREADGROUP on %s failed: %s", k.results, r->str);
+            freeReplyObject(r);
+            goto out;
+        }
+        redisReply **entries = NULL;
+        size_t n = 0;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2) {
+            entries = r->element[0]->element[1]->element;
+            n = r->element[0]->element[1]->elements;
+        }
+        if (n == 0) {
+            freeReplyObject(r);
+            if (own_pending) {
+                own_pending = false;
+                continue;
+            }
+            if (mode == COLLECT_AVAILABLE) break;
+            if (mode == COLLECT_UNTIL_DONE) {
+                collect_read_stats(c, &k, p);
+                if (collect_done(p, producer_done)) break;
+            }
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            redisReply *fields = entries[i]->element[1];
+            /* An entry deleted after it was delivered has no fields: nothing to write, still acknowledged. */
+            if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) continue;
+            redisReply *v = fields->element[1];
+            if (sink_write(sink, v->str, v->len)) {
+                snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
+                freeReplyObject(r);
+                goto out;
+            }
+        }
+        if (sink_flush(sink)) {
+            snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
+            freeReplyObject(r);
+            goto out;
+        }
+        p->written += (long long)n;
+        int ack = collect_ack(c, &k, entries, n, p, stop);
+        freeReplyObject(r);
+        if (ack) break;
+        if (clock_now_ms() - last_log >= 5000) {
+            LOG(LL_INFO, "collect: %lld results written to %s (%lld of %lld collected)", p->written, sink_where(sink),
+                p->collected, p->enqueued);
+            last_log = clock_now_ms();
+        }
+        if (mode == COLLECT_UNTIL_DONE && collect_done(p, producer_done)) break;
+    }
+    rc = 0;
+out:
+    rconn_free(c);
+    return rc;
+}

@@ -1,0 +1,35 @@
+/* collect: reads the results stream and writes result lines.
+ *
+ * The collector reads through the consumer group chunkd-collect in batches, writes the lines, flushes them, and
+ * only then acknowledges and deletes the entries (one script that also counts them once in stats "collected").
+ * A collector that crashes between writing and acknowledging re-reads its own pending entries on restart, so at
+ * most one batch is written twice and nothing is lost. It holds one batch in memory, whatever the run's size. */
+#ifndef CHUNKD_COLLECT_H
+#define CHUNKD_COLLECT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "settings.h"
+#include "sink.h"
+
+typedef enum {
+    COLLECT_AVAILABLE,  /* write what the stream holds now, then return */
+    COLLECT_UNTIL_DONE, /* return once every enqueued item's result is written */
+    COLLECT_FOLLOW,     /* return only when *stop is set */
+} collect_mode_t;
+
+typedef struct collect_progress {
+    long long written;   /* lines written by this call */
+    long long collected; /* stats "collected" of the queue, after the last batch */
+    long long enqueued;  /* stats "enqueued" of the queue, after the last batch */
+} collect_progress_t;
+
+/* Runs until the mode says so or *stop becomes true. producer_done, when not NULL, must become true before
+ * COLLECT_UNTIL_DONE may finish (chunkd run sets it when its enqueue ends). Returns 0, or -1 with a reason in err
+ * (Redis unreachable at start, or the output cannot be written). */
+int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const atomic_bool *stop,
+                const atomic_bool *producer_done, collect_progress_t *progress, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,256 @@
+/* commit: see commit.h. */
+#include "commit.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "log.h"
+#include "rconn.h"
+#include "scripts.h"
+#include "xalloc.h"
+
+struct commit {
+    const settings_t *settings;
+    keys_t keys;
+    window_t *window;
+    rconn_t *conn;
+
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;       /* guards the queue and stopping */
+    pthread_cond_t changed;
+    work_chunk_t *head, *tail;
+    size_t queued_items;      /* weight of the queue (a chunk without items weighs 1) */
+    bool stopping;
+    atomic_bool abort;
+};
+
+static size_t chunk_weight(const work_chunk_t *c) { return c->decoded.n_items ? c->decoded.n_items : 1; }
+
+commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
+{
+    commit_t *c = xcalloc(1, sizeof *c);
+    c->settings = s;
+    c->keys = *keys;
+    c->window = window;
+    c->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->changed, &attr);
+    pthread_condattr_destroy(&attr);
+    atomic_init(&c->abort, false);
+    return c;
+}
+
+void commit_push(commit_t *c, work_chunk_t *chunk)
+{
+    if (!chunk->finished_ms) chunk->finished_ms = clock_now_ms();
+    chunk->next = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->tail) c->tail->next = chunk;
+    else c->head = chunk;
+    c->tail = chunk;
+    c->queued_items += chunk_weight(chunk);
+    pthread_cond_signal(&c->changed);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Appends the script call that settles one chunk to the pipeline. */
+static void commit_append(commit_t *c, work_chunk_t *w)
+{
+    const keys_t *k = &c->keys;
+    if (w->disposition == WORK_REQUEUE) {
+        const char *argv[] = {"EVAL", script_requeue, "3", k->processing, k->pending, k->stats, w->raw};
+        size_t lens[] = {4, strlen(script_requeue), 1, strlen(k->processing), strlen(k->pending), strlen(k->stats),
+                         w->raw_len};
+        rconn_append_argv(c->conn, 7, argv, lens);
+        return;
+    }
+    size_t n = w->decoded.n_items, n_ok = 0, n_dead = 0;
+    char *dead_chunk = NULL;
+    size_t dead_chunk_len = 0;
+    if (w->dead_reason) {
+        dead_chunk = work_chunk_dead_record(w, &dead_chunk_len);
+        n_dead = 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        n_ok += w->items[i].ok;
+        n_dead += w->items[i].dead_record != NULL;
+    }
+    size_t argc = 12 + n + n_dead;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *lens = xmalloc(argc * sizeof *lens);
+    char counts[3][24];
+    snprintf(counts[0], sizeof counts[0], "%zu", n);
+    snprintf(counts[1], sizeof counts[1], "%zu", n_ok);
+    snprintf(counts[2], sizeof counts[2], "%zu", n_dead);
+    const char *head[] = {"EVAL", script_commit, "4", k->processing, k->results, k->stats, k->dead,
+                          w->raw, counts[0], counts[1], counts[2], w->dead_reason ? "1" : "0"};
+    for (size_t i = 0; i < 12; i++) {
+        argv[i] = head[i];
+        lens[i] = strlen(head[i]);
+    }
+    lens[7] = w->raw_len;
+    size_t a = 12;
+    for (size_t i = 0; i < n; i++, a++) {
+        argv[a] = w->items[i].result_line;
+        lens[a] = w->items[i].result_len;
+    }
+    if (dead_chunk) {
+        argv[a] = dead_chunk;
+        lens[a++] = dead_chunk_len;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!w->items[i].dead_record) continue;
+        argv[a] = w->items[i].dead_record;
+        lens[a++] = w->items[i].dead_len;
+    }
+    rconn_append_argv(c->conn, (int)argc, argv, lens);
+    free(argv);
+    free(lens);
+    free(dead_chunk);
+}
+
+/* Logs what one reply says about one chunk. Returns 0 when the chunk is settled, -1 to send it again. */
+static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        LOG(LL_ERROR, "commit of chunk %s failed: %.300s", w->decoded.id ? w->decoded.id : "(unparsed)", r->str);
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+        LOG(LL_WARN, "chunk %s is no longer in %s (taken over by recovery?); its results were dropped",
+            w->decoded.id ? w->decoded.id : "(unparsed)", c->keys.processing);
+    else if (w->dead_reason)
+        LOG(LL_WARN, "chunk moved to %s: %s", c->keys.dead, w->dead_reason);
+    else if (w->disposition == WORK_REQUEUE)
+        LOG(LL_INFO, "chunk %s went back to %s", w->decoded.id, c->keys.pending);
+    return 0;
+}
+
+/* Sends a list of chunks until every one is settled (or abort). Frees them and releases the window. */
+static void commit_send(commit_t *c, work_chunk_t *list)
+{
+    long long backoff_ms = 100;
+    while (list) {
+        if (!rconn_connected(c->conn) && rconn_reconnect(c->conn, &c->abort)) break;
+        for (work_chunk_t *w = list; w; w = w->next) commit_append(c, w);
+        work_chunk_t *retry = NULL, **retry_tail = &retry;
+        bool failed = false;
+        for (work_chunk_t *w = list; w;) {
+            work_chunk_t *next = w->next;
+            redisReply *r = failed ? NULL : rconn_get_reply(c->conn);
+            if (!r) {
+                if (!failed) LOG(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
+                failed = true;
+            }
+            if (r && commit_settle(c, w, r) == 0) {
+                window_release(c->window, w->decoded.n_items);
+                work_chunk_free(w);
+            } else {
+                w->next = NULL;
+                *retry_tail = w;
+                retry_tail = &w->next;
+            }
+            if (r) freeReplyObject(r);
+            w = next;
+        }
+        list = retry;
+        if (list && !failed) {
+            /* Redis answered with an error (out of memory, busy script): wait before trying again. */
+            for (long long t = 0; t < backoff_ms && !atomic_load(&c->abort); t += 50) {
+                struct timespec ts = {0, 50 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            if (backoff_ms < 5000) backoff_ms *= 2;
+        }
+        if (atomic_load(&c->abort)) break;
+    }
+    while (list) { /* only on abort: the chunks stay in the processing list for recovery */
+        work_chunk_t *next = list->next;
+        window_release(c->window, list->decoded.n_items);
+        work_chunk_free(list);
+        list = next;
+    }
+}
+
+static void *commit_main(void *arg)
+{
+    commit_t *c = arg;
+    const size_t batch_items = (size_t)c->settings->commit_batch;
+    const int64_t interval_ms = c->settings->commit_interval_ms;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stopping && !c->head) pthread_cond_wait(&c->changed, &c->mu);
+        if (!c->head) break; /* stopping and nothing left */
+        int64_t now = clock_now_ms();
+        if (!commit_batch_ready(c->queued_items, now - c->head->finished_ms, batch_items, interval_ms, c->stopping)) {
+            int64_t deadline = c->head->finished_ms + interval_ms;
+            struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000L};
+            pthread_cond_timedwait(&c->changed, &c->mu, &ts);
+            continue;
+        }
+        /* Take whole chunks up to the batch size (at least one). */
+        work_chunk_t *list = c->head, *last = c->head;
+        size_t taken = chunk_weight(last);
+        while (last->next && taken + chunk_weight(last->next) <= batch_items) {
+            last = last->next;
+            taken += chunk_weight(last);
+        }
+        c->head = last->next;
+        if (!c->head) c->tail = NULL;
+        last->next = NULL;
+        c->queued_items -= taken;
+        pthread_mutex_unlock(&c->mu);
+        commit_send(c, list);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+int commit_start(commit_t *c, char *err, size_t errlen)
+{
+    if (rconn_connect(c->conn, err, errlen)) return -1;
+    int rc = pthread_create(&c->thread, NULL, commit_main, c);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the commit thread: %s", strerror(rc));
+        return -1;
+    }
+    c->started = true;
+    return 0;
+}
+
+void commit_stop(commit_t *c)
+{
+    if (!c->started) return;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_cond_signal(&c->changed);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    c->started = false;
+}
+
+void commit_abort(commit_t *c) { atomic_store(&c->abort, true); }
+
+void commit_free(commit_t *c)
+{
+    if (!c) return;
+    commit_stop(c);
+    for (work_chunk_t *w = c->head; w;) {
+        work_chunk_t *next = w->next;
+        work_chunk_free(w);
+        w = next;
+    }
+    rconn_free(c->conn);
+    pthread_cond_destroy(&c->changed);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}

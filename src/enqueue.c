@@ -1,0 +1,201 @@
+/* enqueue: see enqueue.h. */
+#include "enqueue.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "chunk.h"
+#include "clock.h"
+#include "dynbuf.h"
+#include "keys.h"
+#include "linereader.h"
+#include "log.h"
+#include "rconn.h"
+#include "scripts.h"
+#include "xalloc.h"
+
+#define ENQUEUE_BATCH_CHUNKS 32               /* chunks per script call */
+#define ENQUEUE_BATCH_BYTES (8u * 1024 * 1024) /* or fewer, when they are large */
+#define ENQUEUE_REJECTS_LOGGED 100            /* reject messages on stderr before they are only counted */
+
+typedef struct enqueue_state {
+    const settings_t *settings;
+    keys_t keys;
+    rconn_t *conn;
+    const atomic_bool *stop;
+    char run_id[20];        /* random prefix of this run's chunk ids */
+    long long chunk_seq;
+    json_t *entries;        /* items of the chunk being built */
+    char **batch;           /* encoded chunks waiting to be sent */
+    size_t *batch_lens;
+    size_t batch_n, batch_bytes;
+    long long batch_items;
+    FILE *rejects;
+    enqueue_result_t *res;
+} enqueue_state_t;
+
+static int enqueue_send(enqueue_state_t *st, char *err, size_t errlen)
+{
+    if (st->batch_n == 0) return 0;
+    size_t argc = 6 + st->batch_n;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *lens = xmalloc(argc * sizeof *lens);
+    char items[24];
+    snprintf(items, sizeof items, "%lld", st->batch_items);
+    const char *head[] = {"EVAL", script_enqueue, "2", st->keys.pending, st->keys.stats, items};
+    for (size_t i = 0; i < 6; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
+    for (size_t i = 0; i < st->batch_n; i++) argv[6 + i] = st->batch[i], lens[6 + i] = st->batch_lens[i];
+    int rc = -1;
+    /* The script is atomic, so a lost reply is the only ambiguous case: the batch may or may not have been
+     * pushed. Resending could enqueue it twice, so enqueue stops with an error instead. */
+    redisReply *r = rconn_command_argv(st->conn, (int)argc, argv, lens);
+    if (!r) snprintf(err, errlen, "Redis at %s failed during enqueue: %s (lines up to %lld were enqueued before this batch)",
+                     rconn_addr(st->conn), rconn_error(st->conn), st->res->lines - st->batch_items);
+    else if (r->type == REDIS_REPLY_ERROR) snprintf(err, errlen, "enqueue failed: %.300s", r->str);
+    else rc = 0;
+    if (r) freeReplyObject(r);
+    if (rc == 0) {
+        st->res->chunks += (long long)st->batch_n;
+        st->res->items += st->batch_items;
+    }
+    for (size_t i = 0; i < st->batch_n; i++) free(st->batch[i]);
+    free(argv);
+    free(lens);
+    st->batch_n = st->batch_bytes = 0;
+    st->batch_items = 0;
+    return rc;
+}
+
+/* Closes the chunk being built and queues it for sending. */
+static int enqueue_close_chunk(enqueue_state_t *st, char *err, size_t errlen)
+{
+    size_t n = json_array_size(st->entries);
+    if (n == 0) return 0;
+    char id[64];
+    snprintf(id, sizeof id, "%s-%lld", st->run_id, ++st->chunk_seq);
+    size_t len;
+    st->batch[st->batch_n] = chunk_encode(id, st->entries, &len);
+    st->batch_lens[st->batch_n++] = len;
+    st->batch_bytes += len;
+    st->batch_items += (long long)n;
+    json_array_clear(st->entries);
+    if (st->batch_n == ENQUEUE_BATCH_CHUNKS || st->batch_bytes >= ENQUEUE_BATCH_BYTES)
+        return enqueue_send(st, err, errlen);
+    return 0;
+}
+
+static int enqueue_reject(enqueue_state_t *st, const char *line, size_t len, size_t full_len, const char *why,
+                          char *err, size_t errlen)
+{
+    enqueue_result_t *res = st->res;
+    if (!st->rejects) {
+        st->rejects = fopen(res->rejects_path, "a");
+        if (!st->rejects) {
+            snprintf(err, errlen, "cannot open rejects file %s: %s", res->rejects_path, strerror(errno));
+            return -1;
+        }
+    }
+    res->rejected++;
+    if (res->rejected <= ENQUEUE_REJECTS_LOGGED)
+        LOG(LL_WARN, "line %lld rejected: %s", st->res->lines, why);
+    else if (res->rejected == ENQUEUE_REJECTS_LOGGED + 1)
+        LOG(LL_WARN, "more lines rejected; see %s", res->rejects_path);
+    dynbuf_t b;
+    dynbuf_init(&b, (size_t)-1 / 2);
+    dynbuf_printf(&b, "{\"line\":%lld,\"error\":", res->lines);
+    dynbuf_add_json_string(&b, why, strlen(why));
+    dynbuf_addstr(&b, ",\"raw\":");
+    dynbuf_add_json_string(&b, line, len);
+    if (full_len > len) dynbuf_printf(&b, ",\"truncated\":true,\"bytes\":%zu", full_len);
+    dynbuf_addstr(&b, "}\n");
+    int rc = fwrite(b.data, 1, b.len, st->rejects) == b.len ? 0 : -1;
+    dynbuf_free(&b);
+    if (rc) snprintf(err, errlen, "cannot write rejects file %s: %s", res->rejects_path, strerror(errno));
+    return rc;
+}
+
+static bool blank(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t') return false;
+    return true;
+}
+
+int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const atomic_bool *stop,
+                enqueue_result_t *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    bool is_stdin = strcmp(input_name, "-") == 0;
+    if (s->rejects) snprintf(res->rejects_path, sizeof res->rejects_path, "%s", s->rejects);
+    else if (is_stdin) snprintf(res->rejects_path, sizeof res->rejects_path, "chunkd-rejected.jsonl");
+    else snprintf(res->rejects_path, sizeof res->rejects_path, "%s.rejected", input_name);
+
+    enqueue_state_t st = {.settings = s, .stop = stop, .res = res};
+    keys_init(&st.keys, s->queue);
+    unsigned char rnd[6];
+    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) memset(rnd, (int)clock_now_ms(), sizeof rnd);
+    snprintf(st.run_id, sizeof st.run_id, "%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+    st.conn = rconn_new(s->redis_url, s->redis_timeout_ms);
+    if (rconn_connect(st.conn, err, errlen)) {
+        rconn_free(st.conn);
+        return -1;
+    }
+    st.entries = json_array();
+    st.batch = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch);
+    st.batch_lens = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch_lens);
+
+    linereader_t lr;
+    linereader_init(&lr, in, (size_t)s->max_item_bytes);
+    int rc = 0;
+    const char *line;
+    size_t len, full_len;
+    int got = 0;
+    while (rc == 0 && !(stop && atomic_load(stop)) && (got = linereader_next(&lr, &line, &len, &full_len)) == 1) {
+        res->lines = lr.line_no;
+        if (full_len > len) {
+            char why[128];
+            snprintf(why, sizeof why, "line is %zu bytes, more than --max-item-bytes %lld", full_len,
+                     s->max_item_bytes);
+            rc = enqueue_reject(&st, line, len, full_len, why, err, errlen);
+            continue;
+        }
+        if (blank(line, len)) continue;
+        json_error_t jerr;
+        json_t *value = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+        if (!value) {
+            char why[256];
+            snprintf(why, sizeof why, "invalid JSON at column %d: %s", jerr.column, jerr.text);
+            rc = enqueue_reject(&st, line, len, full_len, why, err, errlen);
+            continue;
+        }
+        json_array_append_new(st.entries, chunk_entry_new(chunk_item_id(value, lr.line_no), line, len));
+        json_decref(value);
+        if ((long long)json_array_size(st.entries) >= s->chunk_size) rc = enqueue_close_chunk(&st, err, errlen);
+    }
+    if (rc == 0 && got < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", is_stdin ? "stdin" : input_name, strerror(errno));
+        rc = -1;
+    }
+    if (rc == 0) rc = enqueue_close_chunk(&st, err, errlen);
+    if (rc == 0) rc = enqueue_send(&st, err, errlen);
+    if (res->rejected) {
+        redisReply *r = rconn_command(st.conn, "HINCRBY %s rejected %lld", st.keys.stats, res->rejected);
+        if (r) freeReplyObject(r);
+    } else {
+        res->rejects_path[0] = '\0';
+    }
+    for (size_t i = 0; i < st.batch_n; i++) free(st.batch[i]);
+    if (st.rejects && fclose(st.rejects) && rc == 0) {
+        snprintf(err, errlen, "cannot write rejects file %s: %s", res->rejects_path, strerror(errno));
+        rc = -1;
+    }
+    linereader_free(&lr);
+    json_decref(st.entries);
+    free(st.batch);
+    free(st.batch_lens);
+    rconn_free(st.conn);
+    return rc;
+}

@@ -1,0 +1,28 @@
+/* enqueue: turns JSON Lines into chunks on the pending list.
+ *
+ * Each line is checked (valid JSON, at most --max-item-bytes), given its id, and packed with the next ones into
+ * a chunk of up to --chunk-size items. Chunks go to Redis several per round trip through one script that also
+ * counts them, so "enqueued" always matches what was pushed. Bad lines are reported with their line number and
+ * written to the rejects file with the reason; good lines still go. Memory holds one batch of chunks. */
+#ifndef CHUNKD_ENQUEUE_H
+#define CHUNKD_ENQUEUE_H
+
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "settings.h"
+
+typedef struct enqueue_result {
+    long long lines;     /* lines read */
+    long long items;     /* items enqueued */
+    long long chunks;    /* chunks enqueued */
+    long long rejected;  /* lines rejected */
+    char rejects_path[4200]; /* where rejected lines went (empty if none) */
+} enqueue_result_t;
+
+/* Reads `in` (named input_name in messages; "-" for stdin) to its end or until *stop. Returns 0, or -1 with a
+ * reason in err (Redis unreachable, read error, rejects file unwritable). */
+int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const atomic_bool *stop,
+                enqueue_result_t *res, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,150 @@
+/* fetch: see fetch.h. */
+#include "fetch.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "rconn.h"
+#include "work.h"
+#include "xalloc.h"
+
+struct fetch {
+    const settings_t *settings;
+    keys_t keys;
+    window_t *window;
+    loop_t **loops;
+    size_t n_loops;
+    commit_t *commit;
+    rconn_t *conn;
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    atomic_bool found_empty;
+    atomic_llong client_id;   /* CLIENT ID of conn, so fetch_stop() can interrupt a blocked BLMOVE; 0: unknown */
+};
+
+fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, loop_t **loops, size_t n_loops,
+                   commit_t *commit)
+{
+    fetch_t *f = xcalloc(1, sizeof *f);
+    f->settings = s;
+    f->keys = *keys;
+    f->window = window;
+    f->loops = loops;
+    f->n_loops = n_loops;
+    f->commit = commit;
+    f->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
+    /* A blocking fetch may legitimately take the whole block time. */
+    rconn_set_extra_timeout(f->conn, s->fetch_block_ms);
+    atomic_init(&f->stop, false);
+    atomic_init(&f->found_empty, false);
+    atomic_init(&f->client_id, 0);
+    return f;
+}
+
+static loop_t *least_loaded(fetch_t *f)
+{
+    loop_t *best = f->loops[0];
+    size_t best_load = loop_load(best);
+    for (size_t i = 1; i < f->n_loops; i++) {
+        size_t load = loop_load(f->loops[i]);
+        if (load < best_load) best = f->loops[i], best_load = load;
+    }
+    return best;
+}
+
+/* Connects (again) and learns the connection's CLIENT ID. */
+static int fetch_connect(fetch_t *f, char *err, size_t errlen)
+{
+    if (err ? rconn_connect(f->conn, err, errlen) : rconn_reconnect(f->conn, &f->stop)) return -1;
+    redisReply *r = rconn_command(f->conn, "CLIENT ID");
+    atomic_store(&f->client_id, r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
+    if (r) freeReplyObject(r);
+    return 0;
+}
+
+static void *fetch_main(void *arg)
+{
+    fetch_t *f = arg;
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "%.3f", (double)f->settings->fetch_block_ms / 1000.0);
+    size_t expected = 1; /* size of the last chunk: the room the next one probably needs */
+    while (!atomic_load(&f->stop)) {
+        if (!window_wait_room(f->window, expected, 200)) continue;
+        if (!rconn_connected(f->conn) && fetch_connect(f, NULL, 0)) break;
+        redisReply *r = rconn_command(f->conn, "BLMOVE %s %s RIGHT LEFT %s", f->keys.pending, f->keys.processing,
+                                      timeout);
+        if (!r) {
+            LOG(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
+            continue;
+        }
+        if (r->type == REDIS_REPLY_NIL) {
+            if (window_held(f->window) == 0) atomic_store(&f->found_empty, true);
+        } else if (r->type == REDIS_REPLY_STRING) {
+            atomic_store(&f->found_empty, false);
+            /* Take the reply's buffer: the chunk text is kept as is for the commit script to match. */
+            char *raw = xstrndup(r->str, r->len);
+            work_chunk_t *w = work_chunk_new(raw, r->len, clock_now_ms());
+            if (w->dead_reason) {
+                commit_push(f->commit, w);
+            } else {
+                expected = w->decoded.n_items ? w->decoded.n_items : 1;
+                window_add(f->window, w->decoded.n_items);
+                LOG(LL_DEBUG, "fetched chunk %s (%zu items)", w->decoded.id, w->decoded.n_items);
+                loop_submit(least_loaded(f), w);
+            }
+        } else if (r->type == REDIS_REPLY_ERROR) {
+            LOG(LL_ERROR, "fetch: BLMOVE failed: %.300s", r->str);
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
+        }
+        freeReplyObject(r);
+    }
+    return NULL;
+}
+
+int fetch_start(fetch_t *f, char *err, size_t errlen)
+{
+    if (fetch_connect(f, err, errlen)) return -1;
+    int rc = pthread_create(&f->thread, NULL, fetch_main, f);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the fetch thread: %s", strerror(rc));
+        return -1;
+    }
+    f->started = true;
+    return 0;
+}
+
+void fetch_stop(fetch_t *f)
+{
+    if (!f->started) return;
+    atomic_store(&f->stop, true);
+    /* Wake a BLMOVE that is blocked on an empty queue, so a drain does not wait for its timeout. If this fails,
+     * the BLMOVE still returns within --fetch-block-ms. */
+    long long id = atomic_load(&f->client_id);
+    if (id > 0) {
+        rconn_t *c = rconn_new(f->settings->redis_url, f->settings->redis_timeout_ms);
+        if (rconn_connect(c, NULL, 0) == 0) {
+            redisReply *r = rconn_command(c, "CLIENT UNBLOCK %lld", id);
+            if (r) freeReplyObject(r);
+        }
+        rconn_free(c);
+    }
+    pthread_join(f->thread, NULL);
+    f->started = false;
+}
+
+bool fetch_found_empty(fetch_t *f) { return atomic_load(&f->found_empty); }
+
+void fetch_free(fetch_t *f)
+{
+    if (!f) return;
+    fetch_stop(f);
+    rconn_free(f->conn);
+    free(f);
+}

@@ -1,0 +1,31 @@
+/* fetch: the thread that takes chunks from the pending list.
+ *
+ * Reliable fetch: BLMOVE moves a chunk from the right of pending to the left of this worker's processing list in
+ * one atomic step, so a chunk is always in exactly one list, even if the worker dies the next instant. fetch asks
+ * for another chunk only when the window has room for it, hands each chunk to the least loaded loop, and sends
+ * chunks that do not parse straight to the committer, which moves them to the dead list. */
+#ifndef CHUNKD_FETCH_H
+#define CHUNKD_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "commit.h"
+#include "keys.h"
+#include "loop.h"
+#include "settings.h"
+#include "window.h"
+
+typedef struct fetch fetch_t;
+
+fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, loop_t **loops, size_t n_loops,
+                   commit_t *commit);
+/* Connects and starts the thread. Returns 0, or -1 with a reason in err. */
+int fetch_start(fetch_t *f, char *err, size_t errlen);
+/* Stops fetching and waits for the thread (at most about --fetch-block-ms). */
+void fetch_stop(fetch_t *f);
+/* True once a fetch found pending empty while the window was empty (for --exit-when-empty). */
+bool fetch_found_empty(fetch_t *f);
+void fetch_free(fetch_t *f);
+
+#endif

@@ -1,0 +1,28 @@
+/* handler: what runs one item. fetch and commit never see which handler is in use.
+ *
+ * A handler keeps per-loop state (for libcurl: a multi handle; for subprocesses: a pool) created by loop_start()
+ * before the loop's thread runs; afterwards it is only touched on that thread. start() must not block: it arms timers or watches sockets on the loop and calls loop_item_done() exactly
+ * once per item, possibly from inside start() itself. loop_free() releases everything, including items still
+ * running when a drain abandons them. */
+#ifndef CHUNKD_HANDLER_H
+#define CHUNKD_HANDLER_H
+
+#include "loop.h"
+#include "settings.h"
+#include "work.h"
+
+typedef struct handler {
+    const char *name;
+    /* Creates the per-loop state in *state. Returns 0, or -1 after logging why. */
+    int (*loop_init)(loop_t *loop, const settings_t *s, void **state);
+    void (*loop_free)(void *state);
+    void (*start)(void *state, loop_t *loop, work_item_t *item);
+} handler_t;
+
+/* Returns the handler called name, or NULL. */
+const handler_t *handler_find(const char *name);
+
+extern const handler_t handler_sleep;
+extern const handler_t handler_echo;
+
+#endif

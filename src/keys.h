@@ -1,0 +1,36 @@
+/* keys: the Redis key names of one queue Q. All carry the hash tag {Q}, so a queue lives in one Redis Cluster
+ * slot and multi-key scripts stay legal. The README's data contract lists them. */
+#ifndef CHUNKD_KEYS_H
+#define CHUNKD_KEYS_H
+
+#include <stdio.h>
+
+#define KEYS_MAX 320 /* queue names are at most 200 bytes (settings) */
+
+typedef struct keys {
+    char pending[KEYS_MAX];    /* list of chunks; producers LPUSH, workers BLMOVE from the right */
+    char results[KEYS_MAX];    /* stream, one entry per item, field "r" */
+    char dead[KEYS_MAX];       /* list of dead records */
+    char stats[KEYS_MAX];      /* hash of counters */
+    char workers[KEYS_MAX];    /* set of registered worker ids */
+    char processing[KEYS_MAX]; /* this worker's processing list; empty until keys_set_worker() */
+} keys_t;
+
+#define KEYS_COLLECT_GROUP "chunkd-collect"
+
+static inline void keys_init(keys_t *k, const char *queue)
+{
+    snprintf(k->pending, sizeof k->pending, "chunkd:{%s}:pending", queue);
+    snprintf(k->results, sizeof k->results, "chunkd:{%s}:results", queue);
+    snprintf(k->dead, sizeof k->dead, "chunkd:{%s}:dead", queue);
+    snprintf(k->stats, sizeof k->stats, "chunkd:{%s}:stats", queue);
+    snprintf(k->workers, sizeof k->workers, "chunkd:{%s}:workers", queue);
+    k->processing[0] = '\0';
+}
+
+static inline void keys_processing(char *out, size_t outlen, const char *queue, const char *worker_id)
+{
+    snprintf(out, outlen, "chunkd:{%s}:processing:%s", queue, worker_id);
+}
+
+#endif

@@ -1,0 +1,156 @@
+/* localredis: see localredis.h. */
+#include "localredis.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "xalloc.h"
+
+#define LOCALREDIS_START_MS 10000
+
+struct localredis {
+    pid_t pid;
+    char dir[64];
+    char socket[128];
+    char url[160];
+};
+
+static void localredis_rmdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char path[512];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* Last line of the server's log, for an error message. */
+static void localredis_log_tail(const char *dir, char *out, size_t outlen)
+{
+    char path[128], buf[4096];
+    snprintf(path, sizeof path, "%s/redis.log", dir);
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
+    char *last = strrchr(buf, '\n');
+    snprintf(out, outlen, "%s", last ? last + 1 : buf);
+}
+
+localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
+{
+    localredis_t *r = xcalloc(1, sizeof *r);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(r->dir, sizeof r->dir, "%s/chunkd-XXXXXX", tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+    if (!mkdtemp(r->dir)) {
+        snprintf(err, errlen, "cannot create a temporary directory for redis-server: %s", strerror(errno));
+        free(r);
+        return NULL;
+    }
+    snprintf(r->socket, sizeof r->socket, "%s/redis.sock", r->dir);
+    snprintf(r->url, sizeof r->url, "unix://%s", r->socket);
+    char logpath[128];
+    snprintf(logpath, sizeof logpath, "%s/redis.log", r->dir);
+    pid_t parent = getpid();
+    r->pid = fork();
+    if (r->pid < 0) {
+        snprintf(err, errlen, "cannot fork redis-server: %s", strerror(errno));
+        goto fail;
+    }
+    if (r->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+        char *argv[] = {(char *)server_bin, "--port", "0", "--unixsocket", r->socket, "--unixsocketperm", "700",
+                        "--save", "", "--appendonly", "no", "--dir", r->dir, "--daemonize", "no", NULL};
+        execvp(server_bin, argv);
+        fprintf(stderr, "cannot run %s: %s\n", server_bin, strerror(errno));
+        _exit(127);
+    }
+    int64_t deadline = clock_now_ms() + LOCALREDIS_START_MS;
+    while (clock_now_ms() < deadline) {
+        int status;
+        if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
+            char tail[300];
+            localredis_log_tail(r->dir, tail, sizeof tail);
+            snprintf(err, errlen, "private redis-server (%s) exited at start: %s%s", server_bin,
+                     tail[0] ? tail : "no output",
+                     WIFEXITED(status) && WEXITSTATUS(status) == 127
+                         ? " (install Debian's redis-server, or give --redis / REDIS_URL)"
+                         : "");
+            r->pid = 0;
+            goto fail;
+        }
+        struct timeval tv = {1, 0};
+        redisContext *c = redisConnectUnixWithTimeout(r->socket, tv);
+        if (c && !c->err) {
+            redisReply *rep = redisCommand(c, "PING");
+            bool up = rep && rep->type == REDIS_REPLY_STATUS;
+            if (rep) freeReplyObject(rep);
+            redisFree(c);
+            if (up) return r;
+        } else if (c) {
+            redisFree(c);
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    snprintf(err, errlen, "private redis-server did not answer within %d ms", LOCALREDIS_START_MS);
+fail:
+    localredis_stop(r);
+    return NULL;
+}
+
+const char *localredis_url(const localredis_t *r) { return r->url; }
+
+void localredis_stop(localredis_t *r)
+{
+    if (!r) return;
+    if (r->pid > 0) {
+        kill(r->pid, SIGTERM);
+        int64_t deadline = clock_now_ms() + 5000;
+        int status;
+        while (waitpid(r->pid, &status, WNOHANG) == 0) {
+            if (clock_now_ms() > deadline) {
+                kill(r->pid, SIGKILL);
+                waitpid(r->pid, &status, 0);
+                break;
+            }
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    localredis_rmdir(r->dir);
+    free(r);
+}

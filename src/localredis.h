@@ -1,0 +1,19 @@
+/* localredis: the private redis-server of `chunkd run`.
+ *
+ * It listens only on a unix socket in a fresh temporary directory (no TCP port, no persistence), dies with its
+ * parent (PR_SET_PDEATHSIG), and is stopped and its directory removed by localredis_stop(). Start it before any
+ * thread: it forks. */
+#ifndef CHUNKD_LOCALREDIS_H
+#define CHUNKD_LOCALREDIS_H
+
+#include <stddef.h>
+
+typedef struct localredis localredis_t;
+
+/* Starts server_bin and waits until it answers PING. Returns NULL with a reason in err. */
+localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen);
+/* unix:// URL of the server. */
+const char *localredis_url(const localredis_t *r);
+void localredis_stop(localredis_t *r);
+
+#endif

@@ -1,0 +1,312 @@
+/* loop: see loop.h.
+ *
+ * Invariants: the inbox is the only state shared with other threads (under mu); `load` is atomic; a chunk is in
+ * exactly one of inbox, active or handed off; timers live in a binary min-heap whose entries know their index, so
+ * stopping a timer is O(log n). */
+#include "loop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "handler.h"
+#include "log.h"
+#include "work.h"
+#include "xalloc.h"
+
+#define LOOP_IDLE_WAKE_MS 1000 /* longest epoll wait, so a stuck loop is visible to liveness checks */
+
+struct loop {
+    int index;
+    const handler_t *handler;
+    const settings_t *settings;
+    void *handler_state;
+    loop_chunk_done_fn on_chunk_done;
+    void *on_chunk_done_arg;
+
+    pthread_t thread;
+    bool started;
+    int epfd;
+    int wakefd;                      /* eventfd: inbox has chunks or stop was asked */
+
+    pthread_mutex_t mu;              /* guards inbox and stop_requested */
+    work_chunk_t *inbox_head, *inbox_tail;
+    bool stop_requested;
+
+    atomic_size_t load;              /* items submitted and not finished */
+    int64_t now_ms;                  /* cached monotonic time of this turn */
+    work_chunk_t *active;            /* chunks whose items are running (doubly linked) */
+
+    loop_timer_t **heap;             /* min-heap on deadline_ms */
+    size_t heap_len, heap_cap;
+};
+
+loop_t *loop_new(int index, const handler_t *handler, const settings_t *s, loop_chunk_done_fn done, void *done_arg)
+{
+    loop_t *l = xcalloc(1, sizeof *l);
+    l->index = index;
+    l->handler = handler;
+    l->settings = s;
+    l->on_chunk_done = done;
+    l->on_chunk_done_arg = done_arg;
+    l->epfd = l->wakefd = -1;
+    pthread_mutex_init(&l->mu, NULL);
+    atomic_init(&l->load, 0);
+    return l;
+}
+
+/* ---- timers ---- */
+
+static bool heap_less(loop_t *l, size_t a, size_t b) { return l->heap[a]->deadline_ms < l->heap[b]->deadline_ms; }
+
+static void heap_swap(loop_t *l, size_t a, size_t b)
+{
+    loop_timer_t *t = l->heap[a];
+    l->heap[a] = l->heap[b];
+    l->heap[b] = t;
+    l->heap[a]->heap_index = a + 1;
+    l->heap[b]->heap_index = b + 1;
+}
+
+static void heap_up(loop_t *l, size_t i)
+{
+    while (i > 0 && heap_less(l, i, (i - 1) / 2)) {
+        heap_swap(l, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(loop_t *l, size_t i)
+{
+    for (;;) {
+        size_t left = 2 * i + 1, right = left + 1, min = i;
+        if (left < l->heap_len && heap_less(l, left, min)) min = left;
+        if (right < l->heap_len && heap_less(l, right, min)) min = right;
+        if (min == i) return;
+        heap_swap(l, i, min);
+        i = min;
+    }
+}
+
+void loop_timer_start(loop_t *l, loop_timer_t *t, int64_t deadline_ms, loop_timer_cb cb)
+{
+    if (t->heap_index) loop_timer_stop(l, t);
+    if (l->heap_len == l->heap_cap) {
+        l->heap_cap = l->heap_cap ? l->heap_cap * 2 : 1024;
+        l->heap = xrealloc(l->heap, l->heap_cap * sizeof *l->heap);
+    }
+    t->deadline_ms = deadline_ms;
+    t->cb = cb;
+    l->heap[l->heap_len++] = t;
+    t->heap_index = l->heap_len;
+    heap_up(l, l->heap_len - 1);
+}
+
+void loop_timer_stop(loop_t *l, loop_timer_t *t)
+{
+    if (!t->heap_index) return;
+    size_t i = t->heap_index - 1;
+    l->heap_len--;
+    if (i != l->heap_len) {
+        heap_swap(l, i, l->heap_len);
+        heap_down(l, i);
+        heap_up(l, i);
+    }
+    t->heap_index = 0;
+}
+
+static void loop_run_timers(loop_t *l)
+{
+    while (l->heap_len && l->heap[0]->deadline_ms <= l->now_ms) {
+        loop_timer_t *t = l->heap[0];
+        loop_timer_stop(l, t);
+        t->cb(l, t);
+    }
+}
+
+/* ---- items and chunks ---- */
+
+int64_t loop_now_ms(loop_t *l) { return l->now_ms; }
+size_t loop_load(const loop_t *l) { return atomic_load(&((loop_t *)l)->load); }
+
+static void active_remove(loop_t *l, work_chunk_t *c)
+{
+    if (c->prev) c->prev->next = c->next;
+    else l->active = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+
+static void chunk_complete(loop_t *l, work_chunk_t *c)
+{
+    active_remove(l, c);
+    c->finished_ms = l->now_ms;
+    c->disposition = WORK_COMMIT;
+    l->on_chunk_done(l->on_chunk_done_arg, c);
+}
+
+void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json, size_t result_len,
+                    const char *error)
+{
+    if (it->finished) return; /* a handler bug must not finish an item twice */
+    work_item_finish(it, ok, result_json, result_len, error, l->now_ms);
+    atomic_fetch_sub(&l->load, 1);
+    work_chunk_t *c = it->chunk;
+    if (++c->n_finished == c->decoded.n_items && !c->starting) chunk_complete(l, c);
+}
+
+static void loop_start_chunk(loop_t *l, work_chunk_t *c)
+{
+    c->prev = NULL;
+    c->next = l->active;
+    if (l->active) l->active->prev = c;
+    l->active = c;
+    c->starting = true;
+    for (size_t i = 0; i < c->decoded.n_items; i++) {
+        work_item_t *it = &c->items[i];
+        it->started_ms = l->now_ms;
+        it->attempts++;
+        if (it->in->error) loop_item_done(l, it, false, NULL, 0, it->in->error);
+        else l->handler->start(l->handler_state, l, it);
+    }
+    c->starting = false;
+    if (c->n_finished == c->decoded.n_items) chunk_complete(l, c);
+}
+
+void loop_submit(loop_t *l, work_chunk_t *c)
+{
+    atomic_fetch_add(&l->load, c->decoded.n_items);
+    c->next = NULL;
+    pthread_mutex_lock(&l->mu);
+    bool was_empty = l->inbox_head == NULL;
+    if (l->inbox_tail) l->inbox_tail->next = c;
+    else l->inbox_head = c;
+    l->inbox_tail = c;
+    pthread_mutex_unlock(&l->mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(l->wakefd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+/* ---- the thread ---- */
+
+static void *loop_main(void *arg)
+{
+    loop_t *l = arg;
+    struct epoll_event events[64];
+    for (;;) {
+        int timeout = LOOP_IDLE_WAKE_MS;
+        if (l->heap_len) {
+            int64_t until = l->heap[0]->deadline_ms - clock_now_ms();
+            if (until < timeout) timeout = until < 0 ? 0 : (int)until;
+        }
+        int n = epoll_wait(l->epfd, events, 64, timeout);
+        if (n < 0 && errno != EINTR) LOG(LL_ERROR, "loop %d: epoll_wait: %s", l->index, strerror(errno));
+        l->now_ms = clock_now_ms();
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.ptr == NULL) {
+                uint64_t count;
+                ssize_t r = read(l->wakefd, &count, sizeof count);
+                (void)r;
+            }
+        }
+        pthread_mutex_lock(&l->mu);
+        work_chunk_t *in = l->inbox_head;
+        l->inbox_head = l->inbox_tail = NULL;
+        bool stop = l->stop_requested;
+        pthread_mutex_unlock(&l->mu);
+        while (in) {
+            work_chunk_t *next = in->next;
+            loop_start_chunk(l, in);
+            in = next;
+        }
+        loop_run_timers(l);
+        if (stop) break;
+    }
+    l->handler->loop_free(l->handler_state);
+    l->handler_state = NULL;
+    return NULL;
+}
+
+int loop_start(loop_t *l)
+{
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->epfd < 0 || l->wakefd < 0) {
+        LOG(LL_ERROR, "loop %d: cannot create epoll or eventfd: %s", l->index, strerror(errno));
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev)) {
+        LOG(LL_ERROR, "loop %d: epoll_ctl: %s", l->index, strerror(errno));
+        return -1;
+    }
+    l->now_ms = clock_now_ms();
+    if (l->handler->loop_init(l, l->settings, &l->handler_state)) {
+        LOG(LL_ERROR, "loop %d: handler %s failed to start", l->index, l->handler->name);
+        return -1;
+    }
+    int rc = pthread_create(&l->thread, NULL, loop_main, l);
+    if (rc) {
+        LOG(LL_ERROR, "loop %d: cannot start thread: %s", l->index, strerror(rc));
+        return -1;
+    }
+    l->started = true;
+    return 0;
+}
+
+void loop_stop(loop_t *l)
+{
+    if (!l->started) return;
+    pthread_mutex_lock(&l->mu);
+    l->stop_requested = true;
+    pthread_mutex_unlock(&l->mu);
+    uint64_t one = 1;
+    ssize_t w = write(l->wakefd, &one, sizeof one);
+    (void)w;
+    pthread_join(l->thread, NULL);
+    l->started = false;
+}
+
+work_chunk_t *loop_take_unfinished(loop_t *l)
+{
+    /* Chunks still in the inbox were never started; join them to the active ones. */
+    work_chunk_t *list = l->active;
+    l->active = NULL;
+    for (work_chunk_t *c = list; c; c = c->next) c->prev = NULL;
+    work_chunk_t *in = l->inbox_head;
+    l->inbox_head = l->inbox_tail = NULL;
+    while (in) {
+        work_chunk_t *next = in->next;
+        in->next = list;
+        list = in;
+        in = next;
+    }
+    l->heap_len = 0;
+    atomic_store(&l->load, 0);
+    return list;
+}
+
+void loop_free(loop_t *l)
+{
+    if (!l) return;
+    loop_stop(l);
+    for (work_chunk_t *c = loop_take_unfinished(l); c;) {
+        work_chunk_t *next = c->next;
+        work_chunk_free(c);
+        c = next;
+    }
+    if (l->epfd >= 0) close(l->epfd);
+    if (l->wakefd >= 0) close(l->wakefd);
+    free(l->heap);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}

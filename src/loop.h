@@ -1,0 +1,59 @@
+/* loop: one event-loop thread that holds thousands of items in flight.
+ *
+ * Each loop owns an epoll instance, a min-heap of timers and an inbox of chunks. fetch submits chunks to the
+ * inbox from its own thread (loop_submit, the only cross-thread call besides stop and load); everything else runs
+ * on the loop's thread: the handler starts items, arms timers (later also watches sockets, for libcurl), and calls
+ * loop_item_done() exactly once per item. When a chunk's last item is done the loop hands the chunk to the
+ * committer through the on_chunk_done callback. Concurrency is therefore bounded by the items a process holds
+ * (--concurrency), not by threads. */
+#ifndef CHUNKD_LOOP_H
+#define CHUNKD_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct settings;
+struct handler;
+struct work_chunk;
+struct work_item;
+
+typedef struct loop loop_t;
+typedef struct loop_timer loop_timer_t;
+typedef void (*loop_timer_cb)(loop_t *loop, loop_timer_t *timer);
+
+/* A timer, embedded in its user's struct. Fields are private to loop.c. */
+struct loop_timer {
+    int64_t deadline_ms;
+    size_t heap_index;   /* position in the heap + 1; 0 when not armed */
+    loop_timer_cb cb;
+};
+
+/* Called on the loop's thread with a finished chunk; takes ownership of it. */
+typedef void (*loop_chunk_done_fn)(void *arg, struct work_chunk *chunk);
+
+/* Creates loop number index. */
+loop_t *loop_new(int index, const struct handler *handler, const struct settings *s, loop_chunk_done_fn done,
+                 void *done_arg);
+/* Creates the handler's per-loop state and starts the thread. Returns 0, or -1 (with a log line). */
+int loop_start(loop_t *loop);
+/* Hands a chunk to the loop (any thread); takes ownership. */
+void loop_submit(loop_t *loop, struct work_chunk *chunk);
+/* Items submitted and not yet finished (any thread). */
+size_t loop_load(const loop_t *loop);
+/* Asks the thread to stop at its next turn and waits for it; items still running are abandoned. */
+void loop_stop(loop_t *loop);
+/* After loop_stop: returns the chunks the loop still held (a list linked by ->next), and gives up their
+ * ownership. */
+struct work_chunk *loop_take_unfinished(loop_t *loop);
+void loop_free(loop_t *loop);
+
+/* On the loop's thread only. */
+int64_t loop_now_ms(loop_t *loop);
+void loop_timer_start(loop_t *loop, loop_timer_t *t, int64_t deadline_ms, loop_timer_cb cb);
+void loop_timer_stop(loop_t *loop, loop_timer_t *t);
+/* Reports an item's outcome: result_json (JSON text) when ok, error otherwise. Both are borrowed. */
+void loop_item_done(loop_t *loop, struct work_item *item, bool ok, const char *result_json, size_t result_len,
+                    const char *error);
+
+#endif

@@ -1,0 +1,84 @@
+/* chunkd: run a slow operation millions of times.
+ *
+ * main() only wires things together: it reads the subcommand, parses settings (flags over environment over
+ * defaults), takes signals into the main thread, and hands over to cmd_<name>(). The data flow lives in the
+ * modules: enqueue -> Redis list -> fetch -> loop (handler) -> commit -> Redis stream -> collect. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "log.h"
+#include "settings.h"
+#include "sig.h"
+
+#ifndef CHUNKD_VERSION
+#define CHUNKD_VERSION "0.1.0"
+#endif
+
+extern char **environ;
+
+typedef struct command {
+    const char *name;
+    int (*run)(settings_t *s);
+    const char *usage;
+    const char *summary;
+} command_t;
+
+static const command_t commands[] = {
+    {"run", cmd_run, "[options] [FILE|-]",
+     "Run a whole job on this machine: read JSON Lines, write one result line per item. Uses REDIS_URL when set,\n"
+     "otherwise a private redis-server on a unix socket."},
+    {"enqueue", cmd_enqueue, "[options] [FILE|-]", "Read JSON Lines and push them as chunks onto the pending list."},
+    {"worker", cmd_worker, "[options]",
+     "Take chunks from the pending list, run their items, commit results to the stream. SIGTERM drains."},
+    {"collect", cmd_collect, "[options]", "Write results from the stream as JSON Lines (stdout, --out FILE or DIR)."},
+    {"status", cmd_status, "[options]", "Show a queue's counters."},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: chunkd COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s %s\n", commands[i].name, commands[i].name, commands[i].usage);
+    fprintf(f, "\n'chunkd COMMAND --help' lists a command's settings. Every flag --foo-bar is also CHUNKD_FOO_BAR.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("chunkd %s\n", CHUNKD_VERSION);
+        return 0;
+    }
+    const command_t *cmd = NULL;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) cmd = &commands[i];
+    if (!cmd) {
+        fprintf(stderr, "chunkd: unknown command '%s'\n", argv[1]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    int bit = settings_command(cmd->name);
+    settings_t s;
+    char err[1024];
+    settings_rc_t prc = settings_parse(&s, bit, argc - 1, argv + 1, environ, err, sizeof err);
+    if (prc == SETTINGS_HELP) {
+        settings_help(bit, cmd->name, cmd->usage, cmd->summary);
+        settings_free(&s);
+        return 0;
+    }
+    if (prc == SETTINGS_ERROR) {
+        fprintf(stderr, "chunkd %s: %s\n", cmd->name, err);
+        settings_free(&s);
+        return EXIT_USAGE;
+    }
+    sig_init();
+    settings_log_effective(&s, bit, bit == CMD_WORKER ? LL_INFO : LL_DEBUG);
+    int rc = cmd->run(&s);
+    settings_free(&s);
+    return rc;
+}

@@ -1,0 +1,172 @@
+/* rconn: see rconn.h. */
+#include "rconn.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "redis_url.h"
+#include "xalloc.h"
+
+struct rconn {
+    redis_url_t url;
+    char addr[512];          /* masked address for messages */
+    long long timeout_ms;    /* connect and command timeout */
+    long long extra_ms;      /* added to the command timeout (blocking commands) */
+    redisContext *ctx;       /* NULL while disconnected */
+    char err[256];           /* last error */
+};
+
+static struct timeval ms_to_tv(long long ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+rconn_t *rconn_new(const char *url, long long timeout_ms)
+{
+    rconn_t *c = xcalloc(1, sizeof *c);
+    char err[256];
+    if (redis_url_parse(url, &c->url, err, sizeof err)) abort(); /* validated by settings */
+    redis_url_mask(url, c->addr, sizeof c->addr);
+    c->timeout_ms = timeout_ms;
+    return c;
+}
+
+static void rconn_drop(rconn_t *c)
+{
+    if (c->ctx) {
+        if (c->ctx->err) snprintf(c->err, sizeof c->err, "%s", c->ctx->errstr);
+        redisFree(c->ctx);
+        c->ctx = NULL;
+    }
+}
+
+void rconn_free(rconn_t *c)
+{
+    if (!c) return;
+    rconn_drop(c);
+    free(c);
+}
+
+/* Runs a setup command; returns 0 if it answered OK. */
+static int rconn_setup_cmd(rconn_t *c, const char *what, int argc, const char **argv)
+{
+    redisReply *r = redisCommandArgv(c->ctx, argc, argv, NULL);
+    if (!r) {
+        snprintf(c->err, sizeof c->err, "%s: %s", what, c->ctx->errstr);
+        return -1;
+    }
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(c->err, sizeof c->err, "%s refused: %.200s", what, r->str);
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int rconn_connect(rconn_t *c, char *err, size_t errlen)
+{
+    rconn_drop(c);
+    struct timeval tv = ms_to_tv(c->timeout_ms);
+    c->ctx = c->url.is_unix ? redisConnectUnixWithTimeout(c->url.path, tv)
+                            : redisConnectWithTimeout(c->url.host, c->url.port, tv);
+    if (!c->ctx) {
+        snprintf(c->err, sizeof c->err, "cannot allocate a Redis context");
+        goto fail;
+    }
+    if (c->ctx->err) {
+        snprintf(c->err, sizeof c->err, "%s", c->ctx->errstr);
+        goto fail;
+    }
+    redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + c->extra_ms));
+    if (!c->url.is_unix) redisEnableKeepAlive(c->ctx);
+    if (c->url.password[0]) {
+        const char *argv[3] = {"AUTH", c->url.user, c->url.password};
+        int argc = 3;
+        if (!c->url.user[0]) argv[1] = c->url.password, argc = 2;
+        if (rconn_setup_cmd(c, "AUTH", argc, argv)) goto fail;
+    }
+    if (c->url.db > 0) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", c->url.db);
+        const char *argv[2] = {"SELECT", db};
+        if (rconn_setup_cmd(c, "SELECT", 2, argv)) goto fail;
+    }
+    return 0;
+fail:
+    if (c->ctx) redisFree(c->ctx);
+    c->ctx = NULL;
+    if (err) snprintf(err, errlen, "cannot connect to Redis at %s: %s", c->addr, c->err);
+    return -1;
+}
+
+int rconn_reconnect(rconn_t *c, const atomic_bool *stop)
+{
+    long long backoff_ms = 100;
+    for (unsigned attempt = 0;; attempt++) {
+        char err[512];
+        if (rconn_connect(c, err, sizeof err) == 0) {
+            if (attempt > 0) LOG(LL_INFO, "reconnected to Redis at %s", c->addr);
+            return 0;
+        }
+        if (attempt % 10 == 0) LOG(LL_WARN, "%s (attempt %u; retrying)", err, attempt + 1);
+        /* Full jitter keeps many workers from reconnecting in lockstep after an outage. */
+        long long wait_ms = backoff_ms / 2 + rand() % (backoff_ms / 2 + 1);
+        for (long long waited = 0; waited < wait_ms; waited += 50) {
+            if (stop && atomic_load(stop)) return -1;
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (backoff_ms < 5000) backoff_ms *= 2;
+    }
+}
+
+void rconn_set_extra_timeout(rconn_t *c, long long extra_ms)
+{
+    c->extra_ms = extra_ms;
+    if (c->ctx) redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + extra_ms));
+}
+
+static redisReply *rconn_check(rconn_t *c, void *reply)
+{
+    if (!reply) rconn_drop(c);
+    return reply;
+}
+
+redisReply *rconn_command(rconn_t *c, const char *fmt, ...)
+{
+    if (!c->ctx) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    void *r = redisvCommand(c->ctx, fmt, ap);
+    va_end(ap);
+    return rconn_check(c, r);
+}
+
+redisReply *rconn_command_argv(rconn_t *c, int argc, const char **argv, const size_t *lens)
+{
+    if (!c->ctx) return NULL;
+    return rconn_check(c, redisCommandArgv(c->ctx, argc, argv, lens));
+}
+
+void rconn_append_argv(rconn_t *c, int argc, const char **argv, const size_t *lens)
+{
+    if (c->ctx) redisAppendCommandArgv(c->ctx, argc, argv, lens);
+}
+
+redisReply *rconn_get_reply(rconn_t *c)
+{
+    if (!c->ctx) return NULL;
+    void *r = NULL;
+    if (redisGetReply(c->ctx, &r) != REDIS_OK) r = NULL;
+    return rconn_check(c, r);
+}
+
+bool rconn_connected(const rconn_t *c) { return c->ctx != NULL; }
+const char *rconn_addr(const rconn_t *c) { return c->addr; }
+const char *rconn_error(const rconn_t *c) { return c->err; }

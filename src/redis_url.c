@@ -1,0 +1,167 @@
+/* redis_url: see redis_url.h. */
+#include "redis_url.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes src[0..len) into dst (capacity cap, NUL-terminated). Returns 0, or -1 if invalid or too long. */
+static int pct_decode(const char *src, size_t len, char *dst, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = src[i];
+        if (c == '%') {
+            if (i + 2 >= len) return -1;
+            int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+            if (hi < 0 || lo < 0) return -1;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (c == '\0' || n + 1 >= cap) return -1;
+        dst[n++] = c;
+    }
+    dst[n] = '\0';
+    return 0;
+}
+
+static int parse_int(const char *s, size_t len, int min, int max, int *out)
+{
+    if (len == 0 || len > 9) return -1;
+    int v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (strncmp(text, "unix://", 7) == 0) {
+        const char *p = text + 7, *q = strchr(p, '?');
+        size_t len = q ? (size_t)(q - p) : strlen(p);
+        if (len == 0 || p[0] != '/') {
+            snprintf(err, errlen, "unix:// needs an absolute socket path, as in unix:///run/redis.sock");
+            return -1;
+        }
+        if (pct_decode(p, len, out->path, sizeof out->path)) {
+            snprintf(err, errlen, "unix socket path is invalid or longer than %zu bytes", sizeof out->path - 1);
+            return -1;
+        }
+        if (q) {
+            if (strncmp(q, "?db=", 4) != 0 || parse_int(q + 4, strlen(q + 4), 0, 100000, &out->db)) {
+                snprintf(err, errlen, "unix:// accepts only ?db=N after the path");
+                return -1;
+            }
+        }
+        out->is_unix = true;
+        return 0;
+    }
+    if (strncmp(text, "rediss://", 9) == 0) {
+        snprintf(err, errlen, "rediss:// (TLS) is not supported by this build; use redis:// or unix://");
+        return -1;
+    }
+    if (strncmp(text, "redis://", 8) != 0) {
+        snprintf(err, errlen, "expected redis://host[:port][/db] or unix:///path");
+        return -1;
+    }
+    const char *p = text + 8;
+    const char *slash = strchr(p, '/');
+    size_t auth_end = slash ? (size_t)(slash - p) : strlen(p);
+    /* The last '@' before the path separates the userinfo, so a password may contain '@' when encoded or not. */
+    const char *at = NULL;
+    for (size_t i = 0; i < auth_end; i++)
+        if (p[i] == '@') at = p + i;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (pct_decode(p, (size_t)(colon - p), out->user, sizeof out->user) ||
+                pct_decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password)) {
+                snprintf(err, errlen, "user or password is invalid (bad %%-escape) or too long");
+                return -1;
+            }
+        } else if (pct_decode(p, (size_t)(at - p), out->password, sizeof out->password)) {
+            /* redis://secret@host: a password alone, as redis-cli reads it. */
+            snprintf(err, errlen, "password is invalid (bad %%-escape) or too long");
+            return -1;
+        }
+        p = at + 1;
+    }
+    const char *hostport_end = slash ? slash : p + strlen(p);
+    const char *host = p, *host_end, *port = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(hostport_end - p));
+        if (!rb) {
+            snprintf(err, errlen, "unterminated [ipv6] host");
+            return -1;
+        }
+        host = p + 1;
+        host_end = rb;
+        if (rb + 1 < hostport_end) {
+            if (rb[1] != ':') {
+                snprintf(err, errlen, "unexpected text after ]");
+                return -1;
+            }
+            port = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(p, ':', (size_t)(hostport_end - p));
+        host_end = colon ? colon : hostport_end;
+        if (colon) port = colon + 1;
+    }
+    size_t host_len = (size_t)(host_end - host);
+    if (host_len == 0 || host_len >= sizeof out->host) {
+        snprintf(err, errlen, "missing or too long host");
+        return -1;
+    }
+    for (size_t i = 0; i < host_len; i++) {
+        char c = host[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+              c == '_' || c == ':')) {
+            snprintf(err, errlen, "invalid character in host");
+            return -1;
+        }
+    }
+    memcpy(out->host, host, host_len);
+    out->host[host_len] = '\0';
+    if (port && parse_int(port, (size_t)(hostport_end - port), 1, 65535, &out->port)) {
+        snprintf(err, errlen, "port must be a number from 1 to 65535");
+        return -1;
+    }
+    if (slash && slash[1] != '\0' && parse_int(slash + 1, strlen(slash + 1), 0, 100000, &out->db)) {
+        snprintf(err, errlen, "database after / must be a number");
+        return -1;
+    }
+    return 0;
+}
+
+void redis_url_mask(const char *text, char *out, size_t outlen)
+{
+    redis_url_t u;
+    char err[128];
+    if (redis_url_parse(text, &u, err, sizeof err)) {
+        snprintf(out, outlen, "<invalid redis url>");
+        return;
+    }
+    if (u.is_unix) {
+        snprintf(out, outlen, "unix://%s%s", u.path, u.db ? "?db=" : "");
+        if (u.db) snprintf(out + strlen(out), outlen - strlen(out), "%d", u.db);
+        return;
+    }
+    const char *lb = strchr(u.host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+    snprintf(out, outlen, "redis://%s%s%s%s%s%s:%d/%d", u.user, u.password[0] ? ":***" : "",
+             (u.user[0] || u.password[0]) ? "@" : "", lb, u.host, rb, u.port, u.db);
+}

@@ -1,0 +1,338 @@
+/* settings: see settings.h. The table below is the single source of truth for flags, environment variables,
+ * defaults, bounds and --help. */
+#include "settings.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "redis_url.h"
+#include "xalloc.h"
+
+typedef enum { ST_STR, ST_INT, ST_BOOL } setting_type_t;
+
+typedef struct setting_def {
+    const char *name;       /* flag without the leading "--" */
+    const char *env;        /* environment variable */
+    setting_type_t type;
+    size_t offset;          /* into settings_t */
+    const char *def;        /* default as text; NULL: unset */
+    long long min, max;     /* bounds for ST_INT */
+    const char *choices;    /* for ST_STR: space-separated allowed values, or NULL */
+    int cmds;               /* command bits that use it */
+    bool secret;            /* mask the value when logging */
+    const char *help;
+} setting_def_t;
+
+#define ALL (CMD_ENQUEUE | CMD_WORKER | CMD_COLLECT | CMD_STATUS | CMD_RUN)
+#define OFF(field) offsetof(settings_t, field)
+
+static const setting_def_t setting_defs[] = {
+    {"redis", "REDIS_URL", ST_STR, OFF(redis_url), NULL, 0, 0, NULL, ALL, true,
+     "Redis address: redis://[user:password@]host[:port][/db] or unix:///path[?db=N] (run: a private server when unset)"},
+    {"queue", "CHUNKD_QUEUE", ST_STR, OFF(queue), "default", 0, 0, NULL, ALL, false,
+     "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
+    {"log-level", "CHUNKD_LOG_LEVEL", ST_STR, OFF(log_level), "info", 0, 0, "debug info warn error", ALL, false,
+     "least severe level logged"},
+    {"redis-timeout-ms", "CHUNKD_REDIS_TIMEOUT_MS", ST_INT, OFF(redis_timeout_ms), "5000", 100, 600000, NULL, ALL,
+     false, "Redis connect and command timeout"},
+    {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN, false,
+     "items per chunk"},
+    {"max-item-bytes", "CHUNKD_MAX_ITEM_BYTES", ST_INT, OFF(max_item_bytes), "1048576", 16, 67108864, NULL,
+     CMD_ENQUEUE | CMD_RUN, false, "longest input line accepted; longer lines are rejected"},
+    {"rejects", "CHUNKD_REJECTS", ST_STR, OFF(rejects), NULL, 0, 0, NULL, CMD_ENQUEUE | CMD_RUN, false,
+     "file for rejected lines (default <input>.rejected, or chunkd-rejected.jsonl for stdin)"},
+    {"handler", "CHUNKD_HANDLER", ST_STR, OFF(handler), "sleep", 0, 0, "sleep echo", CMD_WORKER | CMD_RUN, false,
+     "what runs each item"},
+    {"sleep-ms", "CHUNKD_SLEEP_MS", ST_INT, OFF(sleep_ms), "100", 0, 86400000, NULL, CMD_WORKER | CMD_RUN, false,
+     "sleep handler: delay for items without a \"sleep_ms\" field"},
+    {"concurrency", "CHUNKD_CONCURRENCY", ST_INT, OFF(concurrency), "1000", 1, 1000000, NULL, CMD_WORKER | CMD_RUN,
+     false, "items held in flight by this process"},
+    {"threads", "CHUNKD_THREADS", ST_INT, OFF(threads), "0", 0, 256, NULL, CMD_WORKER | CMD_RUN, false,
+     "event-loop threads (0: the number of CPUs)"},
+    {"exit-when-empty", "CHUNKD_EXIT_WHEN_EMPTY", ST_BOOL, OFF(exit_when_empty), "false", 0, 0, NULL, CMD_WORKER,
+     false, "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
+    {"drain-timeout-ms", "CHUNKD_DRAIN_TIMEOUT_MS", ST_INT, OFF(drain_timeout_ms), "20000", 0, 3600000, NULL,
+     CMD_WORKER | CMD_RUN, false, "on SIGTERM, how long in-flight items may take before their chunks go back"},
+    {"fetch-block-ms", "CHUNKD_FETCH_BLOCK_MS", ST_INT, OFF(fetch_block_ms), "1000", 10, 60000, NULL,
+     CMD_WORKER | CMD_RUN, false, "how long one fetch waits on an empty queue"},
+    {"commit-batch", "CHUNKD_COMMIT_BATCH", ST_INT, OFF(commit_batch), "2000", 1, 1000000, NULL,
+     CMD_WORKER | CMD_RUN, false, "results per commit round trip (several chunks are pipelined)"},
+    {"commit-interval-ms", "CHUNKD_COMMIT_INTERVAL_MS", ST_INT, OFF(commit_interval_ms), "20", 0, 60000, NULL,
+     CMD_WORKER | CMD_RUN, false, "longest a finished chunk waits for a fuller batch"},
+    {"worker-id", "CHUNKD_WORKER_ID", ST_STR, OFF(worker_id), NULL, 0, 0, NULL, CMD_WORKER, false,
+     "this worker's id (default hostname-pid-random)"},
+    {"out", "CHUNKD_OUT", ST_STR, OFF(out), NULL, 0, 0, NULL, CMD_COLLECT | CMD_RUN, false,
+     "result file (a directory with --rotate-lines); default stdout"},
+    {"rotate-lines", "CHUNKD_ROTATE_LINES", ST_INT, OFF(rotate_lines), "0", 0, 1000000000, NULL,
+     CMD_COLLECT | CMD_RUN, false, "lines per file results-NNNNNN.jsonl in the --out directory (0: one file)"},
+    {"until-done", "CHUNKD_UNTIL_DONE", ST_BOOL, OFF(until_done), "false", 0, 0, NULL, CMD_COLLECT, false,
+     "exit once every enqueued item has a result written"},
+    {"follow", "CHUNKD_FOLLOW", ST_BOOL, OFF(follow), "false", 0, 0, NULL, CMD_COLLECT, false,
+     "keep collecting until SIGTERM"},
+    {"collect-batch", "CHUNKD_COLLECT_BATCH", ST_INT, OFF(collect_batch), "1000", 1, 100000, NULL,
+     CMD_COLLECT | CMD_RUN, false, "stream entries read, written and acknowledged at a time"},
+    {"consumer", "CHUNKD_CONSUMER", ST_STR, OFF(consumer), "collector", 0, 0, NULL, CMD_COLLECT | CMD_RUN, false,
+     "consumer name in the group chunkd-collect (a restarted collector with the same name re-reads its batch)"},
+    {"json", "CHUNKD_JSON", ST_BOOL, OFF(json), "false", 0, 0, NULL, CMD_STATUS, false, "print one JSON object"},
+    {"redis-server", "CHUNKD_REDIS_SERVER", ST_STR, OFF(redis_server), "redis-server", 0, 0, NULL, CMD_RUN, false,
+     "redis-server binary for the private server"},
+};
+
+#define N_SETTINGS (sizeof setting_defs / sizeof setting_defs[0])
+
+static const struct {
+    const char *name;
+    int bit;
+} commands[] = {
+    {"enqueue", CMD_ENQUEUE}, {"worker", CMD_WORKER}, {"collect", CMD_COLLECT},
+    {"status", CMD_STATUS},   {"run", CMD_RUN},
+};
+
+int settings_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0) return commands[i].bit;
+    return 0;
+}
+
+static char **str_field(settings_t *s, const setting_def_t *d) { return (char **)((char *)s + d->offset); }
+static long long *int_field(settings_t *s, const setting_def_t *d) { return (long long *)((char *)s + d->offset); }
+static bool *bool_field(settings_t *s, const setting_def_t *d) { return (bool *)((char *)s + d->offset); }
+
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) return *out = true, 0;
+        if (strcasecmp(v, no[i]) == 0) return *out = false, 0;
+    }
+    return -1;
+}
+
+static bool choice_ok(const char *choices, const char *v)
+{
+    size_t len = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *end = strchr(p, ' ');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == len && strncmp(p, v, n) == 0) return true;
+        p += n;
+        while (*p == ' ') p++;
+    }
+    return false;
+}
+
+/* Sets one setting from text. source names where it came from, for the error message. */
+static int setting_set(settings_t *s, const setting_def_t *d, const char *v, const char *source, char *err,
+                       size_t errlen)
+{
+    switch (d->type) {
+    case ST_STR:
+        if (strlen(v) > 4096) {
+            snprintf(err, errlen, "invalid value for --%s (%s, from %s): longer than 4096 bytes", d->name, d->env,
+                     source);
+            return -1;
+        }
+        if (d->choices && !choice_ok(d->choices, v)) {
+            snprintf(err, errlen, "invalid value '%s' for --%s (%s, from %s): expected one of: %s", v, d->name,
+                     d->env, source, d->choices);
+            return -1;
+        }
+        free(*str_field(s, d));
+        *str_field(s, d) = xstrdup(v);
+        return 0;
+    case ST_INT: {
+        char *end = NULL;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (errno || end == v || *end || n < d->min || n > d->max) {
+            snprintf(err, errlen, "invalid value '%.64s' for --%s (%s, from %s): expected an integer from %lld to %lld",
+                     v, d->name, d->env, source, d->min, d->max);
+            return -1;
+        }
+        *int_field(s, d) = n;
+        return 0;
+    }
+    case ST_BOOL:
+        if (parse_bool(v, bool_field(s, d))) {
+            snprintf(err, errlen, "invalid value '%.64s' for --%s (%s, from %s): expected true or false", v, d->name,
+                     d->env, source);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static const setting_def_t *setting_by_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (strlen(setting_defs[i].name) == len && strncmp(setting_defs[i].name, name, len) == 0)
+            return &setting_defs[i];
+    return NULL;
+}
+
+static bool env_known(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (strlen(setting_defs[i].env) == len && strncmp(setting_defs[i].env, name, len) == 0) return true;
+    return false;
+}
+
+settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char **envp, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (setting_defs[i].def && setting_set(s, &setting_defs[i], setting_defs[i].def, "default", err, errlen))
+            return SETTINGS_ERROR;
+
+    /* Environment: known variables of this command apply; unknown CHUNKD_* ones are warned about. */
+    for (char **e = envp; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq) continue;
+        size_t len = (size_t)(eq - *e);
+        for (size_t i = 0; i < N_SETTINGS; i++) {
+            const setting_def_t *d = &setting_defs[i];
+            if (!(d->cmds & cmd) || strlen(d->env) != len || strncmp(d->env, *e, len) != 0) continue;
+            if (setting_set(s, d, eq + 1, "environment", err, errlen)) return SETTINGS_ERROR;
+            if (d->offset == OFF(queue)) s->queue_set = true;
+        }
+        if (len > 7 && strncmp(*e, "CHUNKD_", 7) == 0 && !env_known(*e, len))
+            LOG(LL_WARN, "ignoring unknown environment variable %.*s", (int)len, *e);
+    }
+
+    /* Flags. */
+    const char *bad = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return SETTINGS_HELP;
+        if (strcmp(a, "--") == 0) {
+            if (i + 1 < argc && (s->input || i + 2 < argc || !(cmd & (CMD_ENQUEUE | CMD_RUN)))) {
+                bad = argv[argc - 1];
+                goto extra;
+            }
+            if (i + 1 < argc) s->input = argv[i + 1];
+            break;
+        }
+        if (strncmp(a, "--", 2) != 0 || strcmp(a, "-") == 0) {
+            if (s->input || !(cmd & (CMD_ENQUEUE | CMD_RUN))) {
+                bad = a;
+                goto extra;
+            }
+            s->input = a;
+            continue;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        bool negated = false;
+        const setting_def_t *d = setting_by_flag(name, len);
+        if (!d && len > 3 && strncmp(name, "no-", 3) == 0) {
+            d = setting_by_flag(name + 3, len - 3);
+            negated = d && d->type == ST_BOOL && !eq;
+            if (!negated) d = NULL;
+        }
+        if (!d || !(d->cmds & cmd)) {
+            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)(len > 64 ? 64 : len), name);
+            return SETTINGS_ERROR;
+        }
+        const char *v;
+        if (negated) v = "false";
+        else if (eq) v = eq + 1;
+        else if (d->type == ST_BOOL) v = "true";
+        else if (i + 1 < argc) v = argv[++i];
+        else {
+            snprintf(err, errlen, "option --%s (%s) needs a value", d->name, d->env);
+            return SETTINGS_ERROR;
+        }
+        if (setting_set(s, d, v, "command line", err, errlen)) return SETTINGS_ERROR;
+        if (d->offset == OFF(queue)) s->queue_set = true;
+    }
+
+    /* Checks across settings. */
+    if (s->queue[0] == '\0' || strpbrk(s->queue, "{}") || strlen(s->queue) > 200) {
+        snprintf(err, errlen, "invalid value for --queue (CHUNKD_QUEUE): 1 to 200 characters without '{' or '}'");
+        return SETTINGS_ERROR;
+    }
+    if (s->until_done && s->follow) {
+        snprintf(err, errlen, "--until-done (CHUNKD_UNTIL_DONE) and --follow (CHUNKD_FOLLOW) exclude each other");
+        return SETTINGS_ERROR;
+    }
+    if (s->rotate_lines > 0 && !s->out) {
+        snprintf(err, errlen, "--rotate-lines (CHUNKD_ROTATE_LINES) needs --out DIRECTORY");
+        return SETTINGS_ERROR;
+    }
+    if (s->redis_url) {
+        redis_url_t url;
+        char uerr[256];
+        if (redis_url_parse(s->redis_url, &url, uerr, sizeof uerr)) {
+            snprintf(err, errlen, "invalid value for --redis (REDIS_URL): %s", uerr);
+            return SETTINGS_ERROR;
+        }
+    }
+    log_level_parse(s->log_level, &log_min_level);
+    return SETTINGS_OK;
+
+extra:
+    snprintf(err, errlen, "unexpected argument '%.64s' (see --help)", bad);
+    return SETTINGS_ERROR;
+}
+
+void settings_free(settings_t *s)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (setting_defs[i].type == ST_STR) {
+            free(*str_field(s, &setting_defs[i]));
+            *str_field(s, &setting_defs[i]) = NULL;
+        }
+}
+
+void settings_help(int cmd, const char *cmd_name, const char *usage, const char *summary)
+{
+    printf("usage: chunkd %s %s\n\n%s\n\nSettings (flag, environment variable, default):\n", cmd_name, usage, summary);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const setting_def_t *d = &setting_defs[i];
+        if (!(d->cmds & cmd)) continue;
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s%s", d->name, d->type == ST_BOOL ? "" : d->type == ST_INT ? " N" : " S");
+        printf("  %-26s %-26s %s\n", flag, d->env, d->help);
+        if (d->type == ST_INT)
+            printf("  %-26s %-26s default %s, from %lld to %lld\n", "", "", d->def, d->min, d->max);
+        else if (d->choices)
+            printf("  %-26s %-26s default %s, one of: %s\n", "", "", d->def, d->choices);
+        else if (d->def)
+            printf("  %-26s %-26s default %s\n", "", "", d->def);
+    }
+}
+
+void settings_log_effective(const settings_t *s, int cmd, int level)
+{
+    if (level < (int)log_min_level) return;
+    char line[LOG_LINE_MAX - 128];
+    size_t n = 0;
+    for (size_t i = 0; i < N_SETTINGS && n < sizeof line; i++) {
+        const setting_def_t *d = &setting_defs[i];
+        if (!(d->cmds & cmd)) continue;
+        char val[512];
+        settings_t *ms = (settings_t *)s;
+        switch (d->type) {
+        case ST_STR: {
+            const char *v = *str_field(ms, d);
+            if (!v) snprintf(val, sizeof val, "-");
+            else if (d->secret) redis_url_mask(v, val, sizeof val);
+            else snprintf(val, sizeof val, "%s", v);
+            break;
+        }
+        case ST_INT: snprintf(val, sizeof val, "%lld", *int_field(ms, d)); break;
+        case ST_BOOL: snprintf(val, sizeof val, "%s", *bool_field(ms, d) ? "true" : "false"); break;
+        }
+        int m = snprintf(line + n, sizeof line - n, "%s%s=%s", n ? " " : "", d->name, val);
+        if (m > 0) n += (size_t)m;
+    }
+    log_write((log_level_t)level, "settings: %s", line);
+}

@@ -1,0 +1,76 @@
+/* settings: the one table of chunkd's settings.
+ *
+ * Every setting has a name (the flag --name), an environment variable (CHUNKD_NAME, or REDIS_URL for the Redis
+ * address), a type, a default, bounds and a help line, and belongs to the subcommands that use it. The table drives
+ * parsing, validation, --help and the "effective settings" log line. Precedence: default < environment < flag.
+ * Parsing is pure apart from reading the given environment array, so it is unit-tested without I/O. */
+#ifndef CHUNKD_SETTINGS_H
+#define CHUNKD_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Subcommands, as bits, so one setting can belong to several. */
+enum {
+    CMD_ENQUEUE = 1 << 0,
+    CMD_WORKER = 1 << 1,
+    CMD_COLLECT = 1 << 2,
+    CMD_STATUS = 1 << 3,
+    CMD_RUN = 1 << 4,
+};
+
+typedef struct settings {
+    /* Common. */
+    char *redis_url;        /* --redis / REDIS_URL; NULL when unset */
+    char *queue;            /* queue name Q in chunkd:{Q}:... */
+    char *log_level;        /* debug, info, warn, error */
+    long long redis_timeout_ms;
+    /* enqueue (and run). */
+    long long chunk_size;   /* items per chunk */
+    long long max_item_bytes;
+    char *rejects;          /* NULL: derived from the input name */
+    /* worker (and run). */
+    char *handler;
+    long long sleep_ms;
+    long long concurrency;  /* items held per process */
+    long long threads;      /* event-loop threads; 0: CPU count */
+    bool exit_when_empty;
+    long long drain_timeout_ms;
+    long long fetch_block_ms;
+    long long commit_batch;       /* items per commit round trip */
+    long long commit_interval_ms; /* longest a finished chunk waits for its batch */
+    char *worker_id;              /* NULL: hostname-pid-random */
+    /* collect (and run). */
+    char *out;              /* NULL: stdout */
+    long long rotate_lines; /* 0: one file */
+    bool until_done;
+    bool follow;
+    long long collect_batch;
+    char *consumer;
+    /* status. */
+    bool json;
+    /* run. */
+    char *redis_server;     /* redis-server binary for the private server */
+
+    const char *input;      /* positional FILE or "-"; NULL when absent (borrowed from argv) */
+    bool queue_set;         /* the queue was given explicitly (flag or environment) */
+} settings_t;
+
+typedef enum { SETTINGS_OK = 0, SETTINGS_ERROR = -1, SETTINGS_HELP = 1 } settings_rc_t;
+
+/* Returns the command bit for a subcommand name, or 0. */
+int settings_command(const char *name);
+
+/* Fills *s from defaults, then envp, then argv (argv[0] is the subcommand name). On SETTINGS_ERROR, err holds a
+ * message naming the setting. Warnings (unknown CHUNKD_* variables) are logged. *s must be freed with
+ * settings_free() whatever the result. */
+settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char **envp, char *err, size_t errlen);
+void settings_free(settings_t *s);
+
+/* Prints the usage of a subcommand and its settings, with defaults and bounds. */
+void settings_help(int cmd, const char *cmd_name, const char *usage, const char *summary);
+
+/* Logs one line at level with every setting of cmd; the Redis URL's password is masked. */
+void settings_log_effective(const settings_t *s, int cmd, int level);
+
+#endif

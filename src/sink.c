@@ -1,0 +1,112 @@
+/* sink: see sink.h. */
+#include "sink.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "xalloc.h"
+
+struct sink {
+    FILE *f;                 /* current file; stdout when to_stdout */
+    bool to_stdout;
+    char *path;              /* file, or directory when rotating */
+    long long rotate_lines;  /* 0: no rotation */
+    long long lines_in_file; /* lines written to the current rotated file */
+    unsigned long file_no;   /* number of the current rotated file */
+    char where[4200];
+};
+
+/* Highest NNNNNN among results-NNNNNN.jsonl in dir, or 0. */
+static unsigned long sink_highest(const char *dir)
+{
+    unsigned long best = 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        unsigned long n;
+        char tail[16];
+        if (sscanf(e->d_name, "results-%lu.%15s", &n, tail) == 2 && strcmp(tail, "jsonl") == 0 && n > best) best = n;
+    }
+    closedir(d);
+    return best;
+}
+
+static int sink_open_next(sink_t *s)
+{
+    if (s->f && fclose(s->f)) {
+        s->f = NULL;
+        return -1;
+    }
+    s->file_no++;
+    snprintf(s->where, sizeof s->where, "%s/results-%06lu.jsonl", s->path, s->file_no);
+    s->f = fopen(s->where, "wx");
+    s->lines_in_file = 0;
+    return s->f ? 0 : -1;
+}
+
+sink_t *sink_open(const char *path, long long rotate_lines, char *err, size_t errlen)
+{
+    sink_t *s = xcalloc(1, sizeof *s);
+    s->rotate_lines = rotate_lines;
+    if (!path || strcmp(path, "-") == 0) {
+        s->to_stdout = true;
+        s->f = stdout;
+        snprintf(s->where, sizeof s->where, "stdout");
+        return s;
+    }
+    s->path = xstrdup(path);
+    if (rotate_lines > 0) {
+        if (mkdir(path, 0777) && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create output directory %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        s->file_no = sink_highest(path);
+        if (sink_open_next(s)) {
+            snprintf(err, errlen, "cannot create %s: %s", s->where, strerror(errno));
+            goto fail;
+        }
+        return s;
+    }
+    s->f = fopen(path, "a");
+    if (!s->f) {
+        snprintf(err, errlen, "cannot open output file %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    snprintf(s->where, sizeof s->where, "%s", path);
+    return s;
+fail:
+    free(s->path);
+    free(s);
+    return NULL;
+}
+
+int sink_write(sink_t *s, const char *line, size_t len)
+{
+    if (s->rotate_lines > 0 && s->lines_in_file >= s->rotate_lines && sink_open_next(s)) return -1;
+    if (fwrite(line, 1, len, s->f) != len || putc('\n', s->f) == EOF) return -1;
+    s->lines_in_file++;
+    return 0;
+}
+
+int sink_flush(sink_t *s) { return s->f && fflush(s->f) ? -1 : 0; }
+
+int sink_close(sink_t *s)
+{
+    if (!s) return 0;
+    int rc = sink_flush(s);
+    if (s->f && !s->to_stdout && fclose(s->f)) rc = -1;
+    free(s->path);
+    free(s);
+    return rc;
+}
+
+const char *sink_where(const sink_t *s)
+{
+    return s->rotate_lines > 0 ? s->path : s->where;
+}

@@ -1,0 +1,87 @@
+/* window: see window.h. */
+#include "window.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "clock.h"
+#include "xalloc.h"
+
+struct window {
+    pthread_mutex_t mu;
+    pthread_cond_t changed; /* signalled on every release */
+    size_t held, capacity;
+};
+
+window_t *window_new(size_t capacity)
+{
+    window_t *w = xcalloc(1, sizeof *w);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->changed, &attr);
+    pthread_condattr_destroy(&attr);
+    w->capacity = capacity;
+    return w;
+}
+
+void window_free(window_t *w)
+{
+    if (!w) return;
+    pthread_cond_destroy(&w->changed);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+static struct timespec deadline_ts(int64_t deadline_ms)
+{
+    struct timespec ts = {.tv_sec = deadline_ms / 1000, .tv_nsec = (deadline_ms % 1000) * 1000000L};
+    return ts;
+}
+
+bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms)
+{
+    struct timespec ts = deadline_ts(clock_now_ms() + timeout_ms);
+    pthread_mutex_lock(&w->mu);
+    while (!window_fits(w->held, want, w->capacity))
+        if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
+    bool fits = window_fits(w->held, want, w->capacity);
+    pthread_mutex_unlock(&w->mu);
+    return fits;
+}
+
+bool window_wait_empty(window_t *w, int64_t deadline_ms)
+{
+    struct timespec ts = deadline_ts(deadline_ms);
+    pthread_mutex_lock(&w->mu);
+    while (w->held)
+        if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
+    bool empty = w->held == 0;
+    pthread_mutex_unlock(&w->mu);
+    return empty;
+}
+
+void window_add(window_t *w, size_t n)
+{
+    pthread_mutex_lock(&w->mu);
+    w->held += n;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void window_release(window_t *w, size_t n)
+{
+    pthread_mutex_lock(&w->mu);
+    w->held = n > w->held ? 0 : w->held - n;
+    pthread_cond_broadcast(&w->changed);
+    pthread_mutex_unlock(&w->mu);
+}
+
+size_t window_held(window_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t n = w->held;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}

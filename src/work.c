@@ -1,0 +1,67 @@
+/* work: see work.h. */
+#include "work.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynbuf.h"
+#include "result.h"
+#include "xalloc.h"
+
+work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms)
+{
+    work_chunk_t *c = xcalloc(1, sizeof *c);
+    c->raw = raw;
+    c->raw_len = raw_len;
+    c->fetched_ms = now_ms;
+    char err[512];
+    if (chunk_decode(raw, raw_len, &c->decoded, err, sizeof err)) {
+        c->dead_reason = xstrdup(err);
+        return c;
+    }
+    c->items = xcalloc(c->decoded.n_items ? c->decoded.n_items : 1, sizeof *c->items);
+    for (size_t i = 0; i < c->decoded.n_items; i++) {
+        c->items[i].in = &c->decoded.items[i];
+        c->items[i].chunk = c;
+    }
+    return c;
+}
+
+void work_chunk_free(work_chunk_t *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < c->decoded.n_items; i++) {
+        free(c->items[i].result_line);
+        free(c->items[i].dead_record);
+    }
+    free(c->items);
+    chunk_clear(&c->decoded);
+    free(c->dead_reason);
+    free(c->raw);
+    free(c);
+}
+
+void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t result_len, const char *error,
+                      int64_t now_ms)
+{
+    int64_t ms = it->started_ms ? now_ms - it->started_ms : 0;
+    it->finished = true;
+    it->ok = ok;
+    it->result_line = result_encode(it->in->id_json, ok, result_json, result_len, error, it->attempts, ms,
+                                    &it->result_len);
+    if (!ok)
+        it->dead_record = result_dead_record(it->in->id_json, it->in->text, it->in->text_len, it->in->value != NULL,
+                                             error, it->attempts, it->chunk->decoded.id, &it->dead_len);
+}
+
+char *work_chunk_dead_record(const work_chunk_t *c, size_t *len)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, (size_t)-1 / 2);
+    dynbuf_addstr(&b, "{\"error\":");
+    dynbuf_add_json_string(&b, c->dead_reason, strlen(c->dead_reason));
+    dynbuf_addstr(&b, ",\"raw\":");
+    dynbuf_add_json_string(&b, c->raw, c->raw_len);
+    dynbuf_addstr(&b, "}");
+    return dynbuf_take(&b, len);
+}

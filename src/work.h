@@ -1,0 +1,64 @@
+/* work: a chunk and its items while a worker holds them, from fetch to commit.
+ *
+ * Ownership moves along the pipeline: fetch creates a work_chunk, hands it to one event loop (loop_submit), the
+ * loop hands it to the committer when its last item finishes (or when the worker drains), and the committer
+ * frees it once Redis has it. At every moment exactly one of them owns it, so no field needs a lock. */
+#ifndef CHUNKD_WORK_H
+#define CHUNKD_WORK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunk.h"
+#include "loop.h"
+
+typedef struct work_chunk work_chunk_t;
+
+typedef enum {
+    WORK_COMMIT = 0, /* write results (or the dead record when dead_reason is set) and remove from processing */
+    WORK_REQUEUE,    /* give the whole chunk back to pending (drain) */
+} work_disposition_t;
+
+typedef struct work_item {
+    chunk_item_t *in;        /* borrowed from chunk->decoded */
+    work_chunk_t *chunk;     /* the chunk this item belongs to */
+    int64_t started_ms;      /* monotonic, when the handler got it */
+    int attempts;            /* handler runs so far */
+    bool finished;
+    bool ok;
+    char *result_line;       /* owned once finished: the encoded result line */
+    size_t result_len;
+    char *dead_record;       /* owned: set when the item failed, for the dead list */
+    size_t dead_len;
+    loop_timer_t timer;      /* for the handler's use while the item runs */
+    void *handler_data;      /* for the handler's use while the item runs */
+} work_item_t;
+
+struct work_chunk {
+    char *raw;               /* owned: the list element exactly as fetched (the commit script matches it) */
+    size_t raw_len;
+    chunk_t decoded;         /* empty when dead_reason is set */
+    work_item_t *items;      /* owned array of decoded.n_items */
+    size_t n_finished;
+    bool starting;           /* the loop is still handing items to the handler */
+    char *dead_reason;       /* owned: why the chunk cannot run at all; it then goes to dead */
+    work_disposition_t disposition;
+    int64_t fetched_ms;      /* monotonic */
+    int64_t finished_ms;     /* monotonic: when it became ready for the committer */
+    work_chunk_t *next, *prev; /* links in the current owner's list */
+};
+
+/* Takes ownership of raw (malloc'd). Decodes it; on failure the chunk has dead_reason set and no items. */
+work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms);
+void work_chunk_free(work_chunk_t *c);
+
+/* Records an item's outcome and encodes its result line (and dead record when it failed). result_json is the
+ * result as JSON text when ok; error the reason otherwise. Both are borrowed. */
+void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t result_len, const char *error,
+                      int64_t now_ms);
+
+/* The dead record of a chunk that cannot run (dead_reason set): {"error":"...","raw":"<chunk text>"}. */
+char *work_chunk_dead_record(const work_chunk_t *c, size_t *len);
+
+#endif

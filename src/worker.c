@@ -1,0 +1,146 @@
+/* worker: see worker.h. */
+#include "worker.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "commit.h"
+#include "fetch.h"
+#include "handler.h"
+#include "keys.h"
+#include "log.h"
+#include "loop.h"
+#include "rconn.h"
+#include "window.h"
+#include "work.h"
+#include "xalloc.h"
+
+struct worker {
+    const settings_t *settings;
+    char id[256];
+    keys_t keys;
+    window_t *window;
+    loop_t **loops;
+    size_t n_loops;
+    commit_t *commit;
+    fetch_t *fetch;
+    bool registered;
+};
+
+static void worker_chunk_done(void *arg, work_chunk_t *chunk)
+{
+    worker_t *w = arg;
+    commit_push(w->commit, chunk);
+}
+
+worker_t *worker_new(const settings_t *s)
+{
+    worker_t *w = xcalloc(1, sizeof *w);
+    w->settings = s;
+    if (s->worker_id) {
+        snprintf(w->id, sizeof w->id, "%s", s->worker_id);
+    } else {
+        char host[128] = "host";
+        gethostname(host, sizeof host - 1);
+        unsigned int rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = (unsigned int)clock_now_ms();
+        snprintf(w->id, sizeof w->id, "%s-%d-%04x", host, (int)getpid(), rnd & 0xffff);
+    }
+    keys_init(&w->keys, s->queue);
+    keys_processing(w->keys.processing, sizeof w->keys.processing, s->queue, w->id);
+    w->window = window_new((size_t)s->concurrency);
+    long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    w->n_loops = n > 0 ? (size_t)n : 1;
+    w->loops = xcalloc(w->n_loops, sizeof *w->loops);
+    w->commit = commit_new(s, &w->keys, w->window);
+    const handler_t *h = handler_find(s->handler);
+    for (size_t i = 0; i < w->n_loops; i++) w->loops[i] = loop_new((int)i, h, s, worker_chunk_done, w);
+    w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit);
+    return w;
+}
+
+const char *worker_id(const worker_t *w) { return w->id; }
+
+static int worker_register(worker_t *w, bool add, char *err, size_t errlen)
+{
+    rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
+    int rc = rconn_connect(c, err, errlen);
+    if (rc == 0) {
+        redisReply *r = rconn_command(c, "%s %s %s", add ? "SADD" : "SREM", w->keys.workers, w->id);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "cannot register worker at %s: %s", rconn_addr(c),
+                     r ? r->str : rconn_error(c));
+            rc = -1;
+        }
+        if (r) freeReplyObject(r);
+    }
+    rconn_free(c);
+    return rc;
+}
+
+int worker_start(worker_t *w, char *err, size_t errlen)
+{
+    if (worker_register(w, true, err, errlen)) return -1;
+    w->registered = true;
+    if (commit_start(w->commit, err, errlen)) return -1;
+    for (size_t i = 0; i < w->n_loops; i++) {
+        if (loop_start(w->loops[i])) {
+            snprintf(err, errlen, "cannot start event loop %zu", i);
+            return -1;
+        }
+    }
+    if (fetch_start(w->fetch, err, errlen)) return -1;
+    LOG(LL_INFO, "worker %s: queue %s, handler %s, %zu loops, concurrency %lld", w->id, w->settings->queue,
+        w->settings->handler, w->n_loops, w->settings->concurrency);
+    return 0;
+}
+
+bool worker_idle(worker_t *w) { return fetch_found_empty(w->fetch); }
+
+void worker_abort(worker_t *w) { commit_abort(w->commit); }
+
+int worker_drain(worker_t *w)
+{
+    int64_t deadline = clock_now_ms() + w->settings->drain_timeout_ms;
+    fetch_stop(w->fetch);
+    size_t held = window_held(w->window);
+    if (held) LOG(LL_INFO, "draining: %zu items held, waiting up to %lld ms", held, w->settings->drain_timeout_ms);
+    bool empty = window_wait_empty(w->window, deadline);
+    size_t requeued = 0;
+    for (size_t i = 0; i < w->n_loops; i++) {
+        loop_stop(w->loops[i]);
+        for (work_chunk_t *c = loop_take_unfinished(w->loops[i]); c;) {
+            work_chunk_t *next = c->next;
+            c->disposition = WORK_REQUEUE;
+            commit_push(w->commit, c);
+            requeued++;
+            c = next;
+        }
+    }
+    if (!empty) LOG(LL_WARN, "drain timeout: %zu unfinished chunks go back to pending", requeued);
+    commit_stop(w->commit);
+    int rc = window_held(w->window) == 0 ? 0 : -1;
+    char err[512];
+    if (w->registered && worker_register(w, false, err, sizeof err)) LOG(LL_WARN, "%s", err);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    LOG(LL_INFO, "worker %s stopped; peak RSS %.1f MB", w->id, (double)ru.ru_maxrss / 1024.0);
+    return rc;
+}
+
+void worker_free(worker_t *w)
+{
+    if (!w) return;
+    fetch_free(w->fetch);
+    for (size_t i = 0; i < w->n_loops; i++) loop_free(w->loops[i]);
+    commit_free(w->commit);
+    free(w->loops);
+    window_free(w->window);
+    free(w);
+}

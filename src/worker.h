@@ -1,0 +1,32 @@
+/* worker: one worker process's pipeline, wired together.
+ *
+ *   pending --fetch--> loops (handler) --> commit --> results stream
+ *
+ * Used by `chunkd worker` and, in-process, by `chunkd run`. The caller owns signals and decides when to drain. */
+#ifndef CHUNKD_WORKER_H
+#define CHUNKD_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "settings.h"
+
+typedef struct worker worker_t;
+
+/* s must outlive the worker; s->redis_url must be set. */
+worker_t *worker_new(const settings_t *s);
+/* Connects (a Redis that is down or refuses AUTH is an error here), registers and starts the threads.
+ * Returns 0, or -1 with a one-line reason in err. */
+int worker_start(worker_t *w, char *err, size_t errlen);
+/* True once pending was found empty with nothing held (for --exit-when-empty). */
+bool worker_idle(worker_t *w);
+/* Drains: stops fetching, lets in-flight items finish until --drain-timeout-ms, commits, gives unfinished chunks
+ * back to pending, unregisters. Returns 0 when every chunk was settled in Redis. */
+int worker_drain(worker_t *w);
+/* Makes a drain blocked on an unreachable Redis give up (second signal). */
+void worker_abort(worker_t *w);
+void worker_free(worker_t *w);
+/* This worker's id. */
+const char *worker_id(const worker_t *w);
+
+#endif
