@@ -32,10 +32,6 @@ static void *collect_main(void *arg)
 
 int cmd_collect(settings_t *s)
 {
-    if (!s->redis_url) {
-        LOG(LL_ERROR, "no Redis address: set --redis or REDIS_URL");
-        return EXIT_USAGE;
-    }
     collect_job_t job = {.settings = s};
     atomic_init(&job.stop, false);
     atomic_init(&job.done, false);

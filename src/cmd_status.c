@@ -15,10 +15,6 @@ static const char *const stat_fields[] = {"enqueued", "enqueued_chunks", "done",
 
 int cmd_status(settings_t *s)
 {
-    if (!s->redis_url) {
-        LOG(LL_ERROR, "no Redis address: set --redis or REDIS_URL");
-        return EXIT_USAGE;
-    }
     keys_t k;
     keys_init(&k, s->queue);
     rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);

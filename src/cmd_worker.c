@@ -26,10 +26,6 @@ static void *drain_main(void *arg)
 
 int cmd_worker(settings_t *s)
 {
-    if (!s->redis_url) {
-        LOG(LL_ERROR, "no Redis address: set --redis or REDIS_URL");
-        return EXIT_USAGE;
-    }
     worker_t *w = worker_new(s);
     char err[1024];
     if (worker_start(w, err, sizeof err)) {

@@ -130,7 +130,7 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
     else if (w->dead_reason)
         LOG(LL_WARN, "chunk moved to %s: %s", c->keys.dead, w->dead_reason);
     else if (w->disposition == WORK_REQUEUE)
-        LOG(LL_INFO, "chunk %s went back to %s", w->decoded.id, c->keys.pending);
+        LOG(LL_DEBUG, "chunk %s went back to %s", w->decoded.id, c->keys.pending);
     return 0;
 }
 
@@ -151,7 +151,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
                 failed = true;
             }
             if (r && commit_settle(c, w, r) == 0) {
-                window_release(c->window, w->decoded.n_items);
+                window_release(c->window, w->decoded.n_items, w->disposition == WORK_COMMIT);
                 work_chunk_free(w);
             } else {
                 w->next = NULL;
@@ -174,7 +174,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
     }
     while (list) { /* only on abort: the chunks stay in the processing list for recovery */
         work_chunk_t *next = list->next;
-        window_release(c->window, list->decoded.n_items);
+        window_release(c->window, list->decoded.n_items, list->disposition == WORK_COMMIT);
         work_chunk_free(list);
         list = next;
     }

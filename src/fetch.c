@@ -13,6 +13,8 @@
 #include "work.h"
 #include "xalloc.h"
 
+#define FETCH_PIPELINE_MAX 32 /* chunks asked for in one round trip */
+
 struct fetch {
     const settings_t *settings;
     keys_t keys;
@@ -68,42 +70,78 @@ static int fetch_connect(fetch_t *f, char *err, size_t errlen)
     return 0;
 }
 
+/* Takes one reply to a move command. Returns 1 for a chunk (handed on), 0 for an empty queue, -1 for a lost
+ * connection or an error reply. *expected learns the chunk size. */
+static int fetch_take(fetch_t *f, redisReply *r, size_t *expected)
+{
+    if (!r) {
+        LOG(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
+        return -1;
+    }
+    int rc = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+        rc = 1;
+        /* The chunk text is kept byte for byte: the commit script matches it in the processing list. */
+        work_chunk_t *w = work_chunk_new(xstrndup(r->str, r->len), r->len, clock_now_ms());
+        if (w->dead_reason) {
+            commit_push(f->commit, w);
+        } else {
+            *expected = w->decoded.n_items ? w->decoded.n_items : 1;
+            window_add(f->window, w->decoded.n_items);
+            LOG(LL_DEBUG, "fetched chunk %s (%zu items)", w->decoded.id, w->decoded.n_items);
+            loop_submit(least_loaded(f), w);
+        }
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        LOG(LL_ERROR, "fetch: moving a chunk failed: %.300s", r->str);
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 static void *fetch_main(void *arg)
 {
     fetch_t *f = arg;
     char timeout[32];
     snprintf(timeout, sizeof timeout, "%.3f", (double)f->settings->fetch_block_ms / 1000.0);
+    const char *lmove[] = {"LMOVE", f->keys.pending, f->keys.processing, "RIGHT", "LEFT"};
+    const char *blmove[] = {"BLMOVE", f->keys.pending, f->keys.processing, "RIGHT", "LEFT", timeout};
     size_t expected = 1; /* size of the last chunk: the room the next one probably needs */
     while (!atomic_load(&f->stop)) {
         if (!window_wait_room(f->window, expected, 200)) continue;
         if (!rconn_connected(f->conn) && fetch_connect(f, NULL, 0)) break;
-        redisReply *r = rconn_command(f->conn, "BLMOVE %s %s RIGHT LEFT %s", f->keys.pending, f->keys.processing,
-                                      timeout);
-        if (!r) {
-            LOG(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
+        /* When there is room for several chunks, ask for them in one round trip. */
+        size_t want = window_room(f->window) / expected;
+        if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
+        int got = 0, rc = 0;
+        if (want > 1) {
+            for (size_t i = 0; i < want; i++) rconn_append_argv(f->conn, 5, lmove, NULL);
+            for (size_t i = 0; i < want && rc >= 0; i++) {
+                rc = fetch_take(f, rconn_get_reply(f->conn), &expected);
+                if (rc > 0) got++;
+            }
+        }
+        if (rc < 0 && rconn_connected(f->conn)) {
+            /* An error reply: drain the rest of the pipeline, then wait before trying again. */
+            while (rconn_connected(f->conn) && ++got < (int)want) freeReplyObject(rconn_get_reply(f->conn));
+        }
+        if (rc < 0) {
+            struct timespec ts = {0, 500 * 1000000L};
+            nanosleep(&ts, NULL);
             continue;
         }
-        if (r->type == REDIS_REPLY_NIL) {
-            if (window_held(f->window) == 0) atomic_store(&f->found_empty, true);
-        } else if (r->type == REDIS_REPLY_STRING) {
+        if (got > 0) {
             atomic_store(&f->found_empty, false);
-            /* Take the reply's buffer: the chunk text is kept as is for the commit script to match. */
-            char *raw = xstrndup(r->str, r->len);
-            work_chunk_t *w = work_chunk_new(raw, r->len, clock_now_ms());
-            if (w->dead_reason) {
-                commit_push(f->commit, w);
-            } else {
-                expected = w->decoded.n_items ? w->decoded.n_items : 1;
-                window_add(f->window, w->decoded.n_items);
-                LOG(LL_DEBUG, "fetched chunk %s (%zu items)", w->decoded.id, w->decoded.n_items);
-                loop_submit(least_loaded(f), w);
-            }
-        } else if (r->type == REDIS_REPLY_ERROR) {
-            LOG(LL_ERROR, "fetch: BLMOVE failed: %.300s", r->str);
-            struct timespec ts = {1, 0};
+            continue;
+        }
+        /* Nothing came without waiting: block for one chunk. */
+        rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), &expected);
+        if (rc > 0) atomic_store(&f->found_empty, false);
+        else if (rc == 0 && window_held(f->window) == 0) atomic_store(&f->found_empty, true);
+        else if (rc < 0 && rconn_connected(f->conn)) {
+            struct timespec ts = {0, 500 * 1000000L};
             nanosleep(&ts, NULL);
         }
-        freeReplyObject(r);
     }
     return NULL;
 }

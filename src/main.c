@@ -76,6 +76,11 @@ int main(int argc, char **argv)
         settings_free(&s);
         return EXIT_USAGE;
     }
+    if (!s.redis_url && bit != CMD_RUN) {
+        fprintf(stderr, "chunkd %s: no Redis address: set --redis or REDIS_URL\n", cmd->name);
+        settings_free(&s);
+        return EXIT_USAGE;
+    }
     sig_init();
     settings_log_effective(&s, bit, bit == CMD_WORKER ? LL_INFO : LL_DEBUG);
     int rc = cmd->run(&s);

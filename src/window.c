@@ -11,7 +11,9 @@
 struct window {
     pthread_mutex_t mu;
     pthread_cond_t changed; /* signalled on every release */
-    size_t held, capacity;
+    size_t held;            /* items fetched and not yet committed */
+    size_t running;         /* items fetched whose chunk has not finished */
+    size_t capacity;        /* --concurrency */
 };
 
 window_t *window_new(size_t capacity)
@@ -45,9 +47,9 @@ bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms)
 {
     struct timespec ts = deadline_ts(clock_now_ms() + timeout_ms);
     pthread_mutex_lock(&w->mu);
-    while (!window_fits(w->held, want, w->capacity))
+    while (!window_fits(w->running, w->held, want, w->capacity))
         if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
-    bool fits = window_fits(w->held, want, w->capacity);
+    bool fits = window_fits(w->running, w->held, want, w->capacity);
     pthread_mutex_unlock(&w->mu);
     return fits;
 }
@@ -67,13 +69,25 @@ void window_add(window_t *w, size_t n)
 {
     pthread_mutex_lock(&w->mu);
     w->held += n;
+    w->running += n;
     pthread_mutex_unlock(&w->mu);
 }
 
-void window_release(window_t *w, size_t n)
+static size_t sub_floor(size_t a, size_t b) { return b > a ? 0 : a - b; }
+
+void window_finish(window_t *w, size_t n)
 {
     pthread_mutex_lock(&w->mu);
-    w->held = n > w->held ? 0 : w->held - n;
+    w->running = sub_floor(w->running, n);
+    pthread_cond_broadcast(&w->changed);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void window_release(window_t *w, size_t n, bool finished)
+{
+    pthread_mutex_lock(&w->mu);
+    w->held = sub_floor(w->held, n);
+    if (!finished) w->running = sub_floor(w->running, n);
     pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);
 }
@@ -84,4 +98,12 @@ size_t window_held(window_t *w)
     size_t n = w->held;
     pthread_mutex_unlock(&w->mu);
     return n;
+}
+
+size_t window_room(window_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t a = sub_floor(w->capacity, w->running), b = sub_floor(2 * w->capacity, w->held);
+    pthread_mutex_unlock(&w->mu);
+    return a < b ? a : b;
 }

@@ -18,14 +18,22 @@ void window_free(window_t *w);
 bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms);
 /* Waits until the window is empty or the monotonic deadline passes. Returns true when empty. */
 bool window_wait_empty(window_t *w, int64_t deadline_ms);
+/* fetch took n items. */
 void window_add(window_t *w, size_t n);
-void window_release(window_t *w, size_t n);
+/* n items finished running (their chunk went to the committer). */
+void window_finish(window_t *w, size_t n);
+/* n items left the process (committed or given back); finish them too if they never finished. */
+void window_release(window_t *w, size_t n, bool finished);
 size_t window_held(window_t *w);
+/* How many more items fit now (at least 0). */
+size_t window_room(window_t *w);
 
-/* Pure: would `want` more items fit when `held` are held out of `capacity`? */
-static inline bool window_fits(size_t held, size_t want, size_t capacity)
+/* Pure: would `want` more items fit, with `running` running and `held` held, under `capacity`? A chunk always
+ * fits into an empty window, so a chunk larger than the capacity still runs alone. */
+static inline bool window_fits(size_t running, size_t held, size_t want, size_t capacity)
 {
-    return held == 0 || held + want <= capacity;
+    if (held == 0) return true;
+    return running + want <= capacity && held + want <= 2 * capacity;
 }
 
 #endif

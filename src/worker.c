@@ -36,6 +36,7 @@ struct worker {
 static void worker_chunk_done(void *arg, work_chunk_t *chunk)
 {
     worker_t *w = arg;
+    window_finish(w->window, chunk->decoded.n_items);
     commit_push(w->commit, chunk);
 }
 
@@ -110,7 +111,7 @@ int worker_drain(worker_t *w)
     int64_t deadline = clock_now_ms() + w->settings->drain_timeout_ms;
     fetch_stop(w->fetch);
     size_t held = window_held(w->window);
-    if (held) LOG(LL_INFO, "draining: %zu items held, waiting up to %lld ms", held, w->settings->drain_timeout_ms);
+    if (held) LOG(LL_INFO, "draining: %zu items held (running or committing), waiting up to %lld ms", held, w->settings->drain_timeout_ms);
     bool empty = window_wait_empty(w->window, deadline);
     size_t requeued = 0;
     for (size_t i = 0; i < w->n_loops; i++) {
