@@ -52,7 +52,7 @@ int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t er
 {
     memset(out, 0, sizeof *out);
     if (len > CHUNK_MAX_BYTES) {
-        snprintf(err, errlen, "chunk larger than %u bytes", CHUNK_MAX_BYTES);
+        snprintf(err, errlen, "chunk larger than %zu bytes", CHUNK_MAX_BYTES);
         return -1;
     }
     json_error_t jerr;

@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 #define CHUNK_FORMAT_VERSION 1
-#define CHUNK_MAX_BYTES (512u * 1024 * 1024) /* Redis's own limit for one string */
+#define CHUNK_MAX_BYTES ((size_t)512 * 1024 * 1024) /* Redis's own limit for one string */
 #define CHUNK_MAX_ITEMS 100000
 #define CHUNK_ID_MAX 128
 

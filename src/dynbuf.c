@@ -32,7 +32,7 @@ static int dynbuf_reserve(dynbuf_t *b, size_t extra)
 {
     if (extra > b->cap || b->len > b->cap - extra) return -1;
     size_t need = b->len + extra + 1;
-    if (need <= b->alloc) return 0;
+    if (b->data && need <= b->alloc) return 0;
     size_t n = b->alloc ? b->alloc : 64;
     while (n < need) n *= 2;
     b->data = xrealloc(b->data, n);

@@ -18,7 +18,7 @@
 #include "xalloc.h"
 
 #define ENQUEUE_BATCH_CHUNKS 32               /* chunks per script call */
-#define ENQUEUE_BATCH_BYTES (8u * 1024 * 1024) /* or fewer, when they are large */
+#define ENQUEUE_BATCH_BYTES ((size_t)8 * 1024 * 1024) /* or fewer, when they are large */
 #define ENQUEUE_REJECTS_LOGGED 100            /* reject messages on stderr before they are only counted */
 
 typedef struct enqueue_state {

@@ -99,7 +99,7 @@ void loop_timer_start(loop_t *l, loop_timer_t *t, int64_t deadline_ms, loop_time
     if (t->heap_index) loop_timer_stop(l, t);
     if (l->heap_len == l->heap_cap) {
         l->heap_cap = l->heap_cap ? l->heap_cap * 2 : 1024;
-        l->heap = xrealloc(l->heap, l->heap_cap * sizeof *l->heap);
+        l->heap = xrealloc(l->heap, l->heap_cap * sizeof(loop_timer_t *));
     }
     t->deadline_ms = deadline_ms;
     t->cb = cb;

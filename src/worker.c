@@ -58,7 +58,7 @@ worker_t *worker_new(const settings_t *s)
     w->window = window_new((size_t)s->concurrency);
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
     w->n_loops = n > 0 ? (size_t)n : 1;
-    w->loops = xcalloc(w->n_loops, sizeof *w->loops);
+    w->loops = xcalloc(w->n_loops, sizeof(loop_t *));
     w->commit = commit_new(s, &w->keys, w->window);
     const handler_t *h = handler_find(s->handler);
     for (size_t i = 0; i < w->n_loops; i++) w->loops[i] = loop_new((int)i, h, s, worker_chunk_done, w);
