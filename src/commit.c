@@ -29,8 +29,6 @@ struct commit {
     atomic_bool abort;
 };
 
-static size_t chunk_weight(const work_chunk_t *c) { return c->decoded.n_items ? c->decoded.n_items : 1; }
-
 commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
 {
     commit_t *c = xcalloc(1, sizeof *c);
@@ -56,7 +54,7 @@ void commit_push(commit_t *c, work_chunk_t *chunk)
     if (c->tail) c->tail->next = chunk;
     else c->head = chunk;
     c->tail = chunk;
-    c->queued_items += chunk_weight(chunk);
+    c->queued_items += work_chunk_weight(chunk);
     pthread_cond_signal(&c->changed);
     pthread_mutex_unlock(&c->mu);
 }
@@ -65,6 +63,7 @@ void commit_push(commit_t *c, work_chunk_t *chunk)
 static void commit_append(commit_t *c, work_chunk_t *w)
 {
     const keys_t *k = &c->keys;
+    w->commit_sends++;
     if (w->disposition == WORK_REQUEUE) {
         const char *argv[] = {"EVAL", script_requeue, "3", k->processing, k->pending, k->stats, w->raw};
         size_t lens[] = {4, strlen(script_requeue), 1, strlen(k->processing), strlen(k->pending), strlen(k->stats),
@@ -124,7 +123,10 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
         LOG(LL_ERROR, "commit of chunk %s failed: %.300s", w->decoded.id ? w->decoded.id : "(unparsed)", r->str);
         return -1;
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0 && w->commit_sends > 1)
+        LOG(LL_INFO, "chunk %s was settled by an earlier attempt whose reply was lost",
+            w->decoded.id ? w->decoded.id : "(unparsed)");
+    else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
         LOG(LL_WARN, "chunk %s is no longer in %s (taken over by recovery?); its results were dropped",
             w->decoded.id ? w->decoded.id : "(unparsed)", c->keys.processing);
     else if (w->dead_reason)
@@ -151,7 +153,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
                 failed = true;
             }
             if (r && commit_settle(c, w, r) == 0) {
-                window_release(c->window, w->decoded.n_items, w->disposition == WORK_COMMIT);
+                window_release(c->window, work_chunk_weight(w), w->disposition == WORK_COMMIT);
                 work_chunk_free(w);
             } else {
                 w->next = NULL;
@@ -174,7 +176,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
     }
     while (list) { /* only on abort: the chunks stay in the processing list for recovery */
         work_chunk_t *next = list->next;
-        window_release(c->window, list->decoded.n_items, list->disposition == WORK_COMMIT);
+        window_release(c->window, work_chunk_weight(list), list->disposition == WORK_COMMIT);
         work_chunk_free(list);
         list = next;
     }
@@ -198,10 +200,10 @@ static void *commit_main(void *arg)
         }
         /* Take whole chunks up to the batch size (at least one). */
         work_chunk_t *list = c->head, *last = c->head;
-        size_t taken = chunk_weight(last);
-        while (last->next && taken + chunk_weight(last->next) <= batch_items) {
+        size_t taken = work_chunk_weight(last);
+        while (last->next && taken + work_chunk_weight(last->next) <= batch_items) {
             last = last->next;
-            taken += chunk_weight(last);
+            taken += work_chunk_weight(last);
         }
         c->head = last->next;
         if (!c->head) c->tail = NULL;

@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "log.h"
 #include "rconn.h"
+#include "scripts.h"
 #include "work.h"
 #include "xalloc.h"
 
@@ -70,6 +71,21 @@ static int fetch_connect(fetch_t *f, char *err, size_t errlen)
     return 0;
 }
 
+long long fetch_reclaim(rconn_t *c, const keys_t *k)
+{
+    const char *argv[] = {"EVAL", script_reclaim, "3", k->processing, k->pending, k->stats};
+    redisReply *r = rconn_command_argv(c, 6, argv, NULL);
+    long long moved = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (moved > 0)
+        LOG(LL_WARN, "%lld orphaned chunks in %s (moved while a connection was lost) went back to pending", moved,
+            k->processing);
+    else if (moved < 0)
+        LOG(LL_WARN, "could not reclaim orphaned chunks from %s: %s", k->processing,
+            r ? r->str : rconn_error(c));
+    if (r) freeReplyObject(r);
+    return moved;
+}
+
 /* Takes one reply to a move command. Returns 1 for a chunk (handed on), 0 for an empty queue, -1 for a lost
  * connection or an error reply. *expected learns the chunk size. */
 static int fetch_take(fetch_t *f, redisReply *r, size_t *expected)
@@ -83,11 +99,12 @@ static int fetch_take(fetch_t *f, redisReply *r, size_t *expected)
         rc = 1;
         /* The chunk text is kept byte for byte: the commit script matches it in the processing list. */
         work_chunk_t *w = work_chunk_new(xstrndup(r->str, r->len), r->len, clock_now_ms());
+        window_add(f->window, work_chunk_weight(w));
         if (w->dead_reason) {
+            window_finish(f->window, work_chunk_weight(w));
             commit_push(f->commit, w);
         } else {
-            *expected = w->decoded.n_items ? w->decoded.n_items : 1;
-            window_add(f->window, w->decoded.n_items);
+            *expected = work_chunk_weight(w);
             LOG(LL_DEBUG, "fetched chunk %s (%zu items)", w->decoded.id, w->decoded.n_items);
             loop_submit(least_loaded(f), w);
         }
@@ -137,7 +154,8 @@ static void *fetch_main(void *arg)
         /* Nothing came without waiting: block for one chunk. */
         rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), &expected);
         if (rc > 0) atomic_store(&f->found_empty, false);
-        else if (rc == 0 && window_held(f->window) == 0) atomic_store(&f->found_empty, true);
+        else if (rc == 0 && window_held(f->window) == 0 && fetch_reclaim(f->conn, &f->keys) == 0)
+            atomic_store(&f->found_empty, true);
         else if (rc < 0 && rconn_connected(f->conn)) {
             struct timespec ts = {0, 500 * 1000000L};
             nanosleep(&ts, NULL);

@@ -13,6 +13,7 @@
 #include "commit.h"
 #include "keys.h"
 #include "loop.h"
+#include "rconn.h"
 #include "settings.h"
 #include "window.h"
 
@@ -27,5 +28,10 @@ void fetch_stop(fetch_t *f);
 /* True once a fetch found pending empty while the window was empty (for --exit-when-empty). */
 bool fetch_found_empty(fetch_t *f);
 void fetch_free(fetch_t *f);
+
+/* Moves every chunk left in the processing list keys->processing back to pending. Only call it when the worker
+ * holds nothing: everything in the list is then an orphan of a move whose reply was lost. Returns how many moved,
+ * or -1 on error (logged). */
+long long fetch_reclaim(rconn_t *c, const keys_t *keys);
 
 #endif

@@ -8,5 +8,6 @@ extern const char script_enqueue[];
 extern const char script_commit[];
 extern const char script_requeue[];
 extern const char script_ack[];
+extern const char script_reclaim[];
 
 #endif

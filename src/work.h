@@ -44,10 +44,14 @@ struct work_chunk {
     bool starting;           /* the loop is still handing items to the handler */
     char *dead_reason;       /* owned: why the chunk cannot run at all; it then goes to dead */
     work_disposition_t disposition;
+    int commit_sends;        /* times the committer sent it (more than 1 after a lost connection) */
     int64_t fetched_ms;      /* monotonic */
     int64_t finished_ms;     /* monotonic: when it became ready for the committer */
     work_chunk_t *next, *prev; /* links in the current owner's list */
 };
+
+/* How much of the window a chunk takes: its items, or 1 for a chunk without items (a dead one). */
+static inline size_t work_chunk_weight(const work_chunk_t *c) { return c->decoded.n_items ? c->decoded.n_items : 1; }
 
 /* Takes ownership of raw (malloc'd). Decodes it; on failure the chunk has dead_reason set and no items. */
 work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms);

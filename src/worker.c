@@ -36,7 +36,7 @@ struct worker {
 static void worker_chunk_done(void *arg, work_chunk_t *chunk)
 {
     worker_t *w = arg;
-    window_finish(w->window, chunk->decoded.n_items);
+    window_finish(w->window, work_chunk_weight(chunk));
     commit_push(w->commit, chunk);
 }
 
@@ -128,6 +128,12 @@ int worker_drain(worker_t *w)
     commit_stop(w->commit);
     int rc = window_held(w->window) == 0 ? 0 : -1;
     char err[512];
+    if (rc == 0) {
+        /* Nothing is held: whatever is left in the processing list is orphaned; give it back. */
+        rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
+        if (rconn_connect(c, err, sizeof err) || fetch_reclaim(c, &w->keys) < 0) rc = -1;
+        rconn_free(c);
+    }
     if (w->registered && worker_register(w, false, err, sizeof err)) LOG(LL_WARN, "%s", err);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
