@@ -27,6 +27,7 @@ static void *collect_main(void *arg)
     job->rc = collect_run(job->settings, job->sink, mode, &job->stop, NULL, &job->progress, job->err,
                           sizeof job->err);
     atomic_store(&job->done, true);
+    sig_wake();
     return NULL;
 }
 
@@ -35,7 +36,7 @@ int cmd_collect(settings_t *s)
     collect_job_t job = {.settings = s};
     atomic_init(&job.stop, false);
     atomic_init(&job.done, false);
-    job.sink = sink_open(s->out, s->rotate_lines, job.err, sizeof job.err);
+    job.sink = sink_open(s->out, s->rotate_lines, true, job.err, sizeof job.err);
     if (!job.sink) {
         LOG(LL_ERROR, "%s", job.err);
         return EXIT_RUNTIME;

@@ -56,6 +56,7 @@ static void *run_collect_main(void *arg)
     st->collect_rc = collect_run(st->settings, st->sink, COLLECT_UNTIL_DONE, &st->stop, &st->enqueue_done,
                                  &st->progress, st->collect_err, sizeof st->collect_err);
     atomic_store(&st->collect_done, true);
+    sig_wake();
     return NULL;
 }
 
@@ -103,7 +104,7 @@ int cmd_run(settings_t *s)
         s->redis_url = xstrdup(localredis_url(local));
         LOG(LL_DEBUG, "private redis-server at %s", s->redis_url);
     }
-    st.sink = sink_open(s->out, s->rotate_lines, err, sizeof err);
+    st.sink = sink_open(s->out, s->rotate_lines, false, err, sizeof err);
     if (!st.sink) {
         LOG(LL_ERROR, "%s", err);
         goto out_redis;

@@ -21,6 +21,7 @@ static void *drain_main(void *arg)
     drain_job_t *job = arg;
     job->rc = worker_drain(job->worker);
     atomic_store(&job->done, true);
+    sig_wake();
     return NULL;
 }
 

@@ -5,7 +5,9 @@
 #define CHUNKD_SIG_H
 
 void sig_init(void);
-/* Waits up to timeout_ms for SIGINT or SIGTERM. Returns the signal number, or 0 on timeout. */
+/* Waits up to timeout_ms for SIGINT or SIGTERM. Returns the signal number, or 0 on timeout or sig_wake(). */
 int sig_wait(int timeout_ms);
+/* Wakes the thread in sig_wait() (any thread may call it, e.g. when a job it waits for is done). */
+void sig_wake(void);
 
 #endif

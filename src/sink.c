@@ -50,7 +50,7 @@ static int sink_open_next(sink_t *s)
     return s->f ? 0 : -1;
 }
 
-sink_t *sink_open(const char *path, long long rotate_lines, char *err, size_t errlen)
+sink_t *sink_open(const char *path, long long rotate_lines, bool append, char *err, size_t errlen)
 {
     sink_t *s = xcalloc(1, sizeof *s);
     s->rotate_lines = rotate_lines;
@@ -73,7 +73,7 @@ sink_t *sink_open(const char *path, long long rotate_lines, char *err, size_t er
         }
         return s;
     }
-    s->f = fopen(path, "a");
+    s->f = fopen(path, append ? "a" : "w");
     if (!s->f) {
         snprintf(err, errlen, "cannot open output file %s: %s", path, strerror(errno));
         goto fail;

@@ -4,13 +4,15 @@
 #ifndef CHUNKD_SINK_H
 #define CHUNKD_SINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct sink sink_t;
 
-/* path NULL or "-": stdout. rotate_lines > 0: path is a directory (created if missing). Returns NULL with a
- * reason in err. */
-sink_t *sink_open(const char *path, long long rotate_lines, char *err, size_t errlen);
+/* path NULL or "-": stdout. rotate_lines > 0: path is a directory (created if missing). A single file is
+ * appended to when append is true (collect: a restarted collector never destroys lines), else truncated (run: a
+ * new job). Returns NULL with a reason in err. */
+sink_t *sink_open(const char *path, long long rotate_lines, bool append, char *err, size_t errlen);
 /* Writes one line (a newline is added). Returns 0, or -1 with errno set. */
 int sink_write(sink_t *s, const char *line, size_t len);
 int sink_flush(sink_t *s);
