@@ -13,7 +13,7 @@ LDLIBS_ALL = $(PKG_LIBS) -lpthread
 BUILD    ?= build
 
 DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcmocka-dev redis-server redis-tools python3 \
-                gnuplot-nox
+                valgrind gnuplot-nox
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c window.c fetch.c commit.c worker.c sink.c \
@@ -31,7 +31,7 @@ UNIT_dynbuf     := dynbuf.c xalloc.c
 UNIT_linereader := linereader.c xalloc.c
 UNIT_batch      :=
 
-.PHONY: all deps run test unit integration check-asan bench clean lint
+.PHONY: all deps run test unit unit-valgrind integration check-asan bench clean lint
 
 all: $(BUILD)/chunkd
 
@@ -72,12 +72,19 @@ $(BUILD):
 
 define unit_rule
 $(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) | $(BUILD)
-	$$(CC) $$(ALL_CFLAGS) -o $$@ $$^ $$(LDFLAGS) $$(LDLIBS_ALL) -lcmocka
+	$$(CC) $$(ALL_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(LDFLAGS) $$(LDLIBS_ALL) -lcmocka
 endef
 $(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
 
 unit: $(UNIT_TESTS:%=$(BUILD)/test_%)
 	@failed=0; for t in $^; do echo "== $$t"; $(UNIT_RUNNER) $$t || failed=1; done; exit $$failed
+
+# The unit tests again under valgrind: no leak, no invalid access.
+unit-valgrind: $(UNIT_TESTS:%=$(BUILD)/test_%)
+	@failed=0; for t in $^; do \
+	  valgrind -q --leak-check=full --errors-for-leak-kinds=all --error-exitcode=1 $$t >/dev/null 2>$$t.valgrind \
+	    && echo "valgrind clean: $$t" || { echo "valgrind FAILED: $$t"; cat $$t.valgrind; failed=1; }; \
+	done; exit $$failed
 
 integration: $(BUILD)/chunkd
 	python3 tests/integration/run.py --bin $(BUILD)/chunkd
@@ -91,7 +98,7 @@ run: deps
 	@echo "results: $$(wc -l < $(BUILD)/results.jsonl) lines in $(BUILD)/results.jsonl"
 
 test: deps
-	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory unit unit-valgrind integration
 
 check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=gcc \

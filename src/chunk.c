@@ -30,8 +30,7 @@ char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len)
     json_object_set(root, "items", (json_t *)entries);
     char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
-    if (!s) abort(); /* only on out of memory: every value above is valid */
-    *len = strlen(s);
+    *len = s ? strlen(s) : 0;
     return s;
 }
 
@@ -56,7 +55,7 @@ int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t er
         return -1;
     }
     json_error_t jerr;
-    json_t *root = json_loadb(raw, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(raw, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root) {
         snprintf(err, errlen, "chunk is not valid JSON: %s at byte %d", jerr.text, jerr.position);
         return -1;

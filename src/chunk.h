@@ -38,7 +38,8 @@ json_t *chunk_item_id(const json_t *value, long long line);
 /* Returns one entry of a chunk's "items" array, {"id":id,"item":"text"}. Steals the reference to id. */
 json_t *chunk_entry_new(json_t *id, const char *text, size_t len);
 
-/* Encodes a chunk from an array of chunk_entry_new() values (borrowed). Returns a malloc'd string; *len is set. */
+/* Encodes a chunk from an array of chunk_entry_new() values (borrowed). Returns a malloc'd string and sets *len, or
+ * NULL when a text or the chunk id is not valid UTF-8 (enqueue only passes texts that parsed as JSON). */
 char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len);
 
 /* Decodes raw[0..len). Returns 0 and fills *out (free with chunk_clear), or -1 with a reason in err when the chunk as

@@ -78,6 +78,10 @@ static int enqueue_close_chunk(enqueue_state_t *st, char *err, size_t errlen)
     snprintf(id, sizeof id, "%s-%lld", st->run_id, ++st->chunk_seq);
     size_t len;
     st->batch[st->batch_n] = chunk_encode(id, st->entries, &len);
+    if (!st->batch[st->batch_n]) {
+        snprintf(err, errlen, "cannot encode chunk %s (invalid UTF-8 in an item)", id);
+        return -1;
+    }
     st->batch_lens[st->batch_n++] = len;
     st->batch_bytes += len;
     st->batch_items += (long long)n;

@@ -13,7 +13,7 @@
 typedef struct linereader {
     FILE *in;           /* borrowed */
     size_t cap;         /* most bytes of a line kept */
-    char *buf;          /* owned, cap + 1 bytes */
+    char *buf;          /* owned, cap + 2 bytes */
     long long line_no;  /* 1-based number of the line last returned */
 } linereader_t;
 

@@ -162,6 +162,6 @@ void redis_url_mask(const char *text, char *out, size_t outlen)
         return;
     }
     const char *lb = strchr(u.host, ':') ? "[" : "", *rb = *lb ? "]" : "";
-    snprintf(out, outlen, "redis://%s%s%s%s%s%s:%d/%d", u.user, u.password[0] ? ":***" : "",
+    snprintf(out, outlen, "redis://%s%s%s%s%s%s:%d/%d", u.user, u.password[0] ? ":***" : u.user[0] ? ":" : "",
              (u.user[0] || u.password[0]) ? "@" : "", lb, u.host, rb, u.port, u.db);
 }

@@ -192,22 +192,9 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
         if (setting_defs[i].def && setting_set(s, &setting_defs[i], setting_defs[i].def, "default", err, errlen))
             return SETTINGS_ERROR;
 
-    /* Environment: known variables of this command apply; unknown CHUNKD_* ones are warned about. */
-    for (char **e = envp; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (!eq) continue;
-        size_t len = (size_t)(eq - *e);
-        for (size_t i = 0; i < N_SETTINGS; i++) {
-            const setting_def_t *d = &setting_defs[i];
-            if (!(d->cmds & cmd) || strlen(d->env) != len || strncmp(d->env, *e, len) != 0) continue;
-            if (setting_set(s, d, eq + 1, "environment", err, errlen)) return SETTINGS_ERROR;
-            if (d->offset == OFF(queue)) s->queue_set = true;
-        }
-        if (len > 7 && strncmp(*e, "CHUNKD_", 7) == 0 && !env_known(*e, len))
-            LOG(LL_WARN, "ignoring unknown environment variable %.*s", (int)len, *e);
-    }
-
-    /* Flags. */
+    /* Flags are read first and applied last, so that a flag wins over the environment and an environment value
+     * that a flag replaces is not even checked. */
+    const char *flag_value[N_SETTINGS] = {0};
     const char *bad = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -220,7 +207,11 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
             if (i + 1 < argc) s->input = argv[i + 1];
             break;
         }
-        if (strncmp(a, "--", 2) != 0 || strcmp(a, "-") == 0) {
+        if (a[0] == '-' && a[1] != '\0' && a[1] != '-') {
+            snprintf(err, errlen, "unknown option '%.64s' (options are --name or --name=value; see --help)", a);
+            return SETTINGS_ERROR;
+        }
+        if (strncmp(a, "--", 2) != 0) {
             if (s->input || !(cmd & (CMD_ENQUEUE | CMD_RUN))) {
                 bad = a;
                 goto extra;
@@ -250,8 +241,29 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
             snprintf(err, errlen, "option --%s (%s) needs a value", d->name, d->env);
             return SETTINGS_ERROR;
         }
-        if (setting_set(s, d, v, "command line", err, errlen)) return SETTINGS_ERROR;
-        if (d->offset == OFF(queue)) s->queue_set = true;
+        flag_value[d - setting_defs] = v;
+    }
+
+    /* Environment: known variables of this command apply; unknown CHUNKD_* ones are warned about. */
+    for (char **e = envp; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq) continue;
+        size_t len = (size_t)(eq - *e);
+        for (size_t i = 0; i < N_SETTINGS; i++) {
+            const setting_def_t *d = &setting_defs[i];
+            if (!(d->cmds & cmd) || flag_value[i] || strlen(d->env) != len || strncmp(d->env, *e, len) != 0)
+                continue;
+            if (setting_set(s, d, eq + 1, "environment", err, errlen)) return SETTINGS_ERROR;
+            if (d->offset == OFF(queue)) s->queue_set = true;
+        }
+        if (len > 7 && strncmp(*e, "CHUNKD_", 7) == 0 && !env_known(*e, len))
+            LOG(LL_WARN, "ignoring unknown environment variable %.*s", (int)len, *e);
+    }
+
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (!flag_value[i]) continue;
+        if (setting_set(s, &setting_defs[i], flag_value[i], "command line", err, errlen)) return SETTINGS_ERROR;
+        if (setting_defs[i].offset == OFF(queue)) s->queue_set = true;
     }
 
     /* Checks across settings. */

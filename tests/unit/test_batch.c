@@ -1,0 +1,122 @@
+/* Unit tests of the pure batching decisions: commit_batch_ready() (commit.h) and window_fits() (window.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "commit.h"
+#include "window.h"
+
+/* commit_batch_ready(queued_items, oldest_wait_ms, batch_items, interval_ms, stopping) */
+
+static void test_commit_empty_never_ready(void **state)
+{
+    (void)state;
+    assert_false(commit_batch_ready(0, 0, 10, 20, false));
+    /* Nothing queued: not even a long wait, a batch size of 0 or stopping makes an empty batch go. */
+    assert_false(commit_batch_ready(0, 1000000, 10, 20, false));
+    assert_false(commit_batch_ready(0, 0, 0, 0, false));
+    assert_false(commit_batch_ready(0, 0, 10, 20, true));
+    assert_false(commit_batch_ready(0, 1000000, 1, 0, true));
+}
+
+static void test_commit_ready_at_batch_size(void **state)
+{
+    (void)state;
+    assert_false(commit_batch_ready(1, 0, 10, 20, false));
+    assert_false(commit_batch_ready(9, 0, 10, 20, false));
+    assert_true(commit_batch_ready(10, 0, 10, 20, false));
+    assert_true(commit_batch_ready(11, 0, 10, 20, false));
+    assert_true(commit_batch_ready(2000, 5, 2000, 20, false));
+    assert_false(commit_batch_ready(1999, 5, 2000, 20, false));
+    /* A batch of one goes as soon as anything is queued. */
+    assert_true(commit_batch_ready(1, 0, 1, 1000, false));
+}
+
+static void test_commit_ready_after_interval(void **state)
+{
+    (void)state;
+    assert_false(commit_batch_ready(3, 19, 10, 20, false));
+    assert_true(commit_batch_ready(3, 20, 10, 20, false));
+    assert_true(commit_batch_ready(3, 21, 10, 20, false));
+    assert_true(commit_batch_ready(1, 60000, 2000, 20, false));
+    /* --commit-interval-ms 0: no waiting for a fuller batch. */
+    assert_true(commit_batch_ready(1, 0, 2000, 0, false));
+}
+
+static void test_commit_ready_when_stopping(void **state)
+{
+    (void)state;
+    assert_true(commit_batch_ready(1, 0, 2000, 20, true));
+    assert_true(commit_batch_ready(5, 0, 2000, 60000, true));
+    assert_false(commit_batch_ready(5, 0, 2000, 60000, false));
+}
+
+/* window_fits(running, held, want, capacity): running items are capped at the capacity, held items (running plus
+ * finished ones waiting for their commit) at twice the capacity; an empty window always takes a chunk. */
+
+static void test_window_empty_always_fits(void **state)
+{
+    (void)state;
+    assert_true(window_fits(0, 0, 1, 10));
+    assert_true(window_fits(0, 0, 10, 10));
+    /* A chunk larger than the whole window still runs alone. */
+    assert_true(window_fits(0, 0, 11, 10));
+    assert_true(window_fits(0, 0, 1000000, 1));
+    assert_true(window_fits(0, 0, 0, 0));
+}
+
+static void test_window_running_capped_at_capacity(void **state)
+{
+    (void)state;
+    /* Everything held is running. */
+    assert_true(window_fits(1, 1, 9, 10));
+    assert_true(window_fits(5, 5, 5, 10));
+    assert_false(window_fits(5, 5, 6, 10));
+    assert_false(window_fits(1, 1, 10, 10));
+    assert_true(window_fits(9, 9, 1, 10));
+    assert_false(window_fits(10, 10, 1, 10));
+    assert_true(window_fits(10, 10, 0, 10));
+    assert_true(window_fits(900, 900, 100, 1000));
+    assert_false(window_fits(901, 901, 100, 1000));
+    /* A lone oversized chunk is running: nothing more fits until it is gone. */
+    assert_false(window_fits(11, 11, 1, 10));
+}
+
+static void test_window_finished_items_free_running_room(void **state)
+{
+    (void)state;
+    /* Items that finished running but wait for their commit still count as held, not as running. */
+    assert_true(window_fits(0, 10, 10, 10));
+    assert_true(window_fits(2, 10, 8, 10));
+    assert_false(window_fits(2, 10, 9, 10));
+    assert_true(window_fits(0, 1, 10, 10));
+    assert_false(window_fits(0, 1, 11, 10));
+}
+
+static void test_window_held_capped_at_twice_capacity(void **state)
+{
+    (void)state;
+    assert_true(window_fits(0, 15, 5, 10));
+    assert_false(window_fits(0, 15, 6, 10));
+    assert_false(window_fits(0, 20, 1, 10));
+    assert_true(window_fits(0, 20, 0, 10));
+    assert_false(window_fits(0, 1901, 100, 1000));
+    assert_true(window_fits(0, 1900, 100, 1000));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_commit_empty_never_ready),  cmocka_unit_test(test_commit_ready_at_batch_size),
+        cmocka_unit_test(test_commit_ready_after_interval), cmocka_unit_test(test_commit_ready_when_stopping),
+        cmocka_unit_test(test_window_empty_always_fits),
+        cmocka_unit_test(test_window_running_capped_at_capacity),
+        cmocka_unit_test(test_window_finished_items_free_running_room),
+        cmocka_unit_test(test_window_held_capped_at_twice_capacity),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,417 @@
+/* Unit tests of chunk: item ids, and encoding and decoding of the chunk wire format. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "chunk.h"
+
+static json_t *load(const char *text)
+{
+    json_error_t jerr;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
+    if (!v) fail_msg("test JSON does not parse: %s: %s", text, jerr.text);
+    return v;
+}
+
+/* chunk_item_id(parsed text, line) as compact JSON text, compared with expected. */
+static void expect_item_id(const char *item_text, long long line, const char *expected)
+{
+    json_t *v = load(item_text);
+    json_t *id = chunk_item_id(v, line);
+    assert_non_null(id);
+    char *s = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (strcmp(s, expected) != 0) fail_msg("id of %s on line %lld: got %s, expected %s", item_text, line, s, expected);
+    free(s);
+    json_decref(id);
+    json_decref(v);
+}
+
+static void test_item_id_kept(void **state)
+{
+    (void)state;
+    expect_item_id("{\"id\":\"abc\"}", 7, "\"abc\"");
+    expect_item_id("{\"x\":1,\"id\":42}", 7, "42");
+    expect_item_id("{\"id\":-3}", 7, "-3");
+    expect_item_id("{\"id\":9007199254740993}", 7, "9007199254740993");
+    expect_item_id("{\"id\":\"\"}", 7, "\"\"");
+    expect_item_id("{\"id\":\"q\\\"uote\"}", 7, "\"q\\\"uote\"");
+}
+
+static void test_item_id_falls_back_to_line(void **state)
+{
+    (void)state;
+    expect_item_id("{\"id\":1.5}", 7, "7");
+    expect_item_id("{\"id\":1.0}", 8, "8");
+    expect_item_id("{\"id\":null}", 9, "9");
+    expect_item_id("{\"id\":true}", 10, "10");
+    expect_item_id("{\"id\":[1]}", 11, "11");
+    expect_item_id("{\"id\":{\"id\":1}}", 12, "12");
+    expect_item_id("{\"ID\":\"upper\"}", 13, "13");
+    expect_item_id("{}", 14, "14");
+    expect_item_id("[{\"id\":1}]", 15, "15");
+    expect_item_id("\"id\"", 16, "16");
+    expect_item_id("5", 17, "17");
+    expect_item_id("null", 1, "1");
+    expect_item_id("{\"a\":1}", 12345678901LL, "12345678901");
+}
+
+static void test_item_id_null_value(void **state)
+{
+    (void)state;
+    json_t *id = chunk_item_id(NULL, 3);
+    assert_true(json_is_integer(id));
+    assert_int_equal(json_integer_value(id), 3);
+    json_decref(id);
+}
+
+static void test_item_id_is_new_reference(void **state)
+{
+    (void)state;
+    json_t *v = load("{\"id\":\"keep\"}");
+    json_t *id = chunk_item_id(v, 1);
+    json_decref(v); /* the id must outlive the item */
+    assert_string_equal(json_string_value(id), "keep");
+    json_decref(id);
+}
+
+/* Encodes a chunk of the given items (texts) with ids taken as chunk_item_id(..., line) would. */
+static char *encode_texts(const char *chunk_id, const char *const *texts, size_t n, size_t *len)
+{
+    json_t *entries = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_loads(texts[i], JSON_DECODE_ANY, NULL);
+        json_array_append_new(entries, chunk_entry_new(chunk_item_id(v, (long long)i + 1), texts[i], strlen(texts[i])));
+        json_decref(v);
+    }
+    char *raw = chunk_encode(chunk_id, entries, len);
+    json_decref(entries);
+    assert_non_null(raw);
+    assert_int_equal(strlen(raw), *len);
+    return raw;
+}
+
+static void test_round_trip_exact_text(void **state)
+{
+    (void)state;
+    const char *const texts[] = {
+        "{\"b\":1.10,\"a\":[1e3]}",
+        "{\"id\":\"x-1\", \"spaced\" :  true }",
+        "{\"id\":99,\"s\":\"caf\xc3\xa9 \\u00e9 \\\"q\\\" \\n\"}",
+        "12.500",
+        "\"just a string\"",
+    };
+    size_t n = sizeof texts / sizeof texts[0];
+    size_t len = 0;
+    char *raw = encode_texts("run1-1", texts, n, &len);
+
+    chunk_t c;
+    char err[256] = "";
+    assert_int_equal(chunk_decode(raw, len, &c, err, sizeof err), 0);
+    assert_string_equal(c.id, "run1-1");
+    assert_int_equal(c.n_items, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(c.items[i].text_len, strlen(texts[i]));
+        assert_memory_equal(c.items[i].text, texts[i], strlen(texts[i]));
+        assert_int_equal(c.items[i].text[c.items[i].text_len], '\0');
+        assert_non_null(c.items[i].value);
+        assert_null(c.items[i].error);
+    }
+    assert_string_equal(c.items[0].id_json, "1");
+    assert_string_equal(c.items[1].id_json, "\"x-1\"");
+    assert_string_equal(c.items[2].id_json, "99");
+    assert_string_equal(c.items[3].id_json, "4");
+    assert_string_equal(c.items[4].id_json, "5");
+    assert_true(json_is_object(c.items[0].value));
+    assert_true(json_is_real(c.items[3].value));
+    assert_true(json_is_string(c.items[4].value));
+    chunk_clear(&c);
+    assert_null(c.id);
+    assert_int_equal(c.n_items, 0);
+    assert_null(c.items);
+    chunk_clear(&c); /* clearing twice is harmless */
+    free(raw);
+}
+
+static void test_encode_format(void **state)
+{
+    (void)state;
+    const char *const texts[] = {"{\"id\":\"a\"}"};
+    size_t len = 0;
+    char *raw = encode_texts("c-1", texts, 1, &len);
+    json_t *root = load(raw);
+    assert_int_equal(json_integer_value(json_object_get(root, "v")), CHUNK_FORMAT_VERSION);
+    assert_string_equal(json_string_value(json_object_get(root, "chunk")), "c-1");
+    json_t *items = json_object_get(root, "items");
+    assert_int_equal(json_array_size(items), 1);
+    json_t *e = json_array_get(items, 0);
+    assert_string_equal(json_string_value(json_object_get(e, "id")), "a");
+    assert_string_equal(json_string_value(json_object_get(e, "item")), "{\"id\":\"a\"}");
+    json_decref(root);
+    free(raw);
+}
+
+static void test_string_id_json_escaped(void **state)
+{
+    (void)state;
+    const char *raw = "{\"v\":1,\"chunk\":\"c\",\"items\":[{\"id\":\"a\\\"b\\\\c\\u00e9\",\"item\":\"1\"}]}";
+    chunk_t c;
+    char err[256];
+    assert_int_equal(chunk_decode(raw, strlen(raw), &c, err, sizeof err), 0);
+    /* id_json is valid JSON text for the same string. */
+    json_t *id = load(c.items[0].id_json);
+    assert_string_equal(json_string_value(id), "a\"b\\c\xc3\xa9");
+    json_decref(id);
+    chunk_clear(&c);
+}
+
+static void test_empty_items_ok(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *raw = encode_texts("empty", NULL, 0, &len);
+    chunk_t c;
+    char err[256];
+    assert_int_equal(chunk_decode(raw, len, &c, err, sizeof err), 0);
+    assert_string_equal(c.id, "empty");
+    assert_int_equal(c.n_items, 0);
+    chunk_clear(&c);
+    free(raw);
+}
+
+static void test_decode_uses_len(void **state)
+{
+    (void)state;
+    /* The chunk is raw[0..len); what follows is not part of it. */
+    const char *raw = "{\"v\":1,\"chunk\":\"c\",\"items\":[]}GARBAGE";
+    chunk_t c;
+    char err[256];
+    assert_int_equal(chunk_decode(raw, strlen(raw) - 7, &c, err, sizeof err), 0);
+    chunk_clear(&c);
+    assert_int_equal(chunk_decode(raw, strlen(raw), &c, err, sizeof err), -1);
+    chunk_clear(&c);
+    assert_int_equal(chunk_decode(raw, 10, &c, err, sizeof err), -1);
+    chunk_clear(&c);
+}
+
+/* Decoding must fail as a whole; err must be set and contain `needle` when given; *out must be safe to clear. */
+static void expect_decode_error(const char *raw, const char *needle)
+{
+    chunk_t c;
+    char err[512] = "";
+    int rc = chunk_decode(raw, strlen(raw), &c, err, sizeof err);
+    if (rc != -1) fail_msg("chunk decoded but should not: %s", raw);
+    if (err[0] == '\0') fail_msg("no error message for %s", raw);
+    if (needle && !strstr(err, needle)) fail_msg("error for %s does not mention '%s': %s", raw, needle, err);
+    assert_null(c.id);
+    assert_int_equal(c.n_items, 0);
+    chunk_clear(&c);
+}
+
+static void test_version_check(void **state)
+{
+    (void)state;
+    expect_decode_error("{\"v\":2,\"chunk\":\"c\",\"items\":[]}", "version 2");
+    expect_decode_error("{\"v\":0,\"chunk\":\"c\",\"items\":[]}", "version 0");
+    expect_decode_error("{\"v\":\"1\",\"chunk\":\"c\",\"items\":[]}", "\"v\"");
+    expect_decode_error("{\"v\":1.0,\"chunk\":\"c\",\"items\":[]}", "\"v\"");
+    expect_decode_error("{\"chunk\":\"c\",\"items\":[]}", "\"v\"");
+}
+
+static void test_not_json(void **state)
+{
+    (void)state;
+    expect_decode_error("", "JSON");
+    expect_decode_error("not json", "JSON");
+    expect_decode_error("{\"v\":1,\"chunk\":\"c\",\"items\":[", "JSON");
+    expect_decode_error("{\"v\":1,\"chunk\":\"c\",\"items\":[]} trailing", "JSON");
+    expect_decode_error("[1,2,3]", NULL);
+    expect_decode_error("\"a string\"", NULL);
+    expect_decode_error("null", NULL);
+}
+
+static void test_missing_or_invalid_fields(void **state)
+{
+    (void)state;
+    expect_decode_error("{\"v\":1,\"items\":[]}", "\"chunk\"");
+    expect_decode_error("{\"v\":1,\"chunk\":7,\"items\":[]}", "\"chunk\"");
+    expect_decode_error("{\"v\":1,\"chunk\":\"\",\"items\":[]}", "\"chunk\"");
+    expect_decode_error("{\"v\":1,\"chunk\":null,\"items\":[]}", "\"chunk\"");
+    expect_decode_error("{\"v\":1,\"chunk\":\"c\"}", "\"items\"");
+    expect_decode_error("{\"v\":1,\"chunk\":\"c\",\"items\":{}}", "\"items\"");
+    expect_decode_error("{\"v\":1,\"chunk\":\"c\",\"items\":\"[]\"}", "\"items\"");
+    expect_decode_error("{\"v\":1,\"chunk\":\"c\",\"items\":null}", "\"items\"");
+}
+
+static void test_chunk_id_length(void **state)
+{
+    (void)state;
+    char id[CHUNK_ID_MAX + 2];
+    char raw[CHUNK_ID_MAX + 100];
+    memset(id, 'i', CHUNK_ID_MAX);
+    id[CHUNK_ID_MAX] = '\0';
+    snprintf(raw, sizeof raw, "{\"v\":1,\"chunk\":\"%s\",\"items\":[]}", id);
+    chunk_t c;
+    char err[256];
+    assert_int_equal(chunk_decode(raw, strlen(raw), &c, err, sizeof err), 0);
+    assert_string_equal(c.id, id);
+    chunk_clear(&c);
+
+    id[CHUNK_ID_MAX] = 'i';
+    id[CHUNK_ID_MAX + 1] = '\0';
+    snprintf(raw, sizeof raw, "{\"v\":1,\"chunk\":\"%s\",\"items\":[]}", id);
+    expect_decode_error(raw, "\"chunk\"");
+}
+
+static void test_bad_item_fails_whole_chunk(void **state)
+{
+    (void)state;
+    static const char *const bad_entries[] = {
+        "{\"id\":1.5,\"item\":\"1\"}",       /* float id */
+        "{\"id\":null,\"item\":\"1\"}",      /* null id */
+        "{\"id\":true,\"item\":\"1\"}",      /* bool id */
+        "{\"id\":[1],\"item\":\"1\"}",       /* array id */
+        "{\"id\":{},\"item\":\"1\"}",        /* object id */
+        "{\"item\":\"1\"}",                 /* no id */
+        "{\"id\":1}",                       /* no item */
+        "{\"id\":1,\"item\":1}",            /* item not a string */
+        "{\"id\":1,\"item\":{\"a\":1}}",    /* item as an object, not its text */
+        "[1,\"1\"]",                        /* entry not an object */
+        "\"1\"",
+        "null",
+    };
+    for (size_t i = 0; i < sizeof bad_entries / sizeof bad_entries[0]; i++) {
+        char raw[256];
+        /* A good item first, the bad one second: nothing of the chunk may be returned. */
+        snprintf(raw, sizeof raw, "{\"v\":1,\"chunk\":\"ck\",\"items\":[{\"id\":1,\"item\":\"{}\"},%s]}",
+                 bad_entries[i]);
+        expect_decode_error(raw, "item 1");
+    }
+}
+
+static void test_invalid_item_text_marks_item(void **state)
+{
+    (void)state;
+    const char *const texts[] = {"{\"ok\":1}", "{oops", "", "[1,2", "{\"a\":1} trailing", "2"};
+    size_t n = sizeof texts / sizeof texts[0];
+    size_t len = 0;
+    char *raw = encode_texts("mixed", texts, n, &len);
+    chunk_t c;
+    char err[256] = "";
+    assert_int_equal(chunk_decode(raw, len, &c, err, sizeof err), 0);
+    assert_int_equal(c.n_items, n);
+    for (size_t i = 0; i < n; i++) {
+        /* Every item keeps its text byte for byte, good or not. */
+        assert_int_equal(c.items[i].text_len, strlen(texts[i]));
+        assert_memory_equal(c.items[i].text, texts[i], strlen(texts[i]));
+        assert_non_null(c.items[i].id_json);
+    }
+    assert_non_null(c.items[0].value);
+    assert_null(c.items[0].error);
+    assert_non_null(c.items[5].value);
+    assert_null(c.items[5].error);
+    for (size_t i = 1; i <= 4; i++) {
+        assert_null(c.items[i].value);
+        assert_non_null(c.items[i].error);
+        assert_non_null(strstr(c.items[i].error, "JSON"));
+    }
+    assert_string_equal(c.items[1].id_json, "2");
+    chunk_clear(&c);
+    free(raw);
+}
+
+/* Known bug: the chunk is decoded without JSON_ALLOW_NUL, so an item text holding a NUL byte (a valid JSON string
+ * "\u0000" in the chunk) fails the whole chunk instead of marking that one item, and chunk_encode()'s output for
+ * such an item does not decode. */
+static void test_item_text_with_nul_is_item_error(void **state)
+{
+    (void)state;
+    json_t *entries = json_array();
+    json_array_append_new(entries, chunk_entry_new(json_integer(1), "1", 1));
+    json_array_append_new(entries, chunk_entry_new(json_integer(2), "[0]\0x", 5));
+    size_t len = 0;
+    char *raw = chunk_encode("c", entries, &len);
+    json_decref(entries);
+    chunk_t c;
+    char err[256] = "";
+    int rc = chunk_decode(raw, len, &c, err, sizeof err);
+    free(raw);
+    if (rc != 0) fail_msg("the whole chunk failed: %s", err);
+    assert_int_equal(c.n_items, 2);
+    assert_non_null(c.items[0].value);
+    assert_null(c.items[0].error);
+    assert_int_equal(c.items[1].text_len, 5);
+    assert_memory_equal(c.items[1].text, "[0]\0x", 5);
+    assert_null(c.items[1].value);
+    assert_non_null(c.items[1].error);
+    chunk_clear(&c);
+}
+
+static void test_too_many_items(void **state)
+{
+    (void)state;
+    const char *entry = "{\"id\":1,\"item\":\"1\"},";
+    size_t n = CHUNK_MAX_ITEMS + 1, elen = strlen(entry);
+    const char *head = "{\"v\":1,\"chunk\":\"big\",\"items\":[";
+    char *raw = malloc(strlen(head) + n * elen + 3);
+    assert_non_null(raw);
+    char *p = raw + sprintf(raw, "%s", head);
+    for (size_t i = 0; i < n; i++, p += elen) memcpy(p, entry, elen);
+    memcpy(p - 1, "]}", 3); /* replaces the last comma */
+    chunk_t c;
+    char err[256] = "";
+    assert_int_equal(chunk_decode(raw, strlen(raw), &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "items"));
+    chunk_clear(&c);
+
+    /* Exactly the maximum is fine. */
+    p -= elen;
+    memcpy(p - 1, "]}", 3);
+    assert_int_equal(chunk_decode(raw, strlen(raw), &c, err, sizeof err), 0);
+    assert_int_equal(c.n_items, CHUNK_MAX_ITEMS);
+    chunk_clear(&c);
+    free(raw);
+}
+
+static void test_too_large(void **state)
+{
+    (void)state;
+    /* The size check comes before parsing, so the buffer is never read. */
+    static const char raw[] = "{}";
+    chunk_t c;
+    char err[256] = "";
+    assert_int_equal(chunk_decode(raw, (size_t)CHUNK_MAX_BYTES + 1, &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "larger"));
+    chunk_clear(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_item_id_kept),
+        cmocka_unit_test(test_item_id_falls_back_to_line),
+        cmocka_unit_test(test_item_id_null_value),
+        cmocka_unit_test(test_item_id_is_new_reference),
+        cmocka_unit_test(test_round_trip_exact_text),
+        cmocka_unit_test(test_encode_format),
+        cmocka_unit_test(test_string_id_json_escaped),
+        cmocka_unit_test(test_empty_items_ok),
+        cmocka_unit_test(test_decode_uses_len),
+        cmocka_unit_test(test_version_check),
+        cmocka_unit_test(test_not_json),
+        cmocka_unit_test(test_missing_or_invalid_fields),
+        cmocka_unit_test(test_chunk_id_length),
+        cmocka_unit_test(test_bad_item_fails_whole_chunk),
+        cmocka_unit_test(test_invalid_item_text_marks_item),
+        cmocka_unit_test(test_item_text_with_nul_is_item_error),
+        cmocka_unit_test(test_too_many_items),
+        cmocka_unit_test(test_too_large),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

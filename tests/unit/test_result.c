@@ -1,0 +1,284 @@
+/* Unit tests of result: result lines and dead-list records. Every line is checked by parsing it with jansson. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "result.h"
+
+/* Parses line[0..len) as one JSON object; fails the test otherwise. Checks there is no newline and that len is
+ * the string's length. */
+static json_t *parse_line(const char *line, size_t len)
+{
+    assert_non_null(line);
+    assert_int_equal(strlen(line), len);
+    assert_null(memchr(line, '\n', len));
+    json_error_t jerr;
+    json_t *v = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!v) fail_msg("not valid JSON (%s at %d): %s", jerr.text, jerr.position, line);
+    assert_true(json_is_object(v));
+    return v;
+}
+
+static void assert_int_field(json_t *o, const char *key, long long expected)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v)) fail_msg("field %s is not an integer", key);
+    assert_int_equal(json_integer_value(v), expected);
+}
+
+static const char *str_field(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v)) fail_msg("field %s is not a string", key);
+    return json_string_value(v);
+}
+
+static void test_ok_line(void **state)
+{
+    (void)state;
+    const char *res = "{\"b\":1.10,\"a\":[1e3]}";
+    size_t len = 0;
+    char *line = result_encode("\"item-7\"", true, res, strlen(res), NULL, 1, 103, &len);
+    json_t *o = parse_line(line, len);
+    assert_string_equal(str_field(o, "id"), "item-7");
+    assert_true(json_is_true(json_object_get(o, "ok")));
+    assert_true(json_is_object(json_object_get(o, "result")));
+    assert_null(json_object_get(o, "error"));
+    assert_int_field(o, "attempts", 1);
+    assert_int_field(o, "ms", 103);
+    assert_int_equal(json_object_size(o), 5);
+    /* The result's text goes into the line as it is: number formatting and key order are kept. */
+    assert_non_null(strstr(line, "\"result\":{\"b\":1.10,\"a\":[1e3]}"));
+    assert_string_equal(line, "{\"id\":\"item-7\",\"ok\":true,\"result\":{\"b\":1.10,\"a\":[1e3]},"
+                              "\"attempts\":1,\"ms\":103}");
+    json_decref(o);
+    free(line);
+}
+
+static void test_ok_line_integer_id_and_scalar_result(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    /* Only result_len bytes of the result are used. */
+    char *line = result_encode("42", true, "nullXYZ", 4, "ignored", 3, 0, &len);
+    json_t *o = parse_line(line, len);
+    assert_int_field(o, "id", 42);
+    assert_true(json_is_true(json_object_get(o, "ok")));
+    assert_true(json_is_null(json_object_get(o, "result")));
+    assert_null(json_object_get(o, "error"));
+    assert_int_field(o, "attempts", 3);
+    assert_int_field(o, "ms", 0);
+    json_decref(o);
+    free(line);
+}
+
+static void test_large_ms(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *line = result_encode("1", true, "1", 1, NULL, 2147483647, INT64_C(90000000000), &len);
+    json_t *o = parse_line(line, len);
+    assert_int_field(o, "attempts", 2147483647);
+    assert_int_field(o, "ms", 90000000000LL);
+    json_decref(o);
+    free(line);
+}
+
+static void test_error_line(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *line = result_encode("\"x\"", false, NULL, 0, "handler timed out", 2, 5000, &len);
+    json_t *o = parse_line(line, len);
+    assert_string_equal(str_field(o, "id"), "x");
+    assert_true(json_is_false(json_object_get(o, "ok")));
+    assert_string_equal(str_field(o, "error"), "handler timed out");
+    assert_null(json_object_get(o, "result"));
+    assert_int_field(o, "attempts", 2);
+    assert_int_field(o, "ms", 5000);
+    assert_int_equal(json_object_size(o), 5);
+    json_decref(o);
+    free(line);
+}
+
+static void test_error_null_still_an_error(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *line = result_encode("1", false, NULL, 0, NULL, 1, 1, &len);
+    json_t *o = parse_line(line, len);
+    assert_true(json_is_false(json_object_get(o, "ok")));
+    assert_true(strlen(str_field(o, "error")) > 0);
+    json_decref(o);
+    free(line);
+}
+
+static void test_error_escaping(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *error;
+        const char *expected; /* the error as parsed back */
+    } cases[] = {
+        {"say \"hi\"", "say \"hi\""},
+        {"back\\slash", "back\\slash"},
+        {"line1\nline2\r\n\tend", "line1\nline2\r\n\tend"},
+        {"bell\x07 esc\x1b del\x7f", "bell\x07 esc\x1b del\x7f"},
+        {"caf\xc3\xa9 \xe2\x82\xac", "caf\xc3\xa9 \xe2\x82\xac"},
+        {"bad \xff\xfe utf8 \xc3", "bad \xef\xbf\xbd\xef\xbf\xbd utf8 \xef\xbf\xbd"}, /* each bad byte: U+FFFD */
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len = 0;
+        char *line = result_encode("1", false, NULL, 0, cases[i].error, 1, 1, &len);
+        json_t *o = parse_line(line, len);
+        const char *got = str_field(o, "error");
+        if (strcmp(got, cases[i].expected) != 0) fail_msg("case %zu: error came back as %s", i, got);
+        json_decref(o);
+        free(line);
+    }
+}
+
+static void test_error_cut_at_max(void **state)
+{
+    (void)state;
+    char error[RESULT_ERROR_MAX * 3];
+    memset(error, 'e', sizeof error - 1);
+    error[sizeof error - 1] = '\0';
+    size_t len = 0;
+    char *line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    json_t *o = parse_line(line, len);
+    const char *got = str_field(o, "error");
+    assert_int_equal(strlen(got), RESULT_ERROR_MAX);
+    assert_memory_equal(got, error, RESULT_ERROR_MAX);
+    assert_int_field(o, "attempts", 1);
+    json_decref(o);
+    free(line);
+
+    /* Exactly the maximum is kept whole. */
+    error[RESULT_ERROR_MAX] = '\0';
+    line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    o = parse_line(line, len);
+    assert_int_equal(strlen(str_field(o, "error")), RESULT_ERROR_MAX);
+    json_decref(o);
+    free(line);
+}
+
+static void test_error_cut_inside_utf8_still_valid(void **state)
+{
+    (void)state;
+    /* A two-byte character straddles the cut: the line must stay valid JSON. */
+    char error[RESULT_ERROR_MAX + 8];
+    memset(error, 'a', RESULT_ERROR_MAX - 1);
+    memcpy(error + RESULT_ERROR_MAX - 1, "\xc3\xa9zzz", 6);
+    size_t len = 0;
+    char *line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    json_t *o = parse_line(line, len);
+    const char *got = str_field(o, "error");
+    assert_memory_equal(got, error, RESULT_ERROR_MAX - 1);
+    assert_null(strchr(got, 'z'));
+    json_decref(o);
+    free(line);
+}
+
+static void test_error_control_chars_cut_valid(void **state)
+{
+    (void)state;
+    /* Escapes make the line longer than the error, but the cut counts the error's own bytes. */
+    char error[RESULT_ERROR_MAX + 100];
+    memset(error, '\n', sizeof error - 1);
+    error[sizeof error - 1] = '\0';
+    size_t len = 0;
+    char *line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    json_t *o = parse_line(line, len);
+    assert_int_equal(strlen(str_field(o, "error")), RESULT_ERROR_MAX);
+    json_decref(o);
+    free(line);
+}
+
+static void test_dead_record_json_item(void **state)
+{
+    (void)state;
+    const char *item = "{\"id\":\"k\",\"n\":1.50}";
+    size_t len = 0;
+    char *rec = result_dead_record("\"k\"", item, strlen(item), true, "boom \"quoted\"\n", 3, "abc-1", &len);
+    json_t *o = parse_line(rec, len);
+    assert_string_equal(str_field(o, "id"), "k");
+    json_t *it = json_object_get(o, "item");
+    assert_true(json_is_object(it));
+    assert_string_equal(json_string_value(json_object_get(it, "id")), "k");
+    assert_null(json_object_get(o, "raw"));
+    assert_string_equal(str_field(o, "error"), "boom \"quoted\"\n");
+    assert_int_field(o, "attempts", 3);
+    assert_string_equal(str_field(o, "chunk"), "abc-1");
+    assert_int_equal(json_object_size(o), 5);
+    /* The item's text is kept exactly. */
+    assert_non_null(strstr(rec, "\"item\":{\"id\":\"k\",\"n\":1.50}"));
+    json_decref(o);
+    free(rec);
+}
+
+static void test_dead_record_raw_item(void **state)
+{
+    (void)state;
+    const char raw[] = "{not json \"at\" all\\\n\x01\xff";
+    size_t len = 0;
+    char *rec = result_dead_record("17", raw, sizeof raw - 1, false, "item is not valid JSON", 0, "c\"x", &len);
+    json_t *o = parse_line(rec, len);
+    assert_int_field(o, "id", 17);
+    assert_null(json_object_get(o, "item"));
+    const char *got = str_field(o, "raw");
+    assert_string_equal(got, "{not json \"at\" all\\\n\x01\xef\xbf\xbd");
+    assert_string_equal(str_field(o, "error"), "item is not valid JSON");
+    assert_int_field(o, "attempts", 0);
+    assert_string_equal(str_field(o, "chunk"), "c\"x");
+    json_decref(o);
+    free(rec);
+}
+
+static void test_dead_record_error_cut(void **state)
+{
+    (void)state;
+    char error[RESULT_ERROR_MAX + 500];
+    memset(error, 'x', sizeof error - 1);
+    error[sizeof error - 1] = '\0';
+    size_t len = 0;
+    char *rec = result_dead_record("1", "[1]", 3, true, error, 1, "c", &len);
+    json_t *o = parse_line(rec, len);
+    assert_int_equal(strlen(str_field(o, "error")), RESULT_ERROR_MAX);
+    assert_true(json_is_array(json_object_get(o, "item")));
+    json_decref(o);
+    free(rec);
+
+    rec = result_dead_record("1", "[1]", 3, true, NULL, 1, "c", &len);
+    o = parse_line(rec, len);
+    assert_true(strlen(str_field(o, "error")) > 0);
+    json_decref(o);
+    free(rec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ok_line),
+        cmocka_unit_test(test_ok_line_integer_id_and_scalar_result),
+        cmocka_unit_test(test_large_ms),
+        cmocka_unit_test(test_error_line),
+        cmocka_unit_test(test_error_null_still_an_error),
+        cmocka_unit_test(test_error_escaping),
+        cmocka_unit_test(test_error_cut_at_max),
+        cmocka_unit_test(test_error_cut_inside_utf8_still_valid),
+        cmocka_unit_test(test_error_control_chars_cut_valid),
+        cmocka_unit_test(test_dead_record_json_item),
+        cmocka_unit_test(test_dead_record_raw_item),
+        cmocka_unit_test(test_dead_record_error_cut),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
