@@ -37,11 +37,7 @@ commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
     c->window = window;
     c->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->changed, &attr);
-    pthread_condattr_destroy(&attr);
+    clock_cond_init(&c->changed);
     atomic_init(&c->abort, false);
     return c;
 }
@@ -194,7 +190,7 @@ static void *commit_main(void *arg)
         int64_t now = clock_now_ms();
         if (!commit_batch_ready(c->queued_items, now - c->head->finished_ms, batch_items, interval_ms, c->stopping)) {
             int64_t deadline = c->head->finished_ms + interval_ms;
-            struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000L};
+            struct timespec ts = clock_deadline_ts(deadline);
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
             continue;
         }

@@ -20,11 +20,7 @@ window_t *window_new(size_t capacity)
 {
     window_t *w = xcalloc(1, sizeof *w);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->changed, &attr);
-    pthread_condattr_destroy(&attr);
+    clock_cond_init(&w->changed);
     w->capacity = capacity;
     return w;
 }
@@ -37,15 +33,9 @@ void window_free(window_t *w)
     free(w);
 }
 
-static struct timespec deadline_ts(int64_t deadline_ms)
-{
-    struct timespec ts = {.tv_sec = deadline_ms / 1000, .tv_nsec = (deadline_ms % 1000) * 1000000L};
-    return ts;
-}
-
 bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms)
 {
-    struct timespec ts = deadline_ts(clock_now_ms() + timeout_ms);
+    struct timespec ts = clock_deadline_ts(clock_now_ms() + timeout_ms);
     pthread_mutex_lock(&w->mu);
     while (!window_fits(w->running, w->held, want, w->capacity))
         if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
@@ -56,7 +46,7 @@ bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms)
 
 bool window_wait_empty(window_t *w, int64_t deadline_ms)
 {
-    struct timespec ts = deadline_ts(deadline_ms);
+    struct timespec ts = clock_deadline_ts(deadline_ms);
     pthread_mutex_lock(&w->mu);
     while (w->held)
         if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
