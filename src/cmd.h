@@ -15,4 +15,9 @@ int cmd_collect(settings_t *s);
 int cmd_status(settings_t *s);
 int cmd_run(settings_t *s);
 
+struct worker;
+/* Drains a worker while the main thread keeps taking signals: a second signal exits at once. Returns
+ * worker_drain()'s result. */
+int cmd_drain_worker(struct worker *w);
+
 #endif

@@ -135,7 +135,19 @@ int cmd_run(settings_t *s)
     }
     pthread_join(col_thread, NULL);
     pthread_join(enq_thread, NULL);
-    worker_drain(w);
+    if (interrupted) {
+        /* Finish or give back what is in flight, then write every result that was committed. */
+        cmd_drain_worker(w);
+        atomic_bool no_stop = false;
+        collect_progress_t more;
+        if (collect_run(s, st.sink, COLLECT_AVAILABLE, &no_stop, NULL, &more, err, sizeof err) == 0)
+            st.progress.written += more.written;
+        else
+            LOG(LL_ERROR, "%s", err);
+        if (!local) LOG(LL_WARN, "queue %s keeps the unfinished work (resume with chunkd worker --queue %s)", s->queue, s->queue);
+    } else {
+        worker_drain(w);
+    }
     worker_free(w);
     double secs = clock_now_s() - t0;
 

@@ -30,9 +30,13 @@ int cmd_status(settings_t *s)
     rconn_append_argv(c, 2, hget, NULL);
     redisReply *r[5] = {0};
     int rc = 0;
+    char why[300] = "";
     for (size_t i = 0; i < 5; i++) {
         r[i] = rconn_get_reply(c);
-        if (!r[i] || r[i]->type == REDIS_REPLY_ERROR) rc = -1;
+        if (!r[i] || r[i]->type == REDIS_REPLY_ERROR) {
+            if (!why[0]) snprintf(why, sizeof why, "%s", r[i] ? r[i]->str : rconn_error(c));
+            rc = -1;
+        }
     }
     json_t *out = json_object();
     if (rc == 0) {
@@ -56,8 +60,7 @@ int cmd_status(settings_t *s)
             if (json_object_get(out, r[4]->element[i]->str))
                 json_object_set_new(out, r[4]->element[i]->str, json_integer(atoll(r[4]->element[i + 1]->str)));
     } else {
-        LOG(LL_ERROR, "cannot read queue %s at %s: %s", s->queue, rconn_addr(c),
-            rconn_connected(c) ? "error reply" : rconn_error(c));
+        LOG(LL_ERROR, "cannot read queue %s at %s: %s", s->queue, rconn_addr(c), why);
     }
     for (size_t i = 0; i < 5; i++)
         if (r[i]) freeReplyObject(r[i]);

@@ -25,27 +25,8 @@ static void *drain_main(void *arg)
     return NULL;
 }
 
-int cmd_worker(settings_t *s)
+int cmd_drain_worker(worker_t *w)
 {
-    worker_t *w = worker_new(s);
-    char err[1024];
-    if (worker_start(w, err, sizeof err)) {
-        LOG(LL_ERROR, "%s", err);
-        worker_abort(w);
-        worker_free(w);
-        return EXIT_RUNTIME;
-    }
-    for (;;) {
-        int sig = sig_wait(100);
-        if (sig) {
-            LOG(LL_INFO, "%s: draining (a second signal exits at once)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            break;
-        }
-        if (s->exit_when_empty && worker_idle(w)) {
-            LOG(LL_INFO, "queue %s is empty and nothing is in flight; exiting", s->queue);
-            break;
-        }
-    }
     drain_job_t job = {.worker = w};
     atomic_init(&job.done, false);
     pthread_t t;
@@ -57,6 +38,32 @@ int cmd_worker(settings_t *s)
         }
     }
     pthread_join(t, NULL);
+    return job.rc;
+}
+
+int cmd_worker(settings_t *s)
+{
+    worker_t *w = worker_new(s);
+    char err[1024];
+    if (worker_start(w, err, sizeof err)) {
+        LOG(LL_ERROR, "%s", err);
+        worker_abort(w);
+        worker_free(w);
+        return EXIT_RUNTIME;
+    }
+    settings_log_effective(s, CMD_WORKER, LL_INFO);
+    for (;;) {
+        int sig = sig_wait(100);
+        if (sig) {
+            LOG(LL_INFO, "%s: draining (a second signal exits at once)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        if (s->exit_when_empty && worker_idle(w)) {
+            LOG(LL_INFO, "queue %s is empty and nothing is in flight; exiting", s->queue);
+            break;
+        }
+    }
+    int rc = cmd_drain_worker(w);
     worker_free(w);
-    return job.rc ? EXIT_RUNTIME : 0;
+    return rc ? EXIT_RUNTIME : 0;
 }

@@ -22,9 +22,9 @@
 
 struct localredis {
     pid_t pid;
-    char dir[64];
-    char socket[128];
-    char url[160];
+    char dir[128];
+    char socket[160];
+    char url[192];
 };
 
 static void localredis_rmdir(const char *dir)
@@ -46,7 +46,7 @@ static void localredis_rmdir(const char *dir)
 /* Last line of the server's log, for an error message. */
 static void localredis_log_tail(const char *dir, char *out, size_t outlen)
 {
-    char path[128], buf[4096];
+    char path[192], buf[4096];
     snprintf(path, sizeof path, "%s/redis.log", dir);
     out[0] = '\0';
     FILE *f = fopen(path, "r");
@@ -63,7 +63,9 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
 {
     localredis_t *r = xcalloc(1, sizeof *r);
     const char *tmp = getenv("TMPDIR");
-    snprintf(r->dir, sizeof r->dir, "%s/chunkd-XXXXXX", tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+    /* The socket path must fit sun_path (108 bytes): a longer $TMPDIR falls back to /tmp. */
+    if (!tmp || !*tmp || strlen(tmp) + sizeof "/chunkd-XXXXXX/redis.sock" > 108) tmp = "/tmp";
+    snprintf(r->dir, sizeof r->dir, "%s/chunkd-XXXXXX", tmp);
     if (!mkdtemp(r->dir)) {
         snprintf(err, errlen, "cannot create a temporary directory for redis-server: %s", strerror(errno));
         free(r);
@@ -71,7 +73,7 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
     }
     snprintf(r->socket, sizeof r->socket, "%s/redis.sock", r->dir);
     snprintf(r->url, sizeof r->url, "unix://%s", r->socket);
-    char logpath[128];
+    char logpath[192];
     snprintf(logpath, sizeof logpath, "%s/redis.log", r->dir);
     pid_t parent = getpid();
     r->pid = fork();

@@ -82,7 +82,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     sig_init();
-    settings_log_effective(&s, bit, bit == CMD_WORKER ? LL_INFO : LL_DEBUG);
+    if (bit != CMD_WORKER) settings_log_effective(&s, bit, LL_DEBUG); /* worker logs it once connected */
     int rc = cmd->run(&s);
     settings_free(&s);
     return rc;

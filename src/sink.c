@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
 
 #include "xalloc.h"
 
@@ -35,6 +39,40 @@ static unsigned long sink_highest(const char *dir)
     }
     closedir(d);
     return best;
+}
+
+/* A collector killed in the middle of a write can leave a partial last line. Its stream entries were not
+ * acknowledged, so they are written again; cut the partial line first so the next line does not glue onto it.
+ * Returns 0, or -1 with errno set. */
+static int sink_repair_tail(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
+    struct stat st;
+    int rc = -1;
+    if (fstat(fd, &st)) goto out;
+    off_t end = st.st_size, keep = 0;
+    char buf[4096];
+    while (end > 0) {
+        size_t n = end < (off_t)sizeof buf ? (size_t)end : sizeof buf;
+        if (pread(fd, buf, n, end - (off_t)n) != (ssize_t)n) goto out;
+        size_t i = n;
+        while (i > 0 && buf[i - 1] != '\n') i--;
+        if (i > 0) {
+            keep = end - (off_t)n + (off_t)i;
+            break;
+        }
+        end -= (off_t)n;
+    }
+    if (keep < st.st_size) {
+        if (ftruncate(fd, keep)) goto out;
+        LOG(LL_WARN, "%s ended with a partial line (%lld bytes, from an interrupted collector); removed it, its "
+                     "results are written again", path, (long long)(st.st_size - keep));
+    }
+    rc = 0;
+out:
+    close(fd);
+    return rc;
 }
 
 static int sink_open_next(sink_t *s)
@@ -67,11 +105,22 @@ sink_t *sink_open(const char *path, long long rotate_lines, bool append, char *e
             goto fail;
         }
         s->file_no = sink_highest(path);
+        if (s->file_no) {
+            snprintf(s->where, sizeof s->where, "%s/results-%06lu.jsonl", path, s->file_no);
+            if (sink_repair_tail(s->where)) {
+                snprintf(err, errlen, "cannot repair %s: %s", s->where, strerror(errno));
+                goto fail;
+            }
+        }
         if (sink_open_next(s)) {
             snprintf(err, errlen, "cannot create %s: %s", s->where, strerror(errno));
             goto fail;
         }
         return s;
+    }
+    if (append && sink_repair_tail(path)) {
+        snprintf(err, errlen, "cannot repair output file %s: %s", path, strerror(errno));
+        goto fail;
     }
     s->f = fopen(path, append ? "a" : "w");
     if (!s->f) {

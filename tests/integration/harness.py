@@ -1,0 +1,433 @@
+"""Harness for the chunkd integration tests.
+
+- RedisServer: a throwaway redis-server (no persistence) on a free loopback
+  port and a unix socket in a temp dir.
+- Proc: a chunkd subprocess whose stdout/stderr go to files (no pipe deadlocks).
+- Ctx: what a test function receives: its own queue name, temp dir, Redis
+  client, and helpers to run chunkd and read queue state.
+- wait_until / check / assert_exactly_once: polling with a deadline and assertions.
+"""
+
+import collections
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from resp import Redis, RedisError
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+
+# Multiplies every deadline (set by run.py --timeout-scale, e.g. for ASan/valgrind builds).
+TIMEOUT_SCALE = 1.0
+
+
+class TestFailure(AssertionError):
+    """A test assertion failed; the message is the one-line reason."""
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg() if callable(msg) else msg)
+
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+def wait_until(pred, timeout, what="condition"):
+    """Poll pred() until it returns something truthy; return that value.
+
+    Fails the test after `timeout` seconds (times TIMEOUT_SCALE). `what` may be a
+    callable so the failure message shows the state at the deadline.
+    """
+    deadline = time.monotonic() + scaled(timeout)
+    interval = 0.005
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            desc = what() if callable(what) else what
+            raise TestFailure(f"timed out after {scaled(timeout):.1f}s waiting for {desc}")
+        time.sleep(interval)
+        interval = min(interval * 2, 0.1)
+
+
+def one_line(text, limit=400):
+    """Squash text into one short line for a FAIL message."""
+    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def id_key(value):
+    """Hashable, type-preserving key for a JSON id (so 1 and "1" differ)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def assert_exactly_once(results, expected_ids, label="results"):
+    """Every expected id appears exactly once among results (dicts with "id"), nothing else."""
+    counts = collections.Counter(id_key(r.get("id")) for r in results)
+    expected = {id_key(i) for i in expected_ids}
+    missing = sorted(expected - counts.keys())
+    dups = sorted(k for k, n in counts.items() if n > 1)
+    extra = sorted(counts.keys() - expected)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} ids missing (e.g. {', '.join(missing[:5])})")
+    if dups:
+        problems.append(f"{len(dups)} ids duplicated (e.g. {', '.join(dups[:5])})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected ids (e.g. {', '.join(extra[:5])})")
+    check(not problems, lambda: f"{label}: " + "; ".join(problems)
+          + f" [{len(results)} lines, {len(expected)} ids expected]")
+
+
+def parse_jsonl(text, what="output"):
+    """Parse JSON Lines: every line must be valid JSON and end with a newline."""
+    check(text == "" or text.endswith("\n"), f"{what}: last line has no newline: {text[-120:]!r}")
+    rows = []
+    for n, line in enumerate(text.split("\n")[:-1], 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            raise TestFailure(f"{what} line {n} is not JSON: {line[:120]!r}")
+    return rows
+
+
+def read_jsonl(path):
+    return parse_jsonl(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    """preexec_fn: SIGKILL the child if the runner dies (even by kill -9)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def redis_servers_tagged(token):
+    """Pids of redis-server processes whose command line (or environment) contains token.
+
+    redis-server rewrites its command line to "redis-server unixsocket:PATH" and clobbers
+    its environment block once it has started, so the socket path is the reliable tag."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != "redis-server":
+                    continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if token.encode() in environ or token.encode() in cmdline:
+            pids.add(int(entry))
+    return pids
+
+
+class RedisServer:
+    """A throwaway redis-server: loopback TCP on a free port plus a unix socket."""
+
+    def __init__(self, workdir, extra_args=(), password=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.extra_args = list(extra_args)
+        self.password = password
+        self.unix_path = str(self.workdir / "redis.sock")
+        self.port = None
+        self.proc = None
+
+    def start(self):
+        for _ in range(5):
+            self.port = free_port()
+            argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--unixsocket", self.unix_path, "--unixsocketperm", "700",
+                    "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                    "--logfile", str(self.workdir / "redis.log"), "--daemonize", "no"]
+            if self.password:
+                argv += ["--requirepass", self.password]
+            self.proc = subprocess.Popen(argv + self.extra_args, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         preexec_fn=_die_with_parent)
+            deadline = time.monotonic() + 10
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if self._ping():
+                    return self
+                time.sleep(0.02)
+            self.stop()  # port taken between free_port() and bind, or too slow: retry
+        log = (self.workdir / "redis.log")
+        raise RuntimeError("could not start redis-server: "
+                           + (one_line(log.read_text()[-400:]) if log.exists() else "no log"))
+
+    def _ping(self):
+        try:
+            with self.client() as c:
+                return c.execute("PING") == "PONG"
+        except (OSError, RedisError):
+            return False
+
+    def client(self, db=0):
+        c = Redis(port=self.port)
+        if self.password:
+            c.execute("AUTH", self.password)
+        if db:
+            c.execute("SELECT", db)
+        return c
+
+    def url(self, db=0, user=None, password=None):
+        auth = f"{user or ''}:{password}@" if password is not None else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def unix_url(self, db=None):
+        return f"unix://{self.unix_path}" + (f"?db={db}" if db is not None else "")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc = None
+
+
+class Proc:
+    """A running or finished chunkd subprocess; output is captured in files."""
+
+    def __init__(self, name, argv, popen, out_path, err_path):
+        self.name, self.argv, self.popen = name, argv, popen
+        self.out_path, self.err_path = out_path, err_path
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    @property
+    def returncode(self):
+        return self.popen.poll()
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def send(self, sig):
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def kill(self):
+        if self.alive():
+            self.popen.kill()
+        self.popen.wait()
+
+    def stdout(self):
+        return Path(self.out_path).read_text(encoding="utf-8", errors="replace")
+
+    def stderr(self):
+        return Path(self.err_path).read_text(encoding="utf-8", errors="replace")
+
+    def describe(self):
+        rc = self.popen.poll()
+        state = "running" if rc is None else f"exit {rc}" if rc >= 0 else f"killed by signal {-rc}"
+        err = one_line(self.stderr()[-600:], 300)
+        return f"`{self.name}` {state}" + (f"; stderr: {err}" if err else "")
+
+    def wait(self, timeout, expect_rc=None):
+        """Wait for exit (deadline scaled); optionally check the exit status. Returns it."""
+        try:
+            rc = self.popen.wait(scaled(timeout))
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"`{self.name}` still running after {scaled(timeout):.1f}s; "
+                              f"stderr: {one_line(self.stderr()[-600:], 300)}")
+        if expect_rc is not None and rc != expect_rc:
+            raise TestFailure(f"expected exit {expect_rc}, got {self.describe()}")
+        return rc
+
+
+class Ctx:
+    """Per-test context: unique queue, temp dir, Redis client, chunkd helpers."""
+
+    def __init__(self, name, binary, server, tmp):
+        self.name = name
+        self.bin = str(binary)
+        self.server = server
+        self.tmp = Path(tmp)
+        self.queue = "it-" + re.sub(r"[^A-Za-z0-9]+", "-", name) + "-" + os.urandom(3).hex()
+        self.r = server.client()
+        self.procs = []
+        self.servers = []
+        self.extra_dirs = []
+
+    # ---- Redis keys and state -------------------------------------------------
+
+    def key(self, suffix, queue=None):
+        return f"chunkd:{{{queue or self.queue}}}:{suffix}"
+
+    def stats(self, queue=None):
+        return {k: int(v) for k, v in self.r.hgetall(self.key("stats", queue)).items()}
+
+    def stat(self, name, queue=None):
+        value = self.r.execute("HGET", self.key("stats", queue), name)
+        return int(value) if value is not None else 0
+
+    def llen(self, suffix, queue=None):
+        return self.r.execute("LLEN", self.key(suffix, queue))
+
+    def xlen(self, queue=None):
+        return self.r.execute("XLEN", self.key("results", queue))
+
+    def pending_chunks(self, queue=None):
+        """Pending chunks, parsed, oldest first (producers LPUSH, so reverse LRANGE)."""
+        raw = self.r.lrange_all(self.key("pending", queue))
+        chunks = []
+        for text in reversed(raw):
+            try:
+                chunks.append(json.loads(text))
+            except ValueError:
+                raise TestFailure(f"pending holds a non-JSON chunk: {text[:120]!r}")
+        return chunks
+
+    def processing_keys(self, queue=None):
+        return self.r.keys(self.key("processing:*", queue))
+
+    def processing_len(self, queue=None):
+        return sum(self.r.execute("LLEN", k) for k in self.processing_keys(queue))
+
+    def stream_results(self, queue=None):
+        """Result lines from the results stream (field r), parsed."""
+        rows = []
+        for entry_id, fields in self.r.xrange_all(self.key("results", queue)):
+            check("r" in fields, f"results stream entry {entry_id} has no field r: {fields}")
+            try:
+                rows.append(json.loads(fields["r"]))
+            except ValueError:
+                raise TestFailure(f"results entry {entry_id} is not JSON: {fields['r'][:120]!r}")
+        return rows
+
+    def dead_entries(self, queue=None):
+        return [json.loads(t) for t in reversed(self.r.lrange_all(self.key("dead", queue)))]
+
+    # ---- files ----------------------------------------------------------------
+
+    def path(self, name):
+        return self.tmp / name
+
+    def short_tmpdir(self):
+        """A fresh, empty directory with a short path (chunkd falls back to /tmp for a long $TMPDIR)."""
+        path = Path(tempfile.mkdtemp(prefix="cit-", dir="/tmp"))
+        self.extra_dirs.append(path)
+        return path
+
+    def write_jsonl(self, name, rows):
+        """Write rows (objects are JSON-encoded compactly; str rows are raw lines)."""
+        lines = [r if isinstance(r, str) else json.dumps(r, separators=(",", ":"), ensure_ascii=False)
+                 for r in rows]
+        path = self.path(name)
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return path
+
+    # ---- chunkd processes -------------------------------------------------------
+
+    def env(self, redis="env", url=None, extra=None):
+        """Environment for chunkd: ours minus REDIS_URL/CHUNKD_*, plus what the test asks."""
+        env = {k: v for k, v in os.environ.items()
+               if k != "REDIS_URL" and not k.startswith("CHUNKD_")}
+        if redis == "env":
+            env["REDIS_URL"] = url or self.server.url()
+        env.update(extra or {})
+        return env
+
+    def spawn(self, cmd, *args, redis="env", url=None, env=None, stdin=None, cwd=None, name=None):
+        """Start `chunkd cmd args...`.
+
+        redis: "env" passes the address as REDIS_URL, "flag" as --redis URL, None not at all.
+        stdin: None (empty), bytes/str (the content), or a pathlib.Path (a file to read).
+        """
+        argv = [self.bin] + ([cmd] if cmd else [])
+        if redis == "flag":
+            argv += ["--redis", url or self.server.url()]
+        argv += [str(a) for a in args]
+        n = len(self.procs) + 1
+        label = name or f"chunkd {cmd}"
+        out_path = self.tmp / f"proc{n:02d}-{cmd or 'none'}.stdout"
+        err_path = self.tmp / f"proc{n:02d}-{cmd or 'none'}.stderr"
+        if isinstance(stdin, (bytes, str)):
+            stdin_path = self.tmp / f"proc{n:02d}.stdin"
+            stdin_path.write_bytes(stdin.encode() if isinstance(stdin, str) else stdin)
+            stdin = stdin_path
+        with open(out_path, "wb") as out, open(err_path, "wb") as err, \
+                open(stdin if stdin is not None else os.devnull, "rb") as inp:
+            popen = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err,
+                                     env=self.env(redis, url, env), cwd=cwd or self.tmp,
+                                     preexec_fn=_die_with_parent)
+        proc = Proc(label, argv, popen, out_path, err_path)
+        self.procs.append(proc)
+        return proc
+
+    def run(self, cmd, *args, timeout=30, expect_rc=0, **kw):
+        """Run `chunkd cmd args...` to completion and check its exit status."""
+        proc = self.spawn(cmd, *args, **kw)
+        proc.wait(timeout, expect_rc=expect_rc)
+        return proc
+
+    def status_json(self, queue=None, **kw):
+        proc = self.run("status", "--queue", queue or self.queue, "--json", **kw)
+        try:
+            return json.loads(proc.stdout())
+        except ValueError:
+            raise TestFailure(f"status --json printed non-JSON: {one_line(proc.stdout(), 200)!r}")
+
+    def sanitizer_reports(self):
+        """First ASan/UBSan/LSan report line found in any chunkd stderr of this test, or None."""
+        for proc in self.procs:
+            for line in proc.stderr().splitlines():
+                if SANITIZER_REPORT.search(line):
+                    return f"`{proc.name}`: {line.strip()[:300]}"
+        return None
+
+    def start_redis(self, **kw):
+        """An extra throwaway redis-server for this test (stopped at the end of the test)."""
+        server = RedisServer(self.tmp / f"redis{len(self.servers) + 1}", **kw).start()
+        self.servers.append(server)
+        return server
+
+    def cleanup(self):
+        for proc in self.procs:
+            proc.kill()
+        for server in self.servers:
+            server.stop()
+        for path in self.extra_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self.r.close()

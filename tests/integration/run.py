@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""chunkd integration tests.
+
+    python3 tests/integration/run.py --bin build/chunkd [-k SUBSTRING] [--timeout-scale F] [--keep-tmp]
+
+Starts a throwaway redis-server (no persistence) on a free loopback port, runs
+every test_* function of the test_*.py files beside this one (each gets its own
+queue name and temp dir, and the server is flushed in between), prints
+`PASS name (1.2s)` or `FAIL name: reason` per test and ends with
+`integration: N passed, N failed`. Exit status 0 only when all passed.
+Python 3.11 standard library only.
+"""
+
+import argparse
+import importlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.dont_write_bytecode = True  # keep tests/integration free of __pycache__
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402
+from harness import RedisServer, Ctx, TestFailure, one_line  # noqa: E402
+
+
+def discover():
+    """(name, function) for every test_* function in test_*.py, in file then source order."""
+    tests = []
+    for path in sorted(HERE.glob("test_*.py")):
+        module = importlib.import_module(path.stem)
+        funcs = [f for n, f in vars(module).items() if n.startswith("test_") and callable(f)]
+        funcs.sort(key=lambda f: f.__code__.co_firstlineno)
+        prefix = path.stem[len("test_"):]
+        tests += [(f"{prefix}.{f.__name__[len('test_'):]}", f) for f in funcs]
+    return tests
+
+
+def failure_reason(exc):
+    if isinstance(exc, TestFailure):
+        return one_line(str(exc), 600)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(HERE))]
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return one_line(f"{type(exc).__name__}{where}: {exc}", 600)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=str(HERE.parent.parent / "build" / "chunkd"), help="chunkd binary")
+    ap.add_argument("-k", action="append", default=[], metavar="SUBSTRING",
+                    help="run only tests whose name contains SUBSTRING (repeatable: any of them)")
+    ap.add_argument("--timeout-scale", type=float,
+                    default=float(os.environ.get("CHUNKD_IT_TIMEOUT_SCALE", "1")),
+                    help="multiply every deadline (e.g. 3 for valgrind); env CHUNKD_IT_TIMEOUT_SCALE")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, outputs) and print it")
+    ap.add_argument("--list", action="store_true", help="list test names and exit")
+    args = ap.parse_args()
+
+    tests = [(n, f) for n, f in discover() if not args.k or any(k in n for k in args.k)]
+    if args.list:
+        print("\n".join(n for n, _ in tests))
+        return 0
+    binary = Path(args.bin).resolve()
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        print(f"run.py: {args.bin}: not an executable file", file=sys.stderr)
+        return 2
+    if not tests:
+        print(f"run.py: no test matches {args.k}", file=sys.stderr)
+        return 2
+    harness.TIMEOUT_SCALE = args.timeout_scale
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    tmp_root = Path(tempfile.mkdtemp(prefix="chunkd-it-"))
+    server = None
+    passed = failed = 0
+    try:
+        try:
+            server = RedisServer(tmp_root / "redis").start()
+        except (OSError, RuntimeError) as exc:
+            print(f"run.py: {exc}", file=sys.stderr)
+            return 2
+        admin = server.client()
+        for index, (name, func) in enumerate(tests, 1):
+            if not server.alive():
+                server.stop()
+                server = RedisServer(tmp_root / f"redis-restart{index}").start()
+                admin.close()
+                admin = server.client()
+            admin.execute("FLUSHALL")
+            test_tmp = tmp_root / f"{index:02d}-{name}"
+            test_tmp.mkdir()
+            ctx = Ctx(name, binary, server, test_tmp)
+            start = time.monotonic()
+            try:
+                func(ctx)
+                report = ctx.sanitizer_reports()
+                if report:
+                    raise TestFailure(f"sanitizer report in {report}")
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a test failure or a harness error: both fail the test
+                failed += 1
+                print(f"FAIL {name}: {failure_reason(exc)}", flush=True)
+            else:
+                passed += 1
+                print(f"PASS {name} ({time.monotonic() - start:.1f}s)", flush=True)
+            finally:
+                ctx.cleanup()
+        admin.close()
+    except KeyboardInterrupt:
+        print("run.py: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            server.stop()
+        if args.keep_tmp:
+            print(f"run.py: kept {tmp_root}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    print(f"integration: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
