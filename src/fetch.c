@@ -87,8 +87,8 @@ long long fetch_reclaim(rconn_t *c, const keys_t *k)
 }
 
 /* Takes one reply to a move command. Returns 1 for a chunk (handed on), 0 for an empty queue, -1 for a lost
- * connection or an error reply. *expected learns the chunk size. */
-static int fetch_take(fetch_t *f, redisReply *r, size_t *expected)
+ * connection or an error reply. *largest learns the largest chunk size. */
+static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
 {
     if (!r) {
         LOG(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
@@ -104,7 +104,7 @@ static int fetch_take(fetch_t *f, redisReply *r, size_t *expected)
             window_finish(f->window, work_chunk_weight(w));
             commit_push(f->commit, w);
         } else {
-            *expected = work_chunk_weight(w);
+            if (work_chunk_weight(w) > *largest) *largest = work_chunk_weight(w);
             LOG(LL_DEBUG, "fetched chunk %s (%zu items)", w->decoded.id, w->decoded.n_items);
             loop_submit(least_loaded(f), w);
         }
@@ -116,6 +116,16 @@ static int fetch_take(fetch_t *f, redisReply *r, size_t *expected)
     return rc;
 }
 
+/* Sleeps up to ms, waking early when the fetcher is asked to stop. */
+static void fetch_pause(fetch_t *f, int64_t ms)
+{
+    int64_t deadline = clock_now_ms() + ms;
+    while (!atomic_load(&f->stop) && clock_now_ms() < deadline) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void *fetch_main(void *arg)
 {
     fetch_t *f = arg;
@@ -123,43 +133,53 @@ static void *fetch_main(void *arg)
     snprintf(timeout, sizeof timeout, "%.3f", (double)f->settings->fetch_block_ms / 1000.0);
     const char *lmove[] = {"LMOVE", f->keys.pending, f->keys.processing, "RIGHT", "LEFT"};
     const char *blmove[] = {"BLMOVE", f->keys.pending, f->keys.processing, "RIGHT", "LEFT", timeout};
-    size_t expected = 1; /* size of the last chunk: the room the next one probably needs */
+    /* The largest chunk seen: the room the next one may need. Until a chunk is seen, take one at a time, so
+     * --concurrency holds from the first fetch. */
+    size_t largest = 0;
     while (!atomic_load(&f->stop)) {
-        if (!window_wait_room(f->window, expected, 200)) continue;
+        if (!window_wait_room(f->window, largest ? largest : 1, 200)) continue;
         if (!rconn_connected(f->conn) && fetch_connect(f, NULL, 0)) break;
-        /* When there is room for several chunks, ask for them in one round trip. */
-        size_t want = window_room(f->window) / expected;
+        /* Ask for as many chunks as surely fit, in one round trip, without blocking. */
+        size_t want = largest ? window_room(f->window) / largest : 1;
+        if (want < 1) want = 1;
         if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
+        for (size_t i = 0; i < want; i++) rconn_append_argv(f->conn, 5, lmove, NULL);
         int got = 0, rc = 0;
-        if (want > 1) {
-            for (size_t i = 0; i < want; i++) rconn_append_argv(f->conn, 5, lmove, NULL);
-            for (size_t i = 0; i < want && rc >= 0; i++) {
-                rc = fetch_take(f, rconn_get_reply(f->conn), &expected);
-                if (rc > 0) got++;
-            }
-        }
-        if (rc < 0 && rconn_connected(f->conn)) {
-            /* An error reply: drain the rest of the pipeline, then wait before trying again. */
-            while (rconn_connected(f->conn) && ++got < (int)want) freeReplyObject(rconn_get_reply(f->conn));
+        size_t read = 0;
+        while (read < want && rc >= 0) {
+            rc = fetch_take(f, rconn_get_reply(f->conn), &largest);
+            read++;
+            if (rc > 0) got++;
         }
         if (rc < 0) {
-            struct timespec ts = {0, 500 * 1000000L};
-            nanosleep(&ts, NULL);
+            /* An error reply: read the rest of the pipeline, then wait before trying again. */
+            while (rconn_connected(f->conn) && read++ < want) {
+                redisReply *r = rconn_get_reply(f->conn);
+                if (r) freeReplyObject(r);
+            }
+            fetch_pause(f, 500);
             continue;
         }
         if (got > 0) {
             atomic_store(&f->found_empty, false);
             continue;
         }
-        /* Nothing came without waiting: block for one chunk. */
-        rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), &expected);
-        if (rc > 0) atomic_store(&f->found_empty, false);
-        else if (rc == 0 && window_held(f->window) == 0 && fetch_reclaim(f->conn, &f->keys) == 0)
-            atomic_store(&f->found_empty, true);
-        else if (rc < 0 && rconn_connected(f->conn)) {
-            struct timespec ts = {0, 500 * 1000000L};
-            nanosleep(&ts, NULL);
+        /* Pending is empty. With --exit-when-empty the worker is done once it holds nothing and its processing list
+         * has no orphans: poll briefly instead of blocking, so it exits as soon as its last chunk is committed. */
+        if (f->settings->exit_when_empty) {
+            if (window_held(f->window) == 0) {
+                long long moved = fetch_reclaim(f->conn, &f->keys);
+                if (moved == 0) atomic_store(&f->found_empty, true);
+                if (moved != 0) fetch_pause(f, moved < 0 ? 500 : 0);
+            }
+            if (!atomic_load(&f->found_empty)) fetch_pause(f, 20);
+            else fetch_pause(f, 200);
+            continue;
         }
+        rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), &largest);
+        if (rc > 0) atomic_store(&f->found_empty, false);
+        else if (rc == 0 && window_held(f->window) == 0) fetch_reclaim(f->conn, &f->keys);
+        else if (rc < 0 && rconn_connected(f->conn)) fetch_pause(f, 500);
     }
     return NULL;
 }

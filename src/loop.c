@@ -45,6 +45,9 @@ struct loop {
 
     loop_timer_t **heap;             /* min-heap on deadline_ms */
     size_t heap_len, heap_cap;
+
+    void **deferred;                 /* freed at the end of the turn (loop_defer_free) */
+    size_t deferred_len, deferred_cap;
 };
 
 loop_t *loop_new(int index, const handler_t *handler, const settings_t *s, loop_chunk_done_fn done, void *done_arg)
@@ -130,6 +133,52 @@ static void loop_run_timers(loop_t *l)
     }
 }
 
+/* ---- file descriptors ---- */
+
+int loop_watch_start(loop_t *l, loop_watch_t *w, int fd, uint32_t events, loop_watch_cb cb)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    int op = w->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (w->events && w->fd != fd) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        op = EPOLL_CTL_ADD;
+    }
+    if (epoll_ctl(l->epfd, op, fd, &ev)) return -1;
+    w->fd = fd;
+    w->events = events;
+    w->cb = cb;
+    return 0;
+}
+
+void loop_watch_stop(loop_t *l, loop_watch_t *w)
+{
+    if (!w->events) return;
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL); /* fails harmlessly if fd was closed */
+    w->events = 0;
+}
+
+void loop_defer_free(loop_t *l, void *ptr)
+{
+    if (l->deferred_len == l->deferred_cap) {
+        l->deferred_cap = l->deferred_cap ? 2 * l->deferred_cap : 64;
+        l->deferred = xrealloc(l->deferred, l->deferred_cap * sizeof(void *));
+    }
+    l->deferred[l->deferred_len++] = ptr;
+}
+
+static bool loop_is_deferred(loop_t *l, const void *ptr)
+{
+    for (size_t i = 0; i < l->deferred_len; i++)
+        if (l->deferred[i] == ptr) return true;
+    return false;
+}
+
+static void loop_free_deferred(loop_t *l)
+{
+    for (size_t i = 0; i < l->deferred_len; i++) free(l->deferred[i]);
+    l->deferred_len = 0;
+}
+
 /* ---- items and chunks ---- */
 
 int64_t loop_now_ms(loop_t *l) { return l->now_ms; }
@@ -212,10 +261,13 @@ static void *loop_main(void *arg)
         if (n < 0 && errno != EINTR) LOG(LL_ERROR, "loop %d: epoll_wait: %s", l->index, strerror(errno));
         l->now_ms = clock_now_ms();
         for (int i = 0; i < n; i++) {
-            if (events[i].data.ptr == NULL) {
+            loop_watch_t *w = events[i].data.ptr;
+            if (w == NULL) {
                 uint64_t count;
                 ssize_t r = read(l->wakefd, &count, sizeof count);
                 (void)r;
+            } else if (w->events && !loop_is_deferred(l, w)) {
+                w->cb(l, w, events[i].events);
             }
         }
         pthread_mutex_lock(&l->mu);
@@ -229,10 +281,12 @@ static void *loop_main(void *arg)
             in = next;
         }
         loop_run_timers(l);
+        loop_free_deferred(l);
         if (stop) break;
     }
     l->handler->loop_free(l->handler_state);
     l->handler_state = NULL;
+    loop_free_deferred(l);
     return NULL;
 }
 
@@ -307,6 +361,7 @@ void loop_free(loop_t *l)
     if (l->epfd >= 0) close(l->epfd);
     if (l->wakefd >= 0) close(l->wakefd);
     free(l->heap);
+    free(l->deferred);
     pthread_mutex_destroy(&l->mu);
     free(l);
 }

@@ -29,6 +29,17 @@ struct loop_timer {
     loop_timer_cb cb;
 };
 
+typedef struct loop_watch loop_watch_t;
+typedef void (*loop_watch_cb)(loop_t *loop, loop_watch_t *watch, uint32_t events);
+
+/* A file descriptor watched by the loop's epoll (for libcurl's sockets), embedded in its user's struct.
+ * Fields are private to loop.c. */
+struct loop_watch {
+    int fd;
+    uint32_t events;     /* EPOLLIN / EPOLLOUT; 0 when not watched */
+    loop_watch_cb cb;
+};
+
 /* Called on the loop's thread with a finished chunk; takes ownership of it. */
 typedef void (*loop_chunk_done_fn)(void *arg, struct work_chunk *chunk);
 
@@ -52,6 +63,14 @@ void loop_free(loop_t *loop);
 int64_t loop_now_ms(loop_t *loop);
 void loop_timer_start(loop_t *loop, loop_timer_t *t, int64_t deadline_ms, loop_timer_cb cb);
 void loop_timer_stop(loop_t *loop, loop_timer_t *t);
+/* Starts or changes watching fd for events (EPOLLIN and/or EPOLLOUT). Returns 0, or -1 with errno set. */
+int loop_watch_start(loop_t *loop, loop_watch_t *w, int fd, uint32_t events, loop_watch_cb cb);
+/* Stops watching (the fd may already be closed). */
+void loop_watch_stop(loop_t *loop, loop_watch_t *w);
+/* Frees ptr at the end of this loop turn, so that events already collected for it in this turn stay safe to
+ * dispatch (they are skipped). Use it for a loop_watch_t that a callback wants to free. */
+void loop_defer_free(loop_t *loop, void *ptr);
+
 /* Reports an item's outcome: result_json (JSON text) when ok, error otherwise. Both are borrowed. */
 void loop_item_done(loop_t *loop, struct work_item *item, bool ok, const char *result_json, size_t result_len,
                     const char *error);

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -85,6 +84,20 @@ static int worker_register(worker_t *w, bool add, char *err, size_t errlen)
     return rc;
 }
 
+/* This process's peak resident set (VmHWM), in KiB; 0 if unknown. Unlike getrusage(), it does not inherit the
+ * peak of a parent that exec'ed chunkd. */
+static long worker_peak_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb;
+}
+
 int worker_start(worker_t *w, char *err, size_t errlen)
 {
     if (worker_register(w, true, err, errlen)) return -1;
@@ -135,9 +148,7 @@ int worker_drain(worker_t *w)
         rconn_free(c);
     }
     if (w->registered && worker_register(w, false, err, sizeof err)) LOG(LL_WARN, "%s", err);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    LOG(LL_INFO, "worker %s stopped; peak RSS %.1f MB", w->id, (double)ru.ru_maxrss / 1024.0);
+    LOG(LL_INFO, "worker %s stopped; peak RSS %.1f MB", w->id, (double)worker_peak_rss_kb() / 1024.0);
     return rc;
 }
 
