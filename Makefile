@@ -1,7 +1,7 @@
 # chunkd: see README.md. `make run` and `make test` install missing Debian packages first.
 CC       ?= cc
 VERSION  := 0.1.0
-PKGS     := hiredis jansson
+PKGS     := hiredis jansson libcurl
 # Recursively expanded, so pkg-config runs after `deps` has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -12,11 +12,12 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -D_GNU_SOURCE -DCHUNKD_VERSION='"$(VERSION)"' -Is
 LDLIBS_ALL = $(PKG_LIBS) -lpthread
 BUILD    ?= build
 
-DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcmocka-dev redis-server redis-tools python3 \
+DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev redis-server \
+                redis-tools python3 \
                 valgrind gnuplot-nox
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
-        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c window.c fetch.c commit.c worker.c sink.c \
+        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c window.c fetch.c commit.c worker.c sink.c \
         collect.c sig.c localredis.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))

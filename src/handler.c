@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-static const handler_t *const handlers[] = {&handler_sleep, &handler_echo};
+static const handler_t *const handlers[] = {&handler_sleep, &handler_echo, &handler_http};
 
 const handler_t *handler_find(const char *name)
 {

@@ -13,8 +13,12 @@
 
 typedef struct handler {
     const char *name;
+    /* Optional, once per process before any loop: checks settings and builds read-only state shared by all loops
+     * (*shared). Returns 0, or -1 with a reason in err. */
+    int (*init)(const settings_t *s, void **shared, char *err, size_t errlen);
+    void (*fini)(void *shared);
     /* Creates the per-loop state in *state. Returns 0, or -1 after logging why. */
-    int (*loop_init)(loop_t *loop, const settings_t *s, void **state);
+    int (*loop_init)(loop_t *loop, const settings_t *s, void *shared, void **state);
     void (*loop_free)(void *state);
     void (*start)(void *state, loop_t *loop, work_item_t *item);
 } handler_t;
@@ -24,5 +28,6 @@ const handler_t *handler_find(const char *name);
 
 extern const handler_t handler_sleep;
 extern const handler_t handler_echo;
+extern const handler_t handler_http;
 
 #endif

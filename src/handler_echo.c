@@ -1,9 +1,9 @@
 /* handler_echo: returns the item at once. Measures the pipeline without any handler cost. */
 #include "handler.h"
 
-static int echo_loop_init(loop_t *loop, const settings_t *s, void **state)
+static int echo_loop_init(loop_t *loop, const settings_t *s, void *shared, void **state)
 {
-    (void)loop, (void)s;
+    (void)loop, (void)shared, (void)s;
     *state = NULL;
     return 0;
 }
@@ -16,4 +16,4 @@ static void echo_start(void *state, loop_t *loop, work_item_t *item)
     loop_item_done(loop, item, true, item->in->text, item->in->text_len, NULL);
 }
 
-const handler_t handler_echo = {"echo", echo_loop_init, echo_loop_free, echo_start};
+const handler_t handler_echo = {"echo", NULL, NULL, echo_loop_init, echo_loop_free, echo_start};

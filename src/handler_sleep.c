@@ -12,9 +12,9 @@ typedef struct sleep_state {
     long long default_ms; /* --sleep-ms */
 } sleep_state_t;
 
-static int sleep_loop_init(loop_t *loop, const settings_t *s, void **state)
+static int sleep_loop_init(loop_t *loop, const settings_t *s, void *shared, void **state)
 {
-    (void)loop;
+    (void)loop, (void)shared;
     sleep_state_t *st = xcalloc(1, sizeof *st);
     st->default_ms = s->sleep_ms;
     *state = st;
@@ -44,4 +44,4 @@ static void sleep_start(void *state, loop_t *loop, work_item_t *item)
     loop_timer_start(loop, &item->timer, loop_now_ms(loop) + ms, sleep_fired);
 }
 
-const handler_t handler_sleep = {"sleep", sleep_loop_init, sleep_loop_free, sleep_start};
+const handler_t handler_sleep = {"sleep", NULL, NULL, sleep_loop_init, sleep_loop_free, sleep_start};

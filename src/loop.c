@@ -26,6 +26,7 @@ struct loop {
     int index;
     const handler_t *handler;
     const settings_t *settings;
+    void *handler_shared;            /* borrowed: the handler's process-wide state */
     void *handler_state;
     loop_chunk_done_fn on_chunk_done;
     void *on_chunk_done_arg;
@@ -50,9 +51,11 @@ struct loop {
     size_t deferred_len, deferred_cap;
 };
 
-loop_t *loop_new(int index, const handler_t *handler, const settings_t *s, loop_chunk_done_fn done, void *done_arg)
+loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, const settings_t *s,
+                 loop_chunk_done_fn done, void *done_arg)
 {
     loop_t *l = xcalloc(1, sizeof *l);
+    l->handler_shared = handler_shared;
     l->index = index;
     l->handler = handler;
     l->settings = s;
@@ -304,7 +307,7 @@ int loop_start(loop_t *l)
         return -1;
     }
     l->now_ms = clock_now_ms();
-    if (l->handler->loop_init(l, l->settings, &l->handler_state)) {
+    if (l->handler->loop_init(l, l->settings, l->handler_shared, &l->handler_state)) {
         LOG(LL_ERROR, "loop %d: handler %s failed to start", l->index, l->handler->name);
         return -1;
     }

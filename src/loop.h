@@ -43,9 +43,9 @@ struct loop_watch {
 /* Called on the loop's thread with a finished chunk; takes ownership of it. */
 typedef void (*loop_chunk_done_fn)(void *arg, struct work_chunk *chunk);
 
-/* Creates loop number index. */
-loop_t *loop_new(int index, const struct handler *handler, const struct settings *s, loop_chunk_done_fn done,
-                 void *done_arg);
+/* Creates loop number index; handler_shared is what the handler's init() built (borrowed). */
+loop_t *loop_new(int index, const struct handler *handler, void *handler_shared, const struct settings *s,
+                 loop_chunk_done_fn done, void *done_arg);
 /* Creates the handler's per-loop state and starts the thread. Returns 0, or -1 (with a log line). */
 int loop_start(loop_t *loop);
 /* Hands a chunk to the loop (any thread); takes ownership. */

@@ -3,6 +3,7 @@
  * main() only wires things together: it reads the subcommand, parses settings (flags over environment over
  * defaults), takes signals into the main thread, and hands over to cmd_<name>(). The data flow lives in the
  * modules: enqueue -> Redis list -> fetch -> loop (handler) -> commit -> Redis stream -> collect. */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,8 +83,14 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     sig_init();
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { /* before any thread */
+        fprintf(stderr, "chunkd: cannot initialize libcurl\n");
+        settings_free(&s);
+        return EXIT_RUNTIME;
+    }
     if (bit != CMD_WORKER) settings_log_effective(&s, bit, LL_DEBUG); /* worker logs it once connected */
     int rc = cmd->run(&s);
     settings_free(&s);
+    curl_global_cleanup();
     return rc;
 }

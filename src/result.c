@@ -12,7 +12,7 @@ static void add_error(dynbuf_t *b, const char *error)
 }
 
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
-                    int attempts, int64_t ms, size_t *len)
+                    int status, int attempts, int64_t ms, size_t *len)
 {
     dynbuf_t b;
     dynbuf_init(&b, (size_t)-1 / 2);
@@ -24,6 +24,7 @@ char *result_encode(const char *id_json, bool ok, const char *result_json, size_
     } else {
         dynbuf_addstr(&b, ",\"ok\":false,\"error\":");
         add_error(&b, error ? error : "unknown error");
+        if (status > 0) dynbuf_printf(&b, ",\"status\":%d", status);
     }
     dynbuf_printf(&b, ",\"attempts\":%d,\"ms\":%lld}", attempts, (long long)ms);
     return dynbuf_take(&b, len);

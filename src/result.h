@@ -1,7 +1,7 @@
 /* result: the result line of one item, and the dead-list record of an item that failed.
  *
  *   {"id":<id>,"ok":true,"result":<JSON>,"attempts":N,"ms":N}
- *   {"id":<id>,"ok":false,"error":"<why>","attempts":N,"ms":N}
+ *   {"id":<id>,"ok":false,"error":"<why>","status":N,"attempts":N,"ms":N}    ("status": the last HTTP status, if any)
  *   dead: {"id":<id>,"item":<item JSON>,"error":"<why>","attempts":N,"chunk":"<chunk id>"}
  *         (an item that is not valid JSON is kept as "raw":"<text>" instead of "item")
  *
@@ -17,9 +17,9 @@
 #define RESULT_ERROR_MAX 1024 /* error messages are cut to this many bytes */
 
 /* Returns a malloc'd line without a newline and sets *len. When ok, result_json[0..result_len) must be valid
- * JSON text; otherwise error is used. */
+ * JSON text; otherwise error is used, and status (when > 0) is the last HTTP status. */
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
-                    int attempts, int64_t ms, size_t *len);
+                    int status, int attempts, int64_t ms, size_t *len);
 
 /* Returns a malloc'd dead-list record and sets *len. item_is_json tells whether item_text is valid JSON. */
 char *result_dead_record(const char *id_json, const char *item_text, size_t item_len, bool item_is_json,

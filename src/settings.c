@@ -26,6 +26,7 @@ typedef struct setting_def {
     const char *choices;    /* for ST_STR: space-separated allowed values, or NULL */
     int cmds;               /* command bits that use it */
     bool secret;            /* mask the value when logging */
+    bool env_only;          /* a secret that must not be given on the command line */
     const char *help;
 } setting_def_t;
 
@@ -33,54 +34,85 @@ typedef struct setting_def {
 #define OFF(field) offsetof(settings_t, field)
 
 static const setting_def_t setting_defs[] = {
-    {"redis", "REDIS_URL", ST_STR, OFF(redis_url), NULL, 0, 0, NULL, ALL, true,
+    {"redis", "REDIS_URL", ST_STR, OFF(redis_url), NULL, 0, 0, NULL, ALL, true, false,
      "Redis address: redis://[user:password@]host[:port][/db] or unix:///path[?db=N] (run: a private server when unset)"},
-    {"queue", "CHUNKD_QUEUE", ST_STR, OFF(queue), "default", 0, 0, NULL, ALL, false,
+    {"queue", "CHUNKD_QUEUE", ST_STR, OFF(queue), "default", 0, 0, NULL, ALL, false, false,
      "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
-    {"log-level", "CHUNKD_LOG_LEVEL", ST_STR, OFF(log_level), "info", 0, 0, "debug info warn error", ALL, false,
+    {"log-level", "CHUNKD_LOG_LEVEL", ST_STR, OFF(log_level), "info", 0, 0, "debug info warn error", ALL, false, false,
      "least severe level logged"},
     {"redis-timeout-ms", "CHUNKD_REDIS_TIMEOUT_MS", ST_INT, OFF(redis_timeout_ms), "5000", 100, 600000, NULL, ALL,
-     false, "Redis connect and command timeout"},
-    {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN, false,
+     false, false, "Redis connect and command timeout"},
+    {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN, false, false,
      "items per chunk"},
     {"max-item-bytes", "CHUNKD_MAX_ITEM_BYTES", ST_INT, OFF(max_item_bytes), "1048576", 16, 67108864, NULL,
-     CMD_ENQUEUE | CMD_RUN, false, "longest input line accepted; longer lines are rejected"},
-    {"rejects", "CHUNKD_REJECTS", ST_STR, OFF(rejects), NULL, 0, 0, NULL, CMD_ENQUEUE | CMD_RUN, false,
+     CMD_ENQUEUE | CMD_RUN, false, false, "longest input line accepted; longer lines are rejected"},
+    {"rejects", "CHUNKD_REJECTS", ST_STR, OFF(rejects), NULL, 0, 0, NULL, CMD_ENQUEUE | CMD_RUN, false, false,
      "file for rejected lines (default <input>.rejected, or chunkd-rejected.jsonl for stdin)"},
-    {"handler", "CHUNKD_HANDLER", ST_STR, OFF(handler), "sleep", 0, 0, "sleep echo", CMD_WORKER | CMD_RUN, false,
+    {"handler", "CHUNKD_HANDLER", ST_STR, OFF(handler), "sleep", 0, 0, "sleep echo http", CMD_WORKER | CMD_RUN, false, false,
      "what runs each item"},
-    {"sleep-ms", "CHUNKD_SLEEP_MS", ST_INT, OFF(sleep_ms), "100", 0, 86400000, NULL, CMD_WORKER | CMD_RUN, false,
+    {"sleep-ms", "CHUNKD_SLEEP_MS", ST_INT, OFF(sleep_ms), "100", 0, 86400000, NULL, CMD_WORKER | CMD_RUN, false, false,
      "sleep handler: delay for items without a \"sleep_ms\" field"},
     {"concurrency", "CHUNKD_CONCURRENCY", ST_INT, OFF(concurrency), "1000", 1, 1000000, NULL, CMD_WORKER | CMD_RUN,
-     false, "items held in flight by this process"},
-    {"threads", "CHUNKD_THREADS", ST_INT, OFF(threads), "0", 0, 256, NULL, CMD_WORKER | CMD_RUN, false,
+     false, false, "items held in flight by this process"},
+    {"threads", "CHUNKD_THREADS", ST_INT, OFF(threads), "0", 0, 256, NULL, CMD_WORKER | CMD_RUN, false, false,
      "event-loop threads (0: the number of CPUs)"},
     {"exit-when-empty", "CHUNKD_EXIT_WHEN_EMPTY", ST_BOOL, OFF(exit_when_empty), "false", 0, 0, NULL, CMD_WORKER,
-     false, "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
+     false, false, "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
     {"drain-timeout-ms", "CHUNKD_DRAIN_TIMEOUT_MS", ST_INT, OFF(drain_timeout_ms), "20000", 0, 3600000, NULL,
-     CMD_WORKER | CMD_RUN, false, "on SIGTERM, how long in-flight items may take before their chunks go back"},
+     CMD_WORKER | CMD_RUN, false, false, "on SIGTERM, how long in-flight items may take before their chunks go back"},
     {"fetch-block-ms", "CHUNKD_FETCH_BLOCK_MS", ST_INT, OFF(fetch_block_ms), "1000", 10, 60000, NULL,
-     CMD_WORKER | CMD_RUN, false, "how long one fetch waits on an empty queue"},
+     CMD_WORKER | CMD_RUN, false, false, "how long one fetch waits on an empty queue"},
     {"commit-batch", "CHUNKD_COMMIT_BATCH", ST_INT, OFF(commit_batch), "2000", 1, 1000000, NULL,
-     CMD_WORKER | CMD_RUN, false, "results per commit round trip (several chunks are pipelined)"},
+     CMD_WORKER | CMD_RUN, false, false, "results per commit round trip (several chunks are pipelined)"},
     {"commit-interval-ms", "CHUNKD_COMMIT_INTERVAL_MS", ST_INT, OFF(commit_interval_ms), "20", 0, 60000, NULL,
-     CMD_WORKER | CMD_RUN, false, "longest a finished chunk waits for a fuller batch"},
-    {"worker-id", "CHUNKD_WORKER_ID", ST_STR, OFF(worker_id), NULL, 0, 0, NULL, CMD_WORKER, false,
+     CMD_WORKER | CMD_RUN, false, false, "longest a finished chunk waits for a fuller batch"},
+    {"worker-id", "CHUNKD_WORKER_ID", ST_STR, OFF(worker_id), NULL, 0, 0, NULL, CMD_WORKER, false, false,
      "this worker's id (default hostname-pid-random)"},
-    {"out", "CHUNKD_OUT", ST_STR, OFF(out), NULL, 0, 0, NULL, CMD_COLLECT | CMD_RUN, false,
+#define HTTP (CMD_WORKER | CMD_RUN)
+    {"base-url", "CHUNKD_BASE_URL", ST_STR, OFF(base_url), NULL, 0, 0, NULL, HTTP, false, false,
+     "http handler: URL that each item's \"path\" is joined to"},
+    {"allow-hosts", "CHUNKD_ALLOW_HOSTS", ST_STR, OFF(allow_hosts), "", 0, 0, NULL, HTTP, false, false,
+     "http handler: hosts an item's absolute \"url\" may name (comma-separated; empty: none)"},
+    {"http-timeout-ms", "CHUNKD_HTTP_TIMEOUT_MS", ST_INT, OFF(http_timeout_ms), "30000", 1, 3600000, NULL, HTTP, false,
+     false, "http handler: total time of one call"},
+    {"connect-timeout-ms", "CHUNKD_CONNECT_TIMEOUT_MS", ST_INT, OFF(connect_timeout_ms), "5000", 1, 600000, NULL, HTTP,
+     false, false, "http handler: time to connect"},
+    {"max-result-bytes", "CHUNKD_MAX_RESULT_BYTES", ST_INT, OFF(max_result_bytes), "1048576", 0, 268435456, NULL, HTTP,
+     false, false, "http handler: largest response body; a larger one fails the item"},
+    {"keep-headers", "CHUNKD_KEEP_HEADERS", ST_STR, OFF(keep_headers), "", 0, 0, NULL, HTTP, false, false,
+     "http handler: response headers kept in results (comma-separated)"},
+    {"max-attempts", "CHUNKD_MAX_ATTEMPTS", ST_INT, OFF(max_attempts), "5", 1, 100, NULL, HTTP, false, false,
+     "http handler: calls per item, retries included"},
+    {"retry-base-ms", "CHUNKD_RETRY_BASE_MS", ST_INT, OFF(retry_base_ms), "500", 1, 3600000, NULL, HTTP, false, false,
+     "http handler: first retry delay (exponential backoff with full jitter)"},
+    {"retry-max-ms", "CHUNKD_RETRY_MAX_MS", ST_INT, OFF(retry_max_ms), "30000", 1, 86400000, NULL, HTTP, false, false,
+     "http handler: longest retry delay (a Retry-After header may ask for more, up to 10 minutes)"},
+    {"retry-statuses", "CHUNKD_RETRY_STATUSES", ST_STR, OFF(retry_statuses), "429,5xx", 0, 0, NULL, HTTP, false, false,
+     "http handler: statuses retried (codes or classes like 5xx; connection errors and timeouts always are)"},
+    {"idempotency-key", "CHUNKD_IDEMPOTENCY_KEY", ST_BOOL, OFF(idempotency_key), "true", 0, 0, NULL, HTTP, false, false,
+     "http handler: send an Idempotency-Key header derived from queue and item id"},
+    {"insecure", "CHUNKD_INSECURE", ST_BOOL, OFF(insecure), "false", 0, 0, NULL, HTTP, false, false,
+     "http handler: do not verify TLS certificates (logs a warning)"},
+    {"ca-file", "CHUNKD_CA_FILE", ST_STR, OFF(ca_file), NULL, 0, 0, NULL, HTTP, false, false,
+     "http handler: CA certificates to verify servers with"},
+    {"header-file", "CHUNKD_HEADER_FILE", ST_STR, OFF(header_file), NULL, 0, 0, NULL, HTTP, false, false,
+     "http handler: file of secret request headers, one \"Name: value\" per line (e.g. a Kubernetes Secret)"},
+    {"http-headers", "CHUNKD_HTTP_HEADERS", ST_STR, OFF(http_headers), NULL, 0, 0, NULL, HTTP, true, true,
+     "http handler: secret request headers, \"Name: value\" lines (environment only, never a flag)"},
+    {"out", "CHUNKD_OUT", ST_STR, OFF(out), NULL, 0, 0, NULL, CMD_COLLECT | CMD_RUN, false, false,
      "result file (a directory with --rotate-lines); default stdout"},
     {"rotate-lines", "CHUNKD_ROTATE_LINES", ST_INT, OFF(rotate_lines), "0", 0, 1000000000, NULL,
-     CMD_COLLECT | CMD_RUN, false, "lines per file results-NNNNNN.jsonl in the --out directory (0: one file)"},
-    {"until-done", "CHUNKD_UNTIL_DONE", ST_BOOL, OFF(until_done), "false", 0, 0, NULL, CMD_COLLECT, false,
+     CMD_COLLECT | CMD_RUN, false, false, "lines per file results-NNNNNN.jsonl in the --out directory (0: one file)"},
+    {"until-done", "CHUNKD_UNTIL_DONE", ST_BOOL, OFF(until_done), "false", 0, 0, NULL, CMD_COLLECT, false, false,
      "exit once every enqueued item has a result written"},
-    {"follow", "CHUNKD_FOLLOW", ST_BOOL, OFF(follow), "false", 0, 0, NULL, CMD_COLLECT, false,
+    {"follow", "CHUNKD_FOLLOW", ST_BOOL, OFF(follow), "false", 0, 0, NULL, CMD_COLLECT, false, false,
      "keep collecting until SIGTERM"},
     {"collect-batch", "CHUNKD_COLLECT_BATCH", ST_INT, OFF(collect_batch), "1000", 1, 100000, NULL,
-     CMD_COLLECT | CMD_RUN, false, "stream entries read, written and acknowledged at a time"},
-    {"consumer", "CHUNKD_CONSUMER", ST_STR, OFF(consumer), "collector", 0, 0, NULL, CMD_COLLECT | CMD_RUN, false,
+     CMD_COLLECT | CMD_RUN, false, false, "stream entries read, written and acknowledged at a time"},
+    {"consumer", "CHUNKD_CONSUMER", ST_STR, OFF(consumer), "collector", 0, 0, NULL, CMD_COLLECT | CMD_RUN, false, false,
      "consumer name in the group chunkd-collect (a restarted collector with the same name re-reads its batch)"},
-    {"json", "CHUNKD_JSON", ST_BOOL, OFF(json), "false", 0, 0, NULL, CMD_STATUS, false, "print one JSON object"},
-    {"redis-server", "CHUNKD_REDIS_SERVER", ST_STR, OFF(redis_server), "redis-server", 0, 0, NULL, CMD_RUN, false,
+    {"json", "CHUNKD_JSON", ST_BOOL, OFF(json), "false", 0, 0, NULL, CMD_STATUS, false, false, "print one JSON object"},
+    {"redis-server", "CHUNKD_REDIS_SERVER", ST_STR, OFF(redis_server), "redis-server", 0, 0, NULL, CMD_RUN, false, false,
      "redis-server binary for the private server"},
 };
 
@@ -232,6 +264,11 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
             snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)(len > 64 ? 64 : len), name);
             return SETTINGS_ERROR;
         }
+        if (d->env_only) {
+            snprintf(err, errlen, "--%s holds secrets and is not accepted on the command line: set %s or use "
+                     "--header-file", d->name, d->env);
+            return SETTINGS_ERROR;
+        }
         const char *v;
         if (negated) v = "false";
         else if (eq) v = eq + 1;
@@ -279,6 +316,19 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
         snprintf(err, errlen, "--rotate-lines (CHUNKD_ROTATE_LINES) needs --out DIRECTORY");
         return SETTINGS_ERROR;
     }
+    if (s->base_url && strncmp(s->base_url, "http://", 7) != 0 && strncmp(s->base_url, "https://", 8) != 0) {
+        snprintf(err, errlen, "invalid value for --base-url (CHUNKD_BASE_URL): must start with http:// or https://");
+        return SETTINGS_ERROR;
+    }
+    if (strcmp(s->handler, "http") == 0 && !s->base_url && !s->allow_hosts[0]) {
+        snprintf(err, errlen, "--handler http needs --base-url (CHUNKD_BASE_URL), or --allow-hosts for items with an "
+                              "absolute \"url\"");
+        return SETTINGS_ERROR;
+    }
+    if (s->retry_max_ms < s->retry_base_ms) {
+        snprintf(err, errlen, "--retry-max-ms (CHUNKD_RETRY_MAX_MS) must not be less than --retry-base-ms");
+        return SETTINGS_ERROR;
+    }
     if (s->redis_url) {
         redis_url_t url;
         char uerr[256];
@@ -311,7 +361,8 @@ void settings_help(int cmd, const char *cmd_name, const char *usage, const char 
         const setting_def_t *d = &setting_defs[i];
         if (!(d->cmds & cmd)) continue;
         char flag[64];
-        snprintf(flag, sizeof flag, "--%s%s", d->name, d->type == ST_BOOL ? "" : d->type == ST_INT ? " N" : " S");
+        snprintf(flag, sizeof flag, "%s%s%s", d->env_only ? "(env only) " : "--", d->env_only ? "" : d->name,
+                 d->type == ST_BOOL ? "" : d->type == ST_INT ? " N" : d->env_only ? "" : " S");
         printf("  %-26s %-26s %s\n", flag, d->env, d->help);
         if (d->type == ST_INT)
             printf("  %-26s %-26s default %s, from %lld to %lld\n", "", "", d->def, d->min, d->max);
@@ -336,7 +387,8 @@ void settings_log_effective(const settings_t *s, int cmd, int level)
         case ST_STR: {
             const char *v = *str_field(ms, d);
             if (!v) snprintf(val, sizeof val, "-");
-            else if (d->secret) redis_url_mask(v, val, sizeof val);
+            else if (d->secret && d->offset == OFF(redis_url)) redis_url_mask(v, val, sizeof val);
+            else if (d->secret) snprintf(val, sizeof val, "***");
             else snprintf(val, sizeof val, "%s", v);
             break;
         }

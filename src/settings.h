@@ -40,6 +40,22 @@ typedef struct settings {
     long long commit_batch;       /* items per commit round trip */
     long long commit_interval_ms; /* longest a finished chunk waits for its batch */
     char *worker_id;              /* NULL: hostname-pid-random */
+    /* http handler. */
+    char *base_url;               /* item paths are joined to it; NULL: only absolute urls of allow_hosts */
+    char *allow_hosts;            /* comma-separated hosts an item's absolute "url" may name */
+    long long http_timeout_ms;
+    long long connect_timeout_ms;
+    long long max_result_bytes;
+    char *keep_headers;           /* comma-separated response headers kept in results */
+    long long max_attempts;
+    long long retry_base_ms;
+    long long retry_max_ms;
+    char *retry_statuses;         /* comma-separated codes or classes like 5xx */
+    bool idempotency_key;
+    bool insecure;
+    char *ca_file;
+    char *header_file;            /* secret headers, "Name: value" per line */
+    char *http_headers;           /* secret headers from the environment only (CHUNKD_HTTP_HEADERS) */
     /* collect (and run). */
     char *out;              /* NULL: stdout */
     long long rotate_lines; /* 0: one file */

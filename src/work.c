@@ -47,8 +47,8 @@ void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t 
     int64_t ms = it->started_ms ? now_ms - it->started_ms : 0;
     it->finished = true;
     it->ok = ok;
-    it->result_line = result_encode(it->in->id_json, ok, result_json, result_len, error, it->attempts, ms,
-                                    &it->result_len);
+    it->result_line = result_encode(it->in->id_json, ok, result_json, result_len, error, it->status, it->attempts,
+                                    ms, &it->result_len);
     if (!ok)
         it->dead_record = result_dead_record(it->in->id_json, it->in->text, it->in->text_len, it->in->value != NULL,
                                              error, it->attempts, it->chunk->decoded.id, &it->dead_len);

@@ -25,6 +25,7 @@ typedef struct work_item {
     work_chunk_t *chunk;     /* the chunk this item belongs to */
     int64_t started_ms;      /* monotonic, when the handler got it */
     int attempts;            /* handler runs so far */
+    int status;              /* last HTTP status (http handler), 0 if none */
     bool finished;
     bool ok;
     char *result_line;       /* owned once finished: the encoded result line */

@@ -30,6 +30,8 @@ struct worker {
     commit_t *commit;
     fetch_t *fetch;
     bool registered;
+    const handler_t *handler;
+    void *handler_shared;        /* owned: from handler->init */
 };
 
 static void worker_chunk_done(void *arg, work_chunk_t *chunk)
@@ -59,9 +61,7 @@ worker_t *worker_new(const settings_t *s)
     w->n_loops = n > 0 ? (size_t)n : 1;
     w->loops = xcalloc(w->n_loops, sizeof(loop_t *));
     w->commit = commit_new(s, &w->keys, w->window);
-    const handler_t *h = handler_find(s->handler);
-    for (size_t i = 0; i < w->n_loops; i++) w->loops[i] = loop_new((int)i, h, s, worker_chunk_done, w);
-    w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit);
+    w->handler = handler_find(s->handler);
     return w;
 }
 
@@ -100,6 +100,11 @@ static long worker_peak_rss_kb(void)
 
 int worker_start(worker_t *w, char *err, size_t errlen)
 {
+    const settings_t *s = w->settings;
+    if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return -1;
+    for (size_t i = 0; i < w->n_loops; i++)
+        w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_chunk_done, w);
+    w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit);
     if (worker_register(w, true, err, errlen)) return -1;
     w->registered = true;
     if (commit_start(w->commit, err, errlen)) return -1;
@@ -115,19 +120,19 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     return 0;
 }
 
-bool worker_idle(worker_t *w) { return fetch_found_empty(w->fetch); }
+bool worker_idle(worker_t *w) { return w->fetch && fetch_found_empty(w->fetch); }
 
 void worker_abort(worker_t *w) { commit_abort(w->commit); }
 
 int worker_drain(worker_t *w)
 {
     int64_t deadline = clock_now_ms() + w->settings->drain_timeout_ms;
-    fetch_stop(w->fetch);
+    if (w->fetch) fetch_stop(w->fetch);
     size_t held = window_held(w->window);
     if (held) LOG(LL_INFO, "draining: %zu items held (running or committing), waiting up to %lld ms", held, w->settings->drain_timeout_ms);
     bool empty = window_wait_empty(w->window, deadline);
     size_t requeued = 0;
-    for (size_t i = 0; i < w->n_loops; i++) {
+    for (size_t i = 0; i < w->n_loops && w->loops[i]; i++) {
         loop_stop(w->loops[i]);
         for (work_chunk_t *c = loop_take_unfinished(w->loops[i]); c;) {
             work_chunk_t *next = c->next;
@@ -155,9 +160,11 @@ int worker_drain(worker_t *w)
 void worker_free(worker_t *w)
 {
     if (!w) return;
-    fetch_free(w->fetch);
-    for (size_t i = 0; i < w->n_loops; i++) loop_free(w->loops[i]);
+    if (w->fetch) fetch_free(w->fetch);
+    for (size_t i = 0; i < w->n_loops; i++)
+        if (w->loops[i]) loop_free(w->loops[i]);
     commit_free(w->commit);
+    if (w->handler->fini && w->handler_shared) w->handler->fini(w->handler_shared);
     free(w->loops);
     window_free(w->window);
     free(w);
