@@ -11,7 +11,7 @@
 
 static const char *const stat_fields[] = {"enqueued", "enqueued_chunks", "done",     "failed",
                                           "dead",     "dead_chunks",     "chunks_done", "requeued_chunks",
-                                          "collected", "rejected"};
+                                          "collected", "rejected", "requeued_dead"};
 
 int cmd_status(settings_t *s)
 {

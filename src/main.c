@@ -35,6 +35,7 @@ static const command_t commands[] = {
      "Take chunks from the pending list, run their items, commit results to the stream. SIGTERM drains."},
     {"collect", cmd_collect, "[options]", "Write results from the stream as JSON Lines (stdout, --out FILE or DIR)."},
     {"status", cmd_status, "[options]", "Show a queue's counters."},
+    {"requeue", cmd_requeue, "[options]", "Move failed items from the dead list back to pending."},
 };
 
 static void usage(FILE *f)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "dynbuf.h"
+#include "xalloc.h"
 
 static void add_error(dynbuf_t *b, const char *error)
 {
@@ -50,4 +51,70 @@ char *result_dead_record(const char *id_json, const char *item_text, size_t item
     dynbuf_add_json_string(&b, chunk_id, strlen(chunk_id));
     dynbuf_addstr(&b, "}");
     return dynbuf_take(&b, len);
+}
+
+/* Length of the JSON value at the start of s[0..len) (after no leading space), or 0 if it does not end. It only
+ * matches brackets and strings; the caller validates the span. */
+static size_t json_value_span(const char *s, size_t len)
+{
+    size_t depth = 0, i = 0;
+    bool in_string = false;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') {
+                in_string = false;
+                if (depth == 0) return i + 1;
+            }
+            continue;
+        }
+        if (c == '"') in_string = true;
+        else if (c == '{' || c == '[') depth++;
+        else if (c == '}' || c == ']') {
+            if (depth == 0) return i; /* the end of an enclosing value: a scalar ended here */
+            if (--depth == 0) return i + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\n')) {
+            return i; /* end of a number, true, false or null */
+        }
+    }
+    return 0;
+}
+
+int result_dead_item(const char *record, size_t len, json_t **id, char **text, size_t *text_len)
+{
+    json_t *root = json_loadb(record, len, JSON_ALLOW_NUL, NULL);
+    json_t *jid = json_object_get(root, "id"), *item = json_object_get(root, "item"), *raw = json_object_get(root, "raw");
+    if (!(json_is_string(jid) || json_is_integer(jid)) || (!item && !json_is_string(raw))) {
+        json_decref(root);
+        return -1;
+    }
+    *id = json_incref(jid);
+    if (!item) {
+        *text_len = json_string_length(raw);
+        *text = xstrndup(json_string_value(raw), *text_len);
+        json_decref(root);
+        return 0;
+    }
+    /* Prefer the item's bytes as written in the record, so numbers keep their form; re-encode only if the record
+     * was built some other way. */
+    *text = NULL;
+    const char *key = strstr(record, ",\"item\":");
+    if (key && (size_t)(key - record) < len) {
+        const char *start = key + 8;
+        size_t span = json_value_span(start, len - (size_t)(start - record));
+        json_t *check = span ? json_loadb(start, span, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
+        if (check && json_equal(check, item)) {
+            *text = xstrndup(start, span);
+            *text_len = span;
+        }
+        json_decref(check);
+    }
+    if (!*text) {
+        *text = json_dumps(item, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!*text) *text = xstrdup("null");
+        *text_len = strlen(*text);
+    }
+    json_decref(root);
+    return 0;
 }

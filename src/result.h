@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define RESULT_ERROR_MAX 1024 /* error messages are cut to this many bytes */
 
 /* Returns a malloc'd line without a newline and sets *len. When ok, result_json[0..result_len) must be valid
@@ -24,5 +26,10 @@ char *result_encode(const char *id_json, bool ok, const char *result_json, size_
 /* Returns a malloc'd dead-list record and sets *len. item_is_json tells whether item_text is valid JSON. */
 char *result_dead_record(const char *id_json, const char *item_text, size_t item_len, bool item_is_json,
                          const char *error, int attempts, const char *chunk_id, size_t *len);
+
+/* Reads a dead record back for a requeue. Returns 0 and sets *id (a new reference) and *text (malloc'd: the item's
+ * JSON text as enqueued, byte for byte when the record came from result_dead_record()), or -1 when the record is
+ * not an item record (a dead chunk, or not JSON). */
+int result_dead_item(const char *record, size_t len, json_t **id, char **text, size_t *text_len);
 
 #endif

@@ -9,5 +9,7 @@ extern const char script_commit[];
 extern const char script_requeue[];
 extern const char script_ack[];
 extern const char script_reclaim[];
+extern const char script_dead_take[];
+extern const char script_dead_put[];
 
 #endif

@@ -30,7 +30,7 @@ typedef struct setting_def {
     const char *help;
 } setting_def_t;
 
-#define ALL (CMD_ENQUEUE | CMD_WORKER | CMD_COLLECT | CMD_STATUS | CMD_RUN)
+#define ALL (CMD_ENQUEUE | CMD_WORKER | CMD_COLLECT | CMD_STATUS | CMD_RUN | CMD_REQUEUE)
 #define OFF(field) offsetof(settings_t, field)
 
 static const setting_def_t setting_defs[] = {
@@ -42,7 +42,7 @@ static const setting_def_t setting_defs[] = {
      "least severe level logged"},
     {"redis-timeout-ms", "CHUNKD_REDIS_TIMEOUT_MS", ST_INT, OFF(redis_timeout_ms), "5000", 100, 600000, NULL, ALL,
      false, false, "Redis connect and command timeout"},
-    {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN, false, false,
+    {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN | CMD_REQUEUE, false, false,
      "items per chunk"},
     {"max-item-bytes", "CHUNKD_MAX_ITEM_BYTES", ST_INT, OFF(max_item_bytes), "1048576", 16, 67108864, NULL,
      CMD_ENQUEUE | CMD_RUN, false, false, "longest input line accepted; longer lines are rejected"},
@@ -112,6 +112,8 @@ static const setting_def_t setting_defs[] = {
     {"consumer", "CHUNKD_CONSUMER", ST_STR, OFF(consumer), "collector", 0, 0, NULL, CMD_COLLECT | CMD_RUN, false, false,
      "consumer name in the group chunkd-collect (a restarted collector with the same name re-reads its batch)"},
     {"json", "CHUNKD_JSON", ST_BOOL, OFF(json), "false", 0, 0, NULL, CMD_STATUS, false, false, "print one JSON object"},
+    {"limit", "CHUNKD_LIMIT", ST_INT, OFF(limit), "0", 0, 1000000000000LL, NULL, CMD_REQUEUE, false, false,
+     "requeue: most dead records to move (0: all)"},
     {"redis-server", "CHUNKD_REDIS_SERVER", ST_STR, OFF(redis_server), "redis-server", 0, 0, NULL, CMD_RUN, false, false,
      "redis-server binary for the private server"},
 };
@@ -123,7 +125,7 @@ static const struct {
     int bit;
 } commands[] = {
     {"enqueue", CMD_ENQUEUE}, {"worker", CMD_WORKER}, {"collect", CMD_COLLECT},
-    {"status", CMD_STATUS},   {"run", CMD_RUN},
+    {"status", CMD_STATUS},   {"run", CMD_RUN},         {"requeue", CMD_REQUEUE},
 };
 
 int settings_command(const char *name)

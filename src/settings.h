@@ -17,6 +17,7 @@ enum {
     CMD_COLLECT = 1 << 2,
     CMD_STATUS = 1 << 3,
     CMD_RUN = 1 << 4,
+    CMD_REQUEUE = 1 << 5,
 };
 
 typedef struct settings {
@@ -65,6 +66,8 @@ typedef struct settings {
     char *consumer;
     /* status. */
     bool json;
+    /* requeue. */
+    long long limit;        /* 0: every dead item */
     /* run. */
     char *redis_server;     /* redis-server binary for the private server */
 
