@@ -45,7 +45,7 @@ static void test_ok_line(void **state)
     (void)state;
     const char *res = "{\"b\":1.10,\"a\":[1e3]}";
     size_t len = 0;
-    char *line = result_encode("\"item-7\"", true, res, strlen(res), NULL, 1, 103, &len);
+    char *line = result_encode("\"item-7\"", true, res, strlen(res), NULL, 0, 1, 103, &len);
     json_t *o = parse_line(line, len);
     assert_string_equal(str_field(o, "id"), "item-7");
     assert_true(json_is_true(json_object_get(o, "ok")));
@@ -67,7 +67,7 @@ static void test_ok_line_integer_id_and_scalar_result(void **state)
     (void)state;
     size_t len = 0;
     /* Only result_len bytes of the result are used. */
-    char *line = result_encode("42", true, "nullXYZ", 4, "ignored", 3, 0, &len);
+    char *line = result_encode("42", true, "nullXYZ", 4, "ignored", 0, 3, 0, &len);
     json_t *o = parse_line(line, len);
     assert_int_field(o, "id", 42);
     assert_true(json_is_true(json_object_get(o, "ok")));
@@ -83,7 +83,7 @@ static void test_large_ms(void **state)
 {
     (void)state;
     size_t len = 0;
-    char *line = result_encode("1", true, "1", 1, NULL, 2147483647, INT64_C(90000000000), &len);
+    char *line = result_encode("1", true, "1", 1, NULL, 0, 2147483647, INT64_C(90000000000), &len);
     json_t *o = parse_line(line, len);
     assert_int_field(o, "attempts", 2147483647);
     assert_int_field(o, "ms", 90000000000LL);
@@ -95,7 +95,7 @@ static void test_error_line(void **state)
 {
     (void)state;
     size_t len = 0;
-    char *line = result_encode("\"x\"", false, NULL, 0, "handler timed out", 2, 5000, &len);
+    char *line = result_encode("\"x\"", false, NULL, 0, "handler timed out", 0, 2, 5000, &len);
     json_t *o = parse_line(line, len);
     assert_string_equal(str_field(o, "id"), "x");
     assert_true(json_is_false(json_object_get(o, "ok")));
@@ -112,7 +112,7 @@ static void test_error_null_still_an_error(void **state)
 {
     (void)state;
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, NULL, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, NULL, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     assert_true(json_is_false(json_object_get(o, "ok")));
     assert_true(strlen(str_field(o, "error")) > 0);
@@ -137,7 +137,7 @@ static void test_error_escaping(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t len = 0;
-        char *line = result_encode("1", false, NULL, 0, cases[i].error, 1, 1, &len);
+        char *line = result_encode("1", false, NULL, 0, cases[i].error, 0, 1, 1, &len);
         json_t *o = parse_line(line, len);
         const char *got = str_field(o, "error");
         if (strcmp(got, cases[i].expected) != 0) fail_msg("case %zu: error came back as %s", i, got);
@@ -153,7 +153,7 @@ static void test_error_cut_at_max(void **state)
     memset(error, 'e', sizeof error - 1);
     error[sizeof error - 1] = '\0';
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     const char *got = str_field(o, "error");
     assert_int_equal(strlen(got), RESULT_ERROR_MAX);
@@ -164,7 +164,7 @@ static void test_error_cut_at_max(void **state)
 
     /* Exactly the maximum is kept whole. */
     error[RESULT_ERROR_MAX] = '\0';
-    line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
     o = parse_line(line, len);
     assert_int_equal(strlen(str_field(o, "error")), RESULT_ERROR_MAX);
     json_decref(o);
@@ -179,7 +179,7 @@ static void test_error_cut_inside_utf8_still_valid(void **state)
     memset(error, 'a', RESULT_ERROR_MAX - 1);
     memcpy(error + RESULT_ERROR_MAX - 1, "\xc3\xa9zzz", 6);
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     const char *got = str_field(o, "error");
     assert_memory_equal(got, error, RESULT_ERROR_MAX - 1);
@@ -196,7 +196,7 @@ static void test_error_control_chars_cut_valid(void **state)
     memset(error, '\n', sizeof error - 1);
     error[sizeof error - 1] = '\0';
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, error, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     assert_int_equal(strlen(str_field(o, "error")), RESULT_ERROR_MAX);
     json_decref(o);
@@ -264,6 +264,79 @@ static void test_dead_record_error_cut(void **state)
     free(rec);
 }
 
+static void test_error_line_with_status(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *line = result_encode("1", false, NULL, 0, "HTTP 503", 503, 5, 10, &len);
+    json_t *o = parse_line(line, len);
+    assert_int_field(o, "status", 503);
+    assert_int_field(o, "attempts", 5);
+    json_decref(o);
+    free(line);
+    /* A success never carries "status" at the top level: it belongs to the handler's result. */
+    line = result_encode("1", true, "{}", 2, NULL, 200, 1, 10, &len);
+    o = parse_line(line, len);
+    assert_null(json_object_get(o, "status"));
+    json_decref(o);
+    free(line);
+}
+
+static void test_dead_item_round_trip_keeps_bytes(void **state)
+{
+    (void)state;
+    const char *item = "{\"b\":1.10,\"a\":[1e3,\"x,\\\"item\\\":}\"]}";
+    size_t len = 0, text_len = 0;
+    char *rec = result_dead_record("\"k,\\\"item\\\":2\"", item, strlen(item), true, "HTTP 500", 5, "c-1", &len);
+    json_t *id = NULL;
+    char *text = NULL;
+    assert_int_equal(result_dead_item(rec, len, &id, &text, &text_len), 0);
+    assert_string_equal(json_string_value(id), "k,\"item\":2");
+    assert_int_equal(text_len, strlen(item));
+    assert_memory_equal(text, item, text_len);
+    json_decref(id);
+    free(text);
+    free(rec);
+}
+
+static void test_dead_item_scalar_and_raw(void **state)
+{
+    (void)state;
+    size_t len = 0, text_len = 0;
+    json_t *id = NULL;
+    char *text = NULL;
+    char *rec = result_dead_record("3", "42", 2, true, "e", 1, "c", &len);
+    assert_int_equal(result_dead_item(rec, len, &id, &text, &text_len), 0);
+    assert_int_equal(json_integer_value(id), 3);
+    assert_string_equal(text, "42");
+    json_decref(id);
+    free(text);
+    free(rec);
+    rec = result_dead_record("4", "not json", 8, false, "e", 1, "c", &len);
+    assert_int_equal(result_dead_item(rec, len, &id, &text, &text_len), 0);
+    assert_string_equal(text, "not json");
+    json_decref(id);
+    free(text);
+    free(rec);
+}
+
+static void test_dead_item_rejects_chunk_records(void **state)
+{
+    (void)state;
+    json_t *id = NULL;
+    char *text = NULL;
+    size_t text_len = 0;
+    const char *chunk_rec = "{\"error\":\"chunk is not valid JSON\",\"raw\":\"garbage\"}";
+    assert_int_equal(result_dead_item(chunk_rec, strlen(chunk_rec), &id, &text, &text_len), -1);
+    assert_int_equal(result_dead_item("nope", 4, &id, &text, &text_len), -1);
+    /* Built by hand with spaces: the item is re-encoded, still the same value. */
+    const char *hand = "{\"id\": 1, \"item\": {\"x\": 1}, \"error\": \"e\"}";
+    assert_int_equal(result_dead_item(hand, strlen(hand), &id, &text, &text_len), 0);
+    assert_string_equal(text, "{\"x\":1}");
+    json_decref(id);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +352,10 @@ int main(void)
         cmocka_unit_test(test_dead_record_json_item),
         cmocka_unit_test(test_dead_record_raw_item),
         cmocka_unit_test(test_dead_record_error_cut),
+        cmocka_unit_test(test_error_line_with_status),
+        cmocka_unit_test(test_dead_item_round_trip_keeps_bytes),
+        cmocka_unit_test(test_dead_item_scalar_and_raw),
+        cmocka_unit_test(test_dead_item_rejects_chunk_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
