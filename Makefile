@@ -13,7 +13,7 @@ LDLIBS_ALL = $(PKG_LIBS) -lpthread
 BUILD    ?= build
 
 DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev redis-server \
-                redis-tools python3 \
+                redis-tools python3 libmicrohttpd-dev \
                 valgrind gnuplot-nox
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
@@ -32,12 +32,14 @@ UNIT_dynbuf     := dynbuf.c xalloc.c
 UNIT_linereader := linereader.c xalloc.c
 UNIT_batch      :=
 
-.PHONY: all deps run test unit unit-valgrind integration check-asan bench clean lint
+.PHONY: all deps bench-deps run test unit unit-valgrind integration check-asan bench clean lint
 
 all: $(BUILD)/chunkd
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+# Installs the missing Debian packages of $(1): as root, or through sudo without a password; otherwise prints the
+# apt-get line to run and fails.
+define install_missing
+	@missing=$$(for p in $(1); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  missing=$$(echo $$missing); \
@@ -49,6 +51,15 @@ deps:
 	  $$sudo apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+# The HTTP benchmark's fixed-delay server and load generator.
+BENCH_PACKAGES := nginx libnginx-mod-http-echo wrk
+bench-deps: deps
+	$(call install_missing,$(BENCH_PACKAGES))
 
 $(BUILD)/chunkd: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS_ALL)
@@ -87,8 +98,8 @@ unit-valgrind: $(UNIT_TESTS:%=$(BUILD)/test_%)
 	    && echo "valgrind clean: $$t" || { echo "valgrind FAILED: $$t"; cat $$t.valgrind; failed=1; }; \
 	done; exit $$failed
 
-integration: $(BUILD)/chunkd
-	python3 tests/integration/run.py --bin $(BUILD)/chunkd
+integration: $(BUILD)/chunkd $(BUILD)/mockapi
+	python3 tests/integration/run.py --bin $(BUILD)/chunkd --mockapi $(BUILD)/mockapi
 
 # The two commands of the README: set up, then build and run or test.
 run: deps
@@ -106,8 +117,8 @@ check-asan: deps
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" unit integration
 
-bench: deps
-	@$(MAKE) --no-print-directory $(BUILD)/chunkd
+bench: bench-deps
+	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi
 	tests/bench/bench.sh $(BUILD)/chunkd
 
 lint:
@@ -118,5 +129,7 @@ lint:
 
 clean:
 	rm -rf build build-asan
+
+include tests/mockapi/mockapi.mk
 
 -include $(wildcard $(BUILD)/*.d)
