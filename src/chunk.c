@@ -1,6 +1,7 @@
 /* chunk: see chunk.h. */
 #include "chunk.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,14 @@ void chunk_clear(chunk_t *c)
     memset(c, 0, sizeof *c);
 }
 
+/* Chunk ids appear in logs: printable ASCII only, so they cannot forge log lines. */
+static bool chunk_id_ok(const char *id)
+{
+    for (; *id; id++)
+        if (*id < 0x21 || *id > 0x7e) return false;
+    return true;
+}
+
 int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -72,8 +81,9 @@ int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t er
                  (long long)json_integer_value(v), CHUNK_FORMAT_VERSION);
         goto done;
     }
-    if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) > CHUNK_ID_MAX) {
-        snprintf(err, errlen, "chunk has no \"chunk\" id string of 1 to %d bytes", CHUNK_ID_MAX);
+    if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) > CHUNK_ID_MAX ||
+        !chunk_id_ok(json_string_value(id))) {
+        snprintf(err, errlen, "chunk has no \"chunk\" id of 1 to %d printable ASCII characters", CHUNK_ID_MAX);
         goto done;
     }
     if (!json_is_array(items) || json_array_size(items) > CHUNK_MAX_ITEMS) {
@@ -97,7 +107,14 @@ int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t er
         it->text_len = json_string_length(text);
         it->text = xstrndup(json_string_value(text), it->text_len);
         it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
-        if (!it->value) it->error = xasprintf("item is not valid JSON: %s at byte %d", jerr.text, jerr.position);
+        if (!it->value) {
+            it->error = xasprintf("item is not valid JSON: %s at byte %d", jerr.text, jerr.position);
+        } else {
+            /* Valid JSON has raw line breaks only as whitespace between tokens: make them spaces, so an item copied
+             * into a result line can never split it into forged lines. */
+            for (size_t k = 0; k < it->text_len; k++)
+                if (it->text[k] == '\n' || it->text[k] == '\r') it->text[k] = ' ';
+        }
     }
     rc = 0;
 done:

@@ -107,6 +107,8 @@ int cmd_requeue(settings_t *s)
         return EXIT_RUNTIME;
     }
     if (s->limit > 0 && s->limit < remaining) remaining = s->limit;
+    /* Records in flight wait in the scratch list; if this process dies, they are there, not lost. */
+    LOG(LL_INFO, "requeue: up to %lld records from %s, through %s", remaining, k.dead, scratch);
     long long items = 0, kept_total = 0, chunk_seq = 0;
     int rc = 0;
     while (remaining > 0) {
@@ -157,7 +159,6 @@ int cmd_requeue(settings_t *s)
         }
         items += round.items;
         kept_total += (long long)(taken - round.items);
-        if (round.items == 0) break; /* only records that cannot be requeued are left */
     }
     rconn_free(c);
     if (rc) return EXIT_RUNTIME;

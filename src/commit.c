@@ -13,6 +13,8 @@
 #include "scripts.h"
 #include "xalloc.h"
 
+#define COMMIT_GIVE_UP 5 /* failures of one chunk sent alone before it is given up */
+
 struct commit {
     const settings_t *settings;
     keys_t keys;
@@ -132,26 +134,50 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
     return 0;
 }
 
-/* Sends a list of chunks until every one is settled (or abort). Frees them and releases the window. */
+static void commit_backoff(commit_t *c, long long *backoff_ms)
+{
+    for (long long t = 0; t < *backoff_ms && !atomic_load(&c->abort); t += 50) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (*backoff_ms < 5000) *backoff_ms *= 2;
+}
+
+static void commit_drop(commit_t *c, work_chunk_t *w)
+{
+    window_release(c->window, work_chunk_weight(w), w->disposition == WORK_COMMIT);
+    work_chunk_free(w);
+}
+
+/* Sends a list of chunks until every one is settled (or abort), then frees them and releases the window.
+ * After two failed rounds it sends the first chunk alone, so one chunk that always fails cannot hold back the
+ * others; a chunk that fails alone COMMIT_GIVE_UP times is given up (it stays in the processing list). */
 static void commit_send(commit_t *c, work_chunk_t *list)
 {
     long long backoff_ms = 100;
+    int failed_rounds = 0, alone_failures = 0;
     while (list) {
         if (!rconn_connected(c->conn) && rconn_reconnect(c->conn, &c->abort)) break;
+        bool alone = failed_rounds >= 2;
+        work_chunk_t *rest = NULL;
+        if (alone) {
+            rest = list->next;
+            list->next = NULL;
+        }
         for (work_chunk_t *w = list; w; w = w->next) commit_append(c, w);
         work_chunk_t *retry = NULL, **retry_tail = &retry;
-        bool failed = false;
+        bool lost = false, failed = false;
         for (work_chunk_t *w = list; w;) {
             work_chunk_t *next = w->next;
-            redisReply *r = failed ? NULL : rconn_get_reply(c->conn);
-            if (!r) {
-                if (!failed) LOG(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
-                failed = true;
+            redisReply *r = lost ? NULL : rconn_get_reply(c->conn);
+            if (!r && !lost) {
+                LOG(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
+                lost = true;
             }
             if (r && commit_settle(c, w, r) == 0) {
-                window_release(c->window, work_chunk_weight(w), w->disposition == WORK_COMMIT);
-                work_chunk_free(w);
+                commit_drop(c, w);
             } else {
+                failed = true;
                 w->next = NULL;
                 *retry_tail = w;
                 retry_tail = &w->next;
@@ -159,21 +185,28 @@ static void commit_send(commit_t *c, work_chunk_t *list)
             if (r) freeReplyObject(r);
             w = next;
         }
+        *retry_tail = rest;
         list = retry;
-        if (list && !failed) {
-            /* Redis answered with an error (out of memory, busy script): wait before trying again. */
-            for (long long t = 0; t < backoff_ms && !atomic_load(&c->abort); t += 50) {
-                struct timespec ts = {0, 50 * 1000000L};
-                nanosleep(&ts, NULL);
-            }
-            if (backoff_ms < 5000) backoff_ms *= 2;
+        if (!failed) {
+            failed_rounds = alone_failures = 0;
+            backoff_ms = 100;
+            continue;
+        }
+        failed_rounds++;
+        if (alone && ++alone_failures >= COMMIT_GIVE_UP) {
+            work_chunk_t *w = list;
+            LOG(LL_ERROR, "chunk %s could not be committed after %d tries alone; giving up on it here (it stays in "
+                          "%s)", w->decoded.id ? w->decoded.id : "(unparsed)", alone_failures, c->keys.processing);
+            list = w->next;
+            commit_drop(c, w);
+            alone_failures = 0;
         }
         if (atomic_load(&c->abort)) break;
+        commit_backoff(c, &backoff_ms);
     }
     while (list) { /* only on abort: the chunks stay in the processing list for recovery */
         work_chunk_t *next = list->next;
-        window_release(c->window, work_chunk_weight(list), list->disposition == WORK_COMMIT);
-        work_chunk_free(list);
+        commit_drop(c, list);
         list = next;
     }
 }

@@ -144,19 +144,16 @@ static void *fetch_main(void *arg)
         if (want < 1) want = 1;
         if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
         for (size_t i = 0; i < want; i++) rconn_append_argv(f->conn, 5, lmove, NULL);
-        int got = 0, rc = 0;
-        size_t read = 0;
-        while (read < want && rc >= 0) {
-            rc = fetch_take(f, rconn_get_reply(f->conn), &largest);
-            read++;
+        /* Every reply goes through fetch_take, even after an error reply: a later LMOVE may still have moved a
+         * chunk, which must not be dropped. Only a lost connection ends the round. */
+        int got = 0;
+        bool failed = false;
+        for (size_t i = 0; i < want && rconn_connected(f->conn); i++) {
+            int rc = fetch_take(f, rconn_get_reply(f->conn), &largest);
             if (rc > 0) got++;
+            if (rc < 0) failed = true;
         }
-        if (rc < 0) {
-            /* An error reply: read the rest of the pipeline, then wait before trying again. */
-            while (rconn_connected(f->conn) && read++ < want) {
-                redisReply *r = rconn_get_reply(f->conn);
-                if (r) freeReplyObject(r);
-            }
+        if (failed && got == 0) {
             fetch_pause(f, 500);
             continue;
         }
@@ -176,7 +173,7 @@ static void *fetch_main(void *arg)
             else fetch_pause(f, 200);
             continue;
         }
-        rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), &largest);
+        int rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), &largest);
         if (rc > 0) atomic_store(&f->found_empty, false);
         else if (rc == 0 && window_held(f->window) == 0) fetch_reclaim(f->conn, &f->keys);
         else if (rc < 0 && rconn_connected(f->conn)) fetch_pause(f, 500);

@@ -225,8 +225,10 @@ static int http_init(const settings_t *s, void **shared, char *err, size_t errle
         if (add_secret_headers(c, buf, s->header_file, err, errlen)) return -1;
     }
     if (s->insecure) LOG(LL_WARN, "--insecure: TLS certificates are NOT verified");
-    LOG(LL_INFO, "http handler: base %s, %zu allowed hosts, %zu secret headers, max %lld attempts",
-        c->base_url ? c->base_url : "(none)", c->n_allow_hosts, c->n_secret, s->max_attempts);
+    char base[512];
+    log_mask_userinfo(c->base_url ? c->base_url : "(none)", base, sizeof base);
+    LOG(LL_INFO, "http handler: base %s, %zu allowed hosts, %zu secret headers, max %lld attempts", base,
+        c->n_allow_hosts, c->n_secret, s->max_attempts);
     return 0;
 }
 
@@ -417,7 +419,7 @@ static const char *add_query(dynbuf_t *url, const json_t *query, CURL *esc)
 {
     if (!query) return NULL;
     if (!json_is_object(query)) return "\"query\" must be an object";
-    bool first = strchr(url->data, '?') == NULL;
+    bool first = !url->data || strchr(url->data, '?') == NULL;
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)query, key, v) {
@@ -482,7 +484,11 @@ static const char *http_build(http_call_t *call, CURL *esc, char *why, size_t wh
             free(host);
             return why;
         }
-        dynbuf_addstr(&url, u);
+        if (dynbuf_addstr(&url, u)) {
+            free(host);
+            dynbuf_free(&url);
+            return "\"url\" is too long";
+        }
         allowed_host = host;
     } else {
         if (!c->base_url) return "item has no \"url\" and no --base-url is set";
@@ -548,13 +554,15 @@ static const char *http_build(http_call_t *call, CURL *esc, char *why, size_t wh
             if (!has_content_type) call->headers = curl_slist_append(call->headers, "Content-Type: application/json");
         }
     }
-    for (size_t i = 0; i < c->n_secret; i++) call->headers = curl_slist_append(call->headers, c->secret_headers[i]);
+    /* Secrets go only to --base-url: an item's absolute url (even to an allowed host) never carries them. */
+    if (!jurl)
+        for (size_t i = 0; i < c->n_secret; i++)
+            call->headers = curl_slist_append(call->headers, c->secret_headers[i]);
     if (s->idempotency_key) {
         /* Derived from queue and item id, so a redelivered item carries the same key. */
+        /* The id's JSON text, escaped: the string "5" and the integer 5 give different keys. */
         const char *id = call->item->in->id_json;
-        size_t id_len = strlen(id);
-        if (id[0] == '"') id++, id_len -= 2;
-        char *q = curl_easy_escape(esc, s->queue, 0), *i = curl_easy_escape(esc, id, (int)id_len);
+        char *q = curl_easy_escape(esc, s->queue, (int)strlen(s->queue)), *i = curl_easy_escape(esc, id, (int)strlen(id));
         char *line = xasprintf("Idempotency-Key: chunkd-%s-%s", q, i);
         call->headers = curl_slist_append(call->headers, line);
         free(line);
@@ -617,7 +625,7 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
         char *e;
         long secs = strtol(ra, &e, 10);
         if (e != ra && *e == '\0' && secs >= 0) {
-            call->retry_after_ms = secs * 1000;
+            call->retry_after_ms = secs > HTTP_RETRY_AFTER_MAX_MS / 1000 ? HTTP_RETRY_AFTER_MAX_MS : secs * 1000;
         } else {
             time_t when = curl_getdate(ra, NULL);
             if (when > 0) call->retry_after_ms = ((long)(when - time(NULL))) * 1000;

@@ -41,3 +41,18 @@ void log_write(log_level_t level, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
 }
+
+void log_mask_userinfo(const char *text, char *out, size_t outlen)
+{
+    const char *scheme = strstr(text, "://");
+    const char *host_end = scheme ? scheme + 3 + strcspn(scheme + 3, "/?#") : NULL;
+    const char *at = NULL;
+    if (scheme)
+        for (const char *p = scheme + 3; p < host_end; p++)
+            if (*p == '@') at = p;
+    if (!at) {
+        snprintf(out, outlen, "%s", text);
+        return;
+    }
+    snprintf(out, outlen, "%.*s***%s", (int)(scheme + 3 - text), text, at);
+}

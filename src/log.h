@@ -6,6 +6,8 @@
 #ifndef CHUNKD_LOG_H
 #define CHUNKD_LOG_H
 
+#include <stddef.h>
+
 #define LOG_LINE_MAX 4096
 
 typedef enum { LL_DEBUG = 0, LL_INFO, LL_WARN, LL_ERROR } log_level_t;
@@ -14,6 +16,8 @@ extern log_level_t log_min_level;
 
 /* Returns 0 and sets *out for "debug", "info", "warn" or "error"; -1 otherwise. */
 int log_level_parse(const char *name, log_level_t *out);
+/* Copies text to out, replacing the user:password of a URL ("scheme://user:pw@host") with "***", for logging. */
+void log_mask_userinfo(const char *text, char *out, size_t outlen);
 void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LOG(level, ...)                                                                                               \

@@ -391,7 +391,7 @@ void settings_log_effective(const settings_t *s, int cmd, int level)
             if (!v) snprintf(val, sizeof val, "-");
             else if (d->secret && d->offset == OFF(redis_url)) redis_url_mask(v, val, sizeof val);
             else if (d->secret) snprintf(val, sizeof val, "***");
-            else snprintf(val, sizeof val, "%s", v);
+            else log_mask_userinfo(v, val, sizeof val);
             break;
         }
         case ST_INT: snprintf(val, sizeof val, "%lld", *int_field(ms, d)); break;

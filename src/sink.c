@@ -143,7 +143,13 @@ int sink_write(sink_t *s, const char *line, size_t len)
     return 0;
 }
 
-int sink_flush(sink_t *s) { return s->f && fflush(s->f) ? -1 : 0; }
+int sink_flush(sink_t *s)
+{
+    if (!s->f || fflush(s->f)) return s->f ? -1 : 0;
+    /* On disk before the collector acknowledges and deletes the entries: a host crash then loses nothing. */
+    if (!s->to_stdout && fdatasync(fileno(s->f)) && errno != EINVAL && errno != EROFS) return -1;
+    return 0;
+}
 
 int sink_close(sink_t *s)
 {

@@ -1,6 +1,6 @@
 /* sink: where result lines go: stdout, one file, or numbered files of N lines in a directory
  * (results-000001.jsonl, ...). A restarted collector continues after the highest existing number instead of
- * overwriting. sink_flush() pushes written lines to the kernel; the collector acknowledges only after it. */
+ * overwriting. sink_flush() pushes written lines to disk (fdatasync for files); the collector acknowledges only after it. */
 #ifndef CHUNKD_SINK_H
 #define CHUNKD_SINK_H
 

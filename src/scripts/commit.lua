@@ -5,6 +5,16 @@
 -- KEYS[1] processing list, KEYS[2] results stream, KEYS[3] stats hash, KEYS[4] dead list
 -- ARGV[1] the chunk exactly as fetched, ARGV[2] results count R, ARGV[3] of which ok, ARGV[4] dead records D,
 -- ARGV[5] 1 when the chunk itself is dead (unparseable), ARGV[6 .. 5+R] result lines, then D dead records
+-- Redis does not roll a script back when a command fails half way, so check everything that could fail before
+-- the first write: keys of the wrong type (someone overwrote them) make the whole commit fail untouched.
+local function type_ok(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'none' or t == want
+end
+if not (type_ok(KEYS[1], 'list') and type_ok(KEYS[2], 'stream') and type_ok(KEYS[3], 'hash') and
+        type_ok(KEYS[4], 'list')) then
+  return redis.error_reply('WRONGTYPE a key of this queue has the wrong type; nothing was committed')
+end
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
   return 0
 end
