@@ -560,10 +560,13 @@ static const char *http_build(http_call_t *call, CURL *esc, char *why, size_t wh
             call->headers = curl_slist_append(call->headers, c->secret_headers[i]);
     if (s->idempotency_key) {
         /* Derived from queue and item id, so a redelivered item carries the same key. */
-        /* The id's JSON text, escaped: the string "5" and the integer 5 give different keys. */
+        /* The id as written (a string id without its quotes), escaped; ids are unique within a queue. */
         const char *id = call->item->in->id_json;
-        char *q = curl_easy_escape(esc, s->queue, (int)strlen(s->queue)), *i = curl_easy_escape(esc, id, (int)strlen(id));
-        char *line = xasprintf("Idempotency-Key: chunkd-%s-%s", q, i);
+        size_t id_len = strlen(id);
+        if (id[0] == '"') id++, id_len -= 2;
+        char *q = curl_easy_escape(esc, s->queue, (int)strlen(s->queue));
+        char *i = id_len ? curl_easy_escape(esc, id, (int)id_len) : NULL;
+        char *line = xasprintf("Idempotency-Key: chunkd-%s-%s", q, i ? i : "");
         call->headers = curl_slist_append(call->headers, line);
         free(line);
         curl_free(q);
@@ -698,7 +701,9 @@ static void http_send(http_call_t *call)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Waiting for a connection to multiplex on only makes sense where HTTP/2 can be negotiated (TLS); over plain
+     * HTTP/1.1 it would queue new calls behind a slow one. */
+    if (strncmp(call->url, "https:", 6) == 0) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);

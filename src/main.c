@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cmd.h"
 #include "log.h"
@@ -44,6 +45,24 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s %s\n", commands[i].name, commands[i].name, commands[i].usage);
     fprintf(f, "\n'chunkd COMMAND --help' lists a command's settings. Every flag --foo-bar is also CHUNKD_FOO_BAR.\n");
+}
+
+/* Thousands of calls in flight need as many sockets: raise the soft descriptor limit to the hard one, and warn
+ * when even that is too low for --concurrency. */
+static void raise_fd_limit(const settings_t *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (strcmp(s->handler, "http") == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)s->concurrency + 64 > rl.rlim_cur)
+        LOG(LL_WARN, "--concurrency %lld needs about as many sockets, but the open file limit is %llu: calls "
+                     "beyond it will fail to connect (raise the hard limit, e.g. ulimit -Hn)",
+            s->concurrency, (unsigned long long)rl.rlim_cur);
 }
 
 int main(int argc, char **argv)
@@ -84,6 +103,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     sig_init();
+    raise_fd_limit(&s);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { /* before any thread */
         fprintf(stderr, "chunkd: cannot initialize libcurl\n");
         settings_free(&s);
