@@ -647,13 +647,11 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
     return len;
 }
 
+/* A pooled easy handle is not reset (curl_easy_reset costs allocations on every call): http_send() sets every
+ * option that differs between calls, and puts the request method back to GET. */
 static CURL *http_easy_get(http_loop_t *hl)
 {
-    if (hl->pool_len) {
-        CURL *e = hl->pool[--hl->pool_len];
-        curl_easy_reset(e);
-        return e;
-    }
+    if (hl->pool_len) return hl->pool[--hl->pool_len];
     return curl_easy_init();
 }
 
@@ -703,11 +701,17 @@ static void http_send(http_call_t *call)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     /* Waiting for a connection to multiplex on only makes sense where HTTP/2 can be negotiated (TLS); over plain
      * HTTP/1.1 it would queue new calls behind a slow one. */
-    if (strncmp(call->url, "https:", 6) == 0) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncmp(call->url, "https:", 6) == 0 ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
-    if (s->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+    if (s->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file); /* the same for every call */
+    /* Undo a previous call's body, HEAD or custom method (the handle is reused without a reset). */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
     if (call->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
