@@ -1,0 +1,1224 @@
+#!/usr/bin/env python3
+"""chunkd benchmark harness (stdlib only). Run through bench.sh / `make bench`.
+
+    bench.py [options] PATH/TO/chunkd
+
+Cases (see README.md beside this file):
+  original  chunkd run vs recipe.py on 10,000 x 100 ms items, side by side, alternating
+  million   one `chunkd worker` against a private redis-server: items/s and peak RSS
+            at 1,000,000 and 100,000 items
+  sweep     items/s against --concurrency; writes throughput.dat and throughput.png
+  http      the http handler against nginx (100 ms fixed delay): chunkd worker items/s
+            vs wrk req/s at 2,000 and 5,000 connections, side by side, alternating;
+            worker peak RSS; and recipe.py calling the same URL with urllib
+
+Numbers are printed and recorded, never asserted: the exit status is 0 when
+every run completed and produced correct output, whatever the speed; 1 when a
+run failed (crash, bad exit status, time-out, missing or wrong results); 2 on
+bad usage. BENCH_QUICK=1 (or --quick) runs smaller sizes.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, HERE)
+import procmem  # noqa: E402
+
+SLEEP_MS = 100
+RUN_NGINX = os.path.join(HERE, "..", "mockapi", "run-nginx.sh")
+HTTP_DELAY_S = 0.1           # nginx's fixed delay: the same 100 ms as the sleep items
+HTTP_TARGETS = {2000: 0.9, 5000: 0.6}   # chunkd items/s >= this x wrk req/s, same connection count
+HTTP_RSS_TARGET_MB = 200     # worker peak RSS at 5,000 in flight
+MB = 1000 * 1000
+MIB = 1024 * 1024
+
+
+class BenchError(Exception):
+    """A run failed: recorded, and the harness goes on with the next case."""
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def fmt_int(n):
+    return f"{n:,.0f}"
+
+
+# --------------------------------------------------------------------------- processes
+
+# ru_maxrss pitfall: Linux keeps a process's peak RSS across execve, and execve first
+# records the peak of the memory image it replaces. A child forked (or vforked) from
+# this Python process and exec'd into chunkd would therefore report at least this
+# process's own RSS (20-70 MiB) as its ru_maxrss. So each measured command is started
+# through this tiny trampoline: a fresh `python3 -I -S` (small heap) forks, the fork
+# execs the command, and the trampoline reaps it with os.wait4 and writes its rusage
+# and wall time (fork to reap) as JSON to argv[1]. The floor this leaves is the
+# trampoline's own anonymous memory, about 5 MiB.
+TRAMPOLINE = r"""
+import os, sys, time
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+while True:
+    try:
+        _, status, ru = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        pass
+t1 = time.monotonic()
+with open(sys.argv[1], "w") as f:
+    f.write('{"pid":%d,"t0":%.6f,"wall_s":%.6f,"status":%d,"maxrss_kib":%d,"utime_s":%.6f,"stime_s":%.6f}'
+            % (pid, t0, t1 - t0, status, ru.ru_maxrss, ru.ru_utime, ru.ru_stime))
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
+class Rusage:
+    def __init__(self, maxrss_kib, utime, stime):
+        self.ru_maxrss, self.ru_utime, self.ru_stime = maxrss_kib, utime, stime
+
+
+class Procs:
+    """Children started in their own process group; the live groups are listed
+    in TMP/pgids so that bench.sh's trap can end them if this process dies."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.live = {}  # pid -> Popen
+
+    def _write(self):
+        path = os.path.join(self.tmp, "pgids")
+        with open(path + ".new", "w") as f:
+            f.write("".join(f"{pid}\n" for pid in self.live))
+        os.replace(path + ".new", path)
+
+    def start(self, cmd, env=None, stdout=None, stderr=None, cwd=None, measure=False):
+        """measure=True: run cmd (absolute path) under TRAMPOLINE; wait() then returns
+        the command's own rusage and wall time."""
+        stat = None
+        if measure:
+            stat = os.path.join(self.tmp, f"rusage.{len(os.listdir(self.tmp))}.{time.monotonic_ns()}.json")
+            cmd = [sys.executable, "-I", "-S", "-c", TRAMPOLINE, stat] + list(cmd)
+        p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                             cwd=cwd, start_new_session=True)
+        p.t_start = time.monotonic()
+        p.stat_path = stat
+        self.live[p.pid] = p
+        self._write()
+        return p
+
+    def wait(self, p, timeout):
+        """Reap p with wait4. Returns (exit code, rusage, wall seconds); exit code
+        is -SIG for a signal. Kills the process group on time-out (raises)."""
+        deadline = p.t_start + timeout
+        fd = os.pidfd_open(p.pid)
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.kill(p)
+                    args = p.args[6:] if p.stat_path else p.args
+                    raise BenchError(f"{os.path.basename(args[0])} {args[1]} timed out "
+                                     f"after {timeout:.0f} s (killed)")
+                if poller.poll(min(left, 1.0) * 1000):
+                    break
+        finally:
+            os.close(fd)
+        _, status, ru = os.wait4(p.pid, 0)
+        t_end = time.monotonic()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        self.live.pop(p.pid, None)
+        self._write()
+        self._killgroup(p.pid, signal.SIGKILL)  # anything it left behind in its group
+        wall = t_end - p.t_start
+        if p.stat_path:
+            try:
+                with open(p.stat_path) as f:
+                    st = json.load(f)
+                os.unlink(p.stat_path)
+            except (OSError, ValueError):
+                raise BenchError(f"{os.path.basename(p.args[6])} {p.args[7]}: the trampoline "
+                                 f"wrote no rusage (exit {p.returncode})")
+            p.returncode = os.waitstatus_to_exitcode(st["status"])
+            ru = Rusage(st["maxrss_kib"], st["utime_s"], st["stime_s"])
+            wall = st["wall_s"]
+            p.t_fork = st["t0"]  # CLOCK_MONOTONIC, the same clock as time.monotonic() here
+        return p.returncode, ru, wall
+
+    @staticmethod
+    def _killgroup(pgid, sig):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self, p, grace=3.0):
+        if p.returncode is None:
+            self._killgroup(p.pid, signal.SIGTERM)
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._killgroup(p.pid, signal.SIGKILL)
+                p.wait()
+        self._killgroup(p.pid, signal.SIGKILL)
+        self.live.pop(p.pid, None)
+        self._write()
+
+    def kill_all(self):
+        for p in list(self.live.values()):
+            self.kill(p)
+
+
+# --------------------------------------------------------------------------- redis
+
+class Redis:
+    """A private redis-server on a unix socket, plus a minimal RESP client."""
+
+    def __init__(self, procs, tmp):
+        self.dir = os.path.join(tmp, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.sock_path = os.path.join(self.dir, "redis.sock")
+        self.url = "unix://" + self.sock_path
+        self.procs = procs
+        self.log = open(os.path.join(self.dir, "redis.log"), "wb")
+        self.proc = procs.start(["redis-server", "--port", "0", "--unixsocket", self.sock_path,
+                                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                                 "--dir", self.dir, "--daemonize", "no"],
+                                stdout=self.log, stderr=subprocess.STDOUT)
+        self.sock = None
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"redis-server exited at start (see {self.dir}/redis.log)")
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(self.sock_path)
+                self.buf = b""
+                if self.cmd("PING") == "PONG":
+                    break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise BenchError("redis-server did not answer PING within 10 s")
+                time.sleep(0.05)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise BenchError("redis closed the connection")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            data = self.sock.recv(65536)
+            if not data:
+                raise BenchError("redis closed the connection")
+            self.buf += data
+        out, self.buf = self.buf[:n], self.buf[n + 2:]
+        return out
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise BenchError("redis: " + rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode()
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise BenchError(f"redis: unexpected reply {line[:40]!r}")
+
+    def cmd(self, *args):
+        out = [f"*{len(args)}\r\n".encode()]
+        for a in args:
+            b = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        self.sock.sendall(b"".join(out))
+        return self._reply()
+
+    def stats(self, queue):
+        flat = self.cmd("HGETALL", f"chunkd:{{{queue}}}:stats") or []
+        return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def info_memory(self):
+        info = self.cmd("INFO", "memory")
+        return dict(l.split(":", 1) for l in info.splitlines() if ":" in l)
+
+    def version(self):
+        info = self.cmd("INFO", "server")
+        for l in info.splitlines():
+            if l.startswith("redis_version:"):
+                return l.split(":", 1)[1]
+        return "?"
+
+    def close(self):
+        if self.sock:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.procs.kill(self.proc)
+        self.log.close()
+
+
+# --------------------------------------------------------------------------- nginx
+
+def free_port():
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+class Nginx:
+    """tests/mockapi/run-nginx.sh: nginx (echo module) answering every request on
+    127.0.0.1:port after delay_s with 200 {"ok":true}; config, logs and temp files in
+    TMP/nginx. The script returns once nginx listens and prints the master's pid; the
+    master stays in the script's process group, which Procs (and bench.sh's trap) end."""
+
+    def __init__(self, procs, tmp, delay_s):
+        self.procs = procs
+        self.dir = os.path.join(tmp, "nginx")
+        logp = os.path.join(tmp, "run-nginx.log")
+        for attempt in range(3):  # the free port can be taken between free_port() and nginx's bind
+            self.port = free_port()
+            with open(logp, "wb") as lf:
+                self.proc = procs.start([RUN_NGINX, str(self.port), self.dir, str(delay_s)],
+                                        stdout=subprocess.PIPE, stderr=lf)
+            try:
+                out, _ = self.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                procs.kill(self.proc)
+                raise BenchError("run-nginx.sh did not return within 30 s")
+            # Not Procs.wait: that would also kill the group, i.e. nginx. The group stays
+            # listed in Procs until stop().
+            if self.proc.returncode == 0 and out.strip().isdigit():
+                self.pid = int(out)
+                self.url = f"http://127.0.0.1:{self.port}"
+                return
+            procs.kill(self.proc)
+        raise BenchError(f"run-nginx.sh failed (exit {self.proc.returncode}):\n{tail(logp)}")
+
+    def cpu_s(self):
+        """CPU seconds of the master and its worker so far."""
+        return sum(cpu_ticks_s(p) for p in procmem.tree_pids(self.pid))
+
+    def version(self):
+        res = subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-v"], capture_output=True, text=True)
+        return res.stderr.strip().split("/")[-1] or "?"
+
+    def stop(self):
+        try:
+            fd = os.pidfd_open(self.pid)
+            os.kill(self.pid, signal.SIGTERM)
+            select.select([fd], [], [], 5)
+            os.close(fd)
+        except (ProcessLookupError, OSError):
+            pass
+        self.procs.kill(self.proc)  # SIGKILL to whatever is left of the group
+
+
+# --------------------------------------------------------------------------- helpers
+
+def gen_items(path, n):
+    with open(path, "w") as f:
+        for start in range(1, n + 1, 100000):
+            f.write("".join(f'{{"id":{i},"sleep_ms":{SLEEP_MS}}}\n'
+                            for i in range(start, min(n, start + 99999) + 1)))
+
+
+def gen_http_items(path, n):
+    with open(path, "w") as f:
+        for start in range(1, n + 1, 100000):
+            f.write("".join(f'{{"id":{i},"path":"/x"}}\n'
+                            for i in range(start, min(n, start + 99999) + 1)))
+
+
+def verify_results(path, n, chunkd_format=True, want_status=None):
+    """Every id 1..n exactly once, all ok (and, with want_status, an http handler
+    result with that status). Returns a problem string or None."""
+    seen = bytearray(n + 1)
+    lines = bad = dup = not_ok = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            lines += 1
+            try:
+                r = json.loads(line)
+                i = r["id"]
+                if chunkd_format and r.get("ok") is not True:
+                    not_ok += 1
+                elif want_status is not None and (r["result"].get("status") if isinstance(
+                        r.get("result"), dict) else None) != want_status:
+                    not_ok += 1
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            if not isinstance(i, int) or not 1 <= i <= n:
+                bad += 1
+            elif seen[i]:
+                dup += 1
+            else:
+                seen[i] = 1
+    missing = n - sum(seen)
+    if lines == n and not (bad or dup or not_ok or missing):
+        return None
+    return (f"{os.path.basename(path)}: {lines} result lines for {n} items "
+            f"({missing} missing, {dup} duplicate, {not_ok} not ok"
+            + (f" or not status {want_status}" if want_status is not None else "")
+            + f", {bad} unparseable/unknown id)")
+
+
+def http_call_ms(path):
+    """Percentiles of the http handler's per-call "ms" in a results file."""
+    ms = []
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                ms.append(json.loads(line)["result"]["ms"])
+            except (ValueError, KeyError, TypeError):
+                pass
+    if not ms:
+        return {}
+    ms.sort()
+    q = lambda x: ms[min(len(ms) - 1, int(x * len(ms)))]
+    return {"call_ms_p50": q(0.5), "call_ms_p90": q(0.9), "call_ms_p99": q(0.99), "call_ms_max": ms[-1]}
+
+
+def tcp_active_opens():
+    """Outgoing TCP connections opened by the whole machine so far (/proc/net/snmp)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [l.split() for l in f if l.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("ActiveOpens")])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def tail(path, n=15):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+        return "\n".join("    | " + l for l in lines[-n:])
+    except OSError:
+        return ""
+
+
+def cpu_ticks_s(pid):
+    """utime+stime of a live process in seconds (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def median_run(runs):
+    """Field-wise median of a list of run dicts (numbers only; others from the first)."""
+    out = dict(runs[0])
+    for k, v in runs[0].items():
+        vals = [r[k] for r in runs if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
+        if vals and len(vals) == len(runs):
+            out[k] = statistics.median(vals)
+    return out
+
+
+def child_env(redis_url=None):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHUNKD_") and k != "REDIS_URL"}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def parse_wrk(text):
+    """The figures of wrk's report (raises BenchError without Requests/sec)."""
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if not m:
+        raise BenchError("wrk printed no Requests/sec")
+    out = {"req_per_s": float(m.group(1)), "requests": 0, "socket_errors": 0, "non_2xx": 0,
+           "latency_avg": "?", "latency_max": "?"}
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)\b", text, re.M)
+    if m:
+        out["requests"] = int(m.group(1))
+        out["duration_s"] = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[m.group(3)]
+    m = re.search(r"^\s*Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        out["latency_avg"], out["latency_max"] = m.group(1), m.group(3)
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["socket_errors"] = sum(int(x) for x in m.groups())
+        out["socket_errors_detail"] = m.group(0)
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        out["non_2xx"] = int(m.group(1))
+    return out
+
+
+def rusage_dict(ru, wall):
+    return {"wall_s": wall, "maxrss_mib": ru.ru_maxrss / 1024,
+            "cpu_s": ru.ru_utime + ru.ru_stime,
+            "cpu_pct": 100 * (ru.ru_utime + ru.ru_stime) / wall if wall > 0 else 0}
+
+
+# --------------------------------------------------------------------------- cases
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.tmp = args.tmp
+        self.procs = Procs(self.tmp)
+        self.redis = None
+        self.errors = []
+        self.rows = []        # summary table rows
+        self.sections = []    # detail text for results.txt
+        self.sweep_rows = []
+        self.nginx = None
+
+    # -- one chunkd invocation with logs in tmp
+    def run_chunkd(self, name, args, env, timeout):
+        logp = os.path.join(self.tmp, name.replace("/", "of").replace(" ", "_") + ".log")
+        with open(logp, "wb") as lf:
+            p = self.procs.start([self.a.chunkd] + args, env=env, stdout=lf, stderr=lf, measure=True)
+        return p, logp
+
+    def check_exit(self, what, code, logp):
+        if code != 0:
+            t = tail(logp)
+            raise BenchError(f"{what} exited with status {code}" + (f"\n{t}" if t else ""))
+
+    def get_redis(self):
+        if self.redis is None:
+            self.redis = Redis(self.procs, self.tmp)
+            log(f"redis-server {self.redis.version()} on {self.redis.sock_path}")
+        return self.redis
+
+    # -- case a
+    def case_original(self):
+        n, reps = self.a.original_items, self.a.reps
+        path = os.path.join(self.tmp, "original.jsonl")
+        gen_items(path, n)
+        env = child_env()
+        ch, rc = [], []
+        for rep in range(1, reps + 1):
+            out = os.path.join(self.tmp, "original.chunkd.out")
+            if os.path.exists(out):
+                os.unlink(out)
+            p, logp = self.run_chunkd("original.chunkd",
+                                      ["run", "--concurrency", "10000", path, "--out", out],
+                                      env, timeout=120)
+            sampler = procmem.TreeSampler(p.pid, interval=0.01, pss_every=5, skip_root=True).start()
+            try:
+                code, ru, wall = self.procs.wait(p, 120)
+            finally:
+                sampler.stop()
+            self.check_exit("chunkd run", code, logp)
+            problem = verify_results(out, n)
+            if problem:
+                raise BenchError("chunkd run: " + problem)
+            m = rusage_dict(ru, wall)
+            m.update(sampler.result())
+            ch.append(m)
+            log(f"original {rep}/{reps}: chunkd run  {wall:7.3f} s  {n / wall:10,.0f} items/s  "
+                f"maxrss {m['maxrss_mib']:.1f} MiB  tree rss {m['peak_rss_mib']} MiB")
+
+            out = os.path.join(self.tmp, "original.recipe.out")
+            if os.path.exists(out):
+                os.unlink(out)
+            logp = os.path.join(self.tmp, "original.recipe.log")
+            with open(logp, "wb") as lf:
+                p = self.procs.start([sys.executable, os.path.join(HERE, "recipe.py"), path,
+                                      "--out", out, "--json"], env=env, stdout=subprocess.PIPE,
+                                     stderr=lf)
+                stdout = p.stdout.read()
+                p.stdout.close()
+                code, ru, wall = self.procs.wait(p, 600)
+            if code != 0:
+                raise BenchError(f"recipe.py exited with status {code}\n{tail(logp)}")
+            problem = verify_results(out, n, chunkd_format=False)
+            if problem:
+                raise BenchError("recipe.py: " + problem)
+            m = json.loads(stdout.decode().strip().splitlines()[-1])
+            m["wall_s"] = wall
+            rc.append(m)
+            log(f"original {rep}/{reps}: recipe.py   {wall:7.3f} s  {n / wall:10,.0f} items/s  "
+                f"(pool start {m['pool_start_s']} s)  tree rss {m['peak_rss_mib']} MiB  "
+                f"pss {m['peak_pss_mib']} MiB")
+
+        med = lambda rows, k: statistics.median(r[k] for r in rows)
+        c_wall, r_wall = med(ch, "wall_s"), med(rc, "wall_s")
+        ratio = r_wall / c_wall
+        self.rows += [
+            ("original", f"chunkd run wall, {fmt_int(n)} x {SLEEP_MS} ms", f"{c_wall:.3f} s", "", ""),
+            ("original", "recipe.py wall (Pool(200), spawn)", f"{r_wall:.2f} s", "", ""),
+            ("original", "  of which Pool(200) start-up", f"{med(rc, 'pool_start_s'):.2f} s", "", ""),
+            ("original", "chunkd run items/s", fmt_int(n / c_wall), "", ""),
+            ("original", "recipe.py items/s", fmt_int(n / r_wall), "", ""),
+            ("original", "speed-up (recipe wall / chunkd wall)", f"{ratio:.1f}x", ">= 20x",
+             self.verdict(ratio, 20, higher=True)),
+            ("original", "chunkd run peak RSS sum (chunkd+redis)", f"{med(ch, 'peak_rss_mib'):.1f} MiB", "", ""),
+            ("original", "chunkd run peak PSS sum (chunkd+redis)", f"{med(ch, 'peak_pss_mib'):.1f} MiB", "", ""),
+            ("original", "recipe.py peak RSS sum (all processes)", f"{med(rc, 'peak_rss_mib'):.1f} MiB", "", ""),
+            ("original", "recipe.py peak PSS sum (all processes)", f"{med(rc, 'peak_pss_mib'):.1f} MiB", "", ""),
+        ]
+        det = [f"original: {n} items x {SLEEP_MS} ms, {reps} alternating runs each (wall seconds, "
+               "from process start to exit, measured by this harness)"]
+        for i, (c, r) in enumerate(zip(ch, rc), 1):
+            det.append(f"  run {i}: chunkd run {c['wall_s']:.3f} s (cpu {c['cpu_s']:.2f} s, "
+                       f"ru_maxrss {c['maxrss_mib']:.1f} MiB, tree rss {c['peak_rss_mib']} MiB, "
+                       f"pss {c['peak_pss_mib']} MiB)   recipe.py {r['wall_s']:.2f} s "
+                       f"(pool start {r['pool_start_s']} s, rss sum {r['peak_rss_mib']} MiB, "
+                       f"pss sum {r['peak_pss_mib']} MiB, {r['peak_procs']} processes)")
+        self.sections.append("\n".join(det))
+
+    # -- one worker run against the shared redis: enqueue, then worker + collect at once
+    # handler: the worker's handler flags; http=True: items {"id":N,"path":"/x"} (their file is
+    # removed after the run), results checked for status 200; on_worker(pid) is called once
+    # with the pid of the chunkd worker itself (not its trampoline) while it runs.
+    def worker_run(self, label, queue, n, concurrency, collect_out, handler=("--handler", "sleep"),
+                   http=False, on_worker=None):
+        r = self.get_redis()
+        r.cmd("FLUSHALL")
+        path = os.path.join(self.tmp, f"{'http-' if http else ''}items-{n}.jsonl")
+        if not os.path.exists(path):
+            (gen_http_items if http else gen_items)(path, n)
+        env = child_env(r.url)
+
+        p, logp = self.run_chunkd(f"{label}.enqueue", ["enqueue", "--queue", queue, path], env, 600)
+        code, ru, t_enq = self.procs.wait(p, 600)
+        self.check_exit("chunkd enqueue", code, logp)
+        st = r.stats(queue)
+        if st.get("enqueued") != n:
+            raise BenchError(f"chunkd enqueue: stats enqueued={st.get('enqueued')} for {n} items")
+
+        ideal = concurrency * 1000 / SLEEP_MS
+        timeout = 60 + 5 * n / min(ideal, 100000)
+        if os.path.exists(collect_out):
+            os.unlink(collect_out)
+        redis_cpu0 = cpu_ticks_s(r.proc.pid)
+        pc, logc = self.run_chunkd(f"{label}.collect", ["collect", "--queue", queue, "--until-done",
+                                                        "--out", collect_out], env, timeout)
+        pw, logw = self.run_chunkd(f"{label}.worker",
+                                   ["worker", "--queue", queue] + list(handler) +
+                                   ["--concurrency", str(concurrency), "--exit-when-empty"], env, timeout)
+        # Watch the `done` counter (10 polls/s) to tell work time from exit time.
+        # Also read the worker's VmHWM (peak RSS of its own memory image) as a cross-check
+        # of the wait4 figure; the last read is at most 0.1 s before it exits.
+        t_all_done = None
+        hwm_kib = 0
+        try:
+            fd = os.pidfd_open(pw.pid)
+            while not select.select([fd], [], [], 0.1)[0]:
+                if time.monotonic() - pw.t_start > timeout:
+                    break
+                for pid in procmem.tree_pids(pw.pid)[1:]:
+                    hwm_kib = max(hwm_kib, procmem.hwm_kib(pid))
+                    if on_worker:
+                        on_worker(pid)
+                        on_worker = None
+                if t_all_done is None and r.stats(queue).get("done", 0) >= n:
+                    t_all_done = time.monotonic()
+            os.close(fd)
+            code, ru, wall = self.procs.wait(pw, timeout)
+            redis_cpu = cpu_ticks_s(r.proc.pid) - redis_cpu0
+            self.check_exit("chunkd worker", code, logw)
+            t_all_done = (t_all_done - pw.t_fork) if t_all_done is not None else (
+                wall if r.stats(queue).get("done", 0) >= n else None)
+            ccode, cru, cwall = self.procs.wait(pc, timeout)
+            self.check_exit("chunkd collect", ccode, logc)
+        finally:
+            for p in (pw, pc):
+                if p.returncode is None:
+                    self.procs.kill(p)
+        problem = verify_results(collect_out, n, want_status=200 if http else None)
+        extra = {}
+        if http:
+            os.unlink(path)
+            extra = http_call_ms(collect_out)
+        st = r.stats(queue)
+        mem = r.info_memory()
+        os.unlink(collect_out)
+        if problem:
+            raise BenchError(f"chunkd collect: {problem}; stats {st}")
+        m = rusage_dict(ru, wall)
+        m.update(n=n, concurrency=concurrency, items_per_s=n / wall, enqueue_s=t_enq,
+                 enqueue_per_s=n / t_enq, collect_wall_s=cwall, collect_maxrss_mib=cru.ru_maxrss / 1024,
+                 collect_cpu_s=cru.ru_utime + cru.ru_stime, all_done_s=t_all_done,
+                 redis_peak_mib=int(mem.get("used_memory_peak", 0)) / MIB, stats=st,
+                 vmhwm_sampled_mib=hwm_kib / 1024,
+                 redis_cpu_pct=100 * redis_cpu / wall if wall > 0 else 0.0,
+                 collect_cpu_pct=100 * (cru.ru_utime + cru.ru_stime) / cwall if cwall > 0 else 0.0,
+                 done_per_s=(n / t_all_done) if t_all_done else 0.0,
+                 ideal_per_s=ideal, **extra)
+        done = f"{t_all_done:.2f}" if t_all_done is not None else "?"
+        log(f"{label}: {fmt_int(n)} items, concurrency {concurrency}: worker {wall:.2f} s "
+            f"({fmt_int(m['items_per_s'])} items/s, all done at {done} s), "
+            f"maxrss {m['maxrss_mib']:.1f} MiB (VmHWM {m['vmhwm_sampled_mib']:.1f}), cpu {m['cpu_pct']:.0f}% "
+            f"(redis-server {m['redis_cpu_pct']:.0f}%, collect {m['collect_cpu_pct']:.0f}%); "
+            f"enqueue {t_enq:.2f} s; "
+            f"collect {cwall:.2f} s, maxrss {m['collect_maxrss_mib']:.1f} MiB")
+        return m
+
+    # -- case b
+    def case_million(self):
+        big, small = self.a.million, self.a.compare
+        runs = {big: [], small: []}
+        for rep in range(1, self.a.million_reps + 1):
+            for n in (big, small):
+                runs[n].append(self.worker_run(f"million-{n} {rep}/{self.a.million_reps}", "bench", n,
+                                               10000, os.path.join(self.tmp, "million.collect.out")))
+        res = {n: median_run(rs) for n, rs in runs.items()}
+        b, s = res[big], res[small]
+        growth = 100 * (b["maxrss_mib"] - s["maxrss_mib"]) / s["maxrss_mib"]
+        # The items/s and growth targets are stated for 1,000,000 vs 100,000 items.
+        sized = big == 1000000 and small == 100000
+        na = "n/a (target is for 1,000,000 vs 100,000 items)"
+        limit_mib = 150 * MB / MIB
+        self.rows += [
+            ("million", f"worker items/s, {fmt_int(big)} items, c=10000", fmt_int(b["items_per_s"]),
+             ">= 70,000", self.verdict(b["items_per_s"], 70000, higher=True) if sized else na),
+            ("million", f"  worker wall / all items done at", f"{b['wall_s']:.2f} s / "
+             + (f"{b['all_done_s']:.2f} s" if b["all_done_s"] is not None else "?"), "", ""),
+            ("million", f"  items/s to the last item done (not to exit)", fmt_int(b["done_per_s"]), "", ""),
+            ("million", f"  CPU: worker / redis-server / collect", f"{b['cpu_pct']:.0f}% / "
+             f"{b['redis_cpu_pct']:.0f}% / {b['collect_cpu_pct']:.0f}%", "of one core", ""),
+            ("million", f"worker items/s, {fmt_int(small)} items, c=10000", fmt_int(s["items_per_s"]), "", ""),
+            ("million", f"worker peak RSS, {fmt_int(big)} items", f"{b['maxrss_mib']:.1f} MiB",
+             "<= 150 MB (143.1 MiB)", self.verdict(b["maxrss_mib"], limit_mib, higher=False)),
+            ("million", f"worker peak RSS, {fmt_int(small)} items", f"{s['maxrss_mib']:.1f} MiB",
+             "<= 150 MB (143.1 MiB)", self.verdict(s["maxrss_mib"], limit_mib, higher=False)),
+            ("million", f"  cross-check: sampled VmHWM {fmt_int(big)} / {fmt_int(small)}",
+             f"{b['vmhwm_sampled_mib']:.1f} / {s['vmhwm_sampled_mib']:.1f} MiB", "", ""),
+            ("million", f"peak RSS growth {fmt_int(small)} -> {fmt_int(big)}", f"{growth:+.1f}%",
+             "within 10%", na if not sized else
+             "met" if abs(growth) <= 10 else f"MISSED by {abs(growth) - 10:.1f} points"),
+            ("million", f"enqueue items/s, {fmt_int(big)} items", fmt_int(b["enqueue_per_s"]), "", ""),
+            ("million", f"collect wall / peak RSS, {fmt_int(big)}",
+             f"{b['collect_wall_s']:.2f} s / {b['collect_maxrss_mib']:.1f} MiB", "", ""),
+            ("million", f"redis used_memory_peak, {fmt_int(big)}", f"{b['redis_peak_mib']:.0f} MiB", "", ""),
+        ]
+        det = ["million: one worker (--concurrency 10000 --exit-when-empty) with collect running "
+               "at the same time; items/s = items / worker wall time (start to exit); peak RSS = "
+               f"ru_maxrss of the worker from wait4; table figures are medians of {self.a.million_reps} "
+               "alternating run(s) of each size"]
+        for n in (big, small):
+            for i, m in enumerate(runs[n], 1):
+                det.append(f"  {n:>9,} items, run {i}: " + json.dumps(
+                    {k: (round(v, 3) if isinstance(v, float) else v) for k, v in m.items()}))
+        self.sections.append("\n".join(det))
+
+    # -- case c
+    def case_sweep(self):
+        rows = []
+        for c in self.a.sweep:
+            n = max(self.a.sweep_min, self.a.sweep_per_c * c)
+            try:
+                m = self.worker_run(f"sweep-{c}", "sweep", n, c,
+                                    os.path.join(self.tmp, "sweep.collect.out"))
+            except BenchError as e:
+                self.error(f"sweep c={c}: {e}")
+                continue
+            rows.append(m)
+        self.sweep_rows = rows
+        if not rows:
+            return
+        dat = os.path.join(self.a.outdir, "throughput.dat")
+        with open(dat, "w") as f:
+            f.write(f"# chunkd worker throughput vs --concurrency ({SLEEP_MS} ms sleep handler, "
+                    f"one worker, collect running alongside); {self.host_line()}\n")
+            f.write("# items_per_s = items / worker wall (start to exit); done_per_s = items / time "
+                    "until the stats hash showed every item done (polled every 0.1 s)\n")
+            f.write("# concurrency items worker_s items_per_s ideal_items_per_s peak_rss_mib cpu_pct "
+                    "all_done_s done_per_s redis_cpu_pct\n")
+            for m in rows:
+                f.write(f"{m['concurrency']} {m['n']} {m['wall_s']:.3f} {m['items_per_s']:.0f} "
+                        f"{m['ideal_per_s']:.0f} {m['maxrss_mib']:.1f} {m['cpu_pct']:.0f} "
+                        f"{m['all_done_s'] or 0:.3f} {m['done_per_s']:.0f} {m['redis_cpu_pct']:.0f}\n")
+        log(f"wrote {dat}")
+        self.plot(dat)
+        for m in rows:
+            pct = 100 * m["items_per_s"] / m["ideal_per_s"]
+            note = f"{pct:.0f}% of ideal"
+            if pct > 105:
+                note += " (above ideal: more than --concurrency items were in flight)"
+            self.rows.append(("sweep", f"items/s at concurrency {m['concurrency']:>5} "
+                              f"({fmt_int(m['n'])} items)", fmt_int(m["items_per_s"]),
+                              f"ideal {fmt_int(m['ideal_per_s'])}", note))
+
+    # -- case d: the http handler against nginx, wrk as the yardstick
+    def wrk_run(self, label, url, c, seconds):
+        logp = os.path.join(self.tmp, f"{label.replace(' ', '_').replace('/', 'of')}.wrk.log")
+        cpu0, opens0 = self.nginx.cpu_s(), tcp_active_opens()
+        with open(logp, "wb") as lf:
+            p = self.procs.start(["wrk", "-t2", "-c", str(c), "-d", f"{seconds}s", url],
+                                 env=child_env(), stdout=lf, stderr=subprocess.STDOUT)
+        code, ru, wall = self.procs.wait(p, seconds + 60)
+        nginx_cpu = self.nginx.cpu_s() - cpu0
+        if code != 0:
+            raise BenchError(f"wrk exited with status {code}\n{tail(logp)}")
+        with open(logp, errors="replace") as f:
+            w = parse_wrk(f.read())
+        w.update(wall_s=wall, cpu_pct=100 * (ru.ru_utime + ru.ru_stime) / wall,
+                 cpu_us_per_req=1e6 * (ru.ru_utime + ru.ru_stime) / max(1, w["requests"]),
+                 tcp_opens=tcp_active_opens() - opens0,
+                 nginx_cpu_pct=100 * nginx_cpu / wall)
+        log(f"{label}: wrk -t2 -c {c} -d {seconds}s: {fmt_int(w['req_per_s'])} req/s, latency avg "
+            f"{w['latency_avg']} max {w['latency_max']}, {w['socket_errors']} socket errors, "
+            f"{w['non_2xx']} non-2xx; cpu wrk {w['cpu_pct']:.0f}%, nginx {w['nginx_cpu_pct']:.0f}%")
+        return w
+
+    def http_worker(self, label, c, n, on_worker=None):
+        cpu0, opens0 = self.nginx.cpu_s(), tcp_active_opens()
+        m = self.worker_run(label, "http", n, c, os.path.join(self.tmp, "http.collect.out"),
+                            handler=("--handler", "http", "--base-url", self.nginx.url), http=True,
+                            on_worker=on_worker)
+        m["nginx_cpu_pct"] = 100 * (self.nginx.cpu_s() - cpu0) / m["wall_s"]
+        m["tcp_opens"] = tcp_active_opens() - opens0
+        return m
+
+    def case_http(self):
+        a = self.a
+        if not shutil.which("wrk"):
+            raise BenchError("wrk not found (make bench-deps installs nginx, libnginx-mod-http-echo, wrk)")
+        # wrk and the worker each hold one descriptor per connection; chunkd does not raise its
+        # own soft limit, and with 1024 most of 5,000 connections fail ("Couldn't connect").
+        need = max(a.http_conc) + 1024
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < need:
+            if hard != resource.RLIM_INFINITY and hard < need:
+                raise BenchError(f"open-file hard limit {hard} < {need} needed for {max(a.http_conc)} "
+                                 "connections (ulimit -Hn)")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self.nginx = Nginx(self.procs, self.tmp, HTTP_DELAY_S)
+        url = self.nginx.url
+        log(f"nginx {self.nginx.version()} (pid {self.nginx.pid}) on {url}, {HTTP_DELAY_S * 1000:.0f} ms delay")
+        try:
+            self._case_http(url)
+        finally:
+            self.nginx.stop()
+
+    def _case_http(self, url):
+        a = self.a
+        reps, concs = a.http_reps, a.http_conc
+        runs = {c: [] for c in concs}  # c -> [(wrk dict, worker dict)]
+        for rep in range(1, reps + 1):
+            for c in concs:
+                label = f"http-{c} {rep}/{reps}"
+                w = self.wrk_run(label, url + "/x", c, a.wrk_seconds)
+                # Items for http_seconds of work at the target rate (target ratio x wrk's req/s):
+                # a run that takes longer than that missed its target.
+                n = max(1000, round(a.http_seconds * HTTP_TARGETS.get(c, 1.0) * w["req_per_s"] / 1000) * 1000)
+                m = self.http_worker(label, c, n)
+                m["wrk_per_s"], m["ratio"] = w["req_per_s"], m["items_per_s"] / w["req_per_s"]
+                log(f"{label}: chunkd {fmt_int(m['items_per_s'])} items/s / wrk {fmt_int(w['req_per_s'])} "
+                    f"req/s = {m['ratio']:.2f}; nginx cpu {m['nginx_cpu_pct']:.0f}%")
+                runs[c].append((w, m))
+
+        # The original recipe against the same URL, once.
+        n = a.http_recipe_items
+        path = os.path.join(self.tmp, "http-recipe-items.jsonl")
+        gen_http_items(path, n)
+        out = os.path.join(self.tmp, "http.recipe.out")
+        logp = os.path.join(self.tmp, "http.recipe.log")
+        cpu0 = self.nginx.cpu_s()
+        with open(logp, "wb") as lf:
+            p = self.procs.start([sys.executable, os.path.join(HERE, "recipe.py"), path, "--out", out,
+                                  "--json", "--base-url", url], env=child_env(), stdout=subprocess.PIPE,
+                                 stderr=lf)
+            stdout = p.stdout.read()
+            p.stdout.close()
+            code, ru, wall = self.procs.wait(p, 600)
+        recipe = None
+        try:
+            if code != 0:
+                raise BenchError(f"recipe.py --base-url exited with status {code}\n{tail(logp)}\n    | "
+                                 + stdout.decode(errors="replace").strip()[-300:])
+            recipe = json.loads(stdout.decode().strip().splitlines()[-1])
+            problem = verify_results(out, n, chunkd_format=False)
+            if problem or recipe["errors"]:
+                raise BenchError(f"recipe.py --base-url: {problem or ''} {recipe['errors']} calls failed, "
+                                 f"first: {recipe.get('first_error')}")
+            recipe.update(wall_s=wall, nginx_cpu_pct=100 * (self.nginx.cpu_s() - cpu0) / wall)
+            log(f"http recipe.py: {fmt_int(n)} items in {wall:.2f} s ({n / wall:,.0f} items/s; pool start "
+                f"{recipe['pool_start_s']} s, then {n / recipe['process_s']:,.0f} items/s), tree rss "
+                f"{recipe['peak_rss_mib']} MiB, pss {recipe['peak_pss_mib']} MiB")
+        except BenchError as e:
+            self.error(f"http: {e}")
+            recipe = None
+
+        profile = self.http_perf(url, concs, runs) if a.perf else None
+
+        # -- table
+        med = lambda xs: statistics.median(xs)
+        rows, det = [], []
+        of = f"median of {reps}" if reps > 1 else "1 run"
+        for c in concs:
+            ws, ms = [w for w, _ in runs[c]], [m for _, m in runs[c]]
+            wrk_rate, ck_rate = med(w["req_per_s"] for w in ws), med(m["items_per_s"] for m in ms)
+            ratio = ck_rate / wrk_rate
+            tgt = HTTP_TARGETS.get(c)
+            rows += [
+                ("http", f"wrk req/s, {c} connections ({a.wrk_seconds} s)", fmt_int(wrk_rate), "", of),
+                ("http", f"chunkd worker items/s, concurrency {c} ({fmt_int(med(m['n'] for m in ms))} items)",
+                 fmt_int(ck_rate), "", of),
+                ("http", "  worker wall / all items done at", f"{med(m['wall_s'] for m in ms):.2f} s / "
+                 f"{med(m['all_done_s'] or m['wall_s'] for m in ms):.2f} s", "", ""),
+                ("http", f"  CPU: worker / redis / collect / nginx",
+                 f"{med(m['cpu_pct'] for m in ms):.0f}% / {med(m['redis_cpu_pct'] for m in ms):.0f}% / "
+                 f"{med(m['collect_cpu_pct'] for m in ms):.0f}% / {med(m['nginx_cpu_pct'] for m in ms):.0f}%",
+                 "of one core", f"(wrk run: wrk {med(w['cpu_pct'] for w in ws):.0f}%, "
+                 f"nginx {med(w['nginx_cpu_pct'] for w in ws):.0f}%)"),
+                ("http", "  call ms p50 / p99 (result \"ms\"); wrk latency avg (last)",
+                 f"{med(m.get('call_ms_p50', 0) for m in ms):.0f} / {med(m.get('call_ms_p99', 0) for m in ms):.0f}"
+                 f" ms; {ws[-1]['latency_avg']}", "", ""),
+                ("http", "  CPU per request: chunkd worker / wrk",
+                 f"{med(1e6 * m['cpu_s'] / m['n'] for m in ms):.0f} / {med(w['cpu_us_per_req'] for w in ws):.0f} us",
+                 "", ""),
+                ("http", f"ratio chunkd / wrk at {c}", f"{ratio:.2f}",
+                 f">= {tgt}" if tgt else "", self.verdict(ratio, tgt, higher=True) if tgt else ""),
+            ]
+        for c in concs:
+            rss = med(m["maxrss_mib"] for _, m in runs[c])
+            big = c == 5000
+            limit = HTTP_RSS_TARGET_MB * MB / MIB
+            rows.append(("http", f"worker peak RSS, concurrency {c}", f"{rss:.1f} MiB",
+                         f"<= {HTTP_RSS_TARGET_MB} MB ({limit:.1f} MiB)" if big else "",
+                         self.verdict(rss, limit, higher=False) if big else ""))
+        if recipe:
+            n = a.http_recipe_items
+            rows += [
+                ("http", f"recipe.py items/s, {fmt_int(n)} GETs (Pool(200), urllib)", fmt_int(n / recipe["wall_s"]),
+                 "", "1 run"),
+                ("http", "  wall / of which Pool(200) start-up", f"{recipe['wall_s']:.2f} s / "
+                 f"{recipe['pool_start_s']:.2f} s", "", ""),
+                ("http", "  items/s after the pool started", fmt_int(n / recipe["process_s"]), "", ""),
+                ("http", "  peak RSS / PSS sum (all processes)",
+                 f"{recipe['peak_rss_mib']:.0f} / {recipe['peak_pss_mib']:.0f} MiB", "", ""),
+            ]
+            c0 = concs[0]
+            rows.append(("http", f"chunkd (concurrency {c0}) / recipe.py items/s",
+                         f"{med(m['items_per_s'] for _, m in runs[c0]) / (n / recipe['wall_s']):.0f}x", "", ""))
+        self.rows += rows
+
+        det.append(f"http: nginx {self.nginx.version()} (1 worker process, echo_sleep {HTTP_DELAY_S}) on {url}; "
+                   f"per run: wrk -t2 -c N -d {a.wrk_seconds}s {url}/x, then one chunkd worker "
+                   f"(--handler http --base-url {url} --concurrency N --exit-when-empty) with collect "
+                   f"running alongside, on {a.http_seconds} s x target ratio x wrk req/s items; "
+                   f"{reps} alternating rep(s); items/s = items / worker wall (start to exit)")
+        for c in concs:
+            for i, (w, m) in enumerate(runs[c], 1):
+                det.append(f"  c={c} run {i}: wrk {w['req_per_s']:,.0f} req/s ({w['requests']:,} requests, "
+                           f"latency avg {w['latency_avg']} max {w['latency_max']}, {w['socket_errors']} socket "
+                           f"errors, {w['non_2xx']} non-2xx, cpu wrk {w['cpu_pct']:.0f}% nginx "
+                           f"{w['nginx_cpu_pct']:.0f}%, {w['tcp_opens']:,} tcp connects machine-wide) | chunkd {m['n']:,} items {m['wall_s']:.2f} s = "
+                           f"{m['items_per_s']:,.0f} items/s (all done at {m['all_done_s'] or 0:.2f} s: "
+                           f"{m['done_per_s']:,.0f}/s), ratio {m['ratio']:.3f}, maxrss {m['maxrss_mib']:.1f} MiB "
+                           f"(VmHWM {m['vmhwm_sampled_mib']:.1f}), cpu worker {m['cpu_pct']:.0f}% redis "
+                           f"{m['redis_cpu_pct']:.0f}% collect {m['collect_cpu_pct']:.0f}% nginx "
+                           f"{m['nginx_cpu_pct']:.0f}%, {m['tcp_opens']:,} tcp connects machine-wide, call ms p50/p90/p99/max "
+                           f"{m.get('call_ms_p50')}/{m.get('call_ms_p90')}/{m.get('call_ms_p99')}/"
+                           f"{m.get('call_ms_max')}, enqueue {m['enqueue_s']:.2f} s")
+        if recipe:
+            det.append("  recipe.py --base-url: " + json.dumps(
+                {k: (round(v, 3) if isinstance(v, float) else v) for k, v in recipe.items()}))
+        if profile:
+            det.append(profile)
+        self.sections.append("\n".join(det))
+
+    def http_perf(self, url, concs, runs):
+        """--perf: one more worker run at the highest concurrency under `perf record -g -p PID`
+        (not in the table: perf slows it); returns the top symbols as text."""
+        perf = shutil.which("perf")
+        if not perf:
+            self.error("http --perf: perf not found")
+            return None
+        c = max(concs)
+        n = runs[c][-1][1]["n"]
+        data = os.path.join(self.tmp, "perf.data")
+        plog = os.path.join(self.tmp, "perf.log")
+        holder = {}
+
+        def attach(pid):
+            with open(plog, "wb") as lf:
+                holder["p"] = self.procs.start([perf, "record", "-g", "-o", data, "-p", str(pid)],
+                                               stdout=lf, stderr=subprocess.STDOUT)
+            holder["pid"] = pid
+
+        try:
+            m = self.http_worker(f"http-{c} perf", c, n, on_worker=attach)
+        except BenchError as e:
+            self.error(f"http --perf run: {e}")
+            return None
+        finally:
+            if "p" in holder:
+                try:
+                    # perf record -p ends by itself when its target exits
+                    self.procs.wait(holder["p"], time.monotonic() - holder["p"].t_start + 30)
+                except BenchError:
+                    pass
+        if "p" not in holder or not os.path.exists(data):
+            self.error(f"http --perf: no profile\n{tail(plog)}")
+            return None
+        out = [f"perf: an extra run at concurrency {c} ({n:,} items) under `perf record -g -p "
+               f"<worker pid>`: {m['items_per_s']:,.0f} items/s, cpu {m['cpu_pct']:.0f}% (slowed by perf)"]
+        for title, sort, limit in (("top symbols (self time, % of samples in the worker)", "dso,sym", "0.7"),
+                                   ("by shared object", "dso", "0.5")):
+            res = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
+                                  "--sort", sort, "--percent-limit", limit], capture_output=True, text=True)
+            lines = [l.rstrip() for l in res.stdout.splitlines() if l.strip() and not l.startswith("#")]
+            out.append(f"  {title}:")
+            out += ["    " + l.strip() for l in lines[:30]]
+        log("perf: " + " | ".join(out[2:7]))
+        return "\n".join(out)
+
+    def plot(self, dat):
+        png = os.path.join(self.a.outdir, "throughput.png")
+        if not shutil.which("gnuplot"):
+            self.error("gnuplot not found: throughput.png not written")
+            return
+        gp = os.path.join(self.tmp, "throughput.gp")
+        with open(gp, "w") as f:
+            f.write(f"""set terminal pngcairo size 900,560 noenhanced font ",10"
+set output "{png}"
+set title "chunkd worker: items/s vs --concurrency ({SLEEP_MS} ms items, {os.cpu_count()} cores)"
+set xlabel "--concurrency (items in flight)"
+set ylabel "items/s"
+set y2label "worker peak RSS (MiB)"
+set logscale x
+set xrange [{min(m["concurrency"] for m in self.sweep_rows) / 1.3}:{max(m["concurrency"] for m in self.sweep_rows) * 1.3}]
+set logscale y
+set y2range [0:*]
+set ytics nomirror
+set y2tics
+set grid
+set key top left
+set format y "%.0s%c"
+plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurrency x {1000 // SLEEP_MS}/s)", \\
+     "{dat}" using 1:4 with linespoints lw 2 pt 7 lc rgb "#1f77b4" title "items/s (worker start to exit)", \\
+     "{dat}" using 1:9 with linespoints lw 1 pt 6 lc rgb "#2ca02c" title "items/s (start to last item done)", \\
+     "{dat}" using 1:6 axes x1y2 with linespoints lw 1 pt 5 lc rgb "#d62728" title "worker peak RSS (MiB)"
+""")
+        res = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
+        if res.returncode != 0:
+            # pngcairo may be missing; try the plain png terminal
+            with open(gp) as f:
+                script = f.read().replace("pngcairo", "png")
+            with open(gp, "w") as f:
+                f.write(script)
+            res = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
+        if res.returncode != 0:
+            self.error(f"gnuplot failed: {res.stderr.strip()}")
+        else:
+            log(f"wrote {png}")
+
+    # -- reporting
+    @staticmethod
+    def verdict(value, target, higher):
+        if (value >= target) if higher else (value <= target):
+            return "met"
+        short = (target - value) / target if higher else (value - target) / target
+        return f"MISSED by {100 * short:.0f}%"
+
+    def error(self, msg):
+        self.errors.append(msg)
+        log("ERROR " + msg)
+
+    def host_line(self):
+        mem = "?"
+        try:
+            with open("/proc/meminfo") as f:
+                mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB"
+        except OSError:
+            pass
+        cpu = "?"
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Linux {platform.release()}"
+
+    def report(self, started, cases):
+        lines = []
+        rev = subprocess.run(["git", "-C", HERE, "describe", "--always", "--dirty"],
+                             capture_output=True, text=True).stdout.strip() or "no commit"
+        redis_v = "?"
+        for word in subprocess.run(["redis-server", "--version"], capture_output=True,
+                                   text=True).stdout.split():
+            if word.startswith("v="):
+                redis_v = word[2:]
+        lines.append(f"chunkd bench, {started:%Y-%m-%d %H:%M} ({'QUICK' if self.a.quick else 'full'} mode, "
+                     f"cases: {','.join(cases)}), {time.monotonic() - self.t0:.0f} s")
+        lines.append(f"machine: {self.host_line()}; redis-server {redis_v}; "
+                     f"Python {platform.python_version()}; chunkd git {rev}")
+        lines.append(f"load average at start: {self.load_start}; at end: {loadavg()} "
+                     "(other work on the machine skews the numbers)")
+        if "original" in cases:
+            lines.append(f"original-case figures are medians of {self.a.reps} side-by-side alternating run(s)")
+        if "http" in cases:
+            lines.append(f"http-case figures are medians of {self.a.http_reps} alternating wrk/chunkd run(s) "
+                         f"at each connection count; its recipe.py figures are 1 run")
+        lines.append("")
+        hdr = ("case", "metric", "value", "target", "status")
+        w = [max(len(str(r[i])) for r in self.rows + [hdr]) for i in range(5)]
+        fmt = lambda r: "  ".join(str(r[i]).ljust(w[i]) if i != 2 else str(r[i]).rjust(w[i])
+                                  for i in range(5)).rstrip()
+        lines.append(fmt(hdr))
+        lines.append(fmt(tuple("-" * x for x in w)))
+        lines += [fmt(r) for r in self.rows]
+        if self.errors:
+            lines.append("")
+            lines.append("ERRORS (runs that failed; their numbers are missing above):")
+            lines += ["  " + e.replace("\n", "\n  ") for e in self.errors]
+        lines.append("")
+        lines.append("details:")
+        lines += self.sections
+        text = "\n".join(lines) + "\n"
+        path = os.path.join(self.a.outdir, "results.txt")
+        with open(path, "w") as f:
+            f.write(text)
+        print(text, end="")
+        log(f"wrote {path}")
+
+    def run(self, cases):
+        self.t0 = time.monotonic()
+        self.load_start = loadavg()
+        started = datetime.datetime.now()
+        try:
+            for case in cases:
+                log(f"case {case}")
+                try:
+                    getattr(self, "case_" + case)()
+                except BenchError as e:
+                    self.error(f"{case}: {e}")
+        finally:
+            if self.redis:
+                try:
+                    self.redis.sock.close()
+                except OSError:
+                    pass
+            self.procs.kill_all()
+        self.report(started, cases)
+        return 1 if self.errors else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("chunkd", help="path to the chunkd binary")
+    ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+                    help="smaller sizes (also BENCH_QUICK=1)")
+    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES", "original,million,sweep,http"),
+                    help="comma-separated subset of original,million,sweep,http (also BENCH_CASES)")
+    ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
+    ap.add_argument("--original-items", type=int, default=10000)
+    ap.add_argument("--million", type=int, help="items of the big worker run (1000000; quick 100000)")
+    ap.add_argument("--million-reps", type=int, help="runs of each size in the million case (3; quick 1)")
+    ap.add_argument("--compare", type=int, help="items of the RSS comparison run (100000; quick 10000)")
+    ap.add_argument("--sweep", help="concurrency points (100,300,1000,3000,10000,20000; quick 100,1000,10000)")
+    ap.add_argument("--sweep-per-c", type=int, help="items per unit of concurrency (40: >= 4 s a point; quick 15)")
+    ap.add_argument("--sweep-min", type=int, default=2000, help="minimum items per sweep point")
+    ap.add_argument("--http-conc", help="http case: connection counts (2000,5000)")
+    ap.add_argument("--http-reps", type=int, help="http case: alternating wrk/chunkd runs at each count (2; quick 1)")
+    ap.add_argument("--wrk-seconds", type=int, help="http case: wrk -d (10; quick 5)")
+    ap.add_argument("--http-seconds", type=float,
+                    help="http case: chunkd items = this x target ratio x wrk req/s (10; quick 5)")
+    ap.add_argument("--http-recipe-items", type=int, help="http case: recipe.py --base-url items (3000; quick 1000)")
+    ap.add_argument("--perf", action="store_true",
+                    help="http case: one extra worker run at the highest count under perf record -g")
+    ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
+    ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
+    a = ap.parse_args()
+    q = a.quick
+    a.reps = a.reps or (1 if q else 3)
+    a.million = a.million or (100000 if q else 1000000)
+    a.compare = a.compare or (10000 if q else 100000)
+    a.million_reps = a.million_reps or (1 if q else 3)
+    a.sweep = [int(x) for x in (a.sweep or ("100,1000,10000" if q else "100,300,1000,3000,10000,20000")).split(",")]
+    a.sweep_per_c = a.sweep_per_c or (15 if q else 40)
+    a.http_conc = [int(x) for x in (a.http_conc or "2000,5000").split(",")]
+    a.http_reps = a.http_reps or (1 if q else 2)
+    a.wrk_seconds = a.wrk_seconds or (5 if q else 10)
+    a.http_seconds = a.http_seconds or (5 if q else 10)
+    a.http_recipe_items = a.http_recipe_items or (1000 if q else 3000)
+    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    for c in cases:
+        if c not in ("original", "million", "sweep", "http"):
+            ap.error(f"unknown case {c!r}")
+    a.chunkd = os.path.abspath(a.chunkd)
+    if not (os.path.isfile(a.chunkd) and os.access(a.chunkd, os.X_OK)):
+        ap.error(f"{a.chunkd} is not an executable file (build it first)")
+    if not shutil.which("redis-server"):
+        ap.error("redis-server not found in PATH")
+    own_tmp = a.tmp is None
+    if own_tmp:
+        a.tmp = tempfile.mkdtemp(prefix="chunkd-bench.")
+    a.outdir = os.path.abspath(a.outdir)
+    os.makedirs(a.outdir, exist_ok=True)
+
+    def on_signal(sig, _frame):
+        raise Interrupted(f"signal {sig}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    b = Bench(a)
+    try:
+        return b.run(cases)
+    except Interrupted as e:
+        log(f"interrupted ({e}); cleaning up")
+        b.procs.kill_all()
+        return 130
+    finally:
+        b.procs.kill_all()
+        if own_tmp:
+            shutil.rmtree(a.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
