@@ -112,10 +112,12 @@ int cmd_run(settings_t *s)
 
     double t0 = clock_now_s();
     worker_t *w = worker_new(s);
-    if (worker_start(w, err, sizeof err)) {
+    int started = worker_start(w, err, sizeof err);
+    if (started) {
         LOG(LL_ERROR, "%s", err);
         worker_abort(w);
         worker_free(w);
+        if (started == WORKER_BAD_SETTINGS) rc = EXIT_USAGE;
         goto out_sink;
     }
     pthread_t enq_thread, col_thread;

@@ -45,11 +45,12 @@ int cmd_worker(settings_t *s)
 {
     worker_t *w = worker_new(s);
     char err[1024];
-    if (worker_start(w, err, sizeof err)) {
+    int started = worker_start(w, err, sizeof err);
+    if (started) {
         LOG(LL_ERROR, "%s", err);
         worker_abort(w);
         worker_free(w);
-        return EXIT_RUNTIME;
+        return started == WORKER_BAD_SETTINGS ? EXIT_USAGE : EXIT_RUNTIME;
     }
     settings_log_effective(s, CMD_WORKER, LL_INFO);
     for (;;) {

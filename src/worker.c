@@ -101,7 +101,7 @@ static long worker_peak_rss_kb(void)
 int worker_start(worker_t *w, char *err, size_t errlen)
 {
     const settings_t *s = w->settings;
-    if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return -1;
+    if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return WORKER_BAD_SETTINGS;
     for (size_t i = 0; i < w->n_loops; i++)
         w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_chunk_done, w);
     w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit);

@@ -15,8 +15,10 @@ typedef struct worker worker_t;
 
 /* s must outlive the worker; s->redis_url must be set. */
 worker_t *worker_new(const settings_t *s);
-/* Connects (a Redis that is down or refuses AUTH is an error here), registers and starts the threads.
- * Returns 0, or -1 with a one-line reason in err. */
+/* Checks the handler's settings, connects (a Redis that is down or refuses AUTH is an error here), registers and
+ * starts the threads. Returns 0; WORKER_BAD_SETTINGS when the handler rejects its settings (exit status 2); or -1
+ * for anything else; both with a one-line reason in err. */
+#define WORKER_BAD_SETTINGS (-2)
 int worker_start(worker_t *w, char *err, size_t errlen);
 /* True once pending was found empty with nothing held (for --exit-when-empty). */
 bool worker_idle(worker_t *w);

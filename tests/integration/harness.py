@@ -2,28 +2,36 @@
 
 - RedisServer: a throwaway redis-server (no persistence) on a free loopback
   port and a unix socket in a temp dir.
+- MockApi: the mock HTTP API (tests/mockapi, build/mockapi) on a free loopback
+  port, with its request counters (/_count) and /_reset.
 - Proc: a chunkd subprocess whose stdout/stderr go to files (no pipe deadlocks).
 - Ctx: what a test function receives: its own queue name, temp dir, Redis
-  client, and helpers to run chunkd and read queue state.
+  client, the run's MockApi (ctx.mock), and helpers to run chunkd and read queue state.
 - wait_until / check / assert_exactly_once: polling with a deadline and assertions.
 """
 
 import collections
 import ctypes
+import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 from resp import Redis, RedisError
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+# Proxy variables libcurl would obey: chunkd must talk to the mock directly.
+PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
 
@@ -130,6 +138,16 @@ def _die_with_parent():
         pass
 
 
+def _preexec(nofile=None):
+    """preexec_fn: _die_with_parent, and optionally a soft RLIMIT_NOFILE (the hard limit stays)."""
+    def run():
+        _die_with_parent()
+        if nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
+    return run
+
+
 def redis_servers_tagged(token):
     """Pids of redis-server processes whose command line (or environment) contains token.
 
@@ -225,6 +243,102 @@ class RedisServer:
         self.proc = None
 
 
+class MockApi:
+    """The mock HTTP API (tests/mockapi/README.md): `mockapi --port 0` on 127.0.0.1, which prints
+    `port N` on stdout once it listens. Its stdout/stderr go to files in workdir."""
+
+    def __init__(self, binary, workdir):
+        self.binary = str(binary)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.out_path = self.workdir / "mockapi.stdout"
+        self.err_path = self.workdir / "mockapi.stderr"
+        self.port = None
+        self.proc = None
+
+    @property
+    def url(self):
+        """Base URL, without a trailing slash: http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=10):
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen([self.binary, "--port", "0"], stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=err, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            m = re.match(r"port (\d+)\n", self.out_path.read_text(errors="replace"))
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        state = "still running" if self.proc.poll() is None else f"exit {self.proc.returncode}"
+        self.stop()
+        raise RuntimeError(f"could not start {self.binary} --port 0 ({state}, no `port N` line on stdout); "
+                           f"stderr: {one_line(self.err_path.read_text(errors='replace')[-400:])}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM (so a sanitizer build writes its report), then SIGKILL after 5 s."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def sanitizer_report(self):
+        try:
+            text = self.err_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if SANITIZER_REPORT.search(line):
+                return line.strip()[:300]
+        return None
+
+    def request(self, method, target, timeout=10):
+        """(status, parsed JSON body) of one request to the mock (never through a proxy)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, target)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(body)
+        except ValueError:
+            raise TestFailure(f"mockapi {method} {target}: answer is not JSON: {body[:120]!r}")
+
+    def count(self, path):
+        """Requests the mock has counted for path (the URL-decoded path, without the query)."""
+        status, body = self.request("GET", "/_count?path=" + urllib.parse.quote(path, safe="/"))
+        check(status == 200, f"mockapi /_count?path={path}: HTTP {status} {body}")
+        return body["count"]
+
+    def counts(self):
+        """{"total": N, "paths": {path: N}}"""
+        status, body = self.request("GET", "/_count")
+        check(status == 200, f"mockapi /_count: HTTP {status} {body}")
+        return body
+
+    def total(self):
+        return self.counts()["total"]
+
+    def reset(self):
+        status, body = self.request("POST", "/_reset")
+        check(status == 200 and body.get("ok") is True, f"mockapi /_reset: HTTP {status} {body}")
+
+
 class Proc:
     """A running or finished chunkd subprocess; output is captured in files."""
 
@@ -279,16 +393,25 @@ class Proc:
 class Ctx:
     """Per-test context: unique queue, temp dir, Redis client, chunkd helpers."""
 
-    def __init__(self, name, binary, server, tmp):
+    def __init__(self, name, binary, server, tmp, mockapi=None):
         self.name = name
         self.bin = str(binary)
         self.server = server
+        self.mockapi = mockapi
         self.tmp = Path(tmp)
         self.queue = "it-" + re.sub(r"[^A-Za-z0-9]+", "-", name) + "-" + os.urandom(3).hex()
         self.r = server.client()
         self.procs = []
         self.servers = []
         self.extra_dirs = []
+
+    @property
+    def mock(self):
+        """The run's MockApi; a test that uses it fails when run.py was not given --mockapi."""
+        if self.mockapi is None:
+            raise TestFailure("this test needs the mock HTTP API: run.py --mockapi PATH "
+                              "(e.g. --mockapi build/mockapi; `make integration` passes it)")
+        return self.mockapi
 
     # ---- Redis keys and state -------------------------------------------------
 
@@ -361,19 +484,20 @@ class Ctx:
     # ---- chunkd processes -------------------------------------------------------
 
     def env(self, redis="env", url=None, extra=None):
-        """Environment for chunkd: ours minus REDIS_URL/CHUNKD_*, plus what the test asks."""
+        """Environment for chunkd: ours minus REDIS_URL/CHUNKD_* and proxy variables, plus what the test asks."""
         env = {k: v for k, v in os.environ.items()
-               if k != "REDIS_URL" and not k.startswith("CHUNKD_")}
+               if k != "REDIS_URL" and not k.startswith("CHUNKD_") and k.lower() not in PROXY_VARS}
         if redis == "env":
             env["REDIS_URL"] = url or self.server.url()
         env.update(extra or {})
         return env
 
-    def spawn(self, cmd, *args, redis="env", url=None, env=None, stdin=None, cwd=None, name=None):
+    def spawn(self, cmd, *args, redis="env", url=None, env=None, stdin=None, cwd=None, name=None, nofile=None):
         """Start `chunkd cmd args...`.
 
         redis: "env" passes the address as REDIS_URL, "flag" as --redis URL, None not at all.
         stdin: None (empty), bytes/str (the content), or a pathlib.Path (a file to read).
+        nofile: a soft limit on open descriptors for the process (its hard limit is left as it is).
         """
         argv = [self.bin] + ([cmd] if cmd else [])
         if redis == "flag":
@@ -391,7 +515,7 @@ class Ctx:
                 open(stdin if stdin is not None else os.devnull, "rb") as inp:
             popen = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err,
                                      env=self.env(redis, url, env), cwd=cwd or self.tmp,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_preexec(nofile))
         proc = Proc(label, argv, popen, out_path, err_path)
         self.procs.append(proc)
         return proc

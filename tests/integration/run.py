@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """chunkd integration tests.
 
-    python3 tests/integration/run.py --bin build/chunkd [-k SUBSTRING] [--timeout-scale F] [--keep-tmp]
+    python3 tests/integration/run.py --bin build/chunkd [--mockapi build/mockapi] [-k SUBSTRING]
+                                     [--timeout-scale F] [--keep-tmp]
 
-Starts a throwaway redis-server (no persistence) on a free loopback port, runs
-every test_* function of the test_*.py files beside this one (each gets its own
-queue name and temp dir, and the server is flushed in between), prints
+Starts a throwaway redis-server (no persistence) on a free loopback port and,
+with --mockapi, one mock HTTP API (tests/mockapi) on another, runs every test_*
+function of the test_*.py files beside this one (each gets its own queue name
+and temp dir; the server is flushed and the mock's counters are reset in
+between), prints
 `PASS name (1.2s)` or `FAIL name: reason` per test and ends with
-`integration: N passed, N failed`. Exit status 0 only when all passed.
+`integration: N passed, N failed`. Exit status 0 only when all passed. Without
+--mockapi the tests that need the mock (test_http.py) FAIL, saying so.
 Python 3.11 standard library only.
 """
 
@@ -27,7 +31,7 @@ sys.dont_write_bytecode = True  # keep tests/integration free of __pycache__
 sys.path.insert(0, str(HERE))
 
 import harness  # noqa: E402
-from harness import RedisServer, Ctx, TestFailure, one_line  # noqa: E402
+from harness import MockApi, RedisServer, Ctx, TestFailure, one_line  # noqa: E402
 
 
 def discover():
@@ -50,6 +54,24 @@ def failure_reason(exc):
     return one_line(f"{type(exc).__name__}{where}: {exc}", 600)
 
 
+def reset_or_restart(mock, workdir, mocks):
+    """Zero the mock's counters and fail_times keys before a test; start a new mock if it died or hangs."""
+    if mock.alive():
+        try:
+            mock.reset()
+            return mock
+        except (OSError, TestFailure) as exc:
+            print(f"run.py: mockapi did not answer POST /_reset ({one_line(str(exc), 200)}); restarting it",
+                  file=sys.stderr)
+    else:
+        print(f"run.py: mockapi died (exit {mock.proc.returncode if mock.proc else '?'}); restarting it",
+              file=sys.stderr)
+    mock.stop()
+    new = MockApi(mock.binary, workdir)
+    mocks.append(new)
+    return new.start()
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -57,6 +79,8 @@ def _raise_interrupt(signum, frame):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=str(HERE.parent.parent / "build" / "chunkd"), help="chunkd binary")
+    ap.add_argument("--mockapi", metavar="PATH",
+                    help="mock HTTP API binary (build/mockapi) for the http handler tests; without it they fail")
     ap.add_argument("-k", action="append", default=[], metavar="SUBSTRING",
                     help="run only tests whose name contains SUBSTRING (repeatable: any of them)")
     ap.add_argument("--timeout-scale", type=float,
@@ -74,6 +98,12 @@ def main():
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         print(f"run.py: {args.bin}: not an executable file", file=sys.stderr)
         return 2
+    mock_bin = None
+    if args.mockapi:
+        mock_bin = Path(args.mockapi).resolve()
+        if not (mock_bin.is_file() and os.access(mock_bin, os.X_OK)):
+            print(f"run.py: --mockapi {args.mockapi}: not an executable file", file=sys.stderr)
+            return 2
     if not tests:
         print(f"run.py: no test matches {args.k}", file=sys.stderr)
         return 2
@@ -82,11 +112,16 @@ def main():
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     tmp_root = Path(tempfile.mkdtemp(prefix="chunkd-it-"))
-    server = None
+    server = mock = None
+    mocks = []  # every MockApi started (a restarted one leaves its stderr to check)
     passed = failed = 0
     try:
         try:
             server = RedisServer(tmp_root / "redis").start()
+            if mock_bin:
+                mock = MockApi(mock_bin, tmp_root / "mockapi")
+                mocks.append(mock)  # stopped in `finally` even if interrupted while starting
+                mock.start()
         except (OSError, RuntimeError) as exc:
             print(f"run.py: {exc}", file=sys.stderr)
             return 2
@@ -98,9 +133,11 @@ def main():
                 admin.close()
                 admin = server.client()
             admin.execute("FLUSHALL")
+            if mock is not None:
+                mock = reset_or_restart(mock, tmp_root / f"mockapi-restart{index}", mocks)
             test_tmp = tmp_root / f"{index:02d}-{name}"
             test_tmp.mkdir()
-            ctx = Ctx(name, binary, server, test_tmp)
+            ctx = Ctx(name, binary, server, test_tmp, mockapi=mock)
             start = time.monotonic()
             try:
                 func(ctx)
@@ -118,10 +155,18 @@ def main():
             finally:
                 ctx.cleanup()
         admin.close()
+        for m in mocks:  # a sanitizer build of the mock reports at exit
+            m.stop()
+            report = m.sanitizer_report()
+            if report:
+                failed += 1
+                print(f"FAIL mockapi: sanitizer report in {m.err_path}: {report}", flush=True)
     except KeyboardInterrupt:
         print("run.py: interrupted", file=sys.stderr)
         return 130
     finally:
+        for m in mocks:
+            m.stop()
         if server is not None:
             server.stop()
         if args.keep_tmp:
