@@ -109,9 +109,19 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
         }
         redisReply **entries = NULL;
         size_t n = 0;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
+            r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
             entries = r->element[0]->element[1]->element;
             n = r->element[0]->element[1]->elements;
+        }
+        for (size_t i = 0; i < n; i++) {
+            /* Each entry is [id, fields]; anything else means the stream is not ours. */
+            if (entries[i]->type != REDIS_REPLY_ARRAY || entries[i]->elements != 2 ||
+                entries[i]->element[0]->type != REDIS_REPLY_STRING) {
+                snprintf(err, errlen, "unexpected reply shape from XREADGROUP on %s", k.results);
+                freeReplyObject(r);
+                goto out;
+            }
         }
         if (n == 0) {
             freeReplyObject(r);
@@ -131,6 +141,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
             /* An entry deleted after it was delivered has no fields: nothing to write, still acknowledged. */
             if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) continue;
             redisReply *v = fields->element[1];
+            if (v->type != REDIS_REPLY_STRING) continue;
             if (sink_write(sink, v->str, v->len)) {
                 snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
                 freeReplyObject(r);

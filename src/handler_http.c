@@ -335,8 +335,11 @@ static int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
     uint32_t events = 0;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= EPOLLIN;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
-    if (loop_watch_start(sh->hl->loop, &hs->watch, fd, events, http_on_socket))
+    if (loop_watch_start(sh->hl->loop, &hs->watch, fd, events, http_on_socket)) {
+        /* Without a watch the transfer would hang until its timeout: tell libcurl to fail it now. */
         LOG(LL_ERROR, "http: cannot watch a socket: %s", strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
