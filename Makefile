@@ -1,7 +1,7 @@
 # chunkd: see README.md. `make run` and `make test` install missing Debian packages first.
 CC       ?= cc
 VERSION  := 0.1.0
-PKGS     := hiredis jansson libcurl
+PKGS     := hiredis jansson libcurl libmicrohttpd
 # Recursively expanded, so pkg-config runs after `deps` has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -9,21 +9,21 @@ WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototyp
             -Wno-format-truncation
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = $(WARN) $(CFLAGS) -D_GNU_SOURCE -DCHUNKD_VERSION='"$(VERSION)"' -Isrc -I$(BUILD) $(PKG_CFLAGS) -MMD -MP
-LDLIBS_ALL = $(PKG_LIBS) -lpthread
+LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
 BUILD    ?= build
 
 DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev redis-server \
-                redis-tools python3 libmicrohttpd-dev \
+                redis-tools python3 libmicrohttpd-dev prometheus \
                 valgrind gnuplot-nox
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c window.c fetch.c commit.c worker.c sink.c \
-        collect.c sig.c localredis.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c
+        collect.c sig.c localredis.c metrics.c httpd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
-UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch
+UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -31,6 +31,7 @@ UNIT_result     := result.c dynbuf.c xalloc.c
 UNIT_dynbuf     := dynbuf.c xalloc.c
 UNIT_linereader := linereader.c xalloc.c
 UNIT_batch      :=
+UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 
 .PHONY: all deps bench-deps run test unit unit-valgrind integration check-asan bench clean lint
 

@@ -5,6 +5,10 @@
 
 #include "settings.h"
 
+#ifndef CHUNKD_VERSION
+#define CHUNKD_VERSION "0.0.0" /* the Makefile passes the real one */
+#endif
+
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 #define EXIT_REJECTED 3

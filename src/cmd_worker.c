@@ -7,6 +7,7 @@
 
 #include "cmd.h"
 #include "log.h"
+#include "metrics.h"
 #include "sig.h"
 #include "worker.h"
 
@@ -27,6 +28,7 @@ static void *drain_main(void *arg)
 
 int cmd_drain_worker(worker_t *w)
 {
+    worker_begin_drain(w);
     drain_job_t job = {.worker = w};
     atomic_init(&job.done, false);
     pthread_t t;
@@ -43,6 +45,7 @@ int cmd_drain_worker(worker_t *w)
 
 int cmd_worker(settings_t *s)
 {
+    metrics_init(s->queue, CHUNKD_VERSION);
     worker_t *w = worker_new(s);
     char err[1024];
     int started = worker_start(w, err, sizeof err);

@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "rconn.h"
 #include "scripts.h"
 #include "xalloc.h"
@@ -29,6 +30,8 @@ struct commit {
     size_t queued_items;      /* weight of the queue (a chunk without items weighs 1) */
     bool stopping;
     atomic_bool abort;
+    atomic_llong heartbeat_ms;  /* monotonic: the thread's last sign of life, for /healthz */
+    atomic_bool connected;      /* for /readyz */
 };
 
 commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
@@ -41,6 +44,8 @@ commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
     pthread_mutex_init(&c->mu, NULL);
     clock_cond_init(&c->changed);
     atomic_init(&c->abort, false);
+    atomic_init(&c->heartbeat_ms, clock_now_ms());
+    atomic_init(&c->connected, false);
     return c;
 }
 
@@ -121,6 +126,13 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
         LOG(LL_ERROR, "commit of chunk %s failed: %.300s", w->decoded.id ? w->decoded.id : "(unparsed)", r->str);
         return -1;
     }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+        if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
+        else if (w->disposition == WORK_REQUEUE) metrics_add(M_CHUNKS_REQUEUED, 1);
+        else metrics_add(M_CHUNKS_COMMITTED, 1);
+        if (w->disposition == WORK_COMMIT && !w->dead_reason)
+            for (size_t i = 0; i < w->decoded.n_items; i++) metrics_add(M_DEAD_ITEMS, w->items[i].dead_record != NULL);
+    }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 0 && w->commit_sends > 1)
         LOG(LL_INFO, "chunk %s was settled by an earlier attempt whose reply was lost",
             w->decoded.id ? w->decoded.id : "(unparsed)");
@@ -137,6 +149,7 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
 static void commit_backoff(commit_t *c, long long *backoff_ms)
 {
     for (long long t = 0; t < *backoff_ms && !atomic_load(&c->abort); t += 50) {
+        atomic_store(&c->heartbeat_ms, clock_now_ms());
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -157,14 +170,25 @@ static void commit_send(commit_t *c, work_chunk_t *list)
     long long backoff_ms = 100;
     int failed_rounds = 0, alone_failures = 0;
     while (list) {
-        if (!rconn_connected(c->conn) && rconn_reconnect(c->conn, &c->abort)) break;
+        atomic_store(&c->heartbeat_ms, clock_now_ms());
+        if (!rconn_connected(c->conn)) {
+            atomic_store(&c->connected, false);
+            if (rconn_reconnect(c->conn, &c->abort)) break;
+            metrics_add(M_REDIS_RECONNECTS, 1);
+        }
+        atomic_store(&c->connected, true);
         bool alone = failed_rounds >= 2;
+        int64_t round_start = clock_now_ms();
+        size_t round_results = 0;
         work_chunk_t *rest = NULL;
         if (alone) {
             rest = list->next;
             list->next = NULL;
         }
-        for (work_chunk_t *w = list; w; w = w->next) commit_append(c, w);
+        for (work_chunk_t *w = list; w; w = w->next) {
+            commit_append(c, w);
+            round_results += w->decoded.n_items;
+        }
         work_chunk_t *retry = NULL, **retry_tail = &retry;
         bool lost = false, failed = false;
         for (work_chunk_t *w = list; w;) {
@@ -187,6 +211,10 @@ static void commit_send(commit_t *c, work_chunk_t *list)
         }
         *retry_tail = rest;
         list = retry;
+        if (lost || failed) metrics_add(M_REDIS_ERRORS, 1);
+        if (lost) atomic_store(&c->connected, false);
+        metrics_observe(H_COMMIT_SECONDS, (uint64_t)(clock_now_ms() - round_start) * 1000);
+        metrics_observe(H_COMMIT_BATCH_SIZE, round_results);
         if (!failed) {
             failed_rounds = alone_failures = 0;
             backoff_ms = 100;
@@ -218,7 +246,12 @@ static void *commit_main(void *arg)
     const int64_t interval_ms = c->settings->commit_interval_ms;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->stopping && !c->head) pthread_cond_wait(&c->changed, &c->mu);
+        while (!c->stopping && !c->head) {
+            atomic_store(&c->heartbeat_ms, clock_now_ms());
+            struct timespec ts = clock_deadline_ts(clock_now_ms() + 1000);
+            pthread_cond_timedwait(&c->changed, &c->mu, &ts);
+        }
+        atomic_store(&c->heartbeat_ms, clock_now_ms());
         if (!c->head) break; /* stopping and nothing left */
         int64_t now = clock_now_ms();
         if (!commit_batch_ready(c->queued_items, now - c->head->finished_ms, batch_items, interval_ms, c->stopping)) {
@@ -246,9 +279,13 @@ static void *commit_main(void *arg)
     return NULL;
 }
 
+int64_t commit_heartbeat_ms(commit_t *c) { return atomic_load(&c->heartbeat_ms); }
+bool commit_connected(commit_t *c) { return atomic_load(&c->connected); }
+
 int commit_start(commit_t *c, char *err, size_t errlen)
 {
     if (rconn_connect(c->conn, err, errlen)) return -1;
+    atomic_store(&c->connected, true);
     int rc = pthread_create(&c->thread, NULL, commit_main, c);
     if (rc) {
         snprintf(err, errlen, "cannot start the commit thread: %s", strerror(rc));

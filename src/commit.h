@@ -31,6 +31,10 @@ void commit_stop(commit_t *c);
 /* Makes a blocked commit_stop() give up (the chunks stay in the processing list for recovery). */
 void commit_abort(commit_t *c);
 void commit_free(commit_t *c);
+/* For /healthz and /readyz (any thread): the thread's last sign of life (monotonic ms), and whether its Redis
+ * connection is up. */
+int64_t commit_heartbeat_ms(commit_t *c);
+bool commit_connected(commit_t *c);
 
 /* Pure batching decision: send now? */
 static inline bool commit_batch_ready(size_t queued_items, int64_t oldest_wait_ms, size_t batch_items,

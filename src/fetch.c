@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "rconn.h"
 #include "scripts.h"
 #include "work.h"
@@ -28,6 +29,7 @@ struct fetch {
     bool started;
     atomic_bool stop;
     atomic_bool found_empty;
+    atomic_bool connected;    /* for /readyz */
     atomic_llong client_id;   /* CLIENT ID of conn, so fetch_stop() can interrupt a blocked BLMOVE; 0: unknown */
 };
 
@@ -47,6 +49,7 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, lo
     atomic_init(&f->stop, false);
     atomic_init(&f->found_empty, false);
     atomic_init(&f->client_id, 0);
+    atomic_init(&f->connected, false);
     return f;
 }
 
@@ -64,7 +67,10 @@ static loop_t *least_loaded(fetch_t *f)
 /* Connects (again) and learns the connection's CLIENT ID. */
 static int fetch_connect(fetch_t *f, char *err, size_t errlen)
 {
+    atomic_store(&f->connected, false);
     if (err ? rconn_connect(f->conn, err, errlen) : rconn_reconnect(f->conn, &f->stop)) return -1;
+    if (!err) metrics_add(M_REDIS_RECONNECTS, 1);
+    atomic_store(&f->connected, true);
     redisReply *r = rconn_command(f->conn, "CLIENT ID");
     atomic_store(&f->client_id, r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
     if (r) freeReplyObject(r);
@@ -92,11 +98,14 @@ static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
 {
     if (!r) {
         LOG(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
+        metrics_add(M_REDIS_ERRORS, 1);
+        atomic_store(&f->connected, false);
         return -1;
     }
     int rc = 0;
     if (r->type == REDIS_REPLY_STRING) {
         rc = 1;
+        metrics_add(M_CHUNKS_FETCHED, 1);
         /* The chunk text is kept byte for byte: the commit script matches it in the processing list. */
         work_chunk_t *w = work_chunk_new(xstrndup(r->str, r->len), r->len, clock_now_ms());
         window_add(f->window, work_chunk_weight(w));
@@ -213,6 +222,7 @@ void fetch_stop(fetch_t *f)
 }
 
 bool fetch_found_empty(fetch_t *f) { return atomic_load(&f->found_empty); }
+bool fetch_connected(fetch_t *f) { return atomic_load(&f->connected); }
 
 void fetch_free(fetch_t *f)
 {

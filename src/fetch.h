@@ -27,6 +27,8 @@ int fetch_start(fetch_t *f, char *err, size_t errlen);
 void fetch_stop(fetch_t *f);
 /* True once a fetch found pending empty while the window was empty (for --exit-when-empty). */
 bool fetch_found_empty(fetch_t *f);
+/* Whether the fetch connection is up (any thread; for /readyz). */
+bool fetch_connected(fetch_t *f);
 void fetch_free(fetch_t *f);
 
 /* Moves every chunk left in the processing list keys->processing back to pending. Only call it when the worker

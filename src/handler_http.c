@@ -26,6 +26,7 @@
 #include "dynbuf.h"
 #include "handler.h"
 #include "log.h"
+#include "metrics.h"
 #include "xalloc.h"
 
 #define HTTP_SHARD_CONNS 250             /* transfers per multi handle */
@@ -748,6 +749,7 @@ static void http_retry_fired(loop_t *loop, loop_timer_t *t)
     work_item_t *item = (work_item_t *)(void *)((char *)t - offsetof(work_item_t, timer));
     http_call_t *call = item->handler_data;
     item->attempts++;
+    metrics_add(M_ITEMS_RETRIED, 1);
     http_send(call);
 }
 
@@ -798,6 +800,10 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
     work_item_t *item = call->item;
     int64_t ms = loop_now_ms(hl->loop) - call->call_started_ms;
     item->status = (int)status;
+    metrics_observe(H_HTTP_CALL_SECONDS, (uint64_t)ms * 1000);
+    metrics_add(code != CURLE_OK || status < 100 || status > 599 ? M_HTTP_ERROR
+                                                                  : (metrics_counter_t)(M_HTTP_1XX + status / 100 - 1),
+                1);
 
     char error[CURL_ERROR_SIZE + 128];
     bool retry = false;

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "handler.h"
 #include "log.h"
+#include "metrics.h"
 #include "work.h"
 #include "xalloc.h"
 
@@ -41,6 +42,7 @@ struct loop {
     bool stop_requested;
 
     atomic_size_t load;              /* items submitted and not finished */
+    atomic_llong heartbeat_ms;       /* monotonic time of the last turn, for /healthz */
     int64_t now_ms;                  /* cached monotonic time of this turn */
     work_chunk_t *active;            /* chunks whose items are running (doubly linked) */
 
@@ -185,6 +187,7 @@ static void loop_free_deferred(loop_t *l)
 /* ---- items and chunks ---- */
 
 int64_t loop_now_ms(loop_t *l) { return l->now_ms; }
+int64_t loop_heartbeat_ms(const loop_t *l) { return atomic_load(&((loop_t *)l)->heartbeat_ms); }
 size_t loop_load(const loop_t *l) { return atomic_load(&((loop_t *)l)->load); }
 
 static void active_remove(loop_t *l, work_chunk_t *c)
@@ -208,6 +211,8 @@ void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json
 {
     if (it->finished) return; /* a handler bug must not finish an item twice */
     work_item_finish(it, ok, result_json, result_len, error, l->now_ms);
+    metrics_add(ok ? M_ITEMS_OK : M_ITEMS_FAILED, 1);
+    metrics_observe(H_ITEM_SECONDS, (uint64_t)(l->now_ms - it->started_ms) * 1000);
     atomic_fetch_sub(&l->load, 1);
     work_chunk_t *c = it->chunk;
     if (++c->n_finished == c->decoded.n_items && !c->starting) chunk_complete(l, c);
@@ -263,6 +268,7 @@ static void *loop_main(void *arg)
         int n = epoll_wait(l->epfd, events, 64, timeout);
         if (n < 0 && errno != EINTR) LOG(LL_ERROR, "loop %d: epoll_wait: %s", l->index, strerror(errno));
         l->now_ms = clock_now_ms();
+        atomic_store_explicit(&l->heartbeat_ms, l->now_ms, memory_order_relaxed);
         for (int i = 0; i < n; i++) {
             loop_watch_t *w = events[i].data.ptr;
             if (w == NULL) {
@@ -307,6 +313,7 @@ int loop_start(loop_t *l)
         return -1;
     }
     l->now_ms = clock_now_ms();
+    atomic_store(&l->heartbeat_ms, l->now_ms);
     if (l->handler->loop_init(l, l->settings, l->handler_shared, &l->handler_state)) {
         LOG(LL_ERROR, "loop %d: handler %s failed to start", l->index, l->handler->name);
         return -1;

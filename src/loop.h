@@ -50,6 +50,8 @@ loop_t *loop_new(int index, const struct handler *handler, void *handler_shared,
 int loop_start(loop_t *loop);
 /* Hands a chunk to the loop (any thread); takes ownership. */
 void loop_submit(loop_t *loop, struct work_chunk *chunk);
+/* Monotonic time of the loop's last turn (any thread); a loop turns at least once a second. */
+int64_t loop_heartbeat_ms(const loop_t *loop);
 /* Items submitted and not yet finished (any thread). */
 size_t loop_load(const loop_t *loop);
 /* Asks the thread to stop at its next turn and waits for it; items still running are abandoned. */

@@ -14,9 +14,6 @@
 #include "settings.h"
 #include "sig.h"
 
-#ifndef CHUNKD_VERSION
-#define CHUNKD_VERSION "0.1.0"
-#endif
 
 extern char **environ;
 

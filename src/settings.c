@@ -66,6 +66,10 @@ static const setting_def_t setting_defs[] = {
      CMD_WORKER | CMD_RUN, false, false, "results per commit round trip (several chunks are pipelined)"},
     {"commit-interval-ms", "CHUNKD_COMMIT_INTERVAL_MS", ST_INT, OFF(commit_interval_ms), "20", 0, 60000, NULL,
      CMD_WORKER | CMD_RUN, false, false, "longest a finished chunk waits for a fuller batch"},
+    {"http-port", "CHUNKD_HTTP_PORT", ST_INT, OFF(http_port), "8080", 0, 65535, NULL, CMD_WORKER, false, false,
+     "port of /healthz, /readyz and /metrics (0: no HTTP server)"},
+    {"http-addr", "CHUNKD_HTTP_ADDR", ST_STR, OFF(http_addr), "0.0.0.0", 0, 0, NULL, CMD_WORKER, false, false,
+     "IPv4 address the HTTP server listens on"},
     {"worker-id", "CHUNKD_WORKER_ID", ST_STR, OFF(worker_id), NULL, 0, 0, NULL, CMD_WORKER, false, false,
      "this worker's id (default hostname-pid-random)"},
 #define HTTP (CMD_WORKER | CMD_RUN)

@@ -41,6 +41,8 @@ typedef struct settings {
     long long commit_batch;       /* items per commit round trip */
     long long commit_interval_ms; /* longest a finished chunk waits for its batch */
     char *worker_id;              /* NULL: hostname-pid-random */
+    long long http_port;          /* health and metrics; 0: no server */
+    char *http_addr;
     /* http handler. */
     char *base_url;               /* item paths are joined to it; NULL: only absolute urls of allow_hosts */
     char *allow_hosts;            /* comma-separated hosts an item's absolute "url" may name */

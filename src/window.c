@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "metrics.h"
 #include "xalloc.h"
 
 struct window {
@@ -60,6 +61,7 @@ void window_add(window_t *w, size_t n)
     pthread_mutex_lock(&w->mu);
     w->held += n;
     w->running += n;
+    metrics_gauge_set(G_ITEMS_IN_FLIGHT, (int64_t)w->held);
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -77,6 +79,7 @@ void window_release(window_t *w, size_t n, bool finished)
 {
     pthread_mutex_lock(&w->mu);
     w->held = sub_floor(w->held, n);
+    metrics_gauge_set(G_ITEMS_IN_FLIGHT, (int64_t)w->held);
     if (!finished) w->running = sub_floor(w->running, n);
     pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);

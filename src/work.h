@@ -63,7 +63,7 @@ void work_chunk_free(work_chunk_t *c);
 void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t result_len, const char *error,
                       int64_t now_ms);
 
-#define WORK_DEAD_RAW_MAX (64 * 1024) /* bytes of an unreadable chunk kept in its dead record */
+#define WORK_DEAD_RAW_MAX ((size_t)64 * 1024) /* bytes of an unreadable chunk kept in its dead record */
 
 /* The dead record of a chunk that cannot run (dead_reason set): {"error":"...","raw":"<chunk text>"}, with
  * "truncated":true and "bytes":N when the text was longer than WORK_DEAD_RAW_MAX. */

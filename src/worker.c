@@ -1,10 +1,12 @@
 /* worker: see worker.h. */
 #include "worker.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -13,7 +15,9 @@
 #include "fetch.h"
 #include "handler.h"
 #include "keys.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "loop.h"
 #include "rconn.h"
 #include "window.h"
@@ -32,7 +36,87 @@ struct worker {
     bool registered;
     const handler_t *handler;
     void *handler_shared;        /* owned: from handler->init */
+    atomic_bool draining;        /* from the first signal: /readyz turns 503 */
+    httpd_t *httpd;              /* NULL when --http-port is 0 */
+    pthread_t monitor;           /* reads the queue gauges from Redis every few seconds */
+    bool monitor_started;
+    atomic_bool monitor_stop;
 };
+
+#define WORKER_LOOP_STALL_MS 5000  /* a loop silent for longer is stuck (loops turn at least once a second) */
+#define WORKER_MONITOR_MS 5000     /* how often the queue gauges are read */
+
+static bool worker_live(void *arg, char *why, size_t whylen)
+{
+    worker_t *w = arg;
+    int64_t now = clock_now_ms();
+    for (size_t i = 0; i < w->n_loops; i++) {
+        if (w->loops[i] && now - loop_heartbeat_ms(w->loops[i]) > WORKER_LOOP_STALL_MS) {
+            snprintf(why, whylen, "event loop %zu has not turned for %lld ms", i,
+                     (long long)(now - loop_heartbeat_ms(w->loops[i])));
+            return false;
+        }
+    }
+    int64_t commit_silence = now - commit_heartbeat_ms(w->commit);
+    if (commit_silence > w->settings->redis_timeout_ms + WORKER_LOOP_STALL_MS) {
+        snprintf(why, whylen, "the committer has been stuck for %lld ms", (long long)commit_silence);
+        return false;
+    }
+    return true;
+}
+
+static bool worker_ready(void *arg, char *why, size_t whylen)
+{
+    worker_t *w = arg;
+    if (atomic_load(&w->draining)) return snprintf(why, whylen, "draining"), false;
+    if (!w->fetch || !fetch_connected(w->fetch) || !commit_connected(w->commit))
+        return snprintf(why, whylen, "not connected to Redis"), false;
+    return true;
+}
+
+/* Reads the queue-wide gauges in one pipelined round trip every WORKER_MONITOR_MS. */
+static void *worker_monitor_main(void *arg)
+{
+    worker_t *w = arg;
+    rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
+    while (!atomic_load(&w->monitor_stop)) {
+        char why[64];
+        metrics_gauge_set(G_READY, worker_ready(w, why, sizeof why));
+        if (!rconn_connected(c) && rconn_connect(c, NULL, 0)) metrics_add(M_REDIS_ERRORS, 1);
+        if (rconn_connected(c)) {
+            const char *cmds[][2] = {{"LLEN", w->keys.pending}, {"XLEN", w->keys.results}, {"LLEN", w->keys.dead}};
+            for (size_t i = 0; i < 3; i++) rconn_append_argv(c, 2, cmds[i], NULL);
+            const char *hmget[] = {"HMGET", w->keys.stats, "enqueued", "done", "failed"};
+            rconn_append_argv(c, 5, hmget, NULL);
+            redisReply *r[4] = {0};
+            bool ok = true;
+            for (size_t i = 0; i < 4; i++) {
+                r[i] = rconn_get_reply(c);
+                if (!r[i] || r[i]->type == REDIS_REPLY_ERROR) ok = false;
+            }
+            if (ok && r[3]->type == REDIS_REPLY_ARRAY && r[3]->elements == 3) {
+                metrics_gauge_set(G_QUEUE_PENDING_CHUNKS, r[0]->integer);
+                metrics_gauge_set(G_QUEUE_RESULTS_LENGTH, r[1]->integer);
+                metrics_gauge_set(G_QUEUE_DEAD_LENGTH, r[2]->integer);
+                long long v[3];
+                for (size_t i = 0; i < 3; i++) v[i] = r[3]->element[i]->str ? atoll(r[3]->element[i]->str) : 0;
+                metrics_gauge_set(G_QUEUE_ENQUEUED_ITEMS, v[0]);
+                metrics_gauge_set(G_QUEUE_DONE_ITEMS, v[1] + v[2]);
+                metrics_gauge_set(G_QUEUE_BACKLOG_ITEMS, v[0] > v[1] + v[2] ? v[0] - v[1] - v[2] : 0);
+            } else {
+                metrics_add(M_REDIS_ERRORS, 1);
+            }
+            for (size_t i = 0; i < 4; i++)
+                if (r[i]) freeReplyObject(r[i]);
+        }
+        for (int t = 0; t < WORKER_MONITOR_MS / 50 && !atomic_load(&w->monitor_stop); t++) {
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    rconn_free(c);
+    return NULL;
+}
 
 static void worker_chunk_done(void *arg, work_chunk_t *chunk)
 {
@@ -115,9 +199,23 @@ int worker_start(worker_t *w, char *err, size_t errlen)
         }
     }
     if (fetch_start(w->fetch, err, errlen)) return -1;
+    atomic_init(&w->monitor_stop, false);
+    if (pthread_create(&w->monitor, NULL, worker_monitor_main, w) == 0) w->monitor_started = true;
+    if (s->http_port > 0) {
+        httpd_probe_t probe = {worker_live, worker_ready, w};
+        w->httpd = httpd_start(s->http_addr, (int)s->http_port, &probe, err, errlen);
+        if (!w->httpd) return -1;
+        LOG(LL_INFO, "serving /healthz, /readyz and /metrics on %s:%lld", s->http_addr, s->http_port);
+    }
     LOG(LL_INFO, "worker %s: queue %s, handler %s, %zu loops, concurrency %lld", w->id, w->settings->queue,
         w->settings->handler, w->n_loops, w->settings->concurrency);
     return 0;
+}
+
+void worker_begin_drain(worker_t *w)
+{
+    atomic_store(&w->draining, true);
+    metrics_gauge_set(G_READY, 0);
 }
 
 bool worker_idle(worker_t *w) { return w->fetch && fetch_found_empty(w->fetch); }
@@ -127,6 +225,8 @@ void worker_abort(worker_t *w) { commit_abort(w->commit); }
 int worker_drain(worker_t *w)
 {
     int64_t deadline = clock_now_ms() + w->settings->drain_timeout_ms;
+    atomic_store(&w->draining, true);
+    metrics_gauge_set(G_READY, 0);
     if (w->fetch) fetch_stop(w->fetch);
     size_t held = window_held(w->window);
     if (held) LOG(LL_INFO, "draining: %zu items held (running or committing), waiting up to %lld ms", held, w->settings->drain_timeout_ms);
@@ -160,6 +260,11 @@ int worker_drain(worker_t *w)
 void worker_free(worker_t *w)
 {
     if (!w) return;
+    httpd_stop(w->httpd);
+    if (w->monitor_started) {
+        atomic_store(&w->monitor_stop, true);
+        pthread_join(w->monitor, NULL);
+    }
     if (w->fetch) fetch_free(w->fetch);
     for (size_t i = 0; i < w->n_loops; i++)
         if (w->loops[i]) loop_free(w->loops[i]);

@@ -20,6 +20,8 @@ worker_t *worker_new(const settings_t *s);
  * for anything else; both with a one-line reason in err. */
 #define WORKER_BAD_SETTINGS (-2)
 int worker_start(worker_t *w, char *err, size_t errlen);
+/* Marks the worker as draining from this instant (/readyz turns 503); worker_drain() does the rest. */
+void worker_begin_drain(worker_t *w);
 /* True once pending was found empty with nothing held (for --exit-when-empty). */
 bool worker_idle(worker_t *w);
 /* Drains: stops fetching, lets in-flight items finish until --drain-timeout-ms, commits, gives unfinished chunks

@@ -474,6 +474,7 @@ def child_env(redis_url=None):
            if not k.startswith("CHUNKD_") and k != "REDIS_URL"}
     if redis_url:
         env["REDIS_URL"] = redis_url
+    env["CHUNKD_HTTP_PORT"] = "0"  # no /metrics server: port 8080 may be taken, and it is not measured here
     return env
 
 

@@ -489,6 +489,9 @@ class Ctx:
                if k != "REDIS_URL" and not k.startswith("CHUNKD_") and k.lower() not in PROXY_VARS}
         if redis == "env":
             env["REDIS_URL"] = url or self.server.url()
+        # Workers serve /healthz and /metrics on 8080 by default; tests run several at once, so only the tests
+        # of those endpoints turn it on (with a free port).
+        env["CHUNKD_HTTP_PORT"] = "0"
         env.update(extra or {})
         return env
 

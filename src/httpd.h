@@ -1,0 +1,28 @@
+/* httpd: the worker's HTTP face, on libmicrohttpd's own polling thread.
+ *
+ *   GET /healthz   200 while the worker's threads make progress, 503 when a loop or the committer is stuck
+ *   GET /readyz    200 when connected to Redis and not draining, else 503
+ *   GET /metrics   Prometheus text format 0.0.4
+ *
+ * Other paths are 404, other methods 405. Connections are capped and idle ones time out. Handlers only read
+ * atomics (through the probe callbacks) and render metrics; no response contains a Redis URL or a secret. */
+#ifndef CHUNKD_HTTPD_H
+#define CHUNKD_HTTPD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct httpd httpd_t;
+
+typedef struct httpd_probe {
+    /* Return true when healthy / ready; otherwise write a short reason. Called from the server's thread. */
+    bool (*live)(void *arg, char *why, size_t whylen);
+    bool (*ready)(void *arg, char *why, size_t whylen);
+    void *arg;
+} httpd_probe_t;
+
+/* Listens on addr:port (port > 0). Returns NULL with a reason in err (e.g. the port is in use). */
+httpd_t *httpd_start(const char *addr, int port, const httpd_probe_t *probe, char *err, size_t errlen);
+void httpd_stop(httpd_t *h);
+
+#endif

@@ -1,0 +1,107 @@
+"""The worker's HTTP face: /healthz, /readyz, /metrics (checked by promtool and scraped by a real Prometheus)."""
+
+import json
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+from harness import check, free_port, scaled, wait_until
+
+
+def get(port, path, method="GET"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def start_worker(ctx, *args):
+    port = free_port()
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", *args,
+                       env={"CHUNKD_HTTP_PORT": str(port)})
+    wait_until(lambda: get(port, "/healthz")[0] == 200, 15, lambda: f"/healthz answering ({worker.describe()})")
+    return worker, port
+
+
+def test_endpoints_and_drain(ctx):
+    items = [{"id": i, "sleep_ms": 3000 if i < 10 else 10} for i in range(200)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    worker, port = start_worker(ctx, "--drain-timeout-ms", 4000)
+    check(get(port, "/readyz")[0] == 200, "/readyz is not 200 on a connected worker")
+    check(get(port, "/nope")[0] == 404, "an unknown path is not 404")
+    check(get(port, "/metrics", "POST")[0] == 405, "POST /metrics is not 405")
+    wait_until(lambda: ctx.stat("done") >= 190, 20, "the fast items done")
+    status, text = get(port, "/metrics")
+    check(status == 200, f"/metrics answered {status}")
+    prefix = f'chunkd_items_total{{queue="{ctx.queue}",outcome="ok"}} '
+    ok_lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    check(ok_lines and float(ok_lines[0][len(prefix):]) >= 190, f"items ok counter: {ok_lines}")
+    for name in ("chunkd_item_duration_seconds_bucket", "chunkd_commit_duration_seconds_count",
+                 "chunkd_items_in_flight", "process_resident_memory_bytes", "process_open_fds",
+                 "chunkd_build_info{version="):
+        check(name in text, f"/metrics has no {name}")
+    check(ctx.server.url() not in text and "redis://" not in text, "/metrics shows the Redis address")
+    # SIGTERM with the slow chunk in flight: not ready from the first instant, still alive, then gone.
+    worker.send(signal.SIGTERM)
+    wait_until(lambda: get(port, "/readyz")[0] in (503, None), scaled(2), "/readyz turning 503 on SIGTERM")
+    check(get(port, "/healthz")[0] in (200, None), "/healthz failed during a drain")
+    worker.wait(scaled(15), expect_rc=0)
+
+
+def test_promtool_and_prometheus_scrape(ctx):
+    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
+    check(promtool and prometheus, "promtool and prometheus are needed (Debian package prometheus; make deps)")
+    ctx.run("enqueue", "--queue", ctx.queue, ctx.write_jsonl("items.jsonl", [{"id": i, "sleep_ms": 5}
+                                                                            for i in range(300)]))
+    worker, port = start_worker(ctx)
+    wait_until(lambda: ctx.stat("done") >= 300, 20, "items done")
+    status, text = get(port, "/metrics")
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    check(lint.returncode == 0, f"promtool check metrics: {lint.stdout}{lint.stderr}")
+
+    prom_port = free_port()
+    cfg = ctx.path("prometheus.yml")
+    cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                   "scrape_configs:\n"
+                   f"  - job_name: chunkd\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+    prom = subprocess.Popen([prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={ctx.path('tsdb')}",
+                             f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=subprocess.DEVNULL, stderr=open(ctx.path("prometheus.log"), "wb"))
+    try:
+        def query(q):
+            s, body = get(prom_port, "/api/v1/query?query=" + urllib.request.quote(q))
+            if s != 200:
+                return []
+            return json.loads(body)["data"]["result"]
+
+        wait_until(lambda: query('up{job="chunkd"}') and query('up{job="chunkd"}')[0]["value"][1] == "1", 60,
+                   "Prometheus scraping the worker (up == 1)")
+        wait_until(lambda: query(f'chunkd_items_total{{outcome="ok",queue="{ctx.queue}"}}'), 30,
+                   "chunkd_items_total in Prometheus")
+        ok = float(query(f'chunkd_items_total{{outcome="ok",queue="{ctx.queue}"}}')[0]["value"][1])
+        check(ok == 300, f"Prometheus sees chunkd_items_total ok={ok}, expected 300")
+        check(query("chunkd_build_info"), "chunkd_build_info not scraped")
+    finally:
+        prom.terminate()
+        try:
+            prom.wait(10)
+        except subprocess.TimeoutExpired:
+            prom.kill()
+    worker.send(signal.SIGTERM)
+    worker.wait(scaled(15), expect_rc=0)
+
+
+def test_port_in_use_exits_1(ctx):
+    worker, port = start_worker(ctx)
+    second = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1",
+                       env={"CHUNKD_HTTP_PORT": str(port)}, name="second worker")
+    second.wait(scaled(10), expect_rc=1)
+    check("http-port" in second.stderr(), f"the bind error does not name --http-port: {second.stderr()[-300:]}")
+    worker.send(signal.SIGTERM)
+    worker.wait(scaled(15), expect_rc=0)
