@@ -33,7 +33,7 @@ UNIT_linereader := linereader.c xalloc.c
 UNIT_batch      :=
 UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 
-.PHONY: all deps bench-deps run test unit unit-valgrind integration check-asan bench clean lint
+.PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint
 
 all: $(BUILD)/chunkd
 
@@ -102,6 +102,11 @@ unit-valgrind: $(UNIT_TESTS:%=$(BUILD)/test_%)
 integration: $(BUILD)/chunkd $(BUILD)/mockapi
 	python3 tests/integration/run.py --bin $(BUILD)/chunkd --mockapi $(BUILD)/mockapi
 
+# The Prometheus alert rules: syntax, and their unit tests (deploy/prometheus/rules_test.yaml).
+check-rules:
+	promtool check rules deploy/prometheus/rules.yaml
+	promtool test rules deploy/prometheus/rules_test.yaml
+
 # The two commands of the README: set up, then build and run or test.
 run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/chunkd
@@ -111,7 +116,7 @@ run: deps
 	@echo "results: $$(wc -l < $(BUILD)/results.jsonl) lines in $(BUILD)/results.jsonl"
 
 test: deps
-	@$(MAKE) --no-print-directory unit unit-valgrind integration
+	@$(MAKE) --no-print-directory unit unit-valgrind integration check-rules
 
 check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=gcc \

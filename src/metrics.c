@@ -59,14 +59,14 @@ typedef struct histogram_def {
 } histogram_def_t;
 
 static const histogram_def_t histogram_defs[M_HISTOGRAMS] = {
-    [H_ITEM_SECONDS] = {"chunkd_item_duration_seconds", "Time from an item's start to its result.", true, 12,
-                        {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}},
+    [H_ITEM_SECONDS] = {"chunkd_item_duration_seconds", "Time from an item's start to its result.", true, 15,
+                        {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}},
     [H_COMMIT_SECONDS] = {"chunkd_commit_duration_seconds", "Time of one commit round trip.", true, 10,
                           {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2}},
     [H_COMMIT_BATCH_SIZE] = {"chunkd_commit_batch_size", "Results per commit round trip.", false, 10,
                              {1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000}},
-    [H_HTTP_CALL_SECONDS] = {"chunkd_http_call_duration_seconds", "Time of one HTTP call.", true, 12,
-                             {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}},
+    [H_HTTP_CALL_SECONDS] = {"chunkd_http_call_duration_seconds", "Time of one HTTP call.", true, 15,
+                             {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}},
 };
 
 static _Atomic uint64_t counters[M_COUNTERS];
@@ -252,7 +252,7 @@ void metrics_render(dynbuf_t *out)
         metrics_write_histogram(out, d->name, q, d->bounds, counts, d->n, sum);
     }
     metrics_write_header(out, "chunkd_build_info", "gauge", "Always 1; the version is a label.");
-    const char *b[] = {"version", metrics_version, NULL};
+    const char *b[] = {"queue", metrics_queue, "version", metrics_version, NULL};
     metrics_write_sample(out, "chunkd_build_info", b, 1);
 
     struct rusage ru;

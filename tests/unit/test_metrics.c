@@ -67,7 +67,7 @@ static void test_render_counts_observations(void **state)
     assert_non_null(strstr(b.data, "chunkd_item_duration_seconds_bucket{queue=\"q1\",le=\"+Inf\"} 2\n"));
     assert_non_null(strstr(b.data, "chunkd_item_duration_seconds_count{queue=\"q1\"} 2\n"));
     assert_non_null(strstr(b.data, "chunkd_item_duration_seconds_sum{queue=\"q1\"} 40.05"));
-    assert_non_null(strstr(b.data, "chunkd_build_info{version=\"9.9\"} 1\n"));
+    assert_non_null(strstr(b.data, "chunkd_build_info{queue=\"q1\",version=\"9.9\"} 1\n"));
     assert_non_null(strstr(b.data, "# TYPE process_cpu_seconds_total counter\n"));
     /* One HELP/TYPE per family, even for a family with several label values. */
     const char *first = strstr(b.data, "# TYPE chunkd_items_total counter");
