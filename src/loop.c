@@ -259,6 +259,10 @@ static void *loop_main(void *arg)
 {
     loop_t *l = arg;
     struct epoll_event events[64];
+    if (l->index == 0 && l->settings->test_stall_ms > 0) { /* fault injection for the /healthz test */
+        struct timespec ts = {l->settings->test_stall_ms / 1000, (l->settings->test_stall_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     for (;;) {
         int timeout = LOOP_IDLE_WAKE_MS;
         if (l->heap_len) {

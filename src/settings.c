@@ -70,6 +70,8 @@ static const setting_def_t setting_defs[] = {
      "port of /healthz, /readyz and /metrics (0: no HTTP server)"},
     {"http-addr", "CHUNKD_HTTP_ADDR", ST_STR, OFF(http_addr), "0.0.0.0", 0, 0, NULL, CMD_WORKER, false, false,
      "IPv4 address the HTTP server listens on"},
+    {"test-stall-ms", "CHUNKD_TEST_STALL_MS", ST_INT, OFF(test_stall_ms), "0", 0, 600000, NULL, CMD_WORKER, false,
+     false, "for tests only: event loop 0 blocks this long after start, so /healthz must turn 503"},
     {"worker-id", "CHUNKD_WORKER_ID", ST_STR, OFF(worker_id), NULL, 0, 0, NULL, CMD_WORKER, false, false,
      "this worker's id (default hostname-pid-random)"},
 #define HTTP (CMD_WORKER | CMD_RUN)

@@ -42,6 +42,7 @@ typedef struct settings {
     long long commit_interval_ms; /* longest a finished chunk waits for its batch */
     char *worker_id;              /* NULL: hostname-pid-random */
     long long http_port;          /* health and metrics; 0: no server */
+    long long test_stall_ms;      /* test only: loop 0 blocks this long once, to exercise /healthz */
     char *http_addr;
     /* http handler. */
     char *base_url;               /* item paths are joined to it; NULL: only absolute urls of allow_hosts */

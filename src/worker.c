@@ -41,10 +41,12 @@ struct worker {
     pthread_t monitor;           /* reads the queue gauges from Redis every few seconds */
     bool monitor_started;
     atomic_bool monitor_stop;
+    atomic_llong redis_ok_ms;    /* monotonic time of the monitor's last successful PING */
 };
 
 #define WORKER_LOOP_STALL_MS 5000  /* a loop silent for longer is stuck (loops turn at least once a second) */
 #define WORKER_MONITOR_MS 5000     /* how often the queue gauges are read */
+#define WORKER_PING_MS 1000        /* how often Redis is pinged for /readyz */
 
 static bool worker_live(void *arg, char *why, size_t whylen)
 {
@@ -69,7 +71,8 @@ static bool worker_ready(void *arg, char *why, size_t whylen)
 {
     worker_t *w = arg;
     if (atomic_load(&w->draining)) return snprintf(why, whylen, "draining"), false;
-    if (!w->fetch || !fetch_connected(w->fetch) || !commit_connected(w->commit))
+    if (!w->fetch || !fetch_connected(w->fetch) || !commit_connected(w->commit) ||
+        clock_now_ms() - atomic_load(&w->redis_ok_ms) > WORKER_PING_MS + w->settings->redis_timeout_ms)
         return snprintf(why, whylen, "not connected to Redis"), false;
     return true;
 }
@@ -79,11 +82,20 @@ static void *worker_monitor_main(void *arg)
 {
     worker_t *w = arg;
     rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
+    /* A short timeout: a stalled Redis must show on /readyz within a few seconds. */
+    rconn_t *ping = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
+    int64_t next_gauges = 0;
     while (!atomic_load(&w->monitor_stop)) {
         char why[64];
+        if (!rconn_connected(ping)) rconn_connect(ping, NULL, 0);
+        redisReply *pong = rconn_connected(ping) ? rconn_command(ping, "PING") : NULL;
+        if (pong && pong->type == REDIS_REPLY_STATUS) atomic_store(&w->redis_ok_ms, clock_now_ms());
+        if (pong) freeReplyObject(pong);
         metrics_gauge_set(G_READY, worker_ready(w, why, sizeof why));
-        if (!rconn_connected(c) && rconn_connect(c, NULL, 0)) metrics_add(M_REDIS_ERRORS, 1);
-        if (rconn_connected(c)) {
+        bool gauges_due = clock_now_ms() >= next_gauges;
+        if (gauges_due) next_gauges = clock_now_ms() + WORKER_MONITOR_MS;
+        if (gauges_due && !rconn_connected(c) && rconn_connect(c, NULL, 0)) metrics_add(M_REDIS_ERRORS, 1);
+        if (gauges_due && rconn_connected(c)) {
             const char *cmds[][2] = {{"LLEN", w->keys.pending}, {"XLEN", w->keys.results}, {"LLEN", w->keys.dead}};
             for (size_t i = 0; i < 3; i++) rconn_append_argv(c, 2, cmds[i], NULL);
             const char *hmget[] = {"HMGET", w->keys.stats, "enqueued", "done", "failed"};
@@ -127,11 +139,12 @@ static void *worker_monitor_main(void *arg)
             }
             if (members) freeReplyObject(members);
         }
-        for (int t = 0; t < WORKER_MONITOR_MS / 50 && !atomic_load(&w->monitor_stop); t++) {
+        for (int t = 0; t < WORKER_PING_MS / 50 && !atomic_load(&w->monitor_stop); t++) {
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
         }
     }
+    rconn_free(ping);
     rconn_free(c);
     return NULL;
 }
@@ -218,6 +231,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     }
     if (fetch_start(w->fetch, err, errlen)) return -1;
     atomic_init(&w->monitor_stop, false);
+    atomic_init(&w->redis_ok_ms, clock_now_ms());
     if (pthread_create(&w->monitor, NULL, worker_monitor_main, w) == 0) w->monitor_started = true;
     if (s->http_port > 0) {
         httpd_probe_t probe = {worker_live, worker_ready, w};

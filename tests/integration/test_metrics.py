@@ -105,3 +105,70 @@ def test_port_in_use_exits_1(ctx):
     check("http-port" in second.stderr(), f"the bind error does not name --http-port: {second.stderr()[-300:]}")
     worker.send(signal.SIGTERM)
     worker.wait(scaled(15), expect_rc=0)
+
+
+def test_readyz_during_redis_outage(ctx):
+    from harness import RedisServer
+    server = RedisServer(ctx.path("own-redis")).start()
+    try:
+        port = free_port()
+        worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--redis-timeout-ms", 500,
+                           redis="flag", url=server.url(), env={"CHUNKD_HTTP_PORT": str(port)})
+        wait_until(lambda: get(port, "/readyz")[0] == 200, 15, lambda: f"/readyz 200 ({worker.describe()})")
+        server.proc.send_signal(signal.SIGSTOP)  # Redis stops answering
+        try:
+            wait_until(lambda: get(port, "/readyz")[0] == 503, scaled(10), "/readyz turning 503 in a Redis outage")
+            check(get(port, "/healthz")[0] == 200, "/healthz failed during a Redis outage (it must stay live)")
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: get(port, "/readyz")[0] == 200, scaled(15), "/readyz back to 200 after the outage")
+        worker.send(signal.SIGTERM)
+        worker.wait(scaled(15), expect_rc=0)
+    finally:
+        server.stop()
+
+
+def test_injected_stall_fails_healthz(ctx):
+    port = free_port()
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--threads", 2,
+                       env={"CHUNKD_HTTP_PORT": str(port), "CHUNKD_TEST_STALL_MS": "9000"})
+    wait_until(lambda: get(port, "/healthz")[0] == 503, scaled(10), lambda: f"/healthz 503 ({worker.describe()})")
+    status, body = get(port, "/healthz")
+    check("loop 0" in body, f"/healthz does not say which loop is stuck: {body!r}")
+    wait_until(lambda: get(port, "/healthz")[0] == 200, scaled(15), "/healthz back to 200 after the stall")
+    worker.send(signal.SIGTERM)
+    worker.wait(scaled(15), expect_rc=0)
+
+
+def test_scrapes_while_items_flow(ctx):
+    import threading
+    from harness import assert_exactly_once, read_jsonl
+    items = [{"id": i, "sleep_ms": 20} for i in range(5000)]
+    ctx.run("enqueue", "--queue", ctx.queue, ctx.write_jsonl("items.jsonl", items))
+    port = free_port()
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--concurrency", 500,
+                       "--exit-when-empty", env={"CHUNKD_HTTP_PORT": str(port)})
+    wait_until(lambda: get(port, "/healthz")[0] in (200, None), 15, "worker up")
+    stop, scrapes = threading.Event(), []
+
+    def scrape():
+        while not stop.is_set():
+            s, _ = get(port, "/metrics")
+            if s is None and not worker.alive():
+                return
+            scrapes.append(s)
+
+    threads = [threading.Thread(target=scrape) for _ in range(8)]
+    for t in threads:
+        t.start()
+    out = ctx.path("results.jsonl")
+    collector = ctx.spawn("collect", "--queue", ctx.queue, "--out", out, "--until-done")
+    try:
+        worker.wait(scaled(60), expect_rc=0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    collector.wait(scaled(30), expect_rc=0)
+    check(scrapes.count(200) >= 20, f"only {scrapes.count(200)} scrapes answered 200 while items flowed")
+    assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results with concurrent scrapes")
