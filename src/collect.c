@@ -99,7 +99,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
                                  "STREAMS",    k.results, own_pending ? "0" : ">"};
         r = blocking ? rconn_command_argv(c, 11, a, NULL) : rconn_command_argv(c, 9, noblock, NULL);
         if (!r) {
-            LOG(LL_WARN, "collect: Redis connection lost: %s", rconn_error(c));
+            LOG_LIMITED(LL_WARN, "collect: Redis connection lost: %s", rconn_error(c));
             continue;
         }
         if (r->type == REDIS_REPLY_ERROR) {

@@ -123,7 +123,8 @@ static void commit_append(commit_t *c, work_chunk_t *w)
 static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
 {
     if (r->type == REDIS_REPLY_ERROR) {
-        LOG(LL_ERROR, "commit of chunk %s failed: %.300s", w->decoded.id ? w->decoded.id : "(unparsed)", r->str);
+        LOG_LIMITED(LL_ERROR, "commit of chunk %s failed: %.300s", w->decoded.id ? w->decoded.id : "(unparsed)",
+                    r->str);
         return -1;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
@@ -195,7 +196,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
             work_chunk_t *next = w->next;
             redisReply *r = lost ? NULL : rconn_get_reply(c->conn);
             if (!r && !lost) {
-                LOG(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
+                LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
                 lost = true;
             }
             if (r && commit_settle(c, w, r) == 0) {

@@ -97,7 +97,7 @@ long long fetch_reclaim(rconn_t *c, const keys_t *k)
 static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
 {
     if (!r) {
-        LOG(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
+        LOG_LIMITED(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
         metrics_add(M_REDIS_ERRORS, 1);
         atomic_store(&f->connected, false);
         return -1;
@@ -118,7 +118,7 @@ static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
             loop_submit(least_loaded(f), w);
         }
     } else if (r->type == REDIS_REPLY_ERROR) {
-        LOG(LL_ERROR, "fetch: moving a chunk failed: %.300s", r->str);
+        LOG_LIMITED(LL_ERROR, "fetch: moving a chunk failed: %.300s", r->str);
         rc = -1;
     }
     freeReplyObject(r);

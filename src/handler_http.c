@@ -338,7 +338,7 @@ static int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
     if (loop_watch_start(sh->hl->loop, &hs->watch, fd, events, http_on_socket)) {
         /* Without a watch the transfer would hang until its timeout: tell libcurl to fail it now. */
-        LOG(LL_ERROR, "http: cannot watch a socket: %s", strerror(errno));
+        LOG_LIMITED(LL_ERROR, "http: cannot watch a socket: %s", strerror(errno));
         return -1;
     }
     return 0;

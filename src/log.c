@@ -1,6 +1,7 @@
 /* log: see log.h. */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +9,52 @@
 #include <unistd.h>
 
 log_level_t log_min_level = LL_INFO;
+static bool log_json;
+static const char *log_queue, *log_worker;
+static pthread_mutex_t log_limit_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void log_set_json(bool json) { log_json = json; }
+
+void log_set_context(const char *queue, const char *worker)
+{
+    log_queue = queue;
+    log_worker = worker;
+}
+
+bool log_limit_allow(log_limit_t *limit, unsigned *suppressed)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    bool allow;
+    pthread_mutex_lock(&log_limit_mu);
+    if (limit->window_start_ms == 0 || now - limit->window_start_ms >= LOG_LIMIT_WINDOW_MS) {
+        *suppressed = limit->suppressed;
+        limit->suppressed = 0;
+        limit->window_start_ms = now;
+        allow = true;
+    } else {
+        limit->suppressed++;
+        allow = false;
+    }
+    pthread_mutex_unlock(&log_limit_mu);
+    return allow;
+}
+
+/* Appends s as the inside of a JSON string (quotes, backslashes and control characters escaped). */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+        else if (c == '\n') out[n++] = '\\', out[n++] = 'n';
+        else if (c < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        else out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return n;
+}
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 
@@ -24,21 +71,39 @@ int log_level_parse(const char *name, log_level_t *out)
 
 void log_write(log_level_t level, const char *fmt, ...)
 {
-    char line[LOG_LINE_MAX];
+    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2], stamp[64];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    int m = snprintf(line + n, sizeof line - n, ".%03ldZ %-5s ", ts.tv_nsec / 1000000L, log_level_names[level]);
-    if (m > 0) n += (size_t)m;
+    size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", ts.tv_nsec / 1000000L);
     va_list ap;
     va_start(ap, fmt);
-    m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (m > 0) n += (size_t)m < sizeof line - n - 1 ? (size_t)m : sizeof line - n - 2;
-    line[n++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, n);
+    int len;
+    if (log_json) {
+        char esc[LOG_LINE_MAX + 64];
+        json_escape(esc, sizeof esc, msg);
+        len = snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"", stamp,
+                       log_level_names[level], esc);
+        if (log_queue && len > 0 && (size_t)len < sizeof line) {
+            json_escape(esc, sizeof esc, log_queue);
+            len += snprintf(line + len, sizeof line - (size_t)len, ",\"queue\":\"%s\"", esc);
+        }
+        if (log_worker && len > 0 && (size_t)len < sizeof line) {
+            json_escape(esc, sizeof esc, log_worker);
+            len += snprintf(line + len, sizeof line - (size_t)len, ",\"worker\":\"%s\"", esc);
+        }
+        if (len > 0 && (size_t)len < sizeof line - 2) len += snprintf(line + len, sizeof line - (size_t)len, "}");
+    } else {
+        len = snprintf(line, sizeof line, "%s %-5s %s", stamp, log_level_names[level], msg);
+    }
+    if (len < 0) return;
+    size_t out = (size_t)len < sizeof line - 1 ? (size_t)len : sizeof line - 2;
+    line[out++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, out);
     (void)w;
 }
 

@@ -114,7 +114,7 @@ int rconn_reconnect(rconn_t *c, const atomic_bool *stop)
             if (attempt > 0) LOG(LL_INFO, "reconnected to Redis at %s", c->addr);
             return 0;
         }
-        if (attempt % 10 == 0) LOG(LL_WARN, "%s (attempt %u; retrying)", err, attempt + 1);
+        LOG_LIMITED(LL_WARN, "%s (attempt %u; retrying)", err, attempt + 1);
         /* Full jitter keeps many workers from reconnecting in lockstep after an outage. */
         long long wait_ms = backoff_ms / 2 + rand() % (backoff_ms / 2 + 1);
         for (long long waited = 0; waited < wait_ms; waited += 50) {

@@ -40,6 +40,8 @@ static const setting_def_t setting_defs[] = {
      "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
     {"log-level", "CHUNKD_LOG_LEVEL", ST_STR, OFF(log_level), "info", 0, 0, "debug info warn error", ALL, false, false,
      "least severe level logged"},
+    {"log-format", "CHUNKD_LOG_FORMAT", ST_STR, OFF(log_format), "text", 0, 0, "text json", ALL, false, false,
+     "log lines as text or as JSON objects (for cluster log collectors)"},
     {"redis-timeout-ms", "CHUNKD_REDIS_TIMEOUT_MS", ST_INT, OFF(redis_timeout_ms), "5000", 100, 600000, NULL, ALL,
      false, false, "Redis connect and command timeout"},
     {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN | CMD_REQUEUE, false, false,
@@ -346,6 +348,7 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
         }
     }
     log_level_parse(s->log_level, &log_min_level);
+    log_set_json(strcmp(s->log_format, "json") == 0);
     return SETTINGS_OK;
 
 extra:

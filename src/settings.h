@@ -25,6 +25,7 @@ typedef struct settings {
     char *redis_url;        /* --redis / REDIS_URL; NULL when unset */
     char *queue;            /* queue name Q in chunkd:{Q}:... */
     char *log_level;        /* debug, info, warn, error */
+    char *log_format;       /* text or json */
     long long redis_timeout_ms;
     /* enqueue (and run). */
     long long chunk_size;   /* items per chunk */

@@ -170,6 +170,7 @@ worker_t *worker_new(const settings_t *s)
         snprintf(w->id, sizeof w->id, "%s-%d-%04x", host, (int)getpid(), rnd & 0xffff);
     }
     keys_init(&w->keys, s->queue);
+    log_set_context(s->queue, w->id);
     keys_processing(w->keys.processing, sizeof w->keys.processing, s->queue, w->id);
     w->window = window_new((size_t)s->concurrency);
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
@@ -292,6 +293,7 @@ int worker_drain(worker_t *w)
 void worker_free(worker_t *w)
 {
     if (!w) return;
+    log_set_context(NULL, NULL);
     httpd_stop(w->httpd);
     if (w->monitor_started) {
         atomic_store(&w->monitor_stop, true);

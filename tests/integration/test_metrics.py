@@ -172,3 +172,22 @@ def test_scrapes_while_items_flow(ctx):
     collector.wait(scaled(30), expect_rc=0)
     check(scrapes.count(200) >= 20, f"only {scrapes.count(200)} scrapes answered 200 while items flowed")
     assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results with concurrent scrapes")
+
+
+def test_json_logs(ctx):
+    port = free_port()
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--log-format", "json", "--http-addr", "127.0.0.1",
+                       env={"CHUNKD_HTTP_PORT": str(port)})
+    wait_until(lambda: get(port, "/healthz")[0] == 200, 15, lambda: f"worker up ({worker.describe()})")
+    worker.send(signal.SIGTERM)
+    worker.wait(scaled(15), expect_rc=0)
+    lines = [line for line in worker.stderr().splitlines() if line.strip()]
+    check(lines, "no log lines")
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            check(False, f"a log line is not JSON: {line!r}")
+        check({"time", "level", "msg"} <= set(obj), f"a JSON log line lacks time/level/msg: {line!r}")
+    check(any(json.loads(l).get("queue") == ctx.queue and json.loads(l).get("worker") for l in lines),
+          "no JSON log line carries the queue and worker fields")
