@@ -18,12 +18,12 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c window.c fetch.c commit.c worker.c sink.c \
-        collect.c sig.c localredis.c metrics.c httpd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c
+        collect.c sig.c localredis.c metrics.c httpd.c progress.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
-UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics
+UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -32,6 +32,7 @@ UNIT_dynbuf     := dynbuf.c xalloc.c
 UNIT_linereader := linereader.c xalloc.c
 UNIT_batch      :=
 UNIT_metrics    := metrics.c dynbuf.c xalloc.c
+UNIT_progress   := progress.c
 
 .PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint
 

@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "keys.h"
 #include "log.h"
+#include "progress.h"
 #include "rconn.h"
 #include "scripts.h"
 #include "xalloc.h"
@@ -72,6 +74,10 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
     rconn_set_extra_timeout(c, COLLECT_BLOCK_MS);
     int rc = -1;
+    /* A progress bar for people: only with --until-done and a terminal on stderr. */
+    bool show_bar = mode == COLLECT_UNTIL_DONE && isatty(STDERR_FILENO);
+    int64_t last_bar = 0;
+    progress_rate_t rate = {0};
     if (rconn_connect(c, err, errlen)) goto out;
     redisReply *r = rconn_command(c, "XGROUP CREATE %s %s 0 MKSTREAM", k.results, KEYS_COLLECT_GROUP);
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
@@ -157,7 +163,14 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
         int ack = collect_ack(c, &k, entries, n, p, stop);
         freeReplyObject(r);
         if (ack) break;
-        if (clock_now_ms() - last_log >= 5000) {
+        if (show_bar && clock_now_ms() - last_bar >= 250) {
+            char line[256];
+            last_bar = clock_now_ms();
+            progress_format(line, sizeof line, p->collected, p->enqueued, progress_rate_update(&rate, p->collected,
+                                                                                             last_bar), 30);
+            fprintf(stderr, "\r\033[K%s", line);
+        }
+        if (!show_bar && clock_now_ms() - last_log >= 5000) {
             LOG(LL_INFO, "collect: %lld results written to %s (%lld of %lld collected)", p->written, sink_where(sink),
                 p->collected, p->enqueued);
             last_log = clock_now_ms();
@@ -166,6 +179,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     }
     rc = 0;
 out:
+    if (show_bar && last_bar) fprintf(stderr, "\n");
     rconn_free(c);
     return rc;
 }

@@ -70,6 +70,8 @@ typedef struct settings {
     char *consumer;
     /* status. */
     bool json;
+    bool watch;
+    long long interval_ms;
     /* requeue. */
     long long limit;        /* 0: every dead item */
     /* run. */

@@ -191,3 +191,21 @@ def test_json_logs(ctx):
         check({"time", "level", "msg"} <= set(obj), f"a JSON log line lacks time/level/msg: {line!r}")
     check(any(json.loads(l).get("queue") == ctx.queue and json.loads(l).get("worker") for l in lines),
           "no JSON log line carries the queue and worker fields")
+
+
+def test_status_watch(ctx):
+    items = [{"id": i, "sleep_ms": 50} for i in range(3000)]
+    ctx.run("enqueue", "--queue", ctx.queue, ctx.write_jsonl("items.jsonl", items))
+    watch = ctx.spawn("status", "--queue", ctx.queue, "--watch", "--interval-ms", 200, "--json", name="status --watch")
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--concurrency", 300, "--exit-when-empty")
+    worker.wait(scaled(60), expect_rc=0)
+    wait_until(lambda: len(watch.stdout().splitlines()) >= 3, scaled(10), "three status lines")
+    watch.send(signal.SIGTERM)
+    watch.wait(scaled(10), expect_rc=0)
+    rows = [json.loads(line) for line in watch.stdout().splitlines()]
+    check(all("items_per_s" in r and "eta_s" in r for r in rows), f"status --watch --json rows lack rate/ETA: {rows[:2]}")
+    done = [r["done"] for r in rows]
+    check(done == sorted(done), f"done went backwards across status lines: {done}")
+    check(any(r["items_per_s"] > 0 for r in rows), "status --watch never showed a rate above 0")
+    plain = ctx.run("status", "--queue", ctx.queue).stdout()
+    check("done" in plain and "3000" in plain, f"plain status lacks the done count: {plain[:300]!r}")
