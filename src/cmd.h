@@ -19,6 +19,7 @@ int cmd_collect(settings_t *s);
 int cmd_status(settings_t *s);
 int cmd_run(settings_t *s);
 int cmd_requeue(settings_t *s);
+int cmd_recover(settings_t *s);
 
 struct worker;
 /* Drains a worker while the main thread keeps taking signals: a second signal exits at once. Returns

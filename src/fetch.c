@@ -92,6 +92,27 @@ long long fetch_reclaim(rconn_t *c, const keys_t *k)
     return moved;
 }
 
+/* True when no other registered worker of the queue holds a chunk. */
+static bool fetch_others_idle(fetch_t *f)
+{
+    redisReply *members = rconn_command(f->conn, "SMEMBERS %s", f->keys.workers);
+    if (!members || members->type != REDIS_REPLY_ARRAY) {
+        if (members) freeReplyObject(members);
+        return false;
+    }
+    long long held = 0;
+    for (size_t i = 0; i < members->elements; i++) {
+        char key[KEYS_MAX + 256];
+        keys_processing(key, sizeof key, f->settings->queue, members->element[i]->str);
+        if (strcmp(key, f->keys.processing) == 0) continue;
+        redisReply *l = rconn_command(f->conn, "LLEN %s", key);
+        if (l && l->type == REDIS_REPLY_INTEGER) held += l->integer;
+        if (l) freeReplyObject(l);
+    }
+    freeReplyObject(members);
+    return held == 0;
+}
+
 /* Takes one reply to a move command. Returns 1 for a chunk (handed on), 0 for an empty queue, -1 for a lost
  * connection or an error reply. *largest learns the largest chunk size. */
 static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
@@ -175,7 +196,9 @@ static void *fetch_main(void *arg)
         if (f->settings->exit_when_empty) {
             if (window_held(f->window) == 0) {
                 long long moved = fetch_reclaim(f->conn, &f->keys);
-                if (moved == 0) atomic_store(&f->found_empty, true);
+                /* Chunks held by other workers are not done yet: one of them may die, and its chunks come back
+                 * here when its lease expires. */
+                if (moved == 0 && fetch_others_idle(f)) atomic_store(&f->found_empty, true);
                 if (moved != 0) fetch_pause(f, moved < 0 ? 500 : 0);
             }
             if (!atomic_load(&f->found_empty)) fetch_pause(f, 20);

@@ -13,7 +13,9 @@ typedef struct keys {
     char dead[KEYS_MAX];       /* list of dead records */
     char stats[KEYS_MAX];      /* hash of counters */
     char workers[KEYS_MAX];    /* set of registered worker ids */
-    char processing[KEYS_MAX]; /* this worker's processing list; empty until keys_set_worker() */
+    char processing[KEYS_MAX]; /* this worker's processing list; empty until keys_processing() */
+    char lease[KEYS_MAX];      /* this worker's lease; empty until keys_lease() */
+    char reaper[KEYS_MAX];     /* short lock: the worker that holds it reaps this turn */
 } keys_t;
 
 #define KEYS_COLLECT_GROUP "chunkd-collect"
@@ -25,12 +27,20 @@ static inline void keys_init(keys_t *k, const char *queue)
     snprintf(k->dead, sizeof k->dead, "chunkd:{%s}:dead", queue);
     snprintf(k->stats, sizeof k->stats, "chunkd:{%s}:stats", queue);
     snprintf(k->workers, sizeof k->workers, "chunkd:{%s}:workers", queue);
+    snprintf(k->reaper, sizeof k->reaper, "chunkd:{%s}:reaper", queue);
     k->processing[0] = '\0';
+    k->lease[0] = '\0';
 }
 
 static inline void keys_processing(char *out, size_t outlen, const char *queue, const char *worker_id)
 {
     snprintf(out, outlen, "chunkd:{%s}:processing:%s", queue, worker_id);
+}
+
+/* The key whose existence is a worker's lease (a string with an expiry). */
+static inline void keys_lease(char *out, size_t outlen, const char *queue, const char *worker_id)
+{
+    snprintf(out, outlen, "chunkd:{%s}:lease:%s", queue, worker_id);
 }
 
 #endif

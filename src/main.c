@@ -34,6 +34,8 @@ static const command_t commands[] = {
     {"collect", cmd_collect, "[options]", "Write results from the stream as JSON Lines (stdout, --out FILE or DIR)."},
     {"status", cmd_status, "[options]", "Show a queue's counters."},
     {"requeue", cmd_requeue, "[options]", "Move failed items from the dead list back to pending."},
+    {"recover", cmd_recover, "[options]",
+     "Run the reaper once: give the chunks of workers whose lease expired back to pending."},
 };
 
 static void usage(FILE *f)

@@ -11,5 +11,6 @@ extern const char script_ack[];
 extern const char script_reclaim[];
 extern const char script_dead_take[];
 extern const char script_dead_put[];
+extern const char script_reap[];
 
 #endif

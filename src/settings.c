@@ -30,7 +30,7 @@ typedef struct setting_def {
     const char *help;
 } setting_def_t;
 
-#define ALL (CMD_ENQUEUE | CMD_WORKER | CMD_COLLECT | CMD_STATUS | CMD_RUN | CMD_REQUEUE)
+#define ALL (CMD_ENQUEUE | CMD_WORKER | CMD_COLLECT | CMD_STATUS | CMD_RUN | CMD_REQUEUE | CMD_RECOVER)
 #define OFF(field) offsetof(settings_t, field)
 
 static const setting_def_t setting_defs[] = {
@@ -68,6 +68,8 @@ static const setting_def_t setting_defs[] = {
      CMD_WORKER | CMD_RUN, false, false, "results per commit round trip (several chunks are pipelined)"},
     {"commit-interval-ms", "CHUNKD_COMMIT_INTERVAL_MS", ST_INT, OFF(commit_interval_ms), "20", 0, 60000, NULL,
      CMD_WORKER | CMD_RUN, false, false, "longest a finished chunk waits for a fuller batch"},
+    {"lease-ms", "CHUNKD_LEASE_MS", ST_INT, OFF(lease_ms), "10000", 1000, 600000, NULL, CMD_WORKER | CMD_RUN, false,
+     false, "a worker renews its lease every third of this; one silent this long has its chunks given back"},
     {"http-port", "CHUNKD_HTTP_PORT", ST_INT, OFF(http_port), "8080", 0, 65535, NULL, CMD_WORKER, false, false,
      "port of /healthz, /readyz and /metrics (0: no HTTP server)"},
     {"http-addr", "CHUNKD_HTTP_ADDR", ST_STR, OFF(http_addr), "0.0.0.0", 0, 0, NULL, CMD_WORKER, false, false,
@@ -138,6 +140,7 @@ static const struct {
 } commands[] = {
     {"enqueue", CMD_ENQUEUE}, {"worker", CMD_WORKER}, {"collect", CMD_COLLECT},
     {"status", CMD_STATUS},   {"run", CMD_RUN},         {"requeue", CMD_REQUEUE},
+    {"recover", CMD_RECOVER},
 };
 
 int settings_command(const char *name)

@@ -18,6 +18,7 @@ enum {
     CMD_STATUS = 1 << 3,
     CMD_RUN = 1 << 4,
     CMD_REQUEUE = 1 << 5,
+    CMD_RECOVER = 1 << 6,
 };
 
 typedef struct settings {
@@ -43,6 +44,7 @@ typedef struct settings {
     long long commit_interval_ms; /* longest a finished chunk waits for its batch */
     char *worker_id;              /* NULL: hostname-pid-random */
     long long http_port;          /* health and metrics; 0: no server */
+    long long lease_ms;           /* a worker silent this long is reaped */
     long long test_stall_ms;      /* test only: loop 0 blocks this long once, to exercise /healthz */
     char *http_addr;
     /* http handler. */

@@ -16,6 +16,7 @@
 #include "handler.h"
 #include "keys.h"
 #include "httpd.h"
+#include "lease.h"
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
@@ -84,13 +85,24 @@ static void *worker_monitor_main(void *arg)
     rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
     /* A short timeout: a stalled Redis must show on /readyz within a few seconds. */
     rconn_t *ping = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
-    int64_t next_gauges = 0;
+    int64_t next_gauges = 0, next_renew = clock_now_ms() + w->settings->lease_ms / 3;
     while (!atomic_load(&w->monitor_stop)) {
         char why[64];
         if (!rconn_connected(ping)) rconn_connect(ping, NULL, 0);
         redisReply *pong = rconn_connected(ping) ? rconn_command(ping, "PING") : NULL;
         if (pong && pong->type == REDIS_REPLY_STATUS) atomic_store(&w->redis_ok_ms, clock_now_ms());
         if (pong) freeReplyObject(pong);
+        /* The lease, every third of --lease-ms; then, if it is our turn, reap workers whose lease expired. */
+        if (rconn_connected(ping) && clock_now_ms() >= next_renew && !atomic_load(&w->draining)) {
+            int held = lease_renew(ping, &w->keys, w->id, w->settings->lease_ms);
+            if (held == 0)
+                LOG(LL_WARN, "this worker's lease had expired (paused, or cut off from Redis?): chunks it held may "
+                             "have been reaped, and their results will be dropped at commit; registered again");
+            if (held >= 0) next_renew = clock_now_ms() + w->settings->lease_ms / 3;
+        }
+        long long reaped_workers;
+        if (rconn_connected(ping))
+            lease_reap(ping, w->settings->queue, &w->keys, w->id, WORKER_PING_MS, false, &reaped_workers);
         metrics_gauge_set(G_READY, worker_ready(w, why, sizeof why));
         bool gauges_due = clock_now_ms() >= next_gauges;
         if (gauges_due) next_gauges = clock_now_ms() + WORKER_MONITOR_MS;
@@ -172,6 +184,7 @@ worker_t *worker_new(const settings_t *s)
     keys_init(&w->keys, s->queue);
     log_set_context(s->queue, w->id);
     keys_processing(w->keys.processing, sizeof w->keys.processing, s->queue, w->id);
+    keys_lease(w->keys.lease, sizeof w->keys.lease, s->queue, w->id);
     w->window = window_new((size_t)s->concurrency);
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
     w->n_loops = n > 0 ? (size_t)n : 1;
@@ -183,18 +196,16 @@ worker_t *worker_new(const settings_t *s)
 
 const char *worker_id(const worker_t *w) { return w->id; }
 
+/* Registers with a fresh lease (add) or gives both up (clean exit). */
 static int worker_register(worker_t *w, bool add, char *err, size_t errlen)
 {
     rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
     int rc = rconn_connect(c, err, errlen);
-    if (rc == 0) {
-        redisReply *r = rconn_command(c, "%s %s %s", add ? "SADD" : "SREM", w->keys.workers, w->id);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "cannot register worker at %s: %s", rconn_addr(c),
-                     r ? r->str : rconn_error(c));
-            rc = -1;
-        }
-        if (r) freeReplyObject(r);
+    if (rc == 0 && add && lease_renew(c, &w->keys, w->id, w->settings->lease_ms) < 0) {
+        snprintf(err, errlen, "cannot register worker at %s: %s", rconn_addr(c), rconn_error(c));
+        rc = -1;
+    } else if (rc == 0 && !add) {
+        lease_release(c, &w->keys, w->id);
     }
     rconn_free(c);
     return rc;

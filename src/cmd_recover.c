@@ -1,0 +1,29 @@
+/* cmd_recover: `chunkd recover`: runs the lease reaper once by hand and reports what it moved. */
+#include <stdio.h>
+
+#include "cmd.h"
+#include "keys.h"
+#include "lease.h"
+#include "log.h"
+#include "rconn.h"
+
+int cmd_recover(settings_t *s)
+{
+    keys_t k;
+    keys_init(&k, s->queue);
+    rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
+    char err[1024];
+    if (rconn_connect(c, err, sizeof err)) {
+        LOG(LL_ERROR, "%s", err);
+        rconn_free(c);
+        return EXIT_RUNTIME;
+    }
+    long long workers = 0, moved = lease_reap(c, s->queue, &k, NULL, 0, true, &workers);
+    rconn_free(c);
+    if (moved < 0) {
+        LOG(LL_ERROR, "recover: cannot read the workers of queue %s", s->queue);
+        return EXIT_RUNTIME;
+    }
+    printf("recovered %lld chunks from %lld workers whose lease expired (queue %s)\n", moved, workers, s->queue);
+    return 0;
+}
