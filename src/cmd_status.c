@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "cmd.h"
 #include "keys.h"
+#include "lease.h"
 #include "log.h"
 #include "progress.h"
 #include "rconn.h"
@@ -20,14 +21,12 @@ static const char *const stat_fields[] = {"enqueued", "enqueued_chunks", "done",
 /* Reads the queue's counters into a new JSON object, or returns NULL with the reason logged. */
 static json_t *status_read(rconn_t *c, const settings_t *s, const keys_t *k)
 {
-    const char *cmds[][2] = {{"LLEN", k->pending}, {"XLEN", k->results}, {"LLEN", k->dead}, {"SMEMBERS", k->workers}};
+    const char *cmds[][2] = {{"LLEN", k->pending}, {"XLEN", k->results}, {"LLEN", k->dead}, {"HGETALL", k->stats}};
     for (size_t i = 0; i < 4; i++) rconn_append_argv(c, 2, cmds[i], NULL);
-    const char *hget[] = {"HGETALL", k->stats};
-    rconn_append_argv(c, 2, hget, NULL);
-    redisReply *r[5] = {0};
+    redisReply *r[4] = {0};
     int rc = 0;
     char why[300] = "";
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < 4; i++) {
         r[i] = rconn_get_reply(c);
         if (!r[i] || r[i]->type == REDIS_REPLY_ERROR) {
             if (!why[0]) snprintf(why, sizeof why, "%s", r[i] ? r[i]->str : rconn_error(c));
@@ -39,27 +38,20 @@ static json_t *status_read(rconn_t *c, const settings_t *s, const keys_t *k)
         out = json_object();
         json_object_set_new(out, "queue", json_string(s->queue));
         json_object_set_new(out, "pending", json_integer(r[0]->integer));
-        long long processing = 0;
-        for (size_t i = 0; i < r[3]->elements; i++) {
-            char key[KEYS_MAX + 256];
-            keys_processing(key, sizeof key, s->queue, r[3]->element[i]->str);
-            redisReply *l = rconn_command(c, "LLEN %s", key);
-            if (l && l->type == REDIS_REPLY_INTEGER) processing += l->integer;
-            if (l) freeReplyObject(l);
-        }
-        json_object_set_new(out, "processing", json_integer(processing));
-        json_object_set_new(out, "workers", json_integer((json_int_t)r[3]->elements));
+        long long workers = 0, processing = lease_processing_chunks(c, s->queue, k, NULL, &workers);
+        json_object_set_new(out, "processing", json_integer(processing > 0 ? processing : 0));
+        json_object_set_new(out, "workers", json_integer(workers));
         json_object_set_new(out, "results_backlog", json_integer(r[1]->integer));
         json_object_set_new(out, "dead_list", json_integer(r[2]->integer));
         for (size_t i = 0; i < sizeof stat_fields / sizeof stat_fields[0]; i++)
             json_object_set_new(out, stat_fields[i], json_integer(0));
-        for (size_t i = 0; i + 1 < r[4]->elements; i += 2)
-            if (json_object_get(out, r[4]->element[i]->str))
-                json_object_set_new(out, r[4]->element[i]->str, json_integer(atoll(r[4]->element[i + 1]->str)));
+        for (size_t i = 0; i + 1 < r[3]->elements; i += 2)
+            if (json_object_get(out, r[3]->element[i]->str))
+                json_object_set_new(out, r[3]->element[i]->str, json_integer(atoll(r[3]->element[i + 1]->str)));
     } else {
         LOG_LIMITED(LL_ERROR, "cannot read queue %s at %s: %s", s->queue, rconn_addr(c), why);
     }
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 4; i++)
         if (r[i]) freeReplyObject(r[i]);
     return out;
 }

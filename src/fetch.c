@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "lease.h"
 #include "rconn.h"
 #include "scripts.h"
 #include "work.h"
@@ -95,22 +96,10 @@ long long fetch_reclaim(rconn_t *c, const keys_t *k)
 /* True when no other registered worker of the queue holds a chunk. */
 static bool fetch_others_idle(fetch_t *f)
 {
-    redisReply *members = rconn_command(f->conn, "SMEMBERS %s", f->keys.workers);
-    if (!members || members->type != REDIS_REPLY_ARRAY) {
-        if (members) freeReplyObject(members);
-        return false;
-    }
-    long long held = 0;
-    for (size_t i = 0; i < members->elements; i++) {
-        char key[KEYS_MAX + 256];
-        keys_processing(key, sizeof key, f->settings->queue, members->element[i]->str);
-        if (strcmp(key, f->keys.processing) == 0) continue;
-        redisReply *l = rconn_command(f->conn, "LLEN %s", key);
-        if (l && l->type == REDIS_REPLY_INTEGER) held += l->integer;
-        if (l) freeReplyObject(l);
-    }
-    freeReplyObject(members);
-    return held == 0;
+    char prefix[KEYS_MAX + 16];
+    keys_processing(prefix, sizeof prefix, f->settings->queue, ""); /* this worker's id follows the prefix */
+    const char *self = f->keys.processing + strlen(prefix);
+    return lease_processing_chunks(f->conn, f->settings->queue, &f->keys, self, NULL) == 0;
 }
 
 /* Takes one reply to a move command. Returns 1 for a chunk (handed on), 0 for an empty queue, -1 for a lost

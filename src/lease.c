@@ -66,3 +66,33 @@ long long lease_reap(rconn_t *c, const char *queue, const keys_t *k, const char 
     freeReplyObject(members);
     return moved;
 }
+
+long long lease_processing_chunks(rconn_t *c, const char *queue, const keys_t *k, const char *exclude_id,
+                                  long long *workers)
+{
+    redisReply *members = rconn_command(c, "SMEMBERS %s", k->workers);
+    if (!members || members->type != REDIS_REPLY_ARRAY) {
+        if (members) freeReplyObject(members);
+        return -1;
+    }
+    if (workers) *workers = (long long)members->elements;
+    size_t sent = 0;
+    for (size_t i = 0; i < members->elements; i++) {
+        const char *id = members->element[i]->str;
+        if (!id || (exclude_id && strcmp(id, exclude_id) == 0)) continue;
+        char key[KEYS_MAX + 256];
+        keys_processing(key, sizeof key, queue, id);
+        const char *llen[] = {"LLEN", key};
+        rconn_append_argv(c, 2, llen, NULL);
+        sent++;
+    }
+    freeReplyObject(members);
+    long long held = 0;
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *l = rconn_get_reply(c);
+        if (!l) return -1;
+        if (l->type == REDIS_REPLY_INTEGER) held += l->integer;
+        freeReplyObject(l);
+    }
+    return held;
+}

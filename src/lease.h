@@ -24,4 +24,10 @@ void lease_release(rconn_t *c, const keys_t *keys, const char *worker_id);
 long long lease_reap(rconn_t *c, const char *queue, const keys_t *keys, const char *self_id, long long lock_ms,
                      bool force, long long *workers_reaped);
 
+/* Chunks held in the processing lists of the queue's registered workers, except exclude_id's (NULL: all), read in
+ * one pipelined round trip after SMEMBERS. Sets *workers to the number registered (if not NULL). Returns -1 on a
+ * Redis error. */
+long long lease_processing_chunks(rconn_t *c, const char *queue, const keys_t *keys, const char *exclude_id,
+                                  long long *workers);
+
 #endif

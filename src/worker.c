@@ -133,23 +133,8 @@ static void *worker_monitor_main(void *arg)
             for (size_t i = 0; i < 4; i++)
                 if (r[i]) freeReplyObject(r[i]);
             /* Chunks held by registered workers: one more pipelined round trip. */
-            redisReply *members = rconn_command(c, "SMEMBERS %s", w->keys.workers);
-            if (members && members->type == REDIS_REPLY_ARRAY) {
-                char key[KEYS_MAX + 256];
-                for (size_t i = 0; i < members->elements; i++) {
-                    keys_processing(key, sizeof key, w->settings->queue, members->element[i]->str);
-                    const char *llen[] = {"LLEN", key};
-                    rconn_append_argv(c, 2, llen, NULL);
-                }
-                long long held = 0;
-                for (size_t i = 0; i < members->elements; i++) {
-                    redisReply *l = rconn_get_reply(c);
-                    if (l && l->type == REDIS_REPLY_INTEGER) held += l->integer;
-                    if (l) freeReplyObject(l);
-                }
-                metrics_gauge_set(G_QUEUE_PROCESSING_CHUNKS, held);
-            }
-            if (members) freeReplyObject(members);
+            long long held = lease_processing_chunks(c, w->settings->queue, &w->keys, NULL, NULL);
+            if (held >= 0) metrics_gauge_set(G_QUEUE_PROCESSING_CHUNKS, held);
         }
         for (int t = 0; t < WORKER_PING_MS / 50 && !atomic_load(&w->monitor_stop); t++) {
             struct timespec ts = {0, 50 * 1000000L};
