@@ -3,6 +3,7 @@
 #ifndef CHUNKD_CMD_H
 #define CHUNKD_CMD_H
 
+#include "rconn.h"
 #include "settings.h"
 
 #ifndef CHUNKD_VERSION
@@ -20,6 +21,9 @@ int cmd_status(settings_t *s);
 int cmd_run(settings_t *s);
 int cmd_requeue(settings_t *s);
 int cmd_recover(settings_t *s);
+
+/* A connection for a subcommand, or NULL after logging the one-line reason (the caller exits 1). */
+rconn_t *cmd_connect(const settings_t *s);
 
 struct worker;
 /* Drains a worker while the main thread keeps taking signals: a second signal exits at once. Returns

@@ -11,13 +11,8 @@ int cmd_recover(settings_t *s)
 {
     keys_t k;
     keys_init(&k, s->queue);
-    rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
-    char err[1024];
-    if (rconn_connect(c, err, sizeof err)) {
-        LOG(LL_ERROR, "%s", err);
-        rconn_free(c);
-        return EXIT_RUNTIME;
-    }
+    rconn_t *c = cmd_connect(s);
+    if (!c) return EXIT_RUNTIME;
     long long workers = 0, moved = lease_reap(c, s->queue, &k, NULL, 0, true, &workers);
     rconn_free(c);
     if (moved < 0) {

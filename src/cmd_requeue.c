@@ -91,13 +91,8 @@ int cmd_requeue(settings_t *s)
     snprintf(run_id, sizeof run_id, "%d-%08x", (int)getpid(), rnd);
     snprintf(scratch, sizeof scratch, "chunkd:{%s}:requeue:%s", s->queue, run_id);
 
-    rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
-    char err[1024];
-    if (rconn_connect(c, err, sizeof err)) {
-        LOG(LL_ERROR, "%s", err);
-        rconn_free(c);
-        return EXIT_RUNTIME;
-    }
+    rconn_t *c = cmd_connect(s);
+    if (!c) return EXIT_RUNTIME;
     redisReply *r = rconn_command(c, "LLEN %s", k.dead);
     long long remaining = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     if (r) freeReplyObject(r);

@@ -104,16 +104,12 @@ int cmd_status(settings_t *s)
 {
     keys_t k;
     keys_init(&k, s->queue);
-    rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
-    char err[1024];
-    if (rconn_connect(c, err, sizeof err)) {
-        LOG(LL_ERROR, "%s", err);
-        rconn_free(c);
-        return EXIT_RUNTIME;
-    }
+    rconn_t *c = cmd_connect(s);
+    if (!c) return EXIT_RUNTIME;
     bool tty = isatty(STDOUT_FILENO);
     progress_rate_t rate = {0};
     int rc = 0;
+    char err[1024];
     for (;;) {
         if (!rconn_connected(c) && rconn_connect(c, err, sizeof err)) LOG_LIMITED(LL_WARN, "%s", err);
         json_t *out = rconn_connected(c) ? status_read(c, s, &k) : NULL;
