@@ -23,7 +23,7 @@ OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
-UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress
+UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -33,6 +33,7 @@ UNIT_linereader := linereader.c xalloc.c
 UNIT_batch      :=
 UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 UNIT_progress   := progress.c
+UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 
 .PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint
 

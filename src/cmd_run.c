@@ -110,6 +110,8 @@ int cmd_run(settings_t *s)
         goto out_redis;
     }
 
+    /* One machine, one job: no fixed port to collide with another run unless asked for. */
+    if (!s->http_port_set) s->http_port = 0;
     double t0 = clock_now_s();
     worker_t *w = worker_new(s);
     int started = worker_start(w, err, sizeof err);

@@ -26,8 +26,9 @@ struct commit {
     bool started;
     pthread_mutex_t mu;       /* guards the queue and stopping */
     pthread_cond_t changed;
-    work_chunk_t *head, *tail;
-    size_t queued_items;      /* weight of the queue (a chunk without items weighs 1) */
+    work_item_t *head, *tail; /* finished items and chunk markers, linked by commit_next */
+    size_t queued;            /* entries in the queue */
+    int64_t oldest_ms;        /* monotonic: when the oldest entry was queued (about) */
     bool stopping;
     atomic_bool abort;
     atomic_llong heartbeat_ms;  /* monotonic: the thread's last sign of life, for /healthz */
@@ -49,101 +50,161 @@ commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
     return c;
 }
 
-void commit_push(commit_t *c, work_chunk_t *chunk)
+void commit_push(commit_t *c, work_item_t *list)
 {
-    if (!chunk->finished_ms) chunk->finished_ms = clock_now_ms();
-    chunk->next = NULL;
+    if (!list) return;
+    size_t weight = 1;
+    work_item_t *tail = list;
+    for (; tail->commit_next; tail = tail->commit_next) weight++;
     pthread_mutex_lock(&c->mu);
-    if (c->tail) c->tail->next = chunk;
-    else c->head = chunk;
-    c->tail = chunk;
-    c->queued_items += work_chunk_weight(chunk);
+    if (!c->head) c->oldest_ms = clock_now_ms();
+    if (c->tail) c->tail->commit_next = list;
+    else c->head = list;
+    c->tail = tail;
+    c->queued += weight;
     pthread_cond_signal(&c->changed);
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Appends the script call that settles one chunk to the pipeline. */
+void commit_push_chunk(commit_t *c, work_chunk_t *chunk)
+{
+    chunk->marker.commit_next = NULL;
+    commit_push(c, &chunk->marker);
+}
+
+/* ---- one round: the taken entries grouped by chunk ---- */
+
+/* Whether settling this chunk's group ends the chunk (the committer then frees it). */
+static bool group_ends_chunk(const work_chunk_t *w) { return w->round_marker || w->n_received == w->n_run; }
+
+static const char *chunk_name(const work_chunk_t *w) { return w->decoded.id ? w->decoded.id : "(unparsed)"; }
+
+/* Adds the entries of list to the round (a list of chunks linked by round_next). A marker whose chunk already
+ * has items in the round waits for the next round (*carry), so that a chunk is settled at most once per round. */
+static work_chunk_t *commit_group(work_item_t *list, work_item_t **carry)
+{
+    work_chunk_t *round = NULL, **tail = &round;
+    *carry = NULL;
+    for (work_item_t *it = list; it;) {
+        work_item_t *next = it->commit_next;
+        work_chunk_t *w = it->chunk;
+        bool marker = work_item_is_marker(it);
+        if (marker && w->in_round) {
+            it->commit_next = *carry;
+            *carry = it;
+            it = next;
+            continue;
+        }
+        if (!w->in_round) {
+            w->in_round = true;
+            w->round_items = NULL;
+            w->round_n = 0;
+            w->round_marker = false;
+            w->round_next = NULL;
+            *tail = w;
+            tail = &w->round_next;
+        }
+        if (marker) {
+            w->round_marker = true;
+        } else {
+            it->commit_next = w->round_items;
+            w->round_items = it;
+            w->round_n++;
+            w->n_received++;
+        }
+        it = next;
+    }
+    return round;
+}
+
+/* Appends the script call that settles one chunk's group to the pipeline. */
 static void commit_append(commit_t *c, work_chunk_t *w)
 {
     const keys_t *k = &c->keys;
-    w->commit_sends++;
-    if (w->disposition == WORK_REQUEUE) {
-        const char *argv[] = {"EVAL", script_requeue, "3", k->processing, k->pending, k->stats, w->raw};
-        size_t lens[] = {4, strlen(script_requeue), 1, strlen(k->processing), strlen(k->pending), strlen(k->stats),
-                         w->raw_len};
-        rconn_append_argv(c->conn, 7, argv, lens);
+    const char *id = w->decoded.id ? w->decoded.id : "";
+    if (group_ends_chunk(w)) w->commit_sends++;
+    if (w->round_marker && w->disposition == WORK_REQUEUE) {
+        const char *argv[] = {"EVAL", script_requeue, "4", k->processing, k->pending, k->stats, k->deliveries,
+                              w->raw, id};
+        size_t lens[9];
+        for (size_t i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
+        lens[7] = w->raw_len;
+        rconn_append_argv(c->conn, 9, argv, lens);
         return;
     }
-    size_t n = w->decoded.n_items, n_ok = 0, n_dead = 0;
-    char *dead_chunk = NULL;
-    size_t dead_chunk_len = 0;
-    if (w->dead_reason) {
-        dead_chunk = work_chunk_dead_record(w, &dead_chunk_len);
-        n_dead = 1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        n_ok += w->items[i].ok;
-        n_dead += w->items[i].dead_record != NULL;
-    }
-    size_t argc = 12 + n + n_dead;
+    char done_key[KEYS_MAX];
+    keys_done(done_key, sizeof done_key, c->settings->queue, id);
+    const char *mode = w->dead_reason ? "x" : group_ends_chunk(w) ? "f" : "p";
+    /* A partial commit may be retried after a lost reply: only the checkpoint bits make that exactly-once. */
+    if (*mode == 'p') w->checkpointed = true;
+    char count[24];
+    snprintf(count, sizeof count, "%zu", w->round_n);
+    size_t argc = 14 + 4 * w->round_n + (w->dead_reason != NULL);
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
-    char counts[3][24];
-    snprintf(counts[0], sizeof counts[0], "%zu", n);
-    snprintf(counts[1], sizeof counts[1], "%zu", n_ok);
-    snprintf(counts[2], sizeof counts[2], "%zu", n_dead);
-    const char *head[] = {"EVAL", script_commit, "4", k->processing, k->results, k->stats, k->dead,
-                          w->raw, counts[0], counts[1], counts[2], w->dead_reason ? "1" : "0"};
-    for (size_t i = 0; i < 12; i++) {
-        argv[i] = head[i];
-        lens[i] = strlen(head[i]);
+    char(*idx)[24] = xmalloc((w->round_n ? w->round_n : 1) * sizeof *idx);
+    const char *head[] = {"EVAL", script_commit, "6", k->processing, k->results, k->stats, k->dead, done_key,
+                          k->deliveries, w->raw, mode, id, w->checkpointed ? "1" : "0"};
+    size_t a = 0;
+    for (; a < 13; a++) {
+        argv[a] = head[a];
+        lens[a] = strlen(head[a]);
     }
-    lens[7] = w->raw_len;
-    size_t a = 12;
-    for (size_t i = 0; i < n; i++, a++) {
-        argv[a] = w->items[i].result_line;
-        lens[a] = w->items[i].result_len;
+    lens[9] = w->raw_len;
+    argv[a] = count;
+    lens[a++] = strlen(count);
+    size_t j = 0;
+    for (work_item_t *it = w->round_items; it; it = it->commit_next, j++) {
+        snprintf(idx[j], sizeof idx[j], "%td", it - w->items);
+        argv[a] = idx[j];
+        lens[a++] = strlen(idx[j]);
+        argv[a] = it->ok ? "1" : "0";
+        lens[a++] = 1;
+        argv[a] = it->result_line;
+        lens[a++] = it->result_len;
+        argv[a] = it->dead_record ? it->dead_record : "";
+        lens[a++] = it->dead_record ? it->dead_len : 0;
     }
-    if (dead_chunk) {
-        argv[a] = dead_chunk;
-        lens[a++] = dead_chunk_len;
+    char *dead_chunk = NULL;
+    if (w->dead_reason) {
+        dead_chunk = work_chunk_dead_record(w, &lens[a]);
+        argv[a++] = dead_chunk;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (!w->items[i].dead_record) continue;
-        argv[a] = w->items[i].dead_record;
-        lens[a++] = w->items[i].dead_len;
-    }
-    rconn_append_argv(c->conn, (int)argc, argv, lens);
+    rconn_append_argv(c->conn, (int)a, argv, lens);
     free(argv);
     free(lens);
+    free(idx);
     free(dead_chunk);
 }
 
-/* Logs what one reply says about one chunk. Returns 0 when the chunk is settled, -1 to send it again. */
+/* Logs what one reply says about one chunk's group. Returns 0 when it is settled, -1 to send it again. */
 static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
 {
     if (r->type == REDIS_REPLY_ERROR) {
-        LOG_LIMITED(LL_ERROR, "commit of chunk %s failed: %.300s", w->decoded.id ? w->decoded.id : "(unparsed)",
-                    r->str);
+        LOG_LIMITED(LL_ERROR, "commit of chunk %s failed: %.300s", chunk_name(w), r->str);
         return -1;
     }
+    bool requeue = w->round_marker && w->disposition == WORK_REQUEUE;
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
         if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
-        else if (w->disposition == WORK_REQUEUE) metrics_add(M_CHUNKS_REQUEUED, 1);
-        else metrics_add(M_CHUNKS_COMMITTED, 1);
-        if (w->disposition == WORK_COMMIT && !w->dead_reason)
-            for (size_t i = 0; i < w->decoded.n_items; i++) metrics_add(M_DEAD_ITEMS, w->items[i].dead_record != NULL);
+        else if (requeue) metrics_add(M_CHUNKS_REQUEUED, 1);
+        else if (group_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
+        for (work_item_t *it = w->round_items; it; it = it->commit_next)
+            metrics_add(M_DEAD_ITEMS, it->dead_record != NULL);
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0 && w->commit_sends > 1)
-        LOG(LL_INFO, "chunk %s was settled by an earlier attempt whose reply was lost",
-            w->decoded.id ? w->decoded.id : "(unparsed)");
-    else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
-        LOG(LL_WARN, "chunk %s is no longer in %s (taken over by recovery?); its results were dropped",
-            w->decoded.id ? w->decoded.id : "(unparsed)", c->keys.processing);
-    else if (w->dead_reason)
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0 && w->commit_sends > 1 && group_ends_chunk(w)) {
+        LOG(LL_INFO, "chunk %s was settled by an earlier attempt whose reply was lost", chunk_name(w));
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+        /* Fenced: the reaper gave the chunk to another worker (this one was paused or cut off past its lease). */
+        LOG(LL_WARN, "chunk %s is no longer in %s (taken over by recovery?); this worker's results for it are dropped",
+            chunk_name(w), c->keys.processing);
+        metrics_add(M_CHUNKS_FENCED, 1);
+        w->commit_dead = true;
+    } else if (w->dead_reason) {
         LOG(LL_WARN, "chunk moved to %s: %s", c->keys.dead, w->dead_reason);
-    else if (w->disposition == WORK_REQUEUE)
+    } else if (requeue) {
         LOG(LL_DEBUG, "chunk %s went back to %s", w->decoded.id, c->keys.pending);
+    }
     return 0;
 }
 
@@ -157,21 +218,47 @@ static void commit_backoff(commit_t *c, long long *backoff_ms)
     if (*backoff_ms < 5000) *backoff_ms *= 2;
 }
 
+/* A chunk's group is done with (settled, fenced, given up or abandoned): its items leave the window and free
+ * their results; when the group ends the chunk, the rest of its weight leaves too and the chunk is freed. */
 static void commit_drop(commit_t *c, work_chunk_t *w)
 {
-    window_release(c->window, work_chunk_weight(w), w->disposition == WORK_COMMIT);
+    for (work_item_t *it = w->round_items; it; it = it->commit_next) {
+        free(it->result_line);
+        free(it->dead_record);
+        it->result_line = it->dead_record = NULL;
+    }
+    window_release(c->window, w->round_n, true);
+    w->n_released += w->round_n;
+    w->in_round = false;
+    w->round_items = NULL;
+    w->round_n = 0;
+    if (!group_ends_chunk(w)) return;
+    size_t unfinished = w->n_run - w->n_received; /* a drain's requeue: items that never finished */
+    window_release(c->window, unfinished, false);
+    window_release(c->window, work_chunk_weight(w) - w->n_released - unfinished, true);
     work_chunk_free(w);
 }
 
-/* Sends a list of chunks until every one is settled (or abort), then frees them and releases the window.
- * After two failed rounds it sends the first chunk alone, so one chunk that always fails cannot hold back the
- * others; a chunk that fails alone COMMIT_GIVE_UP times is given up (it stays in the processing list). */
+/* Sends a round until every group is settled (or abort). After two failed rounds it sends the first group alone,
+ * so one chunk that always fails cannot hold back the others; a group that fails alone COMMIT_GIVE_UP times is
+ * given up (its chunk stays in the processing list, and its later items are dropped). */
 static void commit_send(commit_t *c, work_chunk_t *list)
 {
     long long backoff_ms = 100;
     int failed_rounds = 0, alone_failures = 0;
     while (list) {
         atomic_store(&c->heartbeat_ms, clock_now_ms());
+        /* Chunks already lost to recovery are not sent again. */
+        for (work_chunk_t **p = &list; *p;) {
+            work_chunk_t *w = *p;
+            if (!w->commit_dead) {
+                p = &w->round_next;
+                continue;
+            }
+            *p = w->round_next;
+            commit_drop(c, w);
+        }
+        if (!list) break;
         if (!rconn_connected(c->conn)) {
             atomic_store(&c->connected, false);
             if (rconn_reconnect(c->conn, &c->abort)) break;
@@ -183,17 +270,17 @@ static void commit_send(commit_t *c, work_chunk_t *list)
         size_t round_results = 0;
         work_chunk_t *rest = NULL;
         if (alone) {
-            rest = list->next;
-            list->next = NULL;
+            rest = list->round_next;
+            list->round_next = NULL;
         }
-        for (work_chunk_t *w = list; w; w = w->next) {
+        for (work_chunk_t *w = list; w; w = w->round_next) {
             commit_append(c, w);
-            round_results += w->decoded.n_items;
+            round_results += w->round_n;
         }
         work_chunk_t *retry = NULL, **retry_tail = &retry;
         bool lost = false, failed = false;
         for (work_chunk_t *w = list; w;) {
-            work_chunk_t *next = w->next;
+            work_chunk_t *next = w->round_next;
             redisReply *r = lost ? NULL : rconn_get_reply(c->conn);
             if (!r && !lost) {
                 LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
@@ -203,9 +290,9 @@ static void commit_send(commit_t *c, work_chunk_t *list)
                 commit_drop(c, w);
             } else {
                 failed = true;
-                w->next = NULL;
+                w->round_next = NULL;
                 *retry_tail = w;
-                retry_tail = &w->next;
+                retry_tail = &w->round_next;
             }
             if (r) freeReplyObject(r);
             w = next;
@@ -225,8 +312,9 @@ static void commit_send(commit_t *c, work_chunk_t *list)
         if (alone && ++alone_failures >= COMMIT_GIVE_UP) {
             work_chunk_t *w = list;
             LOG(LL_ERROR, "chunk %s could not be committed after %d tries alone; giving up on it here (it stays in "
-                          "%s)", w->decoded.id ? w->decoded.id : "(unparsed)", alone_failures, c->keys.processing);
-            list = w->next;
+                          "%s)", chunk_name(w), alone_failures, c->keys.processing);
+            list = w->round_next;
+            w->commit_dead = true;
             commit_drop(c, w);
             alone_failures = 0;
         }
@@ -234,7 +322,8 @@ static void commit_send(commit_t *c, work_chunk_t *list)
         commit_backoff(c, &backoff_ms);
     }
     while (list) { /* only on abort: the chunks stay in the processing list for recovery */
-        work_chunk_t *next = list->next;
+        work_chunk_t *next = list->round_next;
+        list->commit_dead = true;
         commit_drop(c, list);
         list = next;
     }
@@ -243,37 +332,41 @@ static void commit_send(commit_t *c, work_chunk_t *list)
 static void *commit_main(void *arg)
 {
     commit_t *c = arg;
-    const size_t batch_items = (size_t)c->settings->commit_batch;
+    const size_t batch = (size_t)c->settings->commit_batch;
     const int64_t interval_ms = c->settings->commit_interval_ms;
+    work_item_t *carry = NULL; /* markers held back from the last round */
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->stopping && !c->head) {
+        while (!c->stopping && !c->head && !carry) {
             atomic_store(&c->heartbeat_ms, clock_now_ms());
             struct timespec ts = clock_deadline_ts(clock_now_ms() + 1000);
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
         }
         atomic_store(&c->heartbeat_ms, clock_now_ms());
-        if (!c->head) break; /* stopping and nothing left */
+        if (!c->head && !carry) break; /* stopping and nothing left */
         int64_t now = clock_now_ms();
-        if (!commit_batch_ready(c->queued_items, now - c->head->finished_ms, batch_items, interval_ms, c->stopping)) {
-            int64_t deadline = c->head->finished_ms + interval_ms;
-            struct timespec ts = clock_deadline_ts(deadline);
+        if (!carry && !commit_batch_ready(c->queued, now - c->oldest_ms, batch, interval_ms, c->stopping)) {
+            struct timespec ts = clock_deadline_ts(c->oldest_ms + interval_ms);
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
             continue;
         }
-        /* Take whole chunks up to the batch size (at least one). */
-        work_chunk_t *list = c->head, *last = c->head;
-        size_t taken = work_chunk_weight(last);
-        while (last->next && taken + work_chunk_weight(last->next) <= batch_items) {
-            last = last->next;
-            taken += work_chunk_weight(last);
+        /* Take up to a batch of entries, after the held-back markers. */
+        work_item_t *list = carry, **tail = &list;
+        while (*tail) tail = &(*tail)->commit_next;
+        size_t taken = 0;
+        while (c->head && taken < batch) {
+            work_item_t *it = c->head;
+            c->head = it->commit_next;
+            it->commit_next = NULL;
+            *tail = it;
+            tail = &it->commit_next;
+            taken++;
         }
-        c->head = last->next;
         if (!c->head) c->tail = NULL;
-        last->next = NULL;
-        c->queued_items -= taken;
+        c->queued -= taken;
+        c->oldest_ms = now;
         pthread_mutex_unlock(&c->mu);
-        commit_send(c, list);
+        commit_send(c, commit_group(list, &carry));
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -313,10 +406,14 @@ void commit_free(commit_t *c)
 {
     if (!c) return;
     commit_stop(c);
-    for (work_chunk_t *w = c->head; w;) {
-        work_chunk_t *next = w->next;
-        work_chunk_free(w);
-        w = next;
+    /* Entries never sent (abort). The committer owns a chunk once its last item or its marker is queued; chunks
+     * still running belong to their loop, which frees them, so call this before loop_free(). */
+    for (work_item_t *it = c->head; it;) {
+        work_item_t *next = it->commit_next;
+        work_chunk_t *w = it->chunk;
+        if (!work_item_is_marker(it)) w->n_received++;
+        if (work_item_is_marker(it) || w->n_received == w->n_run) work_chunk_free(w);
+        it = next;
     }
     rconn_free(c->conn);
     pthread_cond_destroy(&c->changed);

@@ -1,10 +1,13 @@
 /* commit: the committer thread, the only writer of results.
  *
- * Finished chunks queue up here from every loop. The committer sends them in batches: one pipelined round trip
- * carries one commit script call per chunk (results to the stream, dead copies, counters, and removal from this
- * worker's processing list, atomically and fenced). A batch goes when it holds --commit-batch results or its
- * oldest chunk has waited --commit-interval-ms. On a Redis error the committer keeps the chunks, reconnects with
- * backoff and sends them again; the fencing in the script makes the retry exactly-once. */
+ * Finished items queue up here from every loop, as they finish. The committer sends them in batches: one
+ * pipelined round trip carries one commit script call per chunk that has items in the batch (results to the
+ * stream, dead copies, counters and the chunk's checkpoint, atomically and fenced; the call with a chunk's last
+ * item also removes the chunk from this worker's processing list). So a chunk's finished items are in Redis while
+ * its other items still run, and a redelivered chunk runs only the rest. A batch goes when it holds
+ * --commit-batch results or its oldest entry has waited --commit-interval-ms. On a Redis error the committer keeps
+ * the items, reconnects with backoff and sends them again; fencing and checkpoint bits make the retry
+ * exactly-once. */
 #ifndef CHUNKD_COMMIT_H
 #define CHUNKD_COMMIT_H
 
@@ -23,8 +26,12 @@ typedef struct commit commit_t;
 commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window);
 /* Connects and starts the thread. Returns 0, or -1 with a reason in err. */
 int commit_start(commit_t *c, char *err, size_t errlen);
-/* Queues a chunk (any thread); takes ownership. Its disposition says commit or requeue. */
-void commit_push(commit_t *c, work_chunk_t *chunk);
+/* Queues finished items and chunk markers linked by commit_next (any thread). The committer takes the items, and
+ * ownership of each chunk whose last item or marker is among them (see loop_done_fn). */
+void commit_push(commit_t *c, work_item_t *list);
+/* Queues a chunk's marker: the chunk is dead, has nothing to run, or (disposition WORK_REQUEUE) goes back to
+ * pending. Takes ownership of the chunk. */
+void commit_push_chunk(commit_t *c, work_chunk_t *chunk);
 /* Sends everything queued, then stops the thread. Blocks while Redis is unreachable unless commit_abort()
  * is called. */
 void commit_stop(commit_t *c);

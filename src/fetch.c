@@ -102,9 +102,9 @@ static bool fetch_others_idle(fetch_t *f)
     return lease_processing_chunks(f->conn, f->settings->queue, &f->keys, self, NULL) == 0;
 }
 
-/* Takes one reply to a move command. Returns 1 for a chunk (handed on), 0 for an empty queue, -1 for a lost
- * connection or an error reply. *largest learns the largest chunk size. */
-static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
+/* Takes one reply to a move command. Returns 1 for a chunk (added to got[*n_got]), 0 for an empty queue, -1 for a
+ * lost connection or an error reply. An unreadable chunk goes straight to the committer, which moves it to dead. */
+static int fetch_take(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_got)
 {
     if (!r) {
         LOG_LIMITED(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
@@ -118,14 +118,12 @@ static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
         metrics_add(M_CHUNKS_FETCHED, 1);
         /* The chunk text is kept byte for byte: the commit script matches it in the processing list. */
         work_chunk_t *w = work_chunk_new(xstrndup(r->str, r->len), r->len, clock_now_ms());
-        window_add(f->window, work_chunk_weight(w));
         if (w->dead_reason) {
-            window_finish(f->window, work_chunk_weight(w));
-            commit_push(f->commit, w);
+            window_add(f->window, 1);
+            window_finish(f->window, 1);
+            commit_push_chunk(f->commit, w);
         } else {
-            if (work_chunk_weight(w) > *largest) *largest = work_chunk_weight(w);
-            LOG(LL_DEBUG, "fetched chunk %s (%zu items)", w->decoded.id, w->decoded.n_items);
-            loop_submit(least_loaded(f), w);
+            got[(*n_got)++] = w;
         }
     } else if (r->type == REDIS_REPLY_ERROR) {
         LOG_LIMITED(LL_ERROR, "fetch: moving a chunk failed: %.300s", r->str);
@@ -133,6 +131,95 @@ static int fetch_take(fetch_t *f, redisReply *r, size_t *largest)
     }
     freeReplyObject(r);
     return rc;
+}
+
+/* Learns, in one round trip, each fetched chunk's delivery count and checkpoint. Returns 0, or -1 when the
+ * connection was lost. */
+static int fetch_checkpoints(fetch_t *f, work_chunk_t **got, size_t n)
+{
+    char done_key[KEYS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        keys_done(done_key, sizeof done_key, f->settings->queue, got[i]->decoded.id);
+        const char *incr[] = {"HINCRBY", f->keys.deliveries, got[i]->decoded.id, "1"};
+        const char *get[] = {"GET", done_key};
+        rconn_append_argv(f->conn, 4, incr, NULL);
+        rconn_append_argv(f->conn, 2, get, NULL);
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *d = rc ? NULL : rconn_get_reply(f->conn);
+        redisReply *b = d ? rconn_get_reply(f->conn) : NULL;
+        if (!d || !b) {
+            rc = -1;
+        } else {
+            work_chunk_t *w = got[i];
+            w->deliveries = d->type == REDIS_REPLY_INTEGER ? d->integer : 1;
+            if (b->type == REDIS_REPLY_STRING) {
+                w->checkpointed = true;
+                work_chunk_apply_checkpoint(w, (const unsigned char *)b->str, b->len);
+                metrics_add(M_ITEMS_SKIPPED, w->decoded.n_items - w->n_run);
+            }
+            if (d->type == REDIS_REPLY_ERROR || b->type == REDIS_REPLY_ERROR)
+                LOG_LIMITED(LL_ERROR, "fetch: reading chunk %s's checkpoint failed: %.300s", w->decoded.id,
+                            d->type == REDIS_REPLY_ERROR ? d->str : b->str);
+        }
+        if (d) freeReplyObject(d);
+        if (b) freeReplyObject(b);
+    }
+    return rc;
+}
+
+/* Hands fetched chunks to the loops once their checkpoints are known. Takes ownership of got[0..n). */
+static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *largest)
+{
+    if (n == 0) return;
+    while (fetch_checkpoints(f, got, n)) {
+        LOG_LIMITED(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
+        metrics_add(M_REDIS_ERRORS, 1);
+        if (fetch_connect(f, NULL, 0)) { /* stopping: the chunks stay in the processing list, reclaimed at exit */
+            for (size_t i = 0; i < n; i++) work_chunk_free(got[i]);
+            return;
+        }
+    }
+    long long max = f->settings->max_deliveries;
+    for (size_t i = 0; i < n; i++) {
+        work_chunk_t *w = got[i];
+        if (max > 0 && w->deliveries > max && w->n_run > 0) {
+            char why[200];
+            snprintf(why, sizeof why,
+                     "chunk delivered %lld times, more than --max-deliveries %lld (workers died or lost their lease "
+                     "while running it)", w->deliveries, max);
+            w->poison = xstrdup(why);
+            metrics_add(M_CHUNKS_POISONED, 1);
+            LOG(LL_WARN, "chunk %s: %s; its %zu remaining items go to %s", w->decoded.id, why, w->n_run,
+                f->keys.dead);
+        }
+        window_add(f->window, work_chunk_weight(w));
+        if (w->n_run == 0) window_finish(f->window, 1); /* nothing to run: only the final commit is left */
+        if (work_chunk_weight(w) > *largest) *largest = work_chunk_weight(w);
+        LOG(LL_DEBUG, "fetched chunk %s (%zu items, %zu to run, delivery %lld)", w->decoded.id, w->decoded.n_items,
+            w->n_run, w->deliveries);
+        loop_submit(least_loaded(f), w);
+    }
+}
+
+/* Learns the results stream's length from an XLEN reply and pauses or resumes fetching: while the stream holds
+ * more than --max-results-backlog entries the worker takes no new chunk, so a stopped collector cannot let the
+ * workers grow Redis without bound. Logs each change. */
+static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
+{
+    long long max = f->settings->max_results_backlog;
+    if (r && r->type == REDIS_REPLY_INTEGER) {
+        bool over = r->integer > max;
+        if (over && !*paused)
+            LOG(LL_WARN, "fetching paused: %s holds %lld results, more than --max-results-backlog %lld (is a "
+                         "collector running?)", f->keys.results, r->integer, max);
+        else if (!over && *paused)
+            LOG(LL_INFO, "fetching resumed: %s holds %lld results", f->keys.results, r->integer);
+        *paused = over;
+        metrics_gauge_set(G_FETCH_PAUSED, over);
+    }
+    if (r) freeReplyObject(r);
 }
 
 /* Sleeps up to ms, waking early when the fetcher is asked to stop. */
@@ -155,28 +242,42 @@ static void *fetch_main(void *arg)
     /* The largest chunk seen: the room the next one may need. Until a chunk is seen, take one at a time, so
      * --concurrency holds from the first fetch. */
     size_t largest = 0;
+    const char *xlen[] = {"XLEN", f->keys.results};
+    const bool backlog_cap = f->settings->max_results_backlog > 0;
+    bool paused = false;
+    work_chunk_t *got[FETCH_PIPELINE_MAX];
     while (!atomic_load(&f->stop)) {
         if (!window_wait_room(f->window, largest ? largest : 1, 200)) continue;
         if (!rconn_connected(f->conn) && fetch_connect(f, NULL, 0)) break;
+        if (paused) {
+            fetch_pause(f, 200);
+            fetch_note_backlog(f, rconn_command_argv(f->conn, 2, xlen, NULL), &paused);
+            continue;
+        }
         /* Ask for as many chunks as surely fit, in one round trip, without blocking. */
         size_t want = largest ? window_room(f->window) / largest : 1;
         if (want < 1) want = 1;
         if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
+        /* The backlog is checked in the same round trip, so it overshoots by at most one window. */
+        if (backlog_cap) rconn_append_argv(f->conn, 2, xlen, NULL);
         for (size_t i = 0; i < want; i++) rconn_append_argv(f->conn, 5, lmove, NULL);
+        if (backlog_cap) fetch_note_backlog(f, rconn_get_reply(f->conn), &paused);
         /* Every reply goes through fetch_take, even after an error reply: a later LMOVE may still have moved a
          * chunk, which must not be dropped. Only a lost connection ends the round. */
-        int got = 0;
+        int got_n = 0;
+        size_t n = 0;
         bool failed = false;
         for (size_t i = 0; i < want && rconn_connected(f->conn); i++) {
-            int rc = fetch_take(f, rconn_get_reply(f->conn), &largest);
-            if (rc > 0) got++;
+            int rc = fetch_take(f, rconn_get_reply(f->conn), got, &n);
+            if (rc > 0) got_n++;
             if (rc < 0) failed = true;
         }
-        if (failed && got == 0) {
+        fetch_deliver(f, got, n, &largest);
+        if (failed && got_n == 0) {
             fetch_pause(f, 500);
             continue;
         }
-        if (got > 0) {
+        if (got_n > 0) {
             atomic_store(&f->found_empty, false);
             continue;
         }
@@ -194,7 +295,9 @@ static void *fetch_main(void *arg)
             else fetch_pause(f, 200);
             continue;
         }
-        int rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), &largest);
+        n = 0;
+        int rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), got, &n);
+        fetch_deliver(f, got, n, &largest);
         if (rc > 0) atomic_store(&f->found_empty, false);
         else if (rc == 0 && window_held(f->window) == 0) fetch_reclaim(f->conn, &f->keys);
         else if (rc < 0 && rconn_connected(f->conn)) fetch_pause(f, 500);

@@ -21,6 +21,9 @@ typedef struct handler {
     int (*loop_init)(loop_t *loop, const settings_t *s, void *shared, void **state);
     void (*loop_free)(void *state);
     void (*start)(void *state, loop_t *loop, work_item_t *item);
+    /* Stops a running item without finishing it (--item-timeout-ms): afterwards the handler must never touch
+     * the item again. Required of every handler whose start() can return before the item is done. */
+    void (*cancel)(void *state, loop_t *loop, work_item_t *item);
 } handler_t;
 
 /* Returns the handler called name, or NULL. */

@@ -880,4 +880,13 @@ static void http_start(void *state, loop_t *loop, work_item_t *item)
     http_send(call);
 }
 
-const handler_t handler_http = {"http", http_init, http_fini, http_loop_init, http_loop_free, http_start};
+/* --item-timeout-ms: the call is abandoned wherever it is (in flight or waiting to retry). */
+static void http_cancel(void *state, loop_t *loop, work_item_t *item)
+{
+    (void)state;
+    loop_timer_stop(loop, &item->timer);
+    if (item->handler_data) http_call_free(item->handler_data);
+}
+
+const handler_t handler_http = {"http",         http_init,  http_fini, http_loop_init, http_loop_free,
+                                http_start,     http_cancel};

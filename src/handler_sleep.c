@@ -44,4 +44,10 @@ static void sleep_start(void *state, loop_t *loop, work_item_t *item)
     loop_timer_start(loop, &item->timer, loop_now_ms(loop) + ms, sleep_fired);
 }
 
-const handler_t handler_sleep = {"sleep", NULL, NULL, sleep_loop_init, sleep_loop_free, sleep_start};
+static void sleep_cancel(void *state, loop_t *loop, work_item_t *item)
+{
+    (void)state;
+    loop_timer_stop(loop, &item->timer);
+}
+
+const handler_t handler_sleep = {"sleep", NULL, NULL, sleep_loop_init, sleep_loop_free, sleep_start, sleep_cancel};

@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-#define KEYS_MAX 320 /* queue names are at most 200 bytes (settings) */
+#define KEYS_MAX 400 /* queue names are at most 200 bytes (settings) */
 
 typedef struct keys {
     char pending[KEYS_MAX];    /* list of chunks; producers LPUSH, workers BLMOVE from the right */
@@ -16,6 +16,7 @@ typedef struct keys {
     char processing[KEYS_MAX]; /* this worker's processing list; empty until keys_processing() */
     char lease[KEYS_MAX];      /* this worker's lease; empty until keys_lease() */
     char reaper[KEYS_MAX];     /* short lock: the worker that holds it reaps this turn */
+    char deliveries[KEYS_MAX]; /* hash: chunk id -> times fetched, while the chunk is not done */
 } keys_t;
 
 #define KEYS_COLLECT_GROUP "chunkd-collect"
@@ -28,6 +29,7 @@ static inline void keys_init(keys_t *k, const char *queue)
     snprintf(k->stats, sizeof k->stats, "chunkd:{%s}:stats", queue);
     snprintf(k->workers, sizeof k->workers, "chunkd:{%s}:workers", queue);
     snprintf(k->reaper, sizeof k->reaper, "chunkd:{%s}:reaper", queue);
+    snprintf(k->deliveries, sizeof k->deliveries, "chunkd:{%s}:deliveries", queue);
     k->processing[0] = '\0';
     k->lease[0] = '\0';
 }
@@ -35,6 +37,12 @@ static inline void keys_init(keys_t *k, const char *queue)
 static inline void keys_processing(char *out, size_t outlen, const char *queue, const char *worker_id)
 {
     snprintf(out, outlen, "chunkd:{%s}:processing:%s", queue, worker_id);
+}
+
+/* A chunk's checkpoint: a bitmap with bit i set once item i's result is in the stream; deleted with the chunk. */
+static inline void keys_done(char *out, size_t outlen, const char *queue, const char *chunk_id)
+{
+    snprintf(out, outlen, "chunkd:{%s}:done:%s", queue, chunk_id);
 }
 
 /* The key whose existence is a worker's lease (a string with an expiry). */

@@ -29,8 +29,10 @@ struct loop {
     const settings_t *settings;
     void *handler_shared;            /* borrowed: the handler's process-wide state */
     void *handler_state;
-    loop_chunk_done_fn on_chunk_done;
-    void *on_chunk_done_arg;
+    loop_done_fn on_done;
+    void *on_done_arg;
+    work_item_t *out_head, *out_tail; /* finished this turn, for on_done */
+    size_t out_items;
 
     pthread_t thread;
     bool started;
@@ -54,15 +56,15 @@ struct loop {
 };
 
 loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, const settings_t *s,
-                 loop_chunk_done_fn done, void *done_arg)
+                 loop_done_fn done, void *done_arg)
 {
     loop_t *l = xcalloc(1, sizeof *l);
     l->handler_shared = handler_shared;
     l->index = index;
     l->handler = handler;
     l->settings = s;
-    l->on_chunk_done = done;
-    l->on_chunk_done_arg = done_arg;
+    l->on_done = done;
+    l->on_done_arg = done_arg;
     l->epfd = l->wakefd = -1;
     pthread_mutex_init(&l->mu, NULL);
     atomic_init(&l->load, 0);
@@ -198,24 +200,56 @@ static void active_remove(loop_t *l, work_chunk_t *c)
     c->next = c->prev = NULL;
 }
 
+static void loop_out(loop_t *l, work_item_t *it)
+{
+    it->commit_next = NULL;
+    if (l->out_tail) l->out_tail->commit_next = it;
+    else l->out_head = it;
+    l->out_tail = it;
+    l->out_items += !work_item_is_marker(it);
+}
+
+/* Hands this turn's finished items to the committer. */
+static void loop_flush(loop_t *l)
+{
+    if (!l->out_head) return;
+    work_item_t *list = l->out_head;
+    size_t n = l->out_items;
+    l->out_head = l->out_tail = NULL;
+    l->out_items = 0;
+    l->on_done(l->on_done_arg, list, n);
+}
+
 static void chunk_complete(loop_t *l, work_chunk_t *c)
 {
     active_remove(l, c);
     c->finished_ms = l->now_ms;
     c->disposition = WORK_COMMIT;
-    l->on_chunk_done(l->on_chunk_done_arg, c);
+    if (c->n_run == 0) loop_out(l, &c->marker); /* nothing ran: the marker settles the chunk */
 }
 
 void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json, size_t result_len,
                     const char *error)
 {
     if (it->finished) return; /* a handler bug must not finish an item twice */
+    loop_timer_stop(l, &it->deadline);
     work_item_finish(it, ok, result_json, result_len, error, l->now_ms);
     metrics_add(ok ? M_ITEMS_OK : M_ITEMS_FAILED, 1);
     metrics_observe(H_ITEM_SECONDS, (uint64_t)(l->now_ms - it->started_ms) * 1000);
     atomic_fetch_sub(&l->load, 1);
     work_chunk_t *c = it->chunk;
-    if (++c->n_finished == c->decoded.n_items && !c->starting) chunk_complete(l, c);
+    bool last = ++c->n_finished == c->n_run && !c->starting;
+    if (last) chunk_complete(l, c);
+    loop_out(l, it);
+}
+
+static void loop_item_timeout(loop_t *l, loop_timer_t *t)
+{
+    work_item_t *it = (work_item_t *)(void *)((char *)t - offsetof(work_item_t, deadline));
+    if (l->handler->cancel) l->handler->cancel(l->handler_state, l, it);
+    char why[96];
+    snprintf(why, sizeof why, "timed out after %lld ms (--item-timeout-ms)", l->settings->item_timeout_ms);
+    loop_item_done(l, it, false, NULL, 0, why);
 }
 
 static void loop_start_chunk(loop_t *l, work_chunk_t *c)
@@ -227,18 +261,26 @@ static void loop_start_chunk(loop_t *l, work_chunk_t *c)
     c->starting = true;
     for (size_t i = 0; i < c->decoded.n_items; i++) {
         work_item_t *it = &c->items[i];
+        if (it->done_before) continue;
         it->started_ms = l->now_ms;
         it->attempts++;
-        if (it->in->error) loop_item_done(l, it, false, NULL, 0, it->in->error);
-        else l->handler->start(l->handler_state, l, it);
+        if (c->poison) {
+            loop_item_done(l, it, false, NULL, 0, c->poison);
+        } else if (it->in->error) {
+            loop_item_done(l, it, false, NULL, 0, it->in->error);
+        } else {
+            if (l->settings->item_timeout_ms > 0)
+                loop_timer_start(l, &it->deadline, l->now_ms + l->settings->item_timeout_ms, loop_item_timeout);
+            l->handler->start(l->handler_state, l, it);
+        }
     }
     c->starting = false;
-    if (c->n_finished == c->decoded.n_items) chunk_complete(l, c);
+    if (c->n_finished == c->n_run) chunk_complete(l, c);
 }
 
 void loop_submit(loop_t *l, work_chunk_t *c)
 {
-    atomic_fetch_add(&l->load, c->decoded.n_items);
+    atomic_fetch_add(&l->load, c->n_run);
     c->next = NULL;
     pthread_mutex_lock(&l->mu);
     bool was_empty = l->inbox_head == NULL;
@@ -294,6 +336,7 @@ static void *loop_main(void *arg)
             in = next;
         }
         loop_run_timers(l);
+        loop_flush(l);
         loop_free_deferred(l);
         if (stop) break;
     }

@@ -3,8 +3,8 @@
  * Each loop owns an epoll instance, a min-heap of timers and an inbox of chunks. fetch submits chunks to the
  * inbox from its own thread (loop_submit, the only cross-thread call besides stop and load); everything else runs
  * on the loop's thread: the handler starts items, arms timers (later also watches sockets, for libcurl), and calls
- * loop_item_done() exactly once per item. When a chunk's last item is done the loop hands the chunk to the
- * committer through the on_chunk_done callback. Concurrency is therefore bounded by the items a process holds
+ * loop_item_done() exactly once per item. At the end of each turn the loop hands the items finished in it to
+ * the committer through the on_done callback; with a chunk's last item goes the ownership of the chunk. Concurrency is therefore bounded by the items a process holds
  * (--concurrency), not by threads. */
 #ifndef CHUNKD_LOOP_H
 #define CHUNKD_LOOP_H
@@ -40,12 +40,14 @@ struct loop_watch {
     loop_watch_cb cb;
 };
 
-/* Called on the loop's thread with a finished chunk; takes ownership of it. */
-typedef void (*loop_chunk_done_fn)(void *arg, struct work_chunk *chunk);
+/* Called on the loop's thread with the items finished in one turn (linked by commit_next; a chunk's marker may be
+ * among them), n_items of them real items. The callee takes them, and each chunk whose last item (or marker) is
+ * in the list. */
+typedef void (*loop_done_fn)(void *arg, struct work_item *list, size_t n_items);
 
 /* Creates loop number index; handler_shared is what the handler's init() built (borrowed). */
 loop_t *loop_new(int index, const struct handler *handler, void *handler_shared, const struct settings *s,
-                 loop_chunk_done_fn done, void *done_arg);
+                 loop_done_fn done, void *done_arg);
 /* Creates the handler's per-loop state and starts the thread. Returns 0, or -1 (with a log line). */
 int loop_start(loop_t *loop);
 /* Hands a chunk to the loop (any thread); takes ownership. */

@@ -70,9 +70,17 @@ static const setting_def_t setting_defs[] = {
      CMD_WORKER | CMD_RUN, false, false, "longest a finished chunk waits for a fuller batch"},
     {"lease-ms", "CHUNKD_LEASE_MS", ST_INT, OFF(lease_ms), "10000", 1000, 600000, NULL, CMD_WORKER | CMD_RUN, false,
      false, "a worker renews its lease every third of this; one silent this long has its chunks given back"},
-    {"http-port", "CHUNKD_HTTP_PORT", ST_INT, OFF(http_port), "8080", 0, 65535, NULL, CMD_WORKER, false, false,
-     "port of /healthz, /readyz and /metrics (0: no HTTP server)"},
-    {"http-addr", "CHUNKD_HTTP_ADDR", ST_STR, OFF(http_addr), "0.0.0.0", 0, 0, NULL, CMD_WORKER, false, false,
+    {"item-timeout-ms", "CHUNKD_ITEM_TIMEOUT_MS", ST_INT, OFF(item_timeout_ms), "600000", 0, 86400000, NULL,
+     CMD_WORKER | CMD_RUN, false, false, "an item still running after this fails with a timeout error (0: never)"},
+    {"max-deliveries", "CHUNKD_MAX_DELIVERIES", ST_INT, OFF(max_deliveries), "5", 0, 1000000, NULL,
+     CMD_WORKER | CMD_RUN, false, false,
+     "a chunk fetched more often than this (its workers died) is not run again: its items go to dead (0: no limit)"},
+    {"max-results-backlog", "CHUNKD_MAX_RESULTS_BACKLOG", ST_INT, OFF(max_results_backlog), "1000000", 0,
+     1000000000, NULL, CMD_WORKER | CMD_RUN, false, false,
+     "fetching pauses while the results stream holds more entries than this (0: no limit)"},
+    {"http-port", "CHUNKD_HTTP_PORT", ST_INT, OFF(http_port), "8080", 0, 65535, NULL, CMD_WORKER | CMD_RUN, false,
+     false, "port of /healthz, /readyz and /metrics (0: no HTTP server; run: none unless given)"},
+    {"http-addr", "CHUNKD_HTTP_ADDR", ST_STR, OFF(http_addr), "0.0.0.0", 0, 0, NULL, CMD_WORKER | CMD_RUN, false, false,
      "IPv4 address the HTTP server listens on"},
     {"test-stall-ms", "CHUNKD_TEST_STALL_MS", ST_INT, OFF(test_stall_ms), "0", 0, 600000, NULL, CMD_WORKER, false,
      false, "for tests only: event loop 0 blocks this long after start, so /healthz must turn 503"},
@@ -309,6 +317,7 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
                 continue;
             if (setting_set(s, d, eq + 1, "environment", err, errlen)) return SETTINGS_ERROR;
             if (d->offset == OFF(queue)) s->queue_set = true;
+            if (d->offset == OFF(http_port)) s->http_port_set = true;
         }
         if (len > 7 && strncmp(*e, "CHUNKD_", 7) == 0 && !env_known(*e, len))
             LOG(LL_WARN, "ignoring unknown environment variable %.*s", (int)len, *e);
@@ -318,6 +327,7 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
         if (!flag_value[i]) continue;
         if (setting_set(s, &setting_defs[i], flag_value[i], "command line", err, errlen)) return SETTINGS_ERROR;
         if (setting_defs[i].offset == OFF(queue)) s->queue_set = true;
+        if (setting_defs[i].offset == OFF(http_port)) s->http_port_set = true;
     }
 
     /* Checks across settings. */

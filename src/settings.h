@@ -45,6 +45,9 @@ typedef struct settings {
     char *worker_id;              /* NULL: hostname-pid-random */
     long long http_port;          /* health and metrics; 0: no server */
     long long lease_ms;           /* a worker silent this long is reaped */
+    long long item_timeout_ms;    /* 0: none */
+    long long max_deliveries;     /* 0: no limit */
+    long long max_results_backlog; /* 0: no limit */
     long long test_stall_ms;      /* test only: loop 0 blocks this long once, to exercise /healthz */
     char *http_addr;
     /* http handler. */
@@ -81,6 +84,7 @@ typedef struct settings {
 
     const char *input;      /* positional FILE or "-"; NULL when absent (borrowed from argv) */
     bool queue_set;         /* the queue was given explicitly (flag or environment) */
+    bool http_port_set;     /* so was --http-port */
 } settings_t;
 
 typedef enum { SETTINGS_OK = 0, SETTINGS_ERROR = -1, SETTINGS_HELP = 1 } settings_rc_t;

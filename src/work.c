@@ -14,6 +14,7 @@ work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms)
     c->raw = raw;
     c->raw_len = raw_len;
     c->fetched_ms = now_ms;
+    c->marker.chunk = c;
     char err[512];
     if (chunk_decode(raw, raw_len, &c->decoded, err, sizeof err)) {
         c->dead_reason = xstrdup(err);
@@ -24,7 +25,20 @@ work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms)
         c->items[i].in = &c->decoded.items[i];
         c->items[i].chunk = c;
     }
+    c->n_run = c->decoded.n_items;
     return c;
+}
+
+void work_chunk_apply_checkpoint(work_chunk_t *c, const unsigned char *bits, size_t len)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < c->decoded.n_items; i++) {
+        bool done = bits && i / 8 < len && (bits[i / 8] >> (7 - i % 8)) & 1;
+        c->items[i].done_before = done;
+        c->items[i].finished = done;
+        run += !done;
+    }
+    c->n_run = run;
 }
 
 void work_chunk_free(work_chunk_t *c)
@@ -37,6 +51,7 @@ void work_chunk_free(work_chunk_t *c)
     free(c->items);
     chunk_clear(&c->decoded);
     free(c->dead_reason);
+    free(c->poison);
     free(c->raw);
     free(c);
 }

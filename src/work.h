@@ -20,6 +20,11 @@ typedef enum {
     WORK_REQUEUE,    /* give the whole chunk back to pending (drain) */
 } work_disposition_t;
 
+/* Items travel from the loops to the committer one by one, so that a chunk's finished items are committed (and
+ * checkpointed) while its other items still run. A work_item_t in the committer's queue is either a finished item
+ * or its chunk's marker (work_item_is_marker): the marker carries a chunk-level event, a dead chunk, a chunk with
+ * nothing left to run, or a drain's requeue. */
+
 typedef struct work_item {
     chunk_item_t *in;        /* borrowed from chunk->decoded */
     work_chunk_t *chunk;     /* the chunk this item belongs to */
@@ -28,12 +33,15 @@ typedef struct work_item {
     int status;              /* last HTTP status (http handler), 0 if none */
     bool finished;
     bool ok;
+    bool done_before;        /* committed by an earlier delivery of the chunk (checkpoint): not run again */
     char *result_line;       /* owned once finished: the encoded result line */
     size_t result_len;
     char *dead_record;       /* owned: set when the item failed, for the dead list */
     size_t dead_len;
     loop_timer_t timer;      /* for the handler's use while the item runs */
+    loop_timer_t deadline;   /* --item-timeout-ms, armed by the loop */
     void *handler_data;      /* for the handler's use while the item runs */
+    struct work_item *commit_next; /* link in the committer's queue, then in its round */
 } work_item_t;
 
 struct work_chunk {
@@ -41,18 +49,41 @@ struct work_chunk {
     size_t raw_len;
     chunk_t decoded;         /* empty when dead_reason is set */
     work_item_t *items;      /* owned array of decoded.n_items */
-    size_t n_finished;
+    work_item_t marker;      /* the chunk's own entry in the committer's queue */
+    /* Set by fetch before the chunk reaches a loop. */
+    size_t n_run;            /* items this delivery runs: those not done_before */
+    long long deliveries;    /* times the chunk was fetched (1 the first time) */
+    bool checkpointed;       /* Redis may hold done bits for it: commits must consult and clear them */
+    char *poison;            /* owned: over --max-deliveries; the items fail with this reason instead of running */
+    /* Loop side. */
+    size_t n_finished;       /* of n_run */
     bool starting;           /* the loop is still handing items to the handler */
     char *dead_reason;       /* owned: why the chunk cannot run at all; it then goes to dead */
     work_disposition_t disposition;
+    /* Committer side (only the committer touches these). */
+    size_t n_received;       /* finished items the committer has taken */
+    size_t n_released;       /* of the window's weight */
+    bool commit_dead;        /* fenced or given up: later items are dropped, not sent */
+    bool in_round;
+    work_item_t *round_items;  /* this round's items of the chunk, linked by commit_next */
+    size_t round_n;
+    bool round_marker;       /* this round carries the marker */
+    work_chunk_t *round_next;
     int commit_sends;        /* times the committer sent it (more than 1 after a lost connection) */
     int64_t fetched_ms;      /* monotonic */
     int64_t finished_ms;     /* monotonic: when it became ready for the committer */
     work_chunk_t *next, *prev; /* links in the current owner's list */
 };
 
-/* How much of the window a chunk takes: its items, or 1 for a chunk without items (a dead one). */
-static inline size_t work_chunk_weight(const work_chunk_t *c) { return c->decoded.n_items ? c->decoded.n_items : 1; }
+/* How much of the window a chunk takes: the items it runs, or 1 for a chunk that runs none (a dead one, or one
+ * whose items were all committed by an earlier delivery). */
+static inline size_t work_chunk_weight(const work_chunk_t *c) { return c->n_run ? c->n_run : 1; }
+
+static inline bool work_item_is_marker(const work_item_t *it) { return it == &it->chunk->marker; }
+
+/* Marks the items whose bit is set in a Redis bitmap (SETBIT order: bit 7 of byte 0 is item 0) as done_before and
+ * sets n_run. bits may be NULL. */
+void work_chunk_apply_checkpoint(work_chunk_t *c, const unsigned char *bits, size_t len);
 
 /* Takes ownership of raw (malloc'd). Decodes it; on failure the chunk has dead_reason set and no items. */
 work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms);

@@ -146,11 +146,11 @@ static void *worker_monitor_main(void *arg)
     return NULL;
 }
 
-static void worker_chunk_done(void *arg, work_chunk_t *chunk)
+static void worker_items_done(void *arg, work_item_t *list, size_t n_items)
 {
     worker_t *w = arg;
-    window_finish(w->window, work_chunk_weight(chunk));
-    commit_push(w->commit, chunk);
+    window_finish(w->window, n_items);
+    commit_push(w->commit, list);
 }
 
 worker_t *worker_new(const settings_t *s)
@@ -215,7 +215,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     const settings_t *s = w->settings;
     if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return WORKER_BAD_SETTINGS;
     for (size_t i = 0; i < w->n_loops; i++)
-        w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_chunk_done, w);
+        w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
     w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit);
     if (worker_register(w, true, err, errlen)) return -1;
     w->registered = true;
@@ -266,7 +266,7 @@ int worker_drain(worker_t *w)
         for (work_chunk_t *c = loop_take_unfinished(w->loops[i]); c;) {
             work_chunk_t *next = c->next;
             c->disposition = WORK_REQUEUE;
-            commit_push(w->commit, c);
+            commit_push_chunk(w->commit, c);
             requeued++;
             c = next;
         }
@@ -296,9 +296,12 @@ void worker_free(worker_t *w)
         pthread_join(w->monitor, NULL);
     }
     if (w->fetch) fetch_free(w->fetch);
+    /* The committer's queue may hold items of chunks a loop still owns: free it while those chunks exist. */
+    for (size_t i = 0; i < w->n_loops; i++)
+        if (w->loops[i]) loop_stop(w->loops[i]);
+    commit_free(w->commit);
     for (size_t i = 0; i < w->n_loops; i++)
         if (w->loops[i]) loop_free(w->loops[i]);
-    commit_free(w->commit);
     if (w->handler->fini && w->handler_shared) w->handler->fini(w->handler_shared);
     free(w->loops);
     window_free(w->window);

@@ -442,6 +442,22 @@ class Ctx:
                 raise TestFailure(f"pending holds a non-JSON chunk: {text[:120]!r}")
         return chunks
 
+    def done_bits(self, chunk_id, queue=None):
+        """Indexes of the items a chunk's checkpoint marks as committed (commit.lua's SETBIT bitmap)."""
+        raw = self.r.execute("GET", self.key(f"done:{chunk_id}", queue))
+        if raw is None:
+            return set()
+        data = raw.encode("utf-8", "surrogateescape")
+        return {i for i in range(len(data) * 8) if data[i // 8] >> (7 - i % 8) & 1}
+
+    def pending_todo(self, queue=None):
+        """Ids (id_key) of the items pending chunks still have to run: those their checkpoint does not mark done."""
+        todo = []
+        for ch in self.pending_chunks(queue):
+            done = self.done_bits(ch["chunk"], queue)
+            todo += [id_key(it["id"]) for i, it in enumerate(ch["items"]) if i not in done]
+        return todo
+
     def processing_keys(self, queue=None):
         return self.r.keys(self.key("processing:*", queue))
 

@@ -1,5 +1,6 @@
 """Leases and reaping: a SIGKILLed worker's chunks run again within seconds; `chunkd recover` by hand."""
 
+import json
 import re
 import signal
 import time
@@ -44,3 +45,90 @@ def test_recover_by_hand(ctx):
     out = ctx.run("recover", "--queue", ctx.queue).stdout()
     check(re.search(r"recovered 2 chunks from 1 workers", out), f"recover output: {out!r}")
     check(ctx.r.execute("LLEN", key) == 0 and ctx.llen("pending") == 2, "chunks not back in pending")
+
+
+def test_checkpoint_redelivery_runs_only_unfinished_items(ctx):
+    # One chunk: 6 fast items, 4 slow ones. The victim commits the fast ones (a partial commit: the chunk stays in
+    # its processing list) and is killed; the chunk's next delivery runs only the 4 slow items.
+    items = [{"id": i, "sleep_ms": 20 if i < 6 else 2500} for i in range(10)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    victim = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", "victim", "--lease-ms", 1000, name="victim")
+    wait_until(lambda: ctx.xlen() >= 6, 15, lambda: f"6 fast results committed ({victim.describe()})")
+    check(ctx.r.execute("LLEN", ctx.key("processing:victim")) == 1, "the partly committed chunk left processing")
+    chunk_id = ctx.r.lrange_all(ctx.key("processing:victim"))[0].split('"chunk":"')[1].split('"')[0]
+    check(ctx.done_bits(chunk_id) == set(range(6)),
+          f"checkpoint of chunk {chunk_id}: {sorted(ctx.done_bits(chunk_id))}, expected items 0-5")
+    victim.kill()
+    rescuer = ctx.spawn("worker", "--queue", ctx.queue, "--lease-ms", 1000, "--exit-when-empty",
+                        "--log-level", "debug", name="rescuer")
+    rescuer.wait(scaled(30), expect_rc=0)
+    check(re.search(r"fetched chunk \S+ \(10 items, 4 to run, delivery 2\)", rescuer.stderr()),
+          f"the rescuer did not run only the 4 unfinished items: {rescuer.stderr()[-600:]!r}")
+    out = ctx.path("results.jsonl")
+    ctx.run("collect", "--queue", ctx.queue, "--out", out)
+    assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results after a partial commit and a SIGKILL")
+    check(ctx.r.execute("EXISTS", ctx.key(f"done:{chunk_id}")) == 0, "the checkpoint outlived its chunk")
+    check(ctx.r.execute("HLEN", ctx.key("deliveries")) == 0, "the delivery count outlived its chunk")
+
+
+def test_max_deliveries_sends_poison_chunk_to_dead(ctx):
+    # A chunk whose workers keep dying: after --max-deliveries 2 the third delivery does not run it; its items
+    # fail with the reason, go to dead, and the worker carries on with the next chunk.
+    poison = [{"id": f"p{i}", "sleep_ms": 60000} for i in range(5)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 5, ctx.write_jsonl("poison.jsonl", poison))
+    for n in (1, 2):
+        victim = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", f"v{n}", "--lease-ms", 1000,
+                           "--max-deliveries", 2, name=f"victim {n}")
+        wait_until(lambda: ctx.r.execute("LLEN", ctx.key(f"processing:v{n}")) == 1, 15,
+                   lambda: f"victim {n} holding the chunk ({victim.describe()})")
+        victim.kill()
+        wait_until(lambda: ctx.r.execute("EXISTS", ctx.key(f"lease:v{n}")) == 0, scaled(5), "the lease expiring")
+        ctx.run("recover", "--queue", ctx.queue)
+    good = [{"id": f"g{i}", "sleep_ms": 10} for i in range(5)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 5, ctx.write_jsonl("good.jsonl", good))
+    ctx.run("worker", "--queue", ctx.queue, "--max-deliveries", 2, "--exit-when-empty", timeout=30)
+    out = ctx.path("results.jsonl")
+    ctx.run("collect", "--queue", ctx.queue, "--out", out)
+    results = read_jsonl(out)
+    assert_exactly_once(results, [it["id"] for it in poison + good], "results with a poison chunk")
+    for r in results:
+        if r["id"].startswith("p"):
+            check(r["ok"] is False and "more than --max-deliveries 2" in r["error"], f"poison item result: {r}")
+        else:
+            check(r["ok"] is True, f"good item after the poison chunk: {r}")
+    dead = [json.loads(d) for d in ctx.r.lrange_all(ctx.key("dead"))]
+    check(len(dead) == 5 and all("--max-deliveries" in d["error"] for d in dead), f"dead list: {dead}")
+
+
+def test_item_timeout_fails_hung_items(ctx):
+    items = [{"id": i, "sleep_ms": 60000 if i % 2 else 10} for i in range(10)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 5, ctx.write_jsonl("items.jsonl", items))
+    started = time.monotonic()
+    ctx.run("worker", "--queue", ctx.queue, "--item-timeout-ms", 300, "--exit-when-empty", timeout=30)
+    check(time.monotonic() - started < scaled(10), "hung items held the worker past --item-timeout-ms")
+    out = ctx.path("results.jsonl")
+    ctx.run("collect", "--queue", ctx.queue, "--out", out)
+    results = read_jsonl(out)
+    assert_exactly_once(results, [it["id"] for it in items], "results with hung items")
+    for r in results:
+        if r["id"] % 2:
+            check(r["ok"] is False and r["error"] == "timed out after 300 ms (--item-timeout-ms)", f"hung item: {r}")
+        else:
+            check(r["ok"] is True, f"quick item: {r}")
+    check(ctx.llen("dead") == 5, f"dead holds {ctx.llen('dead')} records, expected the 5 hung items")
+
+
+def test_results_backlog_pauses_fetching(ctx):
+    items = [{"id": i} for i in range(400)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--handler", "echo", "--concurrency", 10,
+                       "--max-results-backlog", 50, "--exit-when-empty", name="worker")
+    wait_until(lambda: "fetching paused" in worker.stderr(), 15, lambda: f"the pause ({worker.describe()})")
+    held = ctx.xlen()
+    check(50 < held <= 50 + 2 * 10, f"results stream at {held} entries: over the backlog by more than a window")
+    check(ctx.llen("pending") > 0 and worker.alive(), "the worker did not wait with work pending")
+    out = ctx.path("results.jsonl")
+    ctx.run("collect", "--queue", ctx.queue, "--out", out, "--until-done", timeout=60)
+    worker.wait(30, expect_rc=0)
+    check("fetching resumed" in worker.stderr(), "no log line when fetching resumed")
+    assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results with a results backlog cap")
