@@ -137,43 +137,53 @@ static void commit_append(commit_t *c, work_chunk_t *w)
     const char *mode = w->dead_reason ? "x" : group_ends_chunk(w) ? "f" : "p";
     /* A partial commit may be retried after a lost reply: only the checkpoint bits make that exactly-once. */
     if (*mode == 'p') w->checkpointed = true;
-    char count[24];
-    snprintf(count, sizeof count, "%zu", w->round_n);
-    size_t argc = 14 + 4 * w->round_n + (w->dead_reason != NULL);
+    const bool bits = w->checkpointed;
+    size_t n = w->round_n, n_ok = 0, n_dead = w->dead_reason != NULL;
+    for (work_item_t *it = w->round_items; it; it = it->commit_next) {
+        n_ok += it->ok;
+        n_dead += it->dead_record != NULL;
+    }
+    char counts[3][24];
+    snprintf(counts[0], sizeof counts[0], "%zu", n);
+    snprintf(counts[1], sizeof counts[1], "%zu", n_ok);
+    snprintf(counts[2], sizeof counts[2], "%zu", n_dead);
+    const char *head[] = {"EVAL", script_commit, "6", k->processing, k->results, k->stats, k->dead, done_key,
+                          k->deliveries, w->raw, mode, id, bits ? "1" : "0", counts[0], counts[1], counts[2]};
+    const size_t n_head = sizeof head / sizeof head[0];
+    size_t argc = n_head + n + n_dead + (bits ? n : 0);
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
-    char(*idx)[24] = xmalloc((w->round_n ? w->round_n : 1) * sizeof *idx);
-    const char *head[] = {"EVAL", script_commit, "6", k->processing, k->results, k->stats, k->dead, done_key,
-                          k->deliveries, w->raw, mode, id, w->checkpointed ? "1" : "0"};
+    char(*tags)[24] = bits ? xmalloc((n ? n : 1) * sizeof *tags) : NULL;
     size_t a = 0;
-    for (; a < 13; a++) {
+    for (; a < n_head; a++) {
         argv[a] = head[a];
         lens[a] = strlen(head[a]);
     }
     lens[9] = w->raw_len;
-    argv[a] = count;
-    lens[a++] = strlen(count);
-    size_t j = 0;
-    for (work_item_t *it = w->round_items; it; it = it->commit_next, j++) {
-        snprintf(idx[j], sizeof idx[j], "%td", it - w->items);
-        argv[a] = idx[j];
-        lens[a++] = strlen(idx[j]);
-        argv[a] = it->ok ? "1" : "0";
-        lens[a++] = 1;
+    for (work_item_t *it = w->round_items; it; it = it->commit_next, a++) {
         argv[a] = it->result_line;
-        lens[a++] = it->result_len;
-        argv[a] = it->dead_record ? it->dead_record : "";
-        lens[a++] = it->dead_record ? it->dead_len : 0;
+        lens[a] = it->result_len;
     }
     char *dead_chunk = NULL;
     if (w->dead_reason) {
         dead_chunk = work_chunk_dead_record(w, &lens[a]);
         argv[a++] = dead_chunk;
     }
+    for (work_item_t *it = w->round_items; it; it = it->commit_next) {
+        if (!it->dead_record) continue;
+        argv[a] = it->dead_record;
+        lens[a++] = it->dead_len;
+    }
+    size_t j = 0;
+    for (work_item_t *it = bits ? w->round_items : NULL; it; it = it->commit_next, j++) {
+        lens[a] = (size_t)snprintf(tags[j], sizeof tags[j], "%c%td", it->ok ? 'o' : it->dead_record ? 'd' : 'f',
+                                   it - w->items);
+        argv[a++] = tags[j];
+    }
     rconn_append_argv(c->conn, (int)a, argv, lens);
     free(argv);
     free(lens);
-    free(idx);
+    free(tags);
     free(dead_chunk);
 }
 

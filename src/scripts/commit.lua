@@ -8,8 +8,9 @@
 -- KEYS[1] processing list, KEYS[2] results stream, KEYS[3] stats hash, KEYS[4] dead list, KEYS[5] checkpoint
 -- bitmap, KEYS[6] deliveries hash
 -- ARGV[1] the chunk exactly as fetched, ARGV[2] mode 'p', 'f' or 'x', ARGV[3] chunk id, ARGV[4] '1' to use the
--- checkpoint, ARGV[5] items N, then 4 per item: index in the chunk, '1' when ok, result line, dead record or '';
--- for 'x', ARGV[6] the chunk's dead record.
+-- checkpoint, ARGV[5] result lines N, ARGV[6] of which ok, ARGV[7] dead records D, then the N lines, the D dead
+-- records, and with the checkpoint N tags, one per line: 'o' (ok), 'f' (failed) or 'd' (failed, with the next
+-- dead record) followed by the item's index in the chunk. For 'x' the one dead record is the chunk's.
 -- Redis does not roll a script back when a command fails half way, so check everything that could fail before
 -- the first write: keys of the wrong type (someone overwrote them) make the whole commit fail untouched.
 local function type_ok(key, want)
@@ -26,27 +27,40 @@ if mode == 'p' then
 elseif redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
   return 0
 end
+local n, n_ok, n_dead = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local lines, deads = 7, 7 + n
 if mode == 'x' then
-  redis.call('LPUSH', KEYS[4], ARGV[6])
+  redis.call('LPUSH', KEYS[4], ARGV[deads + 1])
   redis.call('HINCRBY', KEYS[3], 'dead_chunks', 1)
   return 1
 end
 local bits = ARGV[4] == '1'
-local n = tonumber(ARGV[5])
-local n_ok, n_failed, n_dead = 0, 0, 0
-for i = 0, n - 1 do
-  local a = 6 + 4 * i
-  if not bits or redis.call('SETBIT', KEYS[5], tonumber(ARGV[a]), 1) == 0 then
-    redis.call('XADD', KEYS[2], '*', 'r', ARGV[a + 2])
-    if ARGV[a + 1] == '1' then n_ok = n_ok + 1 else n_failed = n_failed + 1 end
-    if ARGV[a + 3] ~= '' then
-      redis.call('LPUSH', KEYS[4], ARGV[a + 3])
-      n_dead = n_dead + 1
+if bits then
+  -- Only items whose bit was clear are written: the rest are in the stream already.
+  local tags, d = deads + n_dead, 0
+  n_ok, n_dead = 0, 0
+  local n_written = 0
+  for i = 1, n do
+    local tag = ARGV[tags + i]
+    local kind = string.sub(tag, 1, 1)
+    if kind == 'd' then d = d + 1 end
+    if redis.call('SETBIT', KEYS[5], tonumber(string.sub(tag, 2)), 1) == 0 then
+      redis.call('XADD', KEYS[2], '*', 'r', ARGV[lines + i])
+      n_written = n_written + 1
+      if kind == 'o' then n_ok = n_ok + 1 end
+      if kind == 'd' then
+        redis.call('LPUSH', KEYS[4], ARGV[deads + d])
+        n_dead = n_dead + 1
+      end
     end
   end
+  n = n_written
+else
+  for i = 1, n do redis.call('XADD', KEYS[2], '*', 'r', ARGV[lines + i]) end
+  for i = 1, n_dead do redis.call('LPUSH', KEYS[4], ARGV[deads + i]) end
 end
 if n_ok > 0 then redis.call('HINCRBY', KEYS[3], 'done', n_ok) end
-if n_failed > 0 then redis.call('HINCRBY', KEYS[3], 'failed', n_failed) end
+if n > n_ok then redis.call('HINCRBY', KEYS[3], 'failed', n - n_ok) end
 if n_dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead', n_dead) end
 if mode == 'f' then
   redis.call('HINCRBY', KEYS[3], 'chunks_done', 1)
