@@ -136,7 +136,12 @@ static void *worker_monitor_main(void *arg)
             long long held = lease_processing_chunks(c, w->settings->queue, &w->keys, NULL, NULL);
             if (held >= 0) metrics_gauge_set(G_QUEUE_PROCESSING_CHUNKS, held);
         }
-        for (int t = 0; t < WORKER_PING_MS / 50 && !atomic_load(&w->monitor_stop); t++) {
+        /* Until the next PING, or sooner when the lease is due: a third of a short --lease-ms is less than the
+         * PING interval, and a lease renewed only once per turn would run out while the worker is healthy. */
+        int64_t now = clock_now_ms(), wake = now + WORKER_PING_MS;
+        if (rconn_connected(ping) && !atomic_load(&w->draining) && next_renew < wake)
+            wake = next_renew > now + 50 ? next_renew : now + 50;
+        while (clock_now_ms() < wake && !atomic_load(&w->monitor_stop)) {
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
         }
