@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "loop.h"
 #include "rconn.h"
+#include "scripts.h"
 #include "window.h"
 #include "work.h"
 #include "xalloc.h"
@@ -194,6 +195,15 @@ static int worker_register(worker_t *w, bool add, char *err, size_t errlen)
     if (rc == 0 && add && lease_renew(c, &w->keys, w->id, w->settings->lease_ms) < 0) {
         snprintf(err, errlen, "cannot register worker at %s: %s", rconn_addr(c), rconn_error(c));
         rc = -1;
+    } else if (rc == 0 && add) {
+        /* Nothing is held yet, so chunks already in this worker's processing list were left by an earlier process
+         * with the same --worker-id that died: restarted within its lease, it would never be reaped. */
+        const char *argv[] = {"EVAL", script_reclaim, "3", w->keys.processing, w->keys.pending, w->keys.stats};
+        redisReply *r = rconn_command_argv(c, 6, argv, NULL);
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+            LOG(LL_WARN, "%lld chunks left in %s by an earlier worker %s went back to pending", r->integer,
+                w->keys.processing, w->id);
+        if (r) freeReplyObject(r);
     } else if (rc == 0 && !add) {
         lease_release(c, &w->keys, w->id);
     }
