@@ -193,6 +193,37 @@ def test_chaos_sigkill_random_workers(ctx):
     _report("chaos", f"SIGKILL to chunks taken by another worker: {_ms_summary(taken)}")
 
 
+def test_sigkilled_worker_restarted_with_same_id(ctx):
+    """A worker with a fixed --worker-id (a StatefulSet pod, say) SIGKILLed and restarted at once: the new process
+    renews the same lease, so no reaper ever sees it run out. The chunks the dead process held must still run
+    again at once, not when the queue runs dry (here that would take 30 s)."""
+    q = ctx.queue
+    items = [{"id": i, "sleep_ms": 1000} for i in range(3000)]
+    ctx.run("enqueue", "--queue", q, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    args = ["--queue", q, "--handler", "sleep", "--worker-id", "fixed", "--concurrency", 100]
+    first = ctx.spawn("worker", *args, name="worker fixed (first)")
+    key = ctx.key("processing:fixed")
+    wait_until(lambda: ctx.r.execute("LLEN", key) == 10 or not first.alive(), 15,
+               lambda: f"the worker holding 10 chunks (holds {ctx.r.execute('LLEN', key)}; {first.describe()})")
+    first.kill()
+    killed = time.monotonic()
+    held_items = {id_key(it["id"]) for raw in ctx.r.lrange_all(key) for it in json.loads(raw)["items"]}
+    check(len(held_items) == 100 and ctx.xlen() == 0, f"set-up: {len(held_items)} items held, {ctx.xlen()} done")
+    second = ctx.spawn("worker", *args, name="worker fixed (restarted)")
+    wait_until(lambda: held_items <= {id_key(r["id"]) for r in ctx.stream_results()} or not second.alive(), 8,
+               lambda: f"the dead process's 100 items run again (results {ctx.xlen()}; {second.describe()})")
+    _report("same_id", f"the dead process's chunks ran again {time.monotonic() - killed:.1f}s after SIGKILL")
+    check("chunks left in" in second.stderr(), "the restarted worker did not log the chunks it gave back")
+    second.send(signal.SIGTERM)
+    second.wait(15, expect_rc=0)
+    committed = [id_key(r["id"]) for r in ctx.stream_results()]
+    pending = [id_key(it["id"]) for ch in ctx.pending_chunks() for it in ch["items"]]
+    check(len(committed) == len(set(committed)), "an item committed twice")
+    check(ctx.processing_len() == 0 and not set(committed) & set(pending)
+          and set(committed) | set(pending) == {id_key(it["id"]) for it in items},
+          "after SIGTERM every item is either committed or pending, once")
+
+
 # ---- 2. a worker paused past its lease: its late commits are fenced ---------------------------------------
 
 def test_sigstop_past_lease_is_fenced(ctx):
