@@ -120,8 +120,9 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory unit unit-valgrind integration check-rules
 
+# CHUNKD_IT_SANITIZER=1 tells the integration tests to use smaller loads (see tests/integration/test_faults.py).
 check-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
+	@CHUNKD_IT_SANITIZER=1 $(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" unit integration
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -47,6 +48,12 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
     free(argv);
     free(lens);
     return rc;
+}
+
+/* Error replies that mean "not now" rather than "never": Redis still loading its data, or busy in a script. */
+static bool collect_transient(const char *msg)
+{
+    return strncmp(msg, "LOADING ", 8) == 0 || strncmp(msg, "BUSY ", 5) == 0;
 }
 
 static bool collect_done(const collect_progress_t *p, const atomic_bool *producer_done)
@@ -106,6 +113,16 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
         r = blocking ? rconn_command_argv(c, 11, a, NULL) : rconn_command_argv(c, 9, noblock, NULL);
         if (!r) {
             LOG_LIMITED(LL_WARN, "collect: Redis connection lost: %s", rconn_error(c));
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR && collect_transient(r->str)) {
+            /* A restarted Redis answers LOADING until it has read its data back (BUSY: a long script). */
+            LOG_LIMITED(LL_WARN, "collect: Redis is not ready (%.100s); retrying", r->str);
+            freeReplyObject(r);
+            for (int t = 0; t < 4 && !atomic_load(stop); t++) {
+                struct timespec ts = {0, 50 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
             continue;
         }
         if (r->type == REDIS_REPLY_ERROR) {

@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "loop.h"
 #include "rconn.h"
+#include "scripts.h"
 #include "window.h"
 #include "work.h"
 #include "xalloc.h"
@@ -136,7 +137,12 @@ static void *worker_monitor_main(void *arg)
             long long held = lease_processing_chunks(c, w->settings->queue, &w->keys, NULL, NULL);
             if (held >= 0) metrics_gauge_set(G_QUEUE_PROCESSING_CHUNKS, held);
         }
-        for (int t = 0; t < WORKER_PING_MS / 50 && !atomic_load(&w->monitor_stop); t++) {
+        /* Until the next PING, or sooner when the lease is due: a third of a short --lease-ms is less than the
+         * PING interval, and a lease renewed only once per turn would run out while the worker is healthy. */
+        int64_t now = clock_now_ms(), wake = now + WORKER_PING_MS;
+        if (rconn_connected(ping) && !atomic_load(&w->draining) && next_renew < wake)
+            wake = next_renew > now + 50 ? next_renew : now + 50;
+        while (clock_now_ms() < wake && !atomic_load(&w->monitor_stop)) {
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
         }
@@ -189,6 +195,15 @@ static int worker_register(worker_t *w, bool add, char *err, size_t errlen)
     if (rc == 0 && add && lease_renew(c, &w->keys, w->id, w->settings->lease_ms) < 0) {
         snprintf(err, errlen, "cannot register worker at %s: %s", rconn_addr(c), rconn_error(c));
         rc = -1;
+    } else if (rc == 0 && add) {
+        /* Nothing is held yet, so chunks already in this worker's processing list were left by an earlier process
+         * with the same --worker-id that died: restarted within its lease, it would never be reaped. */
+        const char *argv[] = {"EVAL", script_reclaim, "3", w->keys.processing, w->keys.pending, w->keys.stats};
+        redisReply *r = rconn_command_argv(c, 6, argv, NULL);
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+            LOG(LL_WARN, "%lld chunks left in %s by an earlier worker %s went back to pending", r->integer,
+                w->keys.processing, w->id);
+        if (r) freeReplyObject(r);
     } else if (rc == 0 && !add) {
         lease_release(c, &w->keys, w->id);
     }

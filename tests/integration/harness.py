@@ -1,7 +1,8 @@
 """Harness for the chunkd integration tests.
 
-- RedisServer: a throwaway redis-server (no persistence) on a free loopback
-  port and a unix socket in a temp dir.
+- RedisServer: a throwaway redis-server (no persistence, or AOF with
+  appendfsync always) on a free loopback port and a unix socket in a temp dir;
+  it can be killed and restarted on the same port and dir.
 - MockApi: the mock HTTP API (tests/mockapi, build/mockapi) on a free loopback
   port, with its request counters (/_count) and /_reset.
 - Proc: a chunkd subprocess whose stdout/stderr go to files (no pipe deadlocks).
@@ -173,23 +174,30 @@ def redis_servers_tagged(token):
 
 
 class RedisServer:
-    """A throwaway redis-server: loopback TCP on a free port plus a unix socket."""
+    """A throwaway redis-server: loopback TCP on a free port plus a unix socket.
 
-    def __init__(self, workdir, extra_args=(), password=None):
+    appendonly=True turns on the AOF with appendfsync always (every write is on disk before its reply), so
+    kill() + restart() on the same port and dir loses nothing a client was told had happened."""
+
+    def __init__(self, workdir, extra_args=(), password=None, appendonly=False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args)
         self.password = password
+        self.appendonly = appendonly
         self.unix_path = str(self.workdir / "redis.sock")
         self.port = None
         self.proc = None
 
-    def start(self):
-        for _ in range(5):
-            self.port = free_port()
+    def start(self, port=None):
+        """Start on port (default: a free one, retried if it gets taken before redis-server binds it)."""
+        for _ in range(1 if port else 5):
+            self.port = port or free_port()
+            persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly \
+                else ["--appendonly", "no"]
             argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                     "--unixsocket", self.unix_path, "--unixsocketperm", "700",
-                    "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                    "--save", "", *persistence, "--dir", str(self.workdir),
                     "--logfile", str(self.workdir / "redis.log"), "--daemonize", "no"]
             if self.password:
                 argv += ["--requirepass", self.password]
@@ -230,6 +238,13 @@ class RedisServer:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def restart(self):
+        """SIGKILL (a crash: no shutdown save) and start again on the same port and dir (with appendonly,
+        from the AOF). Returns once it answers PING, i.e. once it has loaded its data."""
+        port = self.port
+        self.stop()
+        return self.start(port=port)
 
     def stop(self):
         if self.proc is None:
