@@ -246,6 +246,7 @@ static void commit_drop(commit_t *c, work_chunk_t *w)
     size_t unfinished = w->n_run - w->n_received; /* a drain's requeue: items that never finished */
     window_release(c->window, unfinished, false);
     window_release(c->window, work_chunk_weight(w) - w->n_released - unfinished, true);
+    window_release_bytes(c->window, w->raw_len);
     work_chunk_free(w);
 }
 

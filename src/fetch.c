@@ -118,8 +118,14 @@ static int fetch_take(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_g
         metrics_add(M_CHUNKS_FETCHED, 1);
         /* The chunk text is kept byte for byte: the commit script matches it in the processing list. */
         work_chunk_t *w = work_chunk_new(xstrndup(r->str, r->len), r->len, clock_now_ms());
+        if (!w->dead_reason && r->len > (size_t)f->settings->max_chunk_bytes) {
+            char why[160];
+            snprintf(why, sizeof why, "chunk of %zu bytes is larger than --max-chunk-bytes %lld", r->len,
+                     f->settings->max_chunk_bytes);
+            work_chunk_make_dead(w, why);
+        }
         if (w->dead_reason) {
-            window_add(f->window, 1);
+            window_add(f->window, 1, w->raw_len);
             window_finish(f->window, 1);
             commit_push_chunk(f->commit, w);
         } else {
@@ -170,7 +176,7 @@ static int fetch_checkpoints(fetch_t *f, work_chunk_t **got, size_t n)
 }
 
 /* Hands fetched chunks to the loops once their checkpoints are known. Takes ownership of got[0..n). */
-static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *largest)
+static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *largest, size_t *largest_bytes)
 {
     if (n == 0) return;
     while (fetch_checkpoints(f, got, n)) {
@@ -194,9 +200,10 @@ static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *larg
             LOG(LL_WARN, "chunk %s: %s; its %zu remaining items go to %s", w->decoded.id, why, w->n_run,
                 f->keys.dead);
         }
-        window_add(f->window, work_chunk_weight(w));
+        window_add(f->window, work_chunk_weight(w), w->raw_len);
         if (w->n_run == 0) window_finish(f->window, 1); /* nothing to run: only the final commit is left */
         if (work_chunk_weight(w) > *largest) *largest = work_chunk_weight(w);
+        if (w->raw_len > *largest_bytes) *largest_bytes = w->raw_len;
         LOG(LL_DEBUG, "fetched chunk %s (%zu items, %zu to run, delivery %lld)", w->decoded.id, w->decoded.n_items,
             w->n_run, w->deliveries);
         loop_submit(least_loaded(f), w);
@@ -241,7 +248,7 @@ static void *fetch_main(void *arg)
     const char *blmove[] = {"BLMOVE", f->keys.pending, f->keys.processing, "RIGHT", "LEFT", timeout};
     /* The largest chunk seen: the room the next one may need. Until a chunk is seen, take one at a time, so
      * --concurrency holds from the first fetch. */
-    size_t largest = 0;
+    size_t largest = 0, largest_bytes = 0;
     const char *xlen[] = {"XLEN", f->keys.results};
     const bool backlog_cap = f->settings->max_results_backlog > 0;
     bool paused = false;
@@ -256,6 +263,8 @@ static void *fetch_main(void *arg)
         }
         /* Ask for as many chunks as surely fit, in one round trip, without blocking. */
         size_t want = largest ? window_room(f->window) / largest : 1;
+        if (largest_bytes && window_room_bytes(f->window) / largest_bytes < want)
+            want = window_room_bytes(f->window) / largest_bytes;
         if (want < 1) want = 1;
         if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
         /* The backlog is checked in the same round trip, so it overshoots by at most one window. */
@@ -272,7 +281,7 @@ static void *fetch_main(void *arg)
             if (rc > 0) got_n++;
             if (rc < 0) failed = true;
         }
-        fetch_deliver(f, got, n, &largest);
+        fetch_deliver(f, got, n, &largest, &largest_bytes);
         if (failed && got_n == 0) {
             fetch_pause(f, 500);
             continue;
@@ -297,7 +306,7 @@ static void *fetch_main(void *arg)
         }
         n = 0;
         int rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), got, &n);
-        fetch_deliver(f, got, n, &largest);
+        fetch_deliver(f, got, n, &largest, &largest_bytes);
         if (rc > 0) atomic_store(&f->found_empty, false);
         else if (rc == 0 && window_held(f->window) == 0) fetch_reclaim(f->conn, &f->keys);
         else if (rc < 0 && rconn_connected(f->conn)) fetch_pause(f, 500);

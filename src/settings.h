@@ -48,6 +48,8 @@ typedef struct settings {
     long long item_timeout_ms;    /* 0: none */
     long long max_deliveries;     /* 0: no limit */
     long long max_results_backlog; /* 0: no limit */
+    long long max_chunk_bytes;
+    long long max_held_bytes;     /* chunk texts held by the window */
     long long test_stall_ms;      /* test only: loop 0 blocks this long once, to exercise /healthz */
     char *http_addr;
     /* http handler. */

@@ -15,14 +15,17 @@ struct window {
     size_t held;            /* items fetched and not yet committed */
     size_t running;         /* items fetched whose chunk has not finished */
     size_t capacity;        /* --concurrency */
+    size_t held_bytes;      /* chunk texts held */
+    size_t max_bytes;       /* --max-held-bytes */
 };
 
-window_t *window_new(size_t capacity)
+window_t *window_new(size_t capacity, size_t max_bytes)
 {
     window_t *w = xcalloc(1, sizeof *w);
     pthread_mutex_init(&w->mu, NULL);
     clock_cond_init(&w->changed);
     w->capacity = capacity;
+    w->max_bytes = max_bytes;
     return w;
 }
 
@@ -38,9 +41,11 @@ bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms)
 {
     struct timespec ts = clock_deadline_ts(clock_now_ms() + timeout_ms);
     pthread_mutex_lock(&w->mu);
-    while (!window_fits(w->running, w->held, want, w->capacity))
+    while (!window_fits(w->running, w->held, want, w->capacity) ||
+           !window_bytes_fit(w->held, w->held_bytes, w->max_bytes))
         if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
-    bool fits = window_fits(w->running, w->held, want, w->capacity);
+    bool fits = window_fits(w->running, w->held, want, w->capacity) &&
+                window_bytes_fit(w->held, w->held_bytes, w->max_bytes);
     pthread_mutex_unlock(&w->mu);
     return fits;
 }
@@ -56,10 +61,11 @@ bool window_wait_empty(window_t *w, int64_t deadline_ms)
     return empty;
 }
 
-void window_add(window_t *w, size_t n)
+void window_add(window_t *w, size_t n, size_t bytes)
 {
     pthread_mutex_lock(&w->mu);
     w->held += n;
+    w->held_bytes += bytes;
     w->running += n;
     metrics_gauge_set(G_ITEMS_IN_FLIGHT, (int64_t)w->held);
     pthread_mutex_unlock(&w->mu);
@@ -85,6 +91,14 @@ void window_release(window_t *w, size_t n, bool finished)
     pthread_mutex_unlock(&w->mu);
 }
 
+void window_release_bytes(window_t *w, size_t bytes)
+{
+    pthread_mutex_lock(&w->mu);
+    w->held_bytes = sub_floor(w->held_bytes, bytes);
+    pthread_cond_broadcast(&w->changed);
+    pthread_mutex_unlock(&w->mu);
+}
+
 size_t window_held(window_t *w)
 {
     pthread_mutex_lock(&w->mu);
@@ -99,4 +113,12 @@ size_t window_room(window_t *w)
     size_t a = sub_floor(w->capacity, w->running), b = sub_floor(2 * w->capacity, w->held);
     pthread_mutex_unlock(&w->mu);
     return a < b ? a : b;
+}
+
+size_t window_room_bytes(window_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t room = sub_floor(w->max_bytes, w->held_bytes);
+    pthread_mutex_unlock(&w->mu);
+    return room;
 }

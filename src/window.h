@@ -11,15 +11,19 @@
 
 typedef struct window window_t;
 
-window_t *window_new(size_t capacity);
+/* capacity: --concurrency; max_bytes: --max-held-bytes, the chunk texts held (their decoded items and results
+ * take a small multiple of it). */
+window_t *window_new(size_t capacity, size_t max_bytes);
 void window_free(window_t *w);
 /* Waits up to timeout_ms until `want` more items fit (or the window is empty, so a chunk larger than the capacity
  * still runs alone). Returns true when they fit. */
 bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms);
 /* Waits until the window is empty or the monotonic deadline passes. Returns true when empty. */
 bool window_wait_empty(window_t *w, int64_t deadline_ms);
-/* fetch took n items. */
-void window_add(window_t *w, size_t n);
+/* fetch took n items, in a chunk of bytes bytes. */
+void window_add(window_t *w, size_t n, size_t bytes);
+/* A chunk of bytes bytes was freed. */
+void window_release_bytes(window_t *w, size_t bytes);
 /* n items finished running (their chunk went to the committer). */
 void window_finish(window_t *w, size_t n);
 /* n items left the process (committed or given back); finish them too if they never finished. */
@@ -27,6 +31,8 @@ void window_release(window_t *w, size_t n, bool finished);
 size_t window_held(window_t *w);
 /* How many more items fit now (at least 0). */
 size_t window_room(window_t *w);
+/* How many more bytes of chunk text fit now (at least 0). */
+size_t window_room_bytes(window_t *w);
 
 /* Pure: would `want` more items fit, with `running` running and `held` held, under `capacity`? A chunk always
  * fits into an empty window, so a chunk larger than the capacity still runs alone. */
@@ -34,6 +40,12 @@ static inline bool window_fits(size_t running, size_t held, size_t want, size_t 
 {
     if (held == 0) return true;
     return running + want <= capacity && held + want <= 2 * capacity;
+}
+
+/* Pure: may another chunk be fetched with held_bytes of chunk text held? An empty window always takes one. */
+static inline bool window_bytes_fit(size_t held, size_t held_bytes, size_t max_bytes)
+{
+    return held == 0 || held_bytes < max_bytes;
 }
 
 #endif

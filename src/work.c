@@ -41,6 +41,16 @@ void work_chunk_apply_checkpoint(work_chunk_t *c, const unsigned char *bits, siz
     c->n_run = run;
 }
 
+void work_chunk_make_dead(work_chunk_t *c, const char *why)
+{
+    free(c->items);
+    c->items = NULL;
+    chunk_clear(&c->decoded);
+    c->n_run = 0;
+    free(c->dead_reason);
+    c->dead_reason = xstrdup(why);
+}
+
 void work_chunk_free(work_chunk_t *c)
 {
     if (!c) return;

@@ -89,6 +89,9 @@ void work_chunk_apply_checkpoint(work_chunk_t *c, const unsigned char *bits, siz
 work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms);
 void work_chunk_free(work_chunk_t *c);
 
+/* Turns a decoded chunk into one that cannot run (it goes to dead with why). */
+void work_chunk_make_dead(work_chunk_t *c, const char *why);
+
 /* Records an item's outcome and encodes its result line (and dead record when it failed). result_json is the
  * result as JSON text when ok; error the reason otherwise. Both are borrowed. */
 void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t result_len, const char *error,

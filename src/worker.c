@@ -176,7 +176,7 @@ worker_t *worker_new(const settings_t *s)
     log_set_context(s->queue, w->id);
     keys_processing(w->keys.processing, sizeof w->keys.processing, s->queue, w->id);
     keys_lease(w->keys.lease, sizeof w->keys.lease, s->queue, w->id);
-    w->window = window_new((size_t)s->concurrency);
+    w->window = window_new((size_t)s->concurrency, (size_t)s->max_held_bytes);
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
     w->n_loops = n > 0 ? (size_t)n : 1;
     w->loops = xcalloc(w->n_loops, sizeof(loop_t *));

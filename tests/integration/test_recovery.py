@@ -132,3 +132,27 @@ def test_results_backlog_pauses_fetching(ctx):
     worker.wait(30, expect_rc=0)
     check("fetching resumed" in worker.stderr(), "no log line when fetching resumed")
     assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results with a results backlog cap")
+
+
+def test_byte_caps_on_chunks(ctx):
+    # --max-chunk-bytes: a larger chunk goes to dead with the reason. --max-held-bytes: the worker holds no more
+    # chunk text than that (one chunk beyond it at most), whatever --concurrency allows.
+    big = [{"id": f"b{i}", "pad": "x" * 400} for i in range(10)]          # one chunk of about 5 KB
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("big.jsonl", big))
+    ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", 2048, "--exit-when-empty",
+            timeout=30)
+    dead = [json.loads(d) for d in ctx.r.lrange_all(ctx.key("dead"))]
+    check(len(dead) == 1 and "larger than --max-chunk-bytes 2048" in dead[0]["error"], f"dead: {dead}")
+
+    # 6 chunks of about 400 KB: under a 1 MiB cap the worker holds at most 3 (it fetches while under the cap).
+    slow = [{"id": i, "sleep_ms": 1000, "pad": "y" * 40000} for i in range(60)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("slow.jsonl", slow))
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", "w", "--concurrency", 1000,
+                       "--max-held-bytes", 1048576, "--exit-when-empty", name="worker")
+    held, deadline = [], time.monotonic() + scaled(30)
+    while worker.alive() and time.monotonic() < deadline:  # sampling what the worker holds until it exits
+        held.append(ctx.r.execute("LLEN", ctx.key("processing:w")))
+        time.sleep(0.05)
+    worker.wait(5, expect_rc=0)
+    check(held and 1 <= max(held) <= 3, f"chunks held under --max-held-bytes 1048576: max {max(held or [0])}")
+    check(ctx.stat("chunks_done") == 6, f"chunks_done={ctx.stat('chunks_done')}")

@@ -108,6 +108,18 @@ static void test_window_held_capped_at_twice_capacity(void **state)
     assert_true(window_fits(0, 1900, 100, 1000));
 }
 
+/* window_bytes_fit(held, held_bytes, max_bytes): fetch while the chunk text held is under --max-held-bytes; an empty
+ * window always takes a chunk, however large. */
+static void test_window_bytes(void **state)
+{
+    (void)state;
+    assert_true(window_bytes_fit(0, 0, 1024));
+    assert_true(window_bytes_fit(0, 1u << 30, 1024)); /* empty: a huge chunk still runs alone */
+    assert_true(window_bytes_fit(5, 1023, 1024));
+    assert_false(window_bytes_fit(5, 1024, 1024));
+    assert_false(window_bytes_fit(1, 5000, 1024));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_window_running_capped_at_capacity),
         cmocka_unit_test(test_window_finished_items_free_running_room),
         cmocka_unit_test(test_window_held_capped_at_twice_capacity),
+        cmocka_unit_test(test_window_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
