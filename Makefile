@@ -34,9 +34,13 @@ UNIT_batch      :=
 UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 UNIT_progress   := progress.c
 
-.PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint
+.PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint version \
+        image image-deps check-image check-deploy deploy-deps
 
 all: $(BUILD)/chunkd
+
+version:
+	@echo $(VERSION)
 
 # Installs the missing Debian packages of $(1): as root, or through sudo without a password; otherwise prints the
 # apt-get line to run and fails.
@@ -123,6 +127,14 @@ check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" unit integration
+
+# The container image (Dockerfile; docker/README.md): podman, buildah and debootstrap make it without a registry.
+IMAGE_PACKAGES := podman buildah runc debootstrap uidmap netavark aardvark-dns slirp4netns fuse-overlayfs
+image-deps:
+	$(call install_missing,$(IMAGE_PACKAGES))
+
+image: image-deps
+	docker/image.sh
 
 bench: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi
