@@ -32,8 +32,10 @@ RUN apt-get update -q \
       libhiredis0.14 libjansson4 libcurl4 libmicrohttpd12 ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && echo 'chunkd:x:10001:10001:chunkd:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
- && echo 'chunkd:x:10001:' >> /etc/group
+ && echo 'chunkd:x:10001:' >> /etc/group \
+ && install -d -o 10001 -g 10001 -m 0750 /data
 COPY --from=build /chunkd /usr/local/bin/chunkd
+# /data: owned by chunkd, for `chunkd collect --out /data` on a mounted volume (docker/compose.yaml).
 USER 10001:10001
 # glibc gives each thread its own malloc arena; a handful is enough for the event loops (the Deployment sets it too).
 ENV MALLOC_ARENA_MAX=2

@@ -35,7 +35,7 @@ UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 UNIT_progress   := progress.c
 
 .PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint version \
-        image image-deps check-image check-deploy deploy-deps
+        image image-deps check-image check-deploy deploy-deps deploy-sync
 
 all: $(BUILD)/chunkd
 
@@ -127,6 +127,29 @@ check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" unit integration
+
+# Offline checks of deploy/ and docker/ (deploy/README.md: checks): kustomize renders, schema and unknown-field
+# validation (tests/deploy, npm packages pinned in its package-lock.json), promtool, shellcheck, yamllint. kubectl
+# (for `kubectl kustomize`) is not a Debian package: it comes with the machine (google-cloud-cli's kubectl).
+DEPLOY_PACKAGES := shellcheck yamllint prometheus nodejs $(if $(shell command -v npm),,npm)
+SHELL_SCRIPTS = .ci/run $(shell find docker tests -name '*.sh' -not -path '*/node_modules/*')
+deploy-deps:
+	$(call install_missing,$(DEPLOY_PACKAGES))
+	@command -v kubectl >/dev/null || { echo "check-deploy needs kubectl (kubectl kustomize) on PATH"; exit 1; }
+
+check-deploy: deploy-deps
+	cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error
+	node tests/deploy/check.mjs
+	promtool check rules deploy/prometheus/rules.yaml
+	promtool check config --syntax-only docker/prometheus.yml
+	shellcheck -x $(SHELL_SCRIPTS)
+	yamllint -s -c .yamllint.yaml .
+	@echo "check-deploy: renders, schemas, promtool, shellcheck and yamllint all clean"
+
+# Regenerates deploy/prometheus/prometheusrule.yaml from deploy/prometheus/rules.yaml.
+deploy-sync:
+	cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error
+	node tests/deploy/check.mjs --write-prometheusrule
 
 # The container image (Dockerfile; docker/README.md): podman, buildah and debootstrap make it without a registry.
 IMAGE_PACKAGES := podman buildah runc debootstrap uidmap netavark aardvark-dns slirp4netns fuse-overlayfs
