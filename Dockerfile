@@ -20,13 +20,8 @@ RUN make -j"$(nproc)" unit build/chunkd \
  && /chunkd --version
 
 FROM debian:bookworm-slim
-ARG VERSION=unknown
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="chunkd" \
-      org.opencontainers.image.description="Worker service: runs chunks of work items from a Redis list, writes results to a Redis stream" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+# Runtime libraries and CA certificates; user chunkd (10001); /data owned by it, for `chunkd collect --out /data` on
+# a mounted volume (docker/compose.yaml).
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libhiredis0.14 libjansson4 libcurl4 libmicrohttpd12 ca-certificates \
@@ -35,10 +30,17 @@ RUN apt-get update -q \
  && echo 'chunkd:x:10001:' >> /etc/group \
  && install -d -o 10001 -g 10001 -m 0750 /data
 COPY --from=build /chunkd /usr/local/bin/chunkd
-# /data: owned by chunkd, for `chunkd collect --out /data` on a mounted volume (docker/compose.yaml).
 USER 10001:10001
 # glibc gives each thread its own malloc arena; a handful is enough for the event loops (the Deployment sets it too).
 ENV MALLOC_ARENA_MAX=2
 EXPOSE 8080
 ENTRYPOINT ["chunkd"]
 CMD ["worker"]
+# Last, so a new revision does not invalidate the cached layers above.
+ARG VERSION=unknown
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="chunkd" \
+      org.opencontainers.image.description="Worker service: runs chunks of work items from a Redis list, writes results to a Redis stream" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
