@@ -35,9 +35,13 @@ UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 UNIT_progress   := progress.c
 UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 
-.PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint
+.PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint version \
+        image image-deps check-image check-deploy deploy-deps deploy-sync
 
 all: $(BUILD)/chunkd
+
+version:
+	@echo $(VERSION)
 
 # Installs the missing Debian packages of $(1): as root, or through sudo without a password; otherwise prints the
 # apt-get line to run and fails.
@@ -125,6 +129,42 @@ check-asan: deps
 	@CHUNKD_IT_SANITIZER=1 $(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" unit integration
+
+# Offline checks of deploy/ and docker/ (deploy/README.md: checks): kustomize renders, schema and unknown-field
+# validation (tests/deploy, npm packages pinned in its package-lock.json), promtool, shellcheck, yamllint. kubectl
+# (for `kubectl kustomize`) is not a Debian package: it comes with the machine (google-cloud-cli's kubectl).
+DEPLOY_PACKAGES := shellcheck yamllint prometheus nodejs $(if $(shell command -v npm),,npm)
+SHELL_SCRIPTS = .ci/run $(shell find docker tests -name '*.sh' -not -path '*/node_modules/*')
+deploy-deps:
+	$(call install_missing,$(DEPLOY_PACKAGES))
+	@command -v kubectl >/dev/null || { echo "check-deploy needs kubectl (kubectl kustomize) on PATH"; exit 1; }
+
+check-deploy: deploy-deps
+	cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error
+	node tests/deploy/check.mjs
+	promtool check rules deploy/prometheus/rules.yaml
+	promtool check config --syntax-only docker/prometheus.yml
+	shellcheck -x $(SHELL_SCRIPTS)
+	yamllint -s -c .yamllint.yaml .
+	@echo "check-deploy: renders, schemas, promtool, shellcheck and yamllint all clean"
+
+# Regenerates deploy/prometheus/prometheusrule.yaml from deploy/prometheus/rules.yaml.
+deploy-sync:
+	cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error
+	node tests/deploy/check.mjs --write-prometheusrule
+
+# The container image (Dockerfile; docker/README.md): podman, buildah and debootstrap make it without a registry.
+IMAGE_PACKAGES := podman buildah runc catatonit debootstrap uidmap netavark aardvark-dns slirp4netns fuse-overlayfs
+image-deps:
+	$(call install_missing,$(IMAGE_PACKAGES))
+
+image: image-deps
+	docker/image.sh
+
+# The image against a redis-server of its own (pipeline, non-root PID 1, SIGTERM/SIGINT drain) and
+# `podman kube play` of the dev overlay (tests/image/run.py).
+check-image: deps image
+	tests/image/check-image.sh
 
 bench: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi

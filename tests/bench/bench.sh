@@ -42,7 +42,7 @@ cleanup() {
     # Process groups bench.py still had running (only if it died without cleaning up).
     if [ -s "$tmp/pgids" ]; then
         while read -r pgid; do
-            [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null || true
+            if [ -n "$pgid" ]; then kill -KILL -- "-$pgid" 2>/dev/null || true; fi
         done < "$tmp/pgids"
     fi
     rm -rf "$tmp"

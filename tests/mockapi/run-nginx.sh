@@ -23,6 +23,7 @@ sed -e "s|@MODULE@|$module|g" -e "s|@PORT@|$port|g" -e "s|@DIR@|$dir|g" -e "s|@D
     "$here/nginx.conf.in" > "$dir/nginx.conf"
 rm -f "$dir/nginx.pid"
 
+# shellcheck disable=SC3045 # dash, Debian's sh, has ulimit -H and -n
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # worker_connections 20000 needs the descriptors
 "$nginx" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" </dev/null >>"$dir/stdout.log" 2>&1 &
 pid=$!

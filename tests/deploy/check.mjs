@@ -1,0 +1,256 @@
+#!/usr/bin/env node
+// Offline checks of deploy/ (make check-deploy). From the repository root:
+//
+//   node tests/deploy/check.mjs [--version X] [--write-prometheusrule]
+//
+// 1. Renders every kustomization with `kubectl kustomize`: the base, each overlay, the batch Jobs, and the base
+//    with each component on its own (components are rendered through a throwaway kustomization in build/).
+// 2. Validates every rendered object against its schema: kubernetes-models' validate() for the core API, and the
+//    CRD models of @kubernetes-models/keda and @kubernetes-models/prometheus-operator for KEDA and the Prometheus
+//    Operator. An object of a kind without a model fails.
+// 3. Strict: no unknown fields. validate() lets them pass (the schemas allow additional properties), so every
+//    object is also written as a typed TypeScript constant and `tsc` checks it: an object literal with a property
+//    its interface lacks is an error (excess-property check), at any depth.
+// 4. chunkd's own rules: the worker's probes, securityContext, resources, terminationGracePeriodSeconds above the
+//    drain timeout, REDIS_URL from a Secret, MALLOC_ARENA_MAX, the image tag, config references that resolve,
+//    KEDA triggers that name the configured queue.
+// 5. deploy/prometheus/prometheusrule.yaml holds exactly the groups of deploy/prometheus/rules.yaml
+//    (--write-prometheusrule regenerates it).
+//
+// Prints one line per finding and ends with `check-deploy: N passed, N failed`; exit 0 only when nothing failed.
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
+import YAML from "yaml";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, "../..");
+const WORK = join(ROOT, "build", "deploy-check");
+const args = process.argv.slice(2);
+const opt = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
+const VERSION = opt("--version") ?? execFileSync("make", ["-s", "--no-print-directory", "version"], { cwd: ROOT, encoding: "utf8" }).trim();
+
+let passed = 0;
+let failed = 0;
+const pass = (what) => { passed++; console.log(`PASS ${what}`); };
+const fail = (what, why) => { failed++; console.log(`FAIL ${what}: ${why}`); };
+
+// ---------------------------------------------------------------------------------------------------------------
+// 5. The PrometheusRule generated from rules.yaml.
+const RULES = join(ROOT, "deploy/prometheus/rules.yaml");
+const PROMRULE = join(ROOT, "deploy/prometheus/prometheusrule.yaml");
+function prometheusRuleText() {
+    const groups = YAML.parse(readFileSync(RULES, "utf8")).groups;
+    const obj = {
+        apiVersion: "monitoring.coreos.com/v1",
+        kind: "PrometheusRule",
+        metadata: { name: "chunkd", labels: { "app.kubernetes.io/name": "chunkd", "app.kubernetes.io/part-of": "chunkd" } },
+        spec: { groups },
+    };
+    return "# GENERATED from rules.yaml by `node tests/deploy/check.mjs --write-prometheusrule` (make deploy-sync):\n" +
+        "# edit rules.yaml, not this file. `make check-deploy` fails when the two differ.\n" +
+        YAML.stringify(obj, { lineWidth: 96, minContentWidth: 40 });
+}
+if (args.includes("--write-prometheusrule")) {
+    writeFileSync(PROMRULE, prometheusRuleText());
+    console.log(`wrote ${relative(ROOT, PROMRULE)}`);
+    process.exit(0);
+}
+{
+    const want = YAML.parse(readFileSync(RULES, "utf8")).groups;
+    let have;
+    try { have = YAML.parse(readFileSync(PROMRULE, "utf8"))?.spec?.groups; } catch (e) { have = e; }
+    if (isDeepStrictEqual(want, have)) pass("prometheusrule.yaml has the groups of rules.yaml");
+    else fail("prometheusrule.yaml", "differs from rules.yaml: run `make deploy-sync`");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 1. Render.
+const kubectl = spawnSync("kubectl", ["version", "--client"], { encoding: "utf8" });
+if (kubectl.status !== 0) {
+    fail("kubectl kustomize", "kubectl not found (it renders the kustomizations offline; see deploy/README.md)");
+    finish();
+}
+const TARGETS = [
+    { name: "base", dir: "deploy/base" },
+    { name: "overlays/dev", dir: "deploy/overlays/dev" },
+    { name: "overlays/prod", dir: "deploy/overlays/prod" },
+    { name: "batch/enqueue", dir: "deploy/batch/enqueue" },
+    { name: "batch/work", dir: "deploy/batch/work" },
+];
+rmSync(WORK, { recursive: true, force: true });
+for (const c of ["keda", "hpa-cpu", "monitoring"]) {
+    const dir = join(WORK, `base+${c}`);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "kustomization.yaml"), YAML.stringify({
+        apiVersion: "kustomize.config.k8s.io/v1beta1", kind: "Kustomization",
+        resources: [relative(dir, join(ROOT, "deploy/base"))],
+        components: [relative(dir, join(ROOT, "deploy/components", c))],
+    }));
+    TARGETS.push({ name: `base+components/${c}`, dir: relative(ROOT, dir) });
+}
+
+const rendered = [];  // {target, objects}
+for (const t of TARGETS) {
+    const r = spawnSync("kubectl", ["kustomize", t.dir], { cwd: ROOT, encoding: "utf8", maxBuffer: 64 << 20 });
+    if (r.status !== 0) { fail(`render ${t.name}`, (r.stderr || r.error?.message || "").trim()); continue; }
+    const docs = YAML.parseAllDocuments(r.stdout);
+    const bad = docs.find((d) => d.errors.length);
+    if (bad) { fail(`render ${t.name}`, bad.errors[0].message); continue; }
+    const objects = docs.map((d) => d.toJS()).filter(Boolean);
+    writeFileSync(join(ensureDir(WORK), `${t.name.replaceAll("/", "_")}.yaml`), r.stdout);
+    pass(`render ${t.name}: ${objects.length} objects`);
+    rendered.push({ target: t.name, objects });
+}
+
+function ensureDir(d) { mkdirSync(d, { recursive: true }); return d; }
+const label = (t, o) => `${t} ${o.kind}/${o.metadata?.name}`;
+
+// ---------------------------------------------------------------------------------------------------------------
+// 2. Schemas.
+function modelPath(apiVersion, kind) {
+    const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+    if (group === "keda.sh") return `@kubernetes-models/keda/keda.sh/${version}/${kind}`;
+    if (group === "monitoring.coreos.com") return `@kubernetes-models/prometheus-operator/monitoring.coreos.com/${version}/${kind}`;
+    return group ? `kubernetes-models/${group}/${version}/${kind}` : `kubernetes-models/${version}/${kind}`;
+}
+const strictLines = [];
+const strictIndex = [];  // line number in strict.ts -> label
+let strictImports = new Map();
+for (const { target, objects } of rendered) {
+    let ok = true;
+    for (const o of objects) {
+        const path = modelPath(o.apiVersion ?? "", o.kind ?? "");
+        let mod;
+        try { mod = await import(path); } catch { fail(label(target, o), `no schema for ${o.apiVersion} ${o.kind}`); ok = false; continue; }
+        const Model = mod[o.kind];
+        try { new Model(o).validate(); } catch (e) { fail(label(target, o), `schema: ${e.message}`); ok = false; }
+        if (!strictImports.has(path)) strictImports.set(path, `T${strictImports.size}`);
+        const json = JSON.stringify(o, null, 1).split("\n");
+        strictIndex.push({ from: strictLines.length, to: strictLines.length + json.length, what: label(target, o) });
+        strictLines.push(...json.map((l, i) => (i === 0 ? `export const o${strictIndex.length}: ${strictImports.get(path)} = ${l}` : l)));
+        strictLines[strictLines.length - 1] += ";";
+    }
+    if (ok) pass(`schema ${target}: every object valid`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 3. Strict: unknown fields, through TypeScript's excess-property checks against the same models' interfaces.
+{
+    const head = [...strictImports].map(([p, alias]) => `import type { I${p.split("/").pop()} as ${alias} } from "${p}";`);
+    const file = join(WORK, "strict.ts");
+    writeFileSync(file, [...head, ...strictLines, ""].join("\n"));
+    writeFileSync(join(WORK, "tsconfig.json"), JSON.stringify({
+        compilerOptions: { strict: true, noEmit: true, skipLibCheck: true, module: "nodenext", moduleResolution: "nodenext",
+            target: "es2022", typeRoots: [], baseUrl: ".", paths: { "*": [join(HERE, "node_modules/*")] } },
+        files: ["strict.ts"],
+    }));
+    const tsc = join(HERE, "node_modules/typescript/lib/tsc.js");
+    const r = spawnSync(process.execPath, [tsc, "-p", join(WORK, "tsconfig.json")], { encoding: "utf8", cwd: WORK });
+    const errs = (r.stdout + r.stderr).split("\n").filter((l) => /error TS\d+/.test(l));
+    for (const e of errs) {
+        const m = /strict\.ts\((\d+),\d+\): (error TS\d+: .*)/.exec(e);
+        const line = m ? Number(m[1]) - 1 - head.length : -1;
+        const at = strictIndex.find((x) => line >= x.from && line < x.to);
+        fail(at ? at.what : "strict", `${m ? m[2] : e}${m ? ` (near ${strictLines[line]?.trim()})` : ""}`);
+    }
+    if (r.status === 0 && !errs.length) pass(`strict: no unknown fields in ${strictIndex.length} objects`);
+    else if (!errs.length) fail("strict", `tsc exited ${r.status}: ${(r.stdout + r.stderr).trim().slice(0, 400)}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 4. chunkd's own rules.
+for (const { target, objects } of rendered) {
+    const byKind = (k) => objects.filter((o) => o.kind === k);
+    const configMaps = new Map(byKind("ConfigMap").map((c) => [c.metadata.name, c.data ?? {}]));
+    const secrets = new Set(byKind("Secret").map((s) => s.metadata.name));
+    const workloads = [...byKind("Deployment"), ...byKind("Job"), ...byKind("StatefulSet")];
+    let queue;
+    for (const w of workloads) {
+        const pod = w.spec.template.spec;
+        const what = label(target, w);
+        const problems = [];
+        const isChunkd = pod.containers.some((c) => /(^|\/)chunkd(:|$)/.test(c.image ?? ""));
+        const psc = pod.securityContext ?? {};
+        if (psc.runAsNonRoot !== true) problems.push("pod securityContext.runAsNonRoot is not true");
+        if (psc.seccompProfile?.type !== "RuntimeDefault") problems.push("pod seccompProfile is not RuntimeDefault");
+        for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+            const sc = c.securityContext ?? {};
+            if (sc.allowPrivilegeEscalation !== false) problems.push(`${c.name}: allowPrivilegeEscalation is not false`);
+            if (sc.readOnlyRootFilesystem !== true) problems.push(`${c.name}: readOnlyRootFilesystem is not true`);
+            if (!(sc.capabilities?.drop ?? []).includes("ALL")) problems.push(`${c.name}: capabilities do not drop ALL`);
+            for (const r of ["cpu", "memory"]) {
+                if (!c.resources?.requests?.[r]) problems.push(`${c.name}: no ${r} request`);
+                if (!c.resources?.limits?.[r]) problems.push(`${c.name}: no ${r} limit`);
+            }
+            for (const ref of c.envFrom ?? []) {
+                if (ref.configMapRef && !configMaps.has(ref.configMapRef.name))
+                    problems.push(`${c.name}: ConfigMap ${ref.configMapRef.name} is not in this render`);
+            }
+            if (!/(^|\/)chunkd(:|$)/.test(c.image ?? "")) continue;
+            if (!c.image.endsWith(`:${VERSION}`)) problems.push(`${c.name}: image ${c.image} is not tagged ${VERSION}`);
+            const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e]));
+            const cfg = Object.assign({}, ...(c.envFrom ?? []).map((r) => configMaps.get(r.configMapRef?.name) ?? {}));
+            const redis = env.REDIS_URL?.valueFrom?.secretKeyRef;
+            if (!redis) problems.push(`${c.name}: REDIS_URL does not come from a Secret`);
+            else if (target === "overlays/dev" && !secrets.has(redis.name))  // elsewhere the Secret is made by hand
+                problems.push(`${c.name}: Secret ${redis.name} is not in this render`);
+            if (!env.MALLOC_ARENA_MAX?.value) problems.push(`${c.name}: MALLOC_ARENA_MAX is not set`);
+            const drainMs = Number(cfg.CHUNKD_DRAIN_TIMEOUT_MS ?? env.CHUNKD_DRAIN_TIMEOUT_MS?.value ?? 20000);
+            const grace = pod.terminationGracePeriodSeconds ?? 30;
+            if (grace * 1000 < drainMs + 10000)
+                problems.push(`terminationGracePeriodSeconds ${grace} is not at least 10 s above the drain timeout (${drainMs} ms)`);
+            queue = cfg.CHUNKD_QUEUE ?? env.CHUNKD_QUEUE?.value ?? queue;
+            if (w.kind === "Deployment") {
+                const port = Number(cfg.CHUNKD_HTTP_PORT ?? 8080);
+                const cport = (c.ports ?? []).find((p) => p.name === "metrics")?.containerPort;
+                if (cport !== port) problems.push(`${c.name}: port "metrics" is ${cport}, CHUNKD_HTTP_PORT is ${port}`);
+                if (c.livenessProbe?.httpGet?.path !== "/healthz") problems.push(`${c.name}: livenessProbe is not GET /healthz`);
+                if (c.readinessProbe?.httpGet?.path !== "/readyz") problems.push(`${c.name}: readinessProbe is not GET /readyz`);
+                if (!(pod.topologySpreadConstraints ?? []).some((t) => t.topologyKey === "kubernetes.io/hostname"))
+                    problems.push("no topology spread across nodes");
+                const ann = w.spec.template.metadata?.annotations ?? {};
+                if (ann["prometheus.io/scrape"] !== "true" || Number(ann["prometheus.io/port"]) !== port)
+                    problems.push("pod scrape annotations missing or on the wrong port");
+            }
+            if (w.kind === "Job" && (c.args ?? []).includes("worker") && !(c.args ?? []).includes("--exit-when-empty")
+                && cfg.CHUNKD_EXIT_WHEN_EMPTY !== "true")
+                problems.push(`${c.name}: a worker Job without --exit-when-empty never completes`);
+        }
+        if (isChunkd || problems.length) {
+            if (problems.length) fail(what, problems.join("; "));
+            else pass(`${what}: probes, securityContext, resources, grace period, Redis secret`);
+        }
+    }
+    for (const so of byKind("ScaledObject")) {
+        const what = label(target, so);
+        const problems = [];
+        const dep = objects.find((o) => o.kind === so.spec.scaleTargetRef.kind && o.metadata.name === so.spec.scaleTargetRef.name);
+        if (!dep) problems.push(`scale target ${so.spec.scaleTargetRef.name} is not in this render`);
+        for (const t of so.spec.triggers) {
+            if (t.type === "redis" && t.metadata.listName !== `chunkd:{${queue}}:pending`)
+                problems.push(`redis trigger lists ${t.metadata.listName}, the queue is ${queue}`);
+            if (t.type === "prometheus" && !t.metadata.query.includes(`queue="${queue}"`))
+                problems.push(`prometheus trigger query does not select queue="${queue}"`);
+            const auth = t.authenticationRef?.name;
+            if (auth && !objects.some((o) => o.kind === "TriggerAuthentication" && o.metadata.name === auth))
+                problems.push(`TriggerAuthentication ${auth} is not in this render`);
+        }
+        if (problems.length) fail(what, problems.join("; ")); else pass(`${what}: target, queue and auth match`);
+    }
+    for (const pdb of byKind("PodDisruptionBudget")) {
+        const sel = pdb.spec.selector.matchLabels;
+        const hit = objects.some((o) => o.kind === "Deployment" &&
+            Object.entries(sel).every(([k, v]) => o.spec.template.metadata.labels?.[k] === v));
+        if (hit) pass(`${label(target, pdb)}: selects the workers`); else fail(label(target, pdb), "selects no Deployment's pods");
+    }
+}
+
+finish();
+
+function finish() {
+    console.log(`check-deploy: ${passed} passed, ${failed} failed`);
+    process.exit(failed ? 1 : 0);
+}
