@@ -50,11 +50,6 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
     return rc;
 }
 
-/* Error replies that mean "not now" rather than "never": Redis still loading its data, or busy in a script. */
-static bool collect_transient(const char *msg)
-{
-    return strncmp(msg, "LOADING ", 8) == 0 || strncmp(msg, "BUSY ", 5) == 0;
-}
 
 static bool collect_done(const collect_progress_t *p, const atomic_bool *producer_done)
 {
@@ -115,7 +110,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
             LOG_LIMITED(LL_WARN, "collect: Redis connection lost: %s", rconn_error(c));
             continue;
         }
-        if (r->type == REDIS_REPLY_ERROR && collect_transient(r->str)) {
+        if (r->type == REDIS_REPLY_ERROR && rconn_transient_error(r->str)) {
             /* A restarted Redis answers LOADING until it has read its data back (BUSY: a long script). */
             LOG_LIMITED(LL_WARN, "collect: Redis is not ready (%.100s); retrying", r->str);
             freeReplyObject(r);

@@ -187,12 +187,14 @@ static void commit_append(commit_t *c, work_chunk_t *w)
     free(dead_chunk);
 }
 
-/* Logs what one reply says about one chunk's group. Returns 0 when it is settled, -1 to send it again. */
+/* Logs what one reply says about one chunk's group. Returns 0 when it is settled, -1 to send it again, -2 to send
+ * it again after a transient error (Redis loading after a restart) that says nothing against the chunk. */
 static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
 {
     if (r->type == REDIS_REPLY_ERROR) {
-        LOG_LIMITED(LL_ERROR, "commit of chunk %s failed: %.300s", chunk_name(w), r->str);
-        return -1;
+        bool transient = rconn_transient_error(r->str);
+        LOG_LIMITED(transient ? LL_WARN : LL_ERROR, "commit of chunk %s failed: %.300s", chunk_name(w), r->str);
+        return transient ? -2 : -1;
     }
     bool requeue = w->round_marker && w->disposition == WORK_REQUEUE;
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
@@ -289,7 +291,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
             round_results += w->round_n;
         }
         work_chunk_t *retry = NULL, **retry_tail = &retry;
-        bool lost = false, failed = false;
+        bool lost = false, failed = false, transient = false;
         for (work_chunk_t *w = list; w;) {
             work_chunk_t *next = w->round_next;
             redisReply *r = lost ? NULL : rconn_get_reply(c->conn);
@@ -297,9 +299,11 @@ static void commit_send(commit_t *c, work_chunk_t *list)
                 LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
                 lost = true;
             }
-            if (r && commit_settle(c, w, r) == 0) {
+            int settled = r ? commit_settle(c, w, r) : -2;
+            if (settled == 0) {
                 commit_drop(c, w);
             } else {
+                transient |= settled == -2;
                 failed = true;
                 w->round_next = NULL;
                 *retry_tail = w;
@@ -319,8 +323,10 @@ static void commit_send(commit_t *c, work_chunk_t *list)
             backoff_ms = 100;
             continue;
         }
-        failed_rounds++;
-        if (alone && ++alone_failures >= COMMIT_GIVE_UP) {
+        /* A lost connection or a Redis still loading is retried for as long as it takes: only error replies that
+         * may be the chunk's own fault lead to sending it alone and, in the end, giving it up. */
+        if (!transient) failed_rounds++;
+        if (alone && !transient && ++alone_failures >= COMMIT_GIVE_UP) {
             work_chunk_t *w = list;
             LOG(LL_ERROR, "chunk %s could not be committed after %d tries alone; giving up on it here (it stays in "
                           "%s)", chunk_name(w), alone_failures, c->keys.processing);

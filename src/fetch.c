@@ -102,6 +102,16 @@ static bool fetch_others_idle(fetch_t *f)
     return lease_processing_chunks(f->conn, f->settings->queue, &f->keys, self, NULL) == 0;
 }
 
+/* Sleeps up to ms, waking early when the fetcher is asked to stop. */
+static void fetch_pause(fetch_t *f, int64_t ms)
+{
+    int64_t deadline = clock_now_ms() + ms;
+    while (!atomic_load(&f->stop) && clock_now_ms() < deadline) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Takes one reply to a move command. Returns 1 for a chunk (added to got[*n_got]), 0 for an empty queue, -1 for a
  * lost connection or an error reply. An unreadable chunk goes straight to the committer, which moves it to dead. */
 static int fetch_take(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_got)
@@ -140,38 +150,46 @@ static int fetch_take(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_g
 }
 
 /* Learns, in one round trip, each fetched chunk's delivery count and checkpoint. Returns 0, or -1 when the
- * connection was lost. */
+ * connection was lost or Redis answered an error (e.g. LOADING after a restart): a chunk must not run without
+ * its checkpoint, or it would redo (and write again) items an earlier delivery committed. */
 static int fetch_checkpoints(fetch_t *f, work_chunk_t **got, size_t n)
 {
     char done_key[KEYS_MAX];
     for (size_t i = 0; i < n; i++) {
         keys_done(done_key, sizeof done_key, f->settings->queue, got[i]->decoded.id);
+        /* Counted once: a retry after a failure only reads the count. */
         const char *incr[] = {"HINCRBY", f->keys.deliveries, got[i]->decoded.id, "1"};
+        const char *hget[] = {"HGET", f->keys.deliveries, got[i]->decoded.id};
         const char *get[] = {"GET", done_key};
-        rconn_append_argv(f->conn, 4, incr, NULL);
+        if (got[i]->deliveries > 0) rconn_append_argv(f->conn, 3, hget, NULL);
+        else rconn_append_argv(f->conn, 4, incr, NULL);
         rconn_append_argv(f->conn, 2, get, NULL);
     }
     int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        redisReply *d = rc ? NULL : rconn_get_reply(f->conn);
+    for (size_t i = 0; i < n && rconn_connected(f->conn); i++) {
+        redisReply *d = rconn_get_reply(f->conn);
         redisReply *b = d ? rconn_get_reply(f->conn) : NULL;
-        if (!d || !b) {
+        work_chunk_t *w = got[i];
+        if (d && d->type == REDIS_REPLY_INTEGER && !w->deliveries)
+            w->deliveries = d->integer; /* counted once, even if the checkpoint read failed */
+        bool ok = d && b && w->deliveries > 0 && d->type != REDIS_REPLY_ERROR &&
+                  (b->type == REDIS_REPLY_STRING || b->type == REDIS_REPLY_NIL);
+        if (!ok) {
+            if (d && b)
+                LOG_LIMITED(LL_ERROR, "fetch: reading chunk %s's checkpoint failed: %.300s", w->decoded.id,
+                            d->type == REDIS_REPLY_ERROR ? d->str : b->type == REDIS_REPLY_ERROR ? b->str : "bad reply");
             rc = -1;
         } else {
-            work_chunk_t *w = got[i];
-            w->deliveries = d->type == REDIS_REPLY_INTEGER ? d->integer : 1;
-            if (b->type == REDIS_REPLY_STRING) {
-                w->checkpointed = true;
-                work_chunk_apply_checkpoint(w, (const unsigned char *)b->str, b->len);
-                metrics_add(M_ITEMS_SKIPPED, w->decoded.n_items - w->n_run);
-            }
-            if (d->type == REDIS_REPLY_ERROR || b->type == REDIS_REPLY_ERROR)
-                LOG_LIMITED(LL_ERROR, "fetch: reading chunk %s's checkpoint failed: %.300s", w->decoded.id,
-                            d->type == REDIS_REPLY_ERROR ? d->str : b->str);
+            w->checkpointed = b->type == REDIS_REPLY_STRING;
+            work_chunk_apply_checkpoint(w, w->checkpointed ? (const unsigned char *)b->str : NULL,
+                                        w->checkpointed ? b->len : 0);
         }
         if (d) freeReplyObject(d);
         if (b) freeReplyObject(b);
     }
+    if (!rconn_connected(f->conn)) rc = -1;
+    if (rc == 0)
+        for (size_t i = 0; i < n; i++) metrics_add(M_ITEMS_SKIPPED, got[i]->decoded.n_items - got[i]->n_run);
     return rc;
 }
 
@@ -179,10 +197,14 @@ static int fetch_checkpoints(fetch_t *f, work_chunk_t **got, size_t n)
 static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *largest, size_t *largest_bytes)
 {
     if (n == 0) return;
+    /* Until the checkpoints are known; each attempt increments the delivery counts again, which only makes
+     * --max-deliveries stricter by the number of Redis failures in this window. */
     while (fetch_checkpoints(f, got, n)) {
-        LOG_LIMITED(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
         metrics_add(M_REDIS_ERRORS, 1);
-        if (fetch_connect(f, NULL, 0)) { /* stopping: the chunks stay in the processing list, reclaimed at exit */
+        bool lost = !rconn_connected(f->conn);
+        if (lost) LOG_LIMITED(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
+        if (lost ? fetch_connect(f, NULL, 0) != 0 : (fetch_pause(f, 200), atomic_load(&f->stop))) {
+            /* Stopping: the chunks stay in the processing list; they are given back at exit. */
             for (size_t i = 0; i < n; i++) work_chunk_free(got[i]);
             return;
         }
@@ -227,16 +249,6 @@ static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
         metrics_gauge_set(G_FETCH_PAUSED, over);
     }
     if (r) freeReplyObject(r);
-}
-
-/* Sleeps up to ms, waking early when the fetcher is asked to stop. */
-static void fetch_pause(fetch_t *f, int64_t ms)
-{
-    int64_t deadline = clock_now_ms() + ms;
-    while (!atomic_load(&f->stop) && clock_now_ms() < deadline) {
-        struct timespec ts = {0, 5 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
 }
 
 static void *fetch_main(void *arg)

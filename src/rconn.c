@@ -170,3 +170,8 @@ redisReply *rconn_get_reply(rconn_t *c)
 bool rconn_connected(const rconn_t *c) { return c->ctx != NULL; }
 const char *rconn_addr(const rconn_t *c) { return c->addr; }
 const char *rconn_error(const rconn_t *c) { return c->err; }
+
+bool rconn_transient_error(const char *msg)
+{
+    return strncmp(msg, "LOADING ", 8) == 0 || strncmp(msg, "BUSY ", 5) == 0;
+}

@@ -37,6 +37,9 @@ void rconn_append_argv(rconn_t *c, int argc, const char **argv, const size_t *le
 redisReply *rconn_get_reply(rconn_t *c);
 
 bool rconn_connected(const rconn_t *c);
+/* True for error replies that mean "not now" rather than "never": Redis still loading its data after a restart,
+ * or busy in a long script. */
+bool rconn_transient_error(const char *msg);
 /* The address with the password masked, for messages. */
 const char *rconn_addr(const rconn_t *c);
 /* Last connection error text (never contains the password). */
