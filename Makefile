@@ -35,8 +35,8 @@ UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 UNIT_progress   := progress.c
 UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 
-.PHONY: all deps bench-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint version \
-        image image-deps check-image check-deploy deploy-deps deploy-sync
+.PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
+        version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
 
 all: $(BUILD)/chunkd
 
@@ -169,6 +169,58 @@ check-image: deps image
 bench: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi
 	tests/bench/bench.sh $(BUILD)/chunkd
+
+# Fuzzing: libFuzzer targets in tests/fuzz/ (see tests/fuzz/README.md), built with clang under ASan+UBSan into
+# $(FUZZ_BUILD). Each target starts from its committed seeds in tests/fuzz/corpus/<target>/ and writes what it
+# finds to $(FUZZ_BUILD)/corpus/<target>/, so a run never changes the committed corpus.
+FUZZ_PACKAGES := clang libclang-rt-dev
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 20
+FUZZ_TARGETS := chunk redis_url settings lines
+FUZZ_chunk     := chunk.c result.c dynbuf.c xalloc.c
+FUZZ_redis_url := redis_url.c
+FUZZ_settings  := settings.c redis_url.c log.c xalloc.c
+FUZZ_lines     := linereader.c chunk.c xalloc.c
+FUZZ_CFLAGS   = $(filter-out -Wno-format-truncation,$(WARN)) -O1 -g -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -Isrc \
+                $(shell pkg-config --cflags jansson 2>/dev/null)
+FUZZ_FLAGS   := -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 -print_final_stats=1
+
+fuzz-deps:
+	$(call install_missing,$(FUZZ_PACKAGES) libjansson-dev pkg-config)
+
+define fuzz_rule
+$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(addprefix src/,$(FUZZ_$(1))) $(wildcard src/*.h)
+	@mkdir -p $(FUZZ_BUILD)
+	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(shell pkg-config --libs jansson 2>/dev/null) -lpthread
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_rule,$(t))))
+
+# Runs each target for $(1) seconds: first over its seeds (any crash there fails at once), then fuzzing on.
+define fuzz_run
+	@failed=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/crashes; \
+	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	  echo "== fuzz_$$t: $(1) s"; \
+	  $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_FLAGS) $$dict -max_total_time=$(1) \
+	    -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t- $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t \
+	    > $(FUZZ_BUILD)/fuzz_$$t.log 2>&1 \
+	    && { echo "fuzz_$$t: no crash ($$(grep -o 'stat::number_of_executed_units: [0-9]*' $(FUZZ_BUILD)/fuzz_$$t.log | \
+	         grep -o '[0-9]*$$') runs)"; } \
+	    || { echo "fuzz_$$t FAILED:"; tail -n 60 $(FUZZ_BUILD)/fuzz_$$t.log; failed=1; }; \
+	done; exit $$failed
+endef
+
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+# The short pass of CI.
+fuzz-ci: fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+	$(call fuzz_run,$(FUZZ_CI_SECONDS))
 
 lint:
 	clang-tidy --quiet $(addprefix src/,$(SRCS)) -- $(filter-out -Wno-format-truncation,$(WARN)) -D_GNU_SOURCE \

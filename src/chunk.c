@@ -23,6 +23,19 @@ json_t *chunk_entry_new(json_t *id, const char *text, size_t len)
     return e;
 }
 
+json_t *chunk_entry_from_line(const char *line, size_t len, long long line_no, char *why, size_t whylen)
+{
+    json_error_t jerr;
+    json_t *value = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+    if (!value) {
+        snprintf(why, whylen, "invalid JSON at column %d: %s", jerr.column, jerr.text);
+        return NULL;
+    }
+    json_t *entry = chunk_entry_new(chunk_item_id(value, line_no), line, len);
+    json_decref(value);
+    return entry;
+}
+
 char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len)
 {
     json_t *root = json_object();

@@ -38,6 +38,11 @@ json_t *chunk_item_id(const json_t *value, long long line);
 /* Returns one entry of a chunk's "items" array, {"id":id,"item":"text"}. Steals the reference to id. */
 json_t *chunk_entry_new(json_t *id, const char *text, size_t len);
 
+/* Returns the "items" entry of one input line, line[0..len) without its newline, that is line number line_no
+ * (1-based): the line as its text, its "id" or line_no as its id. Returns NULL with the reason in why when the
+ * line is not valid JSON. */
+json_t *chunk_entry_from_line(const char *line, size_t len, long long line_no, char *why, size_t whylen);
+
 /* Encodes a chunk from an array of chunk_entry_new() values (borrowed). Returns a malloc'd string and sets *len, or
  * NULL when a text or the chunk id is not valid UTF-8 (enqueue only passes texts that parsed as JSON). */
 char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len);

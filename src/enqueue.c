@@ -167,16 +167,13 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
             continue;
         }
         if (blank(line, len)) continue;
-        json_error_t jerr;
-        json_t *value = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
-        if (!value) {
-            char why[256];
-            snprintf(why, sizeof why, "invalid JSON at column %d: %s", jerr.column, jerr.text);
+        char why[256];
+        json_t *entry = chunk_entry_from_line(line, len, lr.line_no, why, sizeof why);
+        if (!entry) {
             rc = enqueue_reject(&st, line, len, full_len, why, err, errlen);
             continue;
         }
-        json_array_append_new(st.entries, chunk_entry_new(chunk_item_id(value, lr.line_no), line, len));
-        json_decref(value);
+        json_array_append_new(st.entries, entry);
         if ((long long)json_array_size(st.entries) >= s->chunk_size) rc = enqueue_close_chunk(&st, err, errlen);
     }
     if (rc == 0 && got < 0) {

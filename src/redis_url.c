@@ -1,6 +1,7 @@
 /* redis_url: see redis_url.h. */
 #include "redis_url.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,28 @@ static int pct_decode(const char *src, size_t len, char *dst, size_t cap)
     }
     dst[n] = '\0';
     return 0;
+}
+
+/* Writes src to dst (capacity cap, NUL-terminated, cut if too small) with every byte other than A-Z a-z 0-9 - . _ ~
+ * (and '/' when keep_slash) as a %XX escape: printable ASCII, one line, and pct_decode() gives src back. */
+static void pct_encode(const char *src, bool keep_slash, char *dst, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *src; src++) {
+        unsigned char c = (unsigned char)*src;
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                     c == '.' || c == '_' || c == '~' || (keep_slash && c == '/');
+        if (n + (plain ? 1 : 3) >= cap) break;
+        if (plain) {
+            dst[n++] = (char)c;
+        } else {
+            dst[n++] = '%';
+            dst[n++] = hex[c >> 4];
+            dst[n++] = hex[c & 15];
+        }
+    }
+    dst[n] = '\0';
 }
 
 static int parse_int(const char *s, size_t len, int min, int max, int *out)
@@ -156,12 +179,17 @@ void redis_url_mask(const char *text, char *out, size_t outlen)
         snprintf(out, outlen, "<invalid redis url>");
         return;
     }
+    /* The user and the path are written %-encoded: decoded, they may hold line breaks or URL delimiters. */
     if (u.is_unix) {
-        snprintf(out, outlen, "unix://%s%s", u.path, u.db ? "?db=" : "");
+        char path[sizeof u.path * 3];
+        pct_encode(u.path, true, path, sizeof path);
+        snprintf(out, outlen, "unix://%s%s", path, u.db ? "?db=" : "");
         if (u.db) snprintf(out + strlen(out), outlen - strlen(out), "%d", u.db);
         return;
     }
+    char user[sizeof u.user * 3];
+    pct_encode(u.user, false, user, sizeof user);
     const char *lb = strchr(u.host, ':') ? "[" : "", *rb = *lb ? "]" : "";
-    snprintf(out, outlen, "redis://%s%s%s%s%s%s:%d/%d", u.user, u.password[0] ? ":***" : u.user[0] ? ":" : "",
+    snprintf(out, outlen, "redis://%s%s%s%s%s%s:%d/%d", user, u.password[0] ? ":***" : u.user[0] ? ":" : "",
              (u.user[0] || u.password[0]) ? "@" : "", lb, u.host, rb, u.port, u.db);
 }

@@ -53,32 +53,37 @@ char *result_dead_record(const char *id_json, const char *item_text, size_t item
     return dynbuf_take(&b, len);
 }
 
-/* Length of the JSON value at the start of s[0..len) (after no leading space), or 0 if it does not end. It only
- * matches brackets and strings; the caller validates the span. */
+static bool json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Length of the JSON value at the start of s[0..len) with the whitespace before and after it (an item's text may
+ * have both), or 0 if it does not end. It only matches brackets and strings; the caller validates the span. */
 static size_t json_value_span(const char *s, size_t len)
 {
-    size_t depth = 0, i = 0;
+    size_t depth = 0, i = 0, end = 0;
     bool in_string = false;
-    for (; i < len; i++) {
+    while (i < len && json_space(s[i])) i++;
+    for (; i < len && !end; i++) {
         char c = s[i];
         if (in_string) {
             if (c == '\\') i++;
             else if (c == '"') {
                 in_string = false;
-                if (depth == 0) return i + 1;
+                if (depth == 0) end = i + 1;
             }
             continue;
         }
         if (c == '"') in_string = true;
         else if (c == '{' || c == '[') depth++;
         else if (c == '}' || c == ']') {
-            if (depth == 0) return i; /* the end of an enclosing value: a scalar ended here */
-            if (--depth == 0) return i + 1;
-        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\n')) {
-            return i; /* end of a number, true, false or null */
+            if (depth == 0) end = i; /* the end of an enclosing value: a scalar ended here */
+            else if (--depth == 0) end = i + 1;
+        } else if (depth == 0 && (c == ',' || json_space(c))) {
+            end = i; /* end of a number, true, false or null */
         }
     }
-    return 0;
+    if (!end) return 0;
+    while (end < len && json_space(s[end])) end++;
+    return end;
 }
 
 int result_dead_item(const char *record, size_t len, json_t **id, char **text, size_t *text_len)
@@ -99,9 +104,10 @@ int result_dead_item(const char *record, size_t len, json_t **id, char **text, s
     /* Prefer the item's bytes as written in the record, so numbers keep their form; re-encode only if the record
      * was built some other way. */
     *text = NULL;
-    const char *key = strstr(record, ",\"item\":");
-    if (key && (size_t)(key - record) < len) {
-        const char *start = key + 8;
+    static const char key_text[] = ",\"item\":";
+    const char *key = memmem(record, len, key_text, sizeof key_text - 1);
+    if (key) {
+        const char *start = key + sizeof key_text - 1;
         size_t span = json_value_span(start, len - (size_t)(start - record));
         json_t *check = span ? json_loadb(start, span, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
         if (check && json_equal(check, item)) {

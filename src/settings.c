@@ -406,12 +406,11 @@ void settings_help(int cmd, const char *cmd_name, const char *usage, const char 
     }
 }
 
-void settings_log_effective(const settings_t *s, int cmd, int level)
+void settings_format_effective(const settings_t *s, int cmd, char *line, size_t cap)
 {
-    if (level < (int)log_min_level) return;
-    char line[LOG_LINE_MAX - 128];
     size_t n = 0;
-    for (size_t i = 0; i < N_SETTINGS && n < sizeof line; i++) {
+    line[0] = '\0';
+    for (size_t i = 0; i < N_SETTINGS && n < cap; i++) {
         const setting_def_t *d = &setting_defs[i];
         if (!(d->cmds & cmd)) continue;
         char val[512];
@@ -428,8 +427,15 @@ void settings_log_effective(const settings_t *s, int cmd, int level)
         case ST_INT: snprintf(val, sizeof val, "%lld", *int_field(ms, d)); break;
         case ST_BOOL: snprintf(val, sizeof val, "%s", *bool_field(ms, d) ? "true" : "false"); break;
         }
-        int m = snprintf(line + n, sizeof line - n, "%s%s=%s", n ? " " : "", d->name, val);
+        int m = snprintf(line + n, cap - n, "%s%s=%s", n ? " " : "", d->name, val);
         if (m > 0) n += (size_t)m;
     }
+}
+
+void settings_log_effective(const settings_t *s, int cmd, int level)
+{
+    if (level < (int)log_min_level) return;
+    char line[LOG_LINE_MAX - 128];
+    settings_format_effective(s, cmd, line, sizeof line);
     log_write((log_level_t)level, "settings: %s", line);
 }

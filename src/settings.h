@@ -103,7 +103,10 @@ void settings_free(settings_t *s);
 /* Prints the usage of a subcommand and its settings, with defaults and bounds. */
 void settings_help(int cmd, const char *cmd_name, const char *usage, const char *summary);
 
-/* Logs one line at level with every setting of cmd; the Redis URL's password is masked. */
+/* Writes "name=value ..." for every setting of cmd to line (capacity cap, NUL-terminated, cut when too small), with
+ * the Redis URL's password and the secrets masked. */
+void settings_format_effective(const settings_t *s, int cmd, char *line, size_t cap);
+/* Logs one line at level with every setting of cmd, as settings_format_effective() writes it. */
 void settings_log_effective(const settings_t *s, int cmd, int level);
 
 #endif

@@ -364,6 +364,21 @@ static void test_mask_small_buffer(void **state)
     assert_int_equal(one[0], '\0');
 }
 
+/* Found by fuzzing: the mask wrote the decoded user and socket path as they were, so a %0A in them (or a raw byte)
+ * put a line break or other control character into the log line, and a %3F, %3A or %2F made a masked form that
+ * named another address. They are written %-encoded now. */
+static void test_mask_encodes_user_and_path(void **state)
+{
+    (void)state;
+    expect_mask("unix:///tmp/a%0Ab.sock", "unix:///tmp/a%0Ab.sock");
+    expect_mask("unix:///tmp/a%3Fdb=1?db=2", "unix:///tmp/a%3Fdb%3D1?db=2");
+    expect_mask("unix:///tmp/r.so\x9d\x94" "b", "unix:///tmp/r.so%9D%94b");
+    expect_mask("unix:///tmp/with%20space.sock", "unix:///tmp/with%20space.sock");
+    expect_mask("redis://us%3Aer%0A:pw@h", "redis://us%3Aer%0A:***@h:6379/0");
+    expect_mask("redis://a%2Fb@c:pw@h/1", "redis://a%2Fb%40c:***@h:6379/1");
+    expect_mask("redis://alice.b-c_d~e:@h", "redis://alice.b-c_d~e:@h:6379/0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_mask),
         cmocka_unit_test(test_mask_never_shows_password),
         cmocka_unit_test(test_mask_small_buffer),
+        cmocka_unit_test(test_mask_encodes_user_and_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -337,6 +337,46 @@ static void test_dead_item_rejects_chunk_records(void **state)
     free(text);
 }
 
+/* Found by fuzzing: an item enqueued with space around it (valid JSON) came back from the dead list re-encoded
+ * (1.50 became 1.5) or without its trailing space. */
+static void test_dead_item_keeps_surrounding_space(void **state)
+{
+    (void)state;
+    static const char *const items[] = {"  {\"a\":1.50} ", "\t[1e3]", "1.50 ", " \"s\"", "{\"x\":\"}\"}  "};
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+        size_t len = 0, text_len = 0;
+        char *rec = result_dead_record("7", items[i], strlen(items[i]), true, "e", 1, "c", &len);
+        json_t *id = NULL;
+        char *text = NULL;
+        assert_int_equal(result_dead_item(rec, len, &id, &text, &text_len), 0);
+        if (text_len != strlen(items[i]) || memcmp(text, items[i], text_len) != 0)
+            fail_msg("item '%s' read back as '%.*s'", items[i], (int)text_len, text);
+        json_decref(id);
+        free(text);
+        free(rec);
+    }
+}
+
+/* Found by fuzzing: the record is counted bytes (a Redis reply), but it was searched with strstr(), which reads to
+ * a NUL that need not be there. */
+static void test_dead_item_reads_only_len_bytes(void **state)
+{
+    (void)state;
+    static const char record[] = "{\"item\":1.50,\"id\":1,\"error\":\"e\"}";
+    size_t len = sizeof record - 1;
+    char *exact = malloc(len); /* no NUL after it */
+    memcpy(exact, record, len);
+    json_t *id = NULL;
+    char *text = NULL;
+    size_t text_len = 0;
+    assert_int_equal(result_dead_item(exact, len, &id, &text, &text_len), 0);
+    assert_int_equal(json_integer_value(id), 1);
+    assert_string_equal(text, "1.5"); /* no ',"item":' to copy from: re-encoded */
+    json_decref(id);
+    free(text);
+    free(exact);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +396,8 @@ int main(void)
         cmocka_unit_test(test_dead_item_round_trip_keeps_bytes),
         cmocka_unit_test(test_dead_item_scalar_and_raw),
         cmocka_unit_test(test_dead_item_rejects_chunk_records),
+        cmocka_unit_test(test_dead_item_keeps_surrounding_space),
+        cmocka_unit_test(test_dead_item_reads_only_len_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
