@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -245,9 +246,12 @@ typedef struct http_shard {
     size_t active;           /* transfers in this multi handle */
 } http_shard_t;
 
+/* One per socket number this loop's libcurl has used; lives until the loop ends, so that an idle keep-alive
+ * connection stays in the epoll set between calls (parked) instead of costing an EPOLL_CTL_DEL and an ADD per
+ * call. */
 typedef struct http_socket {
-    loop_watch_t watch;      /* first: loop_defer_free() frees the whole struct */
-    http_shard_t *shard;
+    loop_watch_t watch;
+    http_shard_t *shard;     /* the multi handle whose transfer last wanted this socket */
 } http_socket_t;
 
 struct http_loop {
@@ -258,6 +262,8 @@ struct http_loop {
     CURL **pool;             /* idle easy handles */
     size_t pool_len;
     http_call_t *calls;      /* every call of this loop (running or waiting to retry) */
+    http_socket_t **sockets; /* indexed by socket number; NULL where none was used yet */
+    size_t sockets_cap;
     unsigned int rng;        /* for jitter */
 };
 
@@ -315,24 +321,34 @@ static void http_on_socket(loop_t *loop, loop_watch_t *w, uint32_t events)
     http_check_done(sh);
 }
 
+/* The record of socket fd, created on first use. */
+static http_socket_t *http_socket_get(http_loop_t *hl, curl_socket_t fd)
+{
+    size_t i = (size_t)fd;
+    if (i >= hl->sockets_cap) {
+        size_t cap = hl->sockets_cap ? hl->sockets_cap : 1024;
+        while (cap <= i) cap *= 2;
+        hl->sockets = xrealloc(hl->sockets, cap * sizeof(http_socket_t *));
+        memset(hl->sockets + hl->sockets_cap, 0, (cap - hl->sockets_cap) * sizeof(http_socket_t *));
+        hl->sockets_cap = cap;
+    }
+    if (!hl->sockets[i]) hl->sockets[i] = xcalloc(1, sizeof(http_socket_t));
+    return hl->sockets[i];
+}
+
 static int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)easy;
+    (void)socketp;
     http_shard_t *sh = userp;
-    http_socket_t *hs = socketp;
+    http_socket_t *hs = http_socket_get(sh->hl, fd);
     if (what == CURL_POLL_REMOVE) {
-        if (hs) {
-            loop_watch_stop(sh->hl->loop, &hs->watch);
-            curl_multi_assign(sh->multi, fd, NULL);
-            loop_defer_free(sh->hl->loop, hs);
-        }
+        /* Usually a connection going back to the cache: keep it registered for the next call that reuses it.
+         * Closing it goes through http_close_socket_cb, which unregisters it. */
+        loop_watch_park(sh->hl->loop, &hs->watch);
         return 0;
     }
-    if (!hs) {
-        hs = xcalloc(1, sizeof *hs);
-        hs->shard = sh;
-        curl_multi_assign(sh->multi, fd, hs);
-    }
+    hs->shard = sh;
     uint32_t events = 0;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= EPOLLIN;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
@@ -342,6 +358,26 @@ static int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
         return -1;
     }
     return 0;
+}
+
+/* libcurl's socket(): a new socket may reuse the number of one closed without our knowledge, so whatever we
+ * recorded for that number is stale. */
+static curl_socket_t http_open_socket_cb(void *userp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    (void)purpose;
+    http_loop_t *hl = userp;
+    curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+    if (fd != CURL_SOCKET_BAD && (size_t)fd < hl->sockets_cap && hl->sockets[fd])
+        loop_watch_forget(&hl->sockets[fd]->watch);
+    return fd;
+}
+
+/* libcurl's close(): takes a parked socket out of the epoll set before its number can be reused. */
+static int http_close_socket_cb(void *userp, curl_socket_t fd)
+{
+    http_loop_t *hl = userp;
+    if ((size_t)fd < hl->sockets_cap && hl->sockets[fd]) loop_watch_stop(hl->loop, &hl->sockets[fd]->watch);
+    return close(fd);
 }
 
 static int http_loop_init(loop_t *loop, const settings_t *s, void *shared, void **state)
@@ -405,6 +441,8 @@ static void http_loop_free(void *state)
         if (hl->shards[i].multi) curl_multi_cleanup(hl->shards[i].multi);
     for (size_t i = 0; i < hl->pool_len; i++) curl_easy_cleanup(hl->pool[i]);
     free(hl->pool);
+    for (size_t i = 0; i < hl->sockets_cap; i++) free(hl->sockets[i]);
+    free(hl->sockets);
     free(hl->shards);
     free(hl);
 }
@@ -651,12 +689,25 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
     return len;
 }
 
+/* A new easy handle, with the options that are the same for every call. The socket callbacks are copied into
+ * each connection the handle opens, so they must be set on every handle. */
+static CURL *http_easy_new(http_loop_t *hl)
+{
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket_cb);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, hl);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, http_close_socket_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hl);
+    return e;
+}
+
 /* A pooled easy handle is not reset (curl_easy_reset costs allocations on every call): http_send() sets every
  * option that differs between calls, and puts the request method back to GET. */
 static CURL *http_easy_get(http_loop_t *hl)
 {
     if (hl->pool_len) return hl->pool[--hl->pool_len];
-    return curl_easy_init();
+    return http_easy_new(hl);
 }
 
 static void http_easy_put(http_loop_t *hl, CURL *e)
@@ -867,7 +918,7 @@ static void http_start(void *state, loop_t *loop, work_item_t *item)
     char why[320];
     /* Any easy handle escapes URL parts; a pooled one is reset before use anyway. */
     CURL *esc = hl->pool_len ? hl->pool[hl->pool_len - 1] : NULL;
-    CURL *tmp = esc ? NULL : curl_easy_init();
+    CURL *tmp = esc ? NULL : http_easy_new(hl);
     const char *error = http_build(call, esc ? esc : tmp, why, sizeof why);
     if (tmp) http_easy_put(hl, tmp);
     if (error) {
