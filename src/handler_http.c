@@ -28,6 +28,7 @@
 #include "handler.h"
 #include "log.h"
 #include "metrics.h"
+#include "result.h"
 #include "xalloc.h"
 
 #define HTTP_SHARD_CONNS 250             /* transfers per multi handle */
@@ -280,7 +281,7 @@ struct http_call {
     dynbuf_t response;       /* capped at --max-result-bytes */
     bool response_too_big;
     bool response_json;      /* Content-Type says JSON */
-    json_t *kept;            /* kept response headers */
+    json_t *kept;            /* kept response headers; NULL until the first one */
     long retry_after_ms;     /* from a Retry-After header, or -1 */
     int64_t call_started_ms;
     char errbuf[CURL_ERROR_SIZE];
@@ -642,7 +643,7 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
     http_call_t *call = userp;
     size_t len = size * n;
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) { /* a new response (after 100 Continue): start over */
-        json_object_clear(call->kept);
+        if (call->kept) json_object_clear(call->kept);
         call->retry_after_ms = -1;
         call->response_json = false;
         return len;
@@ -683,6 +684,7 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
         dynbuf_init(&b, HTTP_HEADER_LINE_MAX);
         dynbuf_add_json_string(&b, v, vlen); /* makes the value valid UTF-8 */
         json_t *js = json_loads(b.data ? b.data : "\"\"", JSON_DECODE_ANY, NULL);
+        if (js && !call->kept) call->kept = json_object();
         if (js) json_object_set_new(call->kept, name, js);
         dynbuf_free(&b);
     }
@@ -737,7 +739,7 @@ static void http_send(http_call_t *call)
     call->response_too_big = false;
     call->response_json = false;
     call->retry_after_ms = -1;
-    json_object_clear(call->kept);
+    if (call->kept) json_object_clear(call->kept);
     call->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_URL, call->url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -814,23 +816,32 @@ static int64_t http_backoff_ms(http_loop_t *hl, int attempt)
     return (int64_t)((double)rand_r(&hl->rng) / ((double)RAND_MAX + 1.0) * cap);
 }
 
-/* The result of a successful call: {"status":N,"body":...,"headers":{...},"ms":N}. */
+/* The result of a successful call: {"status":N,"body":...,"headers":{...},"ms":N}. A JSON body is embedded as
+ * JSON in jansson's compact form (usually by copying it: result_add_compact_json), anything else as a string. */
 static char *http_result(http_call_t *call, long status, int64_t ms, size_t *len)
 {
     dynbuf_t b;
     dynbuf_init(&b, (size_t)-1 / 2);
-    dynbuf_printf(&b, "{\"status\":%ld,\"body\":", status);
+    dynbuf_addstr(&b, "{\"status\":");
+    dynbuf_add_int(&b, status);
+    dynbuf_addstr(&b, ",\"body\":");
     const char *body = call->response.data ? call->response.data : "";
-    json_t *parsed = NULL;
-    if (call->response_json && call->response.len)
-        parsed = json_loadb(body, call->response.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    char *text = parsed ? json_dumps(parsed, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    if (text) dynbuf_addstr(&b, text);
-    else dynbuf_add_json_string(&b, body, call->response.len);
-    free(text);
-    json_decref(parsed);
-    char *headers = json_dumps(call->kept, JSON_COMPACT);
-    dynbuf_printf(&b, ",\"headers\":%s,\"ms\":%lld}", headers ? headers : "{}", (long long)ms);
+    if (!call->response_json || !call->response.len || result_add_compact_json(&b, body, call->response.len)) {
+        json_t *parsed = NULL;
+        if (call->response_json && call->response.len)
+            parsed = json_loadb(body, call->response.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        char *text = parsed ? json_dumps(parsed, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        if (text) dynbuf_addstr(&b, text);
+        else dynbuf_add_json_string(&b, body, call->response.len);
+        free(text);
+        json_decref(parsed);
+    }
+    char *headers = call->kept && json_object_size(call->kept) ? json_dumps(call->kept, JSON_COMPACT) : NULL;
+    dynbuf_addstr(&b, ",\"headers\":");
+    dynbuf_addstr(&b, headers ? headers : "{}");
+    dynbuf_addstr(&b, ",\"ms\":");
+    dynbuf_add_int(&b, ms);
+    dynbuf_addstr(&b, "}");
     free(headers);
     return dynbuf_take(&b, len);
 }
@@ -908,7 +919,6 @@ static void http_start(void *state, loop_t *loop, work_item_t *item)
     http_call_t *call = xcalloc(1, sizeof *call);
     call->hl = hl;
     call->item = item;
-    call->kept = json_object();
     dynbuf_init(&call->response, (size_t)hl->cfg->settings->max_result_bytes);
     call->next = hl->calls;
     if (hl->calls) hl->calls->prev = call;
