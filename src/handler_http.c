@@ -457,8 +457,26 @@ static bool host_allowed(const http_config_t *c, const char *host)
     return false;
 }
 
+/* Appends s percent-encoded as curl_easy_escape() does (all but ALPHA, DIGIT and "-._~" become %XX), without
+ * its allocations. */
+static int url_escape(dynbuf_t *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const char *end = s + len;
+    while (s < end) {
+        const char *run = s;
+        while (s < end && (isalnum((unsigned char)*s) || *s == '-' || *s == '.' || *s == '_' || *s == '~')) s++;
+        if (s > run && dynbuf_add(b, run, (size_t)(s - run))) return -1;
+        if (s == end) break;
+        unsigned char c = (unsigned char)*s++;
+        char pct[3] = {'%', hex[c >> 4], hex[c & 15]};
+        if (dynbuf_add(b, pct, 3)) return -1;
+    }
+    return 0;
+}
+
 /* Appends the item's "query" object to url. Returns NULL, or an error message. */
-static const char *add_query(dynbuf_t *url, const json_t *query, CURL *esc)
+static const char *add_query(dynbuf_t *url, const json_t *query)
 {
     if (!query) return NULL;
     if (!json_is_object(query)) return "\"query\" must be an object";
@@ -477,12 +495,9 @@ static const char *add_query(dynbuf_t *url, const json_t *query, CURL *esc)
             else if (json_is_boolean(e)) text = json_is_true(e) ? "true" : "false";
             else if (json_is_null(e)) text = NULL;
             else return "\"query\" values must be strings, numbers, booleans, null or arrays of them";
-            char *k = curl_easy_escape(esc, key, 0);
-            char *val = text ? curl_easy_escape(esc, text, 0) : NULL;
-            int rc = dynbuf_printf(url, "%s%s%s%s", first ? "?" : "&", k, val ? "=" : "", val ? val : "");
-            curl_free(k);
-            curl_free(val);
-            if (rc) return "URL too long";
+            if (dynbuf_addstr(url, first ? "?" : "&") || url_escape(url, key, strlen(key)) ||
+                (text && (dynbuf_addstr(url, "=") || url_escape(url, text, strlen(text)))))
+                return "URL too long";
             first = false;
         }
     }
@@ -501,7 +516,7 @@ static bool header_forbidden(const http_config_t *c, const char *name)
 }
 
 /* Builds call's URL, method, headers and body from the item. Returns NULL, or why the item cannot be sent. */
-static const char *http_build(http_call_t *call, CURL *esc, char *why, size_t whylen)
+static const char *http_build(http_call_t *call, char *why, size_t whylen)
 {
     const http_config_t *c = call->hl->cfg;
     const settings_t *s = c->settings;
@@ -546,9 +561,11 @@ static const char *http_build(http_call_t *call, CURL *esc, char *why, size_t wh
         if (dynbuf_addstr(&url, c->base_url) || dynbuf_addstr(&url, path)) error = "URL too long";
         allowed_host = c->base_host;
     }
-    if (!error) error = add_query(&url, jquery, esc);
-    if (!error) {
-        /* The URL must still name the allowed host (a crafted path or query cannot move it). */
+    if (!error) error = add_query(&url, jquery);
+    /* The URL must still name the allowed host (a crafted path or query cannot move it). A URL built on
+     * --base-url needs no parsing for that: what follows base_url starts with '/' (the path) or '?' (the query;
+     * '&' only after a '?'), so the authority part, and with it the host, ends where base_url ends. */
+    if (!error && jurl) {
         char *final_host = url_host(url.data);
         if (!final_host || strcmp(final_host, allowed_host) != 0) error = "the URL built from the item changes its host";
         free(final_host);
@@ -607,13 +624,14 @@ static const char *http_build(http_call_t *call, CURL *esc, char *why, size_t wh
         const char *id = call->item->in->id_json;
         size_t id_len = strlen(id);
         if (id[0] == '"') id++, id_len -= 2;
-        char *q = curl_easy_escape(esc, s->queue, (int)strlen(s->queue));
-        char *i = id_len ? curl_easy_escape(esc, id, (int)id_len) : NULL;
-        char *line = xasprintf("Idempotency-Key: chunkd-%s-%s", q, i ? i : "");
-        call->headers = curl_slist_append(call->headers, line);
-        free(line);
-        curl_free(q);
-        curl_free(i);
+        dynbuf_t line;
+        dynbuf_init(&line, (size_t)-1 / 2);
+        dynbuf_addstr(&line, "Idempotency-Key: chunkd-");
+        url_escape(&line, s->queue, strlen(s->queue));
+        dynbuf_addstr(&line, "-");
+        url_escape(&line, id, id_len);
+        call->headers = curl_slist_append(call->headers, line.data);
+        dynbuf_free(&line);
     }
     call->headers = curl_slist_append(call->headers, "Expect:");
     return NULL;
@@ -691,12 +709,26 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
     return len;
 }
 
-/* A new easy handle, with the options that are the same for every call. The socket callbacks are copied into
- * each connection the handle opens, so they must be set on every handle. */
+/* A new easy handle, with the options that are the same for every call (set once: pooled handles keep them). The
+ * socket callbacks are copied into each connection the handle opens, so they must be set on every handle. */
 static CURL *http_easy_new(http_loop_t *hl)
 {
+    const settings_t *s = hl->cfg->settings;
     CURL *e = curl_easy_init();
     if (!e) return NULL;
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)s->http_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)s->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_result_bytes);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
+    if (s->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket_cb);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, hl);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, http_close_socket_cb);
@@ -705,7 +737,7 @@ static CURL *http_easy_new(http_loop_t *hl)
 }
 
 /* A pooled easy handle is not reset (curl_easy_reset costs allocations on every call): http_send() sets every
- * option that differs between calls, and puts the request method back to GET. */
+ * option that differs between calls, and puts the request method back to GET; http_easy_new() set the rest. */
 static CURL *http_easy_get(http_loop_t *hl)
 {
     if (hl->pool_len) return hl->pool[--hl->pool_len];
@@ -742,27 +774,14 @@ static void http_send(http_call_t *call)
     if (call->kept) json_object_clear(call->kept);
     call->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_URL, call->url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)s->http_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)s->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_result_bytes);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     /* Waiting for a connection to multiplex on only makes sense where HTTP/2 can be negotiated (TLS); over plain
      * HTTP/1.1 it would queue new calls behind a slow one. */
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncmp(call->url, "https:", 6) == 0 ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
-    if (s->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file); /* the same for every call */
     /* Undo a previous call's body, HEAD or custom method (the handle is reused without a reset). */
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
@@ -926,11 +945,7 @@ static void http_start(void *state, loop_t *loop, work_item_t *item)
     item->handler_data = call;
     item->status = 0;
     char why[320];
-    /* Any easy handle escapes URL parts; a pooled one is reset before use anyway. */
-    CURL *esc = hl->pool_len ? hl->pool[hl->pool_len - 1] : NULL;
-    CURL *tmp = esc ? NULL : http_easy_new(hl);
-    const char *error = http_build(call, esc ? esc : tmp, why, sizeof why);
-    if (tmp) http_easy_put(hl, tmp);
+    const char *error = http_build(call, why, sizeof why);
     if (error) {
         char msg[400];
         snprintf(msg, sizeof msg, "%s", error);
