@@ -69,13 +69,151 @@ static bool chunk_id_ok(const char *id)
     return true;
 }
 
-int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+/* Takes ownership of id_json and text (text[text_len] is '\0'); parses the item. */
+static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t text_len)
 {
-    memset(out, 0, sizeof *out);
-    if (len > CHUNK_MAX_BYTES) {
-        snprintf(err, errlen, "chunk larger than %zu bytes", CHUNK_MAX_BYTES);
-        return -1;
+    json_error_t jerr;
+    it->id_json = id_json;
+    it->text = text;
+    it->text_len = text_len;
+    it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
+    if (!it->value) {
+        it->error = xasprintf("item is not valid JSON: %s at byte %d", jerr.text, jerr.position);
+    } else {
+        /* Valid JSON has raw line breaks only as whitespace between tokens: make them spaces, so an item copied
+         * into a result line can never split it into forged lines. */
+        for (size_t k = 0; k < it->text_len; k++)
+            if (it->text[k] == '\n' || it->text[k] == '\r') it->text[k] = ' ';
     }
+}
+
+/* ---- the canonical form, without a JSON library ----
+ *
+ * chunk_encode() writes one exact form: {"v":1,"chunk":"ID","items":[{"id":ID,"item":"TEXT"},...]} with no
+ * whitespace. chunk_decode() reads a chunk in that form directly when it is also in a narrow subset: ASCII only,
+ * no \u escapes, integer ids of at most 18 digits, string ids and the chunk id without escapes. For such input the
+ * result is the same as the general (jansson) decoder's; anything else, valid or not, goes to that decoder, which
+ * owns all error reporting. This matters because jansson reads a chunk a byte at a time through callbacks, and a
+ * worker decodes tens of thousands of items per second. */
+
+typedef struct canon_scan {
+    const char *s, *end;
+} canon_scan_t;
+
+static bool canon_lit(canon_scan_t *c, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(c->end - c->s) < n || memcmp(c->s, lit, n) != 0) return false;
+    c->s += n;
+    return true;
+}
+
+/* A string without escapes of bytes 0x20-0x7e; returns its quoted span. */
+static bool canon_plain_string(canon_scan_t *c, const char **start, size_t *len)
+{
+    const char *p = c->s;
+    if (p == c->end || *p != '"') return false;
+    for (p++; p < c->end && *p != '"'; p++)
+        if (*p < 0x20 || *p > 0x7e || *p == '\\') return false;
+    if (p == c->end) return false;
+    *start = c->s;
+    *len = (size_t)(p + 1 - c->s);
+    c->s = p + 1;
+    return true;
+}
+
+/* An integer as jansson prints it: -?(0|[1-9][0-9]*), at most 18 digits, not -0. */
+static bool canon_integer(canon_scan_t *c, const char **start, size_t *len)
+{
+    const char *p = c->s, *digits;
+    if (p < c->end && *p == '-') p++;
+    digits = p;
+    while (p < c->end && *p >= '0' && *p <= '9') p++;
+    size_t n = (size_t)(p - digits);
+    if (n == 0 || n > 18 || (*digits == '0' && (n > 1 || digits > c->s))) return false;
+    *start = c->s;
+    *len = (size_t)(p - c->s);
+    c->s = p;
+    return true;
+}
+
+/* A string whose escapes are all short ones (\" \\ \/ \b \f \n \r \t); returns it unescaped (malloc'd). */
+static char *canon_text(canon_scan_t *c, size_t *len)
+{
+    if (c->s == c->end || *c->s != '"') return NULL;
+    const char *p = c->s + 1;
+    size_t n = 0;
+    for (; p < c->end && *p != '"'; p++, n++) {
+        if (*p < 0x20 || *p > 0x7e) return NULL; /* control characters are invalid; non-ASCII needs UTF-8 checks */
+        if (*p == '\\' && (++p == c->end || *p == '\0' || !strchr("\"\\/bfnrt", *p))) return NULL;
+    }
+    if (p == c->end) return NULL;
+    char *out = xmalloc(n + 1), *o = out;
+    for (const char *q = c->s + 1; q < p; q++) {
+        if (*q != '\\') {
+            *o++ = *q;
+            continue;
+        }
+        switch (*++q) {
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        default: *o++ = *q; break; /* " \ / */
+        }
+    }
+    *o = '\0';
+    *len = n;
+    c->s = p + 1;
+    return out;
+}
+
+/* Returns 0 with *out filled, or -1 (nothing kept) when raw is not in the canonical subset. */
+static int chunk_decode_canonical(const char *raw, size_t len, chunk_t *out)
+{
+    canon_scan_t c = {raw, raw + len};
+    const char *id, *iid;
+    size_t id_len, iid_len;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "{\"v\":%d,\"chunk\":", CHUNK_FORMAT_VERSION);
+    if (!canon_lit(&c, prefix) || !canon_plain_string(&c, &id, &id_len) || id_len < 3 || id_len - 2 > CHUNK_ID_MAX ||
+        memchr(id, ' ', id_len) || !canon_lit(&c, ",\"items\":["))
+        return -1;
+    /* Count the entries first: each one starts with this key, which cannot occur inside a canonical text ('"' is
+     * always escaped there). */
+    size_t n = 0;
+    for (const char *p = c.s; (p = memmem(p, (size_t)(c.end - p), "{\"id\":", 6)) != NULL; p += 6) n++;
+    if (n > CHUNK_MAX_ITEMS) return -1;
+    out->items = xcalloc(n ? n : 1, sizeof *out->items);
+    size_t i = 0;
+    if (!canon_lit(&c, "]")) {
+        for (;;) {
+            if (i == n || !canon_lit(&c, "{\"id\":")) goto fail;
+            if (!(c.s < c.end && *c.s == '"' ? canon_plain_string(&c, &iid, &iid_len)
+                                              : canon_integer(&c, &iid, &iid_len)))
+                goto fail;
+            size_t text_len;
+            char *text;
+            if (!canon_lit(&c, ",\"item\":") || !(text = canon_text(&c, &text_len))) goto fail;
+            chunk_item_set(&out->items[i++], xstrndup(iid, iid_len), text, text_len);
+            out->n_items = i;
+            if (!canon_lit(&c, "}")) goto fail;
+            if (canon_lit(&c, "]")) break;
+            if (!canon_lit(&c, ",")) goto fail;
+        }
+    }
+    if (!canon_lit(&c, "}") || c.s != c.end || i != n) goto fail;
+    out->id = xstrndup(id + 1, id_len - 2);
+    return 0;
+fail:
+    chunk_clear(out);
+    return -1;
+}
+
+/* The general decoder, for any valid JSON spelling of a chunk. */
+static int chunk_decode_json(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+{
     json_error_t jerr;
     json_t *root = json_loadb(raw, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root) {
@@ -115,22 +253,34 @@ int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t er
             chunk_clear(out);
             goto done;
         }
-        it->id_json = json_dumps(iid, JSON_ENCODE_ANY | JSON_COMPACT);
-        if (!it->id_json) abort();
-        it->text_len = json_string_length(text);
-        it->text = xstrndup(json_string_value(text), it->text_len);
-        it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
-        if (!it->value) {
-            it->error = xasprintf("item is not valid JSON: %s at byte %d", jerr.text, jerr.position);
-        } else {
-            /* Valid JSON has raw line breaks only as whitespace between tokens: make them spaces, so an item copied
-             * into a result line can never split it into forged lines. */
-            for (size_t k = 0; k < it->text_len; k++)
-                if (it->text[k] == '\n' || it->text[k] == '\r') it->text[k] = ' ';
-        }
+        char *id_json = json_dumps(iid, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (!id_json) abort();
+        chunk_item_set(it, id_json, xstrndup(json_string_value(text), json_string_length(text)),
+                       json_string_length(text));
     }
     rc = 0;
 done:
     json_decref(root);
     return rc;
+}
+
+int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (len > CHUNK_MAX_BYTES) {
+        snprintf(err, errlen, "chunk larger than %zu bytes", CHUNK_MAX_BYTES);
+        return -1;
+    }
+    if (chunk_decode_canonical(raw, len, out) == 0) return 0;
+    return chunk_decode_json(raw, len, out, err, errlen);
+}
+
+int chunk_decode_general(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (len > CHUNK_MAX_BYTES) {
+        snprintf(err, errlen, "chunk larger than %zu bytes", CHUNK_MAX_BYTES);
+        return -1;
+    }
+    return chunk_decode_json(raw, len, out, err, errlen);
 }

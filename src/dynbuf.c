@@ -54,6 +54,19 @@ int dynbuf_addstr(dynbuf_t *b, const char *s)
     return dynbuf_add(b, s, strlen(s));
 }
 
+int dynbuf_add_int(dynbuf_t *b, long long v)
+{
+    char digits[24];
+    size_t n = sizeof digits;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[--n] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) digits[--n] = '-';
+    return dynbuf_add(b, digits + n, sizeof digits - n);
+}
+
 int dynbuf_printf(dynbuf_t *b, const char *fmt, ...)
 {
     va_list ap;

@@ -19,6 +19,8 @@ void dynbuf_free(dynbuf_t *b);
 void dynbuf_reset(dynbuf_t *b);
 int dynbuf_add(dynbuf_t *b, const void *data, size_t len);
 int dynbuf_addstr(dynbuf_t *b, const char *s);
+/* Appends v in decimal (without printf's cost). */
+int dynbuf_add_int(dynbuf_t *b, long long v);
 int dynbuf_printf(dynbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s[0..len) as a quoted JSON string; invalid UTF-8 bytes become U+FFFD. */
 int dynbuf_add_json_string(dynbuf_t *b, const char *s, size_t len);

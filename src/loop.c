@@ -144,25 +144,39 @@ static void loop_run_timers(loop_t *l)
 
 int loop_watch_start(loop_t *l, loop_watch_t *w, int fd, uint32_t events, loop_watch_cb cb)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = w};
-    int op = w->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-    if (w->events && w->fd != fd) {
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
-        op = EPOLL_CTL_ADD;
+    if (w->in_epoll && w->fd != fd) loop_watch_stop(l, w);
+    if (w->in_epoll != events) {
+        struct epoll_event ev = {.events = events, .data.ptr = w};
+        int op = w->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        int rc = epoll_ctl(l->epfd, op, fd, &ev);
+        /* Our record and the epoll set disagree (the fd was closed and reused unseen): do the other operation. */
+        if (rc && op == EPOLL_CTL_MOD && errno == ENOENT) rc = epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+        else if (rc && op == EPOLL_CTL_ADD && errno == EEXIST) rc = epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev);
+        if (rc) {
+            w->in_epoll = w->events = 0;
+            return -1;
+        }
     }
-    if (epoll_ctl(l->epfd, op, fd, &ev)) return -1;
     w->fd = fd;
+    w->in_epoll = events;
     w->events = events;
     w->cb = cb;
     return 0;
 }
 
-void loop_watch_stop(loop_t *l, loop_watch_t *w)
+void loop_watch_park(loop_t *l, loop_watch_t *w)
 {
-    if (!w->events) return;
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL); /* fails harmlessly if fd was closed */
+    (void)l;
     w->events = 0;
 }
+
+void loop_watch_stop(loop_t *l, loop_watch_t *w)
+{
+    if (w->in_epoll) epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL); /* fails harmlessly if fd was closed */
+    w->in_epoll = w->events = 0;
+}
+
+void loop_watch_forget(loop_watch_t *w) { w->in_epoll = w->events = 0; }
 
 void loop_defer_free(loop_t *l, void *ptr)
 {
@@ -233,9 +247,11 @@ void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json
 {
     if (it->finished) return; /* a handler bug must not finish an item twice */
     loop_timer_stop(l, &it->deadline);
-    work_item_finish(it, ok, result_json, result_len, error, l->now_ms);
+    /* The real time, not the turn's: an item can finish late in a long turn, and its ms must cover its call's. */
+    int64_t now = clock_now_ms();
+    work_item_finish(it, ok, result_json, result_len, error, now);
     metrics_add(ok ? M_ITEMS_OK : M_ITEMS_FAILED, 1);
-    metrics_observe(H_ITEM_SECONDS, (uint64_t)(l->now_ms - it->started_ms) * 1000);
+    metrics_observe(H_ITEM_SECONDS, (uint64_t)(now - it->started_ms) * 1000);
     atomic_fetch_sub(&l->load, 1);
     work_chunk_t *c = it->chunk;
     bool last = ++c->n_finished == c->n_run && !c->starting;
@@ -321,8 +337,12 @@ static void *loop_main(void *arg)
                 uint64_t count;
                 ssize_t r = read(l->wakefd, &count, sizeof count);
                 (void)r;
-            } else if (w->events && !loop_is_deferred(l, w)) {
+            } else if (loop_is_deferred(l, w)) {
+                continue;
+            } else if (w->events) {
                 w->cb(l, w, events[i].events);
+            } else if (w->in_epoll) {
+                loop_watch_stop(l, w); /* parked and ready (e.g. the server closed an idle connection) */
             }
         }
         pthread_mutex_lock(&l->mu);

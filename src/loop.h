@@ -36,7 +36,8 @@ typedef void (*loop_watch_cb)(loop_t *loop, loop_watch_t *watch, uint32_t events
  * Fields are private to loop.c. */
 struct loop_watch {
     int fd;
-    uint32_t events;     /* EPOLLIN / EPOLLOUT; 0 when not watched */
+    uint32_t events;     /* EPOLLIN / EPOLLOUT passed to cb; 0 when not watched (stopped or parked) */
+    uint32_t in_epoll;   /* events the fd is registered with in the epoll set; 0 when not registered */
     loop_watch_cb cb;
 };
 
@@ -67,10 +68,19 @@ void loop_free(loop_t *loop);
 int64_t loop_now_ms(loop_t *loop);
 void loop_timer_start(loop_t *loop, loop_timer_t *t, int64_t deadline_ms, loop_timer_cb cb);
 void loop_timer_stop(loop_t *loop, loop_timer_t *t);
-/* Starts or changes watching fd for events (EPOLLIN and/or EPOLLOUT). Returns 0, or -1 with errno set. */
+/* Starts or changes watching fd for events (EPOLLIN and/or EPOLLOUT). Costs no system call when w is parked on
+ * (or already watching) fd with the same events. Returns 0, or -1 with errno set. */
 int loop_watch_start(loop_t *loop, loop_watch_t *w, int fd, uint32_t events, loop_watch_cb cb);
-/* Stops watching (the fd may already be closed). */
+/* Stops calling cb but leaves the fd in the epoll set, so that watching it again with the same events is free
+ * (an idle keep-alive connection between two calls). If the fd becomes ready while parked, the loop removes it
+ * from the set then (level-triggered epoll would otherwise report it on every turn). */
+void loop_watch_park(loop_t *loop, loop_watch_t *w);
+/* Stops watching and removes the fd from the epoll set. Call it before closing a watched or parked fd: a parked
+ * fd number that is closed and reused would otherwise look registered. */
 void loop_watch_stop(loop_t *loop, loop_watch_t *w);
+/* Forgets that w's fd was registered, without a system call: for an fd number that was closed behind the
+ * watch's back and now names a new file (epoll dropped the old registration when the file was closed). */
+void loop_watch_forget(loop_watch_t *w);
 /* Frees ptr at the end of this loop turn, so that events already collected for it in this turn stay safe to
  * dispatch (they are skipped). Use it for a loop_watch_t that a callback wants to free. */
 void loop_defer_free(loop_t *loop, void *ptr);

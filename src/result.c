@@ -25,10 +25,175 @@ char *result_encode(const char *id_json, bool ok, const char *result_json, size_
     } else {
         dynbuf_addstr(&b, ",\"ok\":false,\"error\":");
         add_error(&b, error ? error : "unknown error");
-        if (status > 0) dynbuf_printf(&b, ",\"status\":%d", status);
+        if (status > 0) {
+            dynbuf_addstr(&b, ",\"status\":");
+            dynbuf_add_int(&b, status);
+        }
     }
-    dynbuf_printf(&b, ",\"attempts\":%d,\"ms\":%lld}", attempts, (long long)ms);
+    dynbuf_addstr(&b, ",\"attempts\":");
+    dynbuf_add_int(&b, attempts);
+    dynbuf_addstr(&b, ",\"ms\":");
+    dynbuf_add_int(&b, ms);
+    dynbuf_addstr(&b, "}");
     return dynbuf_take(&b, len);
+}
+
+/* ---- compact JSON without jansson (see result.h) ---- */
+
+#define COMPACT_KEYS_MAX 256 /* keys of all open objects together; more: leave it to jansson */
+
+typedef struct compact_scan {
+    const char *s;
+    size_t len, i;
+    bool spaces;                         /* whitespace seen between tokens */
+    size_t key_start[COMPACT_KEYS_MAX];  /* raw spellings of the keys of the open objects, for duplicates */
+    size_t key_len[COMPACT_KEYS_MAX];
+    size_t n_keys;
+} compact_scan_t;
+
+static void compact_skip_space(compact_scan_t *c)
+{
+    while (c->i < c->len && (c->s[c->i] == ' ' || c->s[c->i] == '\t' || c->s[c->i] == '\n' || c->s[c->i] == '\r')) {
+        c->i++;
+        c->spaces = true;
+    }
+}
+
+/* A string at c->i. Every character of the subset has one spelling (printable ASCII, or one of jansson's short
+ * escapes), so equal spellings are equal strings. */
+static bool compact_string(compact_scan_t *c)
+{
+    if (c->i >= c->len || c->s[c->i] != '"') return false;
+    for (c->i++; c->i < c->len; c->i++) {
+        unsigned char ch = (unsigned char)c->s[c->i];
+        if (ch == '"') {
+            c->i++;
+            return true;
+        }
+        if (ch < 0x20 || ch > 0x7e) return false;
+        if (ch == '\\') {
+            if (++c->i >= c->len || !strchr("\"\\bfnrt", c->s[c->i]) || c->s[c->i] == '\0') return false;
+        }
+    }
+    return false;
+}
+
+static bool compact_number(compact_scan_t *c)
+{
+    size_t start = c->i;
+    if (c->s[c->i] == '-') c->i++;
+    size_t digits = c->i;
+    while (c->i < c->len && c->s[c->i] >= '0' && c->s[c->i] <= '9') c->i++;
+    size_t n = c->i - digits;
+    if (n == 0 || n > 18 || (n > 1 && c->s[digits] == '0')) return false;
+    if (n == 1 && c->s[digits] == '0' && digits > start) return false; /* -0 is printed as 0 */
+    /* A fraction or exponent makes a real, which jansson prints its own way. */
+    return c->i >= c->len || !strchr(".eE", c->s[c->i]) || c->s[c->i] == '\0';
+}
+
+static bool compact_literal(compact_scan_t *c, const char *word)
+{
+    size_t n = strlen(word);
+    if (c->len - c->i < n || memcmp(c->s + c->i, word, n) != 0) return false;
+    c->i += n;
+    return true;
+}
+
+static bool compact_value(compact_scan_t *c, int depth);
+
+static bool compact_container(compact_scan_t *c, int depth)
+{
+    if (depth >= RESULT_COMPACT_DEPTH_MAX) return false;
+    bool object = c->s[c->i] == '{';
+    char close = object ? '}' : ']';
+    size_t keys_base = c->n_keys;
+    c->i++;
+    compact_skip_space(c);
+    if (c->i < c->len && c->s[c->i] == close) {
+        c->i++;
+        return true;
+    }
+    for (;;) {
+        if (object) {
+            size_t k = c->i;
+            if (!compact_string(c)) return false;
+            size_t klen = c->i - k;
+            for (size_t j = keys_base; j < c->n_keys; j++)
+                if (c->key_len[j] == klen && memcmp(c->s + c->key_start[j], c->s + k, klen) == 0) return false;
+            if (c->n_keys == COMPACT_KEYS_MAX) return false;
+            c->key_start[c->n_keys] = k;
+            c->key_len[c->n_keys++] = klen;
+            compact_skip_space(c);
+            if (c->i >= c->len || c->s[c->i] != ':') return false;
+            c->i++;
+            compact_skip_space(c);
+        }
+        if (!compact_value(c, depth + 1)) return false;
+        compact_skip_space(c);
+        if (c->i >= c->len) return false;
+        if (c->s[c->i] == close) {
+            c->i++;
+            c->n_keys = keys_base;
+            return true;
+        }
+        if (c->s[c->i] != ',') return false;
+        c->i++;
+        compact_skip_space(c);
+    }
+}
+
+static bool compact_value(compact_scan_t *c, int depth)
+{
+    if (c->i >= c->len) return false;
+    switch (c->s[c->i]) {
+    case '{':
+    case '[': return compact_container(c, depth);
+    case '"': return compact_string(c);
+    case 't': return compact_literal(c, "true");
+    case 'f': return compact_literal(c, "false");
+    case 'n': return compact_literal(c, "null");
+    default: return compact_number(c);
+    }
+}
+
+int result_add_compact_json(dynbuf_t *b, const char *text, size_t len)
+{
+    compact_scan_t c;
+    c.s = text;
+    c.len = len;
+    c.i = c.n_keys = 0;
+    compact_skip_space(&c);
+    size_t first = c.i;
+    c.spaces = false;
+    bool ok = compact_value(&c, 0);
+    size_t last = c.i;
+    bool spaces_inside = c.spaces;
+    compact_skip_space(&c);
+    if (!ok || c.i != len) return -1;
+    if (!spaces_inside) return dynbuf_add(b, text + first, last - first);
+    size_t start_len = b->len;
+    bool in_string = false;
+    for (size_t i = first; i < last; i++) {
+        char ch = text[i];
+        if (in_string) {
+            if (ch == '\\') {
+                if (dynbuf_add(b, text + i, 2)) goto toobig;
+                i++;
+                continue;
+            }
+            if (ch == '"') in_string = false;
+        } else if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            continue;
+        } else if (ch == '"') {
+            in_string = true;
+        }
+        if (dynbuf_add(b, &ch, 1)) goto toobig;
+    }
+    return 0;
+toobig:
+    b->len = start_len;
+    if (b->data) b->data[b->len] = '\0';
+    return -1;
 }
 
 char *result_dead_record(const char *id_json, const char *item_text, size_t item_len, bool item_is_json,

@@ -23,6 +23,15 @@
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
                     int status, int attempts, int64_t ms, size_t *len);
 
+struct dynbuf;
+/* Appends the JSON text[0..len) in jansson's compact form (JSON_COMPACT | JSON_ENCODE_ANY after json_loadb with
+ * JSON_DECODE_ANY) without building it, when the text is in a subset whose compact form is the text without its
+ * whitespace: ASCII only, strings without \u or \/ escapes, integers of at most 18 digits (not -0), no reals,
+ * no duplicate keys, nesting at most RESULT_COMPACT_DEPTH_MAX deep. Returns 0, or -1 with b unchanged when the
+ * text is outside the subset (or invalid, or b is full): then parse and dump it with jansson. */
+#define RESULT_COMPACT_DEPTH_MAX 32
+int result_add_compact_json(struct dynbuf *b, const char *text, size_t len);
+
 /* Returns a malloc'd dead-list record and sets *len. item_is_json tells whether item_text is valid JSON. */
 char *result_dead_record(const char *id_json, const char *item_text, size_t item_len, bool item_is_json,
                          const char *error, int attempts, const char *chunk_id, size_t *len);

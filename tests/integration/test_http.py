@@ -565,6 +565,21 @@ def test_timeout(ctx):
     _check_counts(ctx, {path2: 2}, "timed-out call with --max-attempts 2")
 
 
+def test_item_timeout_cancels_calls(ctx):
+    # --item-timeout-ms cancels a call in flight and one waiting to retry; other calls on the same loop go on.
+    slow, retrying, quick = f"/{ctx.queue}/slow", f"/{ctx.queue}/retrying", f"/{ctx.queue}/quick"
+    items = [{"id": "slow", "path": slow, "query": {"delay_ms": 5000}},
+             {"id": "retrying", "path": retrying, "query": {"status": 503}},
+             {"id": "quick", "path": quick}]
+    results, _ = _http(ctx, items, "--item-timeout-ms", 400, "--retry-base-ms", 2000, "--retry-max-ms", 2000,
+                       label="item-timeout")
+    for item_id in ("slow", "retrying"):
+        r = _failed(results, item_id)
+        check(r["error"] == "timed out after 400 ms (--item-timeout-ms)", f"{item_id}: {r}")
+    _ok(results, "quick")
+    check(ctx.llen("dead") == 2, f"dead holds {ctx.llen('dead')} records, expected 2")
+
+
 def test_connection_drop(ctx):
     path = f"/{ctx.queue}/drop"
     items = [{"id": "drop", "path": path, "query": {"drop": 1}}]

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -391,6 +392,98 @@ static void test_too_large(void **state)
     chunk_clear(&c);
 }
 
+/* chunk_decode (direct reader of the canonical form, else jansson) must decode exactly as chunk_decode_general
+ * (jansson only): same outcome, error, ids, texts, parsed values and item errors. */
+static void assert_decoders_agree(const char *raw, size_t len)
+{
+    chunk_t a, b;
+    char err_a[300] = "", err_b[300] = "";
+    int rc_a = chunk_decode(raw, len, &a, err_a, sizeof err_a);
+    int rc_b = chunk_decode_general(raw, len, &b, err_b, sizeof err_b);
+    if (rc_a != rc_b) fail_msg("outcomes differ (%d vs %d) for %.*s", rc_a, rc_b, (int)len, raw);
+    assert_string_equal(err_a, err_b);
+    if (rc_a == 0) {
+        assert_string_equal(a.id, b.id);
+        assert_int_equal(a.n_items, b.n_items);
+        for (size_t i = 0; i < a.n_items; i++) {
+            chunk_item_t *x = &a.items[i], *y = &b.items[i];
+            assert_string_equal(x->id_json, y->id_json);
+            assert_int_equal(x->text_len, y->text_len);
+            assert_memory_equal(x->text, y->text, x->text_len + 1);
+            assert_true((x->value == NULL) == (y->value == NULL));
+            if (x->value) assert_true(json_equal(x->value, y->value));
+            assert_true((x->error == NULL) == (y->error == NULL));
+            if (x->error) assert_string_equal(x->error, y->error);
+        }
+        chunk_clear(&a);
+        chunk_clear(&b);
+    }
+}
+
+static void test_direct_reader_matches_jansson(void **state)
+{
+    (void)state;
+    srand(7);
+    /* Item texts and ids drawn from pieces that exercise every branch: escapes, control characters, non-ASCII,
+     * invalid JSON, line breaks. */
+    static const char *const pieces[] = {"{", "}", "[", "]", "\"", "\\", ":", ",", "1", "-0", "x", " ", "\n", "\r",
+                                         "\t", "\b", "\x01", "/", "\xc3\xa9", "\xff", "null", "\"id\":", "{\"id\":"};
+    static const char *const str_ids[] = {"a", "", "a b", "q\"x", "back\\slash", "caf\xc3\xa9", "/", "~"};
+    static const char *const chunk_ids[] = {"c-1", "c 1", "c\\1", "c\"", ""};
+    char raw[20000];
+    for (int round = 0; round < 4000; round++) {
+        json_t *entries = json_array();
+        int n = rand() % 5;
+        for (int i = 0; i < n; i++) {
+            char text[200];
+            size_t len = 0;
+            for (int k = rand() % 8; k > 0; k--) {
+                const char *p = pieces[rand() % (int)(sizeof pieces / sizeof pieces[0])];
+                memcpy(text + len, p, strlen(p));
+                len += strlen(p);
+            }
+            if (rand() % 3 == 0) len = (size_t)snprintf(text, sizeof text, "{\"id\":%d,\"path\":\"/x\"}", i);
+            json_t *id;
+            int kind = rand() % 4;
+            if (kind == 0) id = json_string(str_ids[rand() % (int)(sizeof str_ids / sizeof str_ids[0])]);
+            else if (kind == 1) id = json_integer(rand() % 2 ? 123456789012345678LL : -1234567890123456789LL);
+            else id = json_integer(rand() % 21 - 10);
+            json_t *e = json_object();
+            json_object_set_new(e, "id", id);
+            json_object_set_new(e, "item", json_stringn_nocheck(text, len));
+            json_array_append_new(entries, e);
+        }
+        size_t len;
+        char *enc = chunk_encode(chunk_ids[rand() % 2 ? 0 : rand() % 5], entries, &len);
+        json_decref(entries);
+        if (!enc) continue; /* invalid UTF-8 */
+        assert_decoders_agree(enc, len);
+        /* Damaged copies: a byte changed, removed or inserted. */
+        for (int m = 0; m < 4 && len > 0 && len < sizeof raw - 1; m++) {
+            memcpy(raw, enc, len);
+            size_t at = (size_t)rand() % len, n2 = len;
+            static const char bytes[] = "{}[]\":, \\0123n\"tx";
+            int op = rand() % 3;
+            if (op == 0) raw[at] = bytes[rand() % (int)(sizeof bytes - 1)];
+            else if (op == 1) memmove(raw + at, raw + at + 1, --n2 - at);
+            else {
+                memmove(raw + at + 1, raw + at, len - at);
+                raw[at] = bytes[rand() % (int)(sizeof bytes - 1)];
+                n2++;
+            }
+            assert_decoders_agree(raw, n2);
+        }
+        free(enc);
+    }
+    const char *spelled[] = {"{\"v\":1,\"chunk\":\"c\",\"items\":[]}", "{\"v\":1,\"chunk\":\"c\",\"items\":[]}\n",
+                             "{\"chunk\":\"c\",\"v\":1,\"items\":[]}", "{\"v\":1,\"chunk\":\"c\",\"items\":[{\"id\":1,\"item\":\"1\"}]}",
+                             "{\"v\":1,\"chunk\":\"c\",\"items\":[{\"item\":\"1\",\"id\":1}]}",
+                             "{\"v\":1,\"chunk\":\"c\",\"items\":[{\"id\":01,\"item\":\"1\"}]}",
+                             "{\"v\":1,\"chunk\":\"c\",\"items\":[{\"id\":1,\"item\":\"\\u0041\"}]}",
+                             "{\"v\":2,\"chunk\":\"c\",\"items\":[]}", "{\"v\":1,\"chunk\":\"c\",\"items\":[],\"v\":1}"};
+    for (size_t i = 0; i < sizeof spelled / sizeof spelled[0]; i++) assert_decoders_agree(spelled[i], strlen(spelled[i]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_item_text_with_nul_is_item_error),
         cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_direct_reader_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

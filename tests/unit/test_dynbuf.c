@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,6 +161,29 @@ static void test_printf(void **state)
     assert_int_equal(b.data[9], '[');
     assert_int_equal(b.data[9 + 300], ']');
     assert_int_equal(b.data[b.len], '\0');
+    dynbuf_free(&b);
+}
+
+static void test_add_int(void **state)
+{
+    (void)state;
+    dynbuf_t b;
+    dynbuf_init(&b, 1000);
+    long long values[] = {0, 7, -7, 10, 200, -1234567890123LL, 9223372036854775807LL, -9223372036854775807LL - 1};
+    char expected[1000] = "", one[32];
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        assert_int_equal(dynbuf_add_int(&b, values[i]), 0);
+        assert_int_equal(dynbuf_addstr(&b, ","), 0);
+        snprintf(one, sizeof one, "%lld,", values[i]);
+        strcat(expected, one);
+    }
+    assert_string_equal(b.data, expected);
+    dynbuf_free(&b);
+    dynbuf_init(&b, 3);
+    assert_int_equal(dynbuf_add_int(&b, 1000), -1);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(dynbuf_add_int(&b, -12), 0);
+    assert_string_equal(b.data, "-12");
     dynbuf_free(&b);
 }
 
@@ -380,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_cap_zero),
         cmocka_unit_test(test_printf),
         cmocka_unit_test(test_printf_beyond_cap_fails_unchanged),
+        cmocka_unit_test(test_add_int),
         cmocka_unit_test(test_json_string_plain),
         cmocka_unit_test(test_json_string_escapes),
         cmocka_unit_test(test_json_string_valid_utf8_kept),

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "dynbuf.h"
 #include "result.h"
 
 /* Parses line[0..len) as one JSON object; fails the test otherwise. Checks there is no newline and that len is
@@ -377,6 +378,114 @@ static void test_dead_item_reads_only_len_bytes(void **state)
     free(exact);
 }
 
+/* result_add_compact_json must print exactly what jansson's json_loadb + json_dumps(JSON_COMPACT) print, or
+ * decline and leave the buffer alone. text_is_fast: whether it should take the text (the subset). */
+static void assert_compact_like_jansson(const char *text, size_t len, bool text_is_fast)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, 1 << 20);
+    dynbuf_addstr(&b, "<");
+    int rc = result_add_compact_json(&b, text, len);
+    if (rc) {
+        if (text_is_fast) fail_msg("declined: %.*s", (int)len, text);
+        assert_int_equal(b.len, 1);
+        dynbuf_free(&b);
+        return;
+    }
+    if (!text_is_fast) fail_msg("took text outside the subset: %.*s", (int)len, text);
+    json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    char *want = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (!want) fail_msg("jansson cannot parse what was taken: %.*s", (int)len, text);
+    assert_string_equal(b.data + 1, want);
+    free(want);
+    json_decref(v);
+    dynbuf_free(&b);
+}
+
+static void test_compact_json_subset(void **state)
+{
+    (void)state;
+    const char *fast[] = {"{\"ok\":true}\n", "{\"b\":1,\"a\":2}", " [1, 2 ,3] ", "\"a\\\"b\\\\c\\n\\t\\r\\b\\f\"",
+                          "0", "-1", "123456789012345678", "{\"a\":{\"a\":1},\"b\":{\"a\":2}}", "[]", "{ }",
+                          "{\"k\" : \"v\" , \"n\" : [ true , false , null ] }", "\"a b\""};
+    const char *slow[] = {"\"\\/\"", "\"\\u0041\"", "-0", "01", "1.5", "1e3", "1234567890123456789",
+                          "{\"a\":1,\"a\":2}", "tru", "nulls", "", "  ", "[1,]", "{\"a\":1,}", "\"\\x\"",
+                          "\"caf\xc3\xa9\"", "[\"a\" \"b\"]", "{\"a\"}", "1 2", "-", "\"a\tb\"", "\"\x7f\"",
+                          "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"};
+    for (size_t i = 0; i < sizeof fast / sizeof fast[0]; i++) assert_compact_like_jansson(fast[i], strlen(fast[i]), true);
+    for (size_t i = 0; i < sizeof slow / sizeof slow[0]; i++) assert_compact_like_jansson(slow[i], strlen(slow[i]), false);
+    assert_compact_like_jansson("\"a\0b\"", 5, false);
+}
+
+/* Random texts from JSON's alphabet, and random JSON values with random whitespace: whatever is taken must match
+ * jansson byte for byte. */
+static void compact_gen(char *out, size_t *o, int depth)
+{
+    static const char *const atoms[] = {"0", "-0", "1", "-12", "007", "1.0", "2e5", "123456789012345678",
+                                        "9999999999999999999", "true", "false", "null", "\"\"", "\"b\\\"c\"",
+                                        "\"\\b\\f\\n\\r\\t\"", "\"\\/\"", "\"\\u00e9\"", "\"\x01\"",
+                                        "\"\xc3\xa9\""};
+    static const char *const keys[] = {"\"a\"", "\"b\"", "\"a\\n\"", "\"\\\"\""};
+    static const char space[] = " \t\n\r";
+    if (rand() % 4 == 0) out[(*o)++] = space[rand() % 4];
+    int r = rand() % 10;
+    if (*o < 3000 && depth < 40 && r < 4) {
+        bool object = r < 2;
+        out[(*o)++] = object ? '{' : '[';
+        for (int i = 0, n = rand() % 4; i < n; i++) {
+            if (i) out[(*o)++] = ',';
+            if (object) {
+                const char *k = keys[rand() % 4];
+                memcpy(out + *o, k, strlen(k));
+                *o += strlen(k);
+                out[(*o)++] = ':';
+            }
+            compact_gen(out, o, depth + 1);
+        }
+        out[(*o)++] = object ? '}' : ']';
+    } else {
+        const char *a = atoms[rand() % (int)(sizeof atoms / sizeof atoms[0])];
+        memcpy(out + *o, a, strlen(a));
+        *o += strlen(a);
+    }
+    if (rand() % 4 == 0) out[(*o)++] = space[rand() % 4];
+}
+
+static void assert_compact_agrees(const char *text, size_t len)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, 1 << 20);
+    if (result_add_compact_json(&b, text, len) == 0) {
+        json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        char *want = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        if (!want || strcmp(want, b.data) != 0)
+            fail_msg("%.*s: printed %s, jansson %s", (int)len, text, b.data, want ? want : "(invalid)");
+        free(want);
+        json_decref(v);
+    } else {
+        assert_int_equal(b.len, 0);
+    }
+    dynbuf_free(&b);
+}
+
+static void test_compact_json_random(void **state)
+{
+    (void)state;
+    srand(1);
+    static const char alphabet[] = "{}[]\":,0123-.eEtrufalsn \\\n/bx";
+    char text[8192];
+    for (int i = 0; i < 200000; i++) {
+        size_t n = (size_t)(rand() % 24);
+        for (size_t j = 0; j < n; j++) text[j] = alphabet[rand() % (int)(sizeof alphabet - 1)];
+        assert_compact_agrees(text, n);
+    }
+    for (int i = 0; i < 50000; i++) {
+        size_t n = 0;
+        compact_gen(text, &n, 0);
+        assert_compact_agrees(text, n);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +507,8 @@ int main(void)
         cmocka_unit_test(test_dead_item_rejects_chunk_records),
         cmocka_unit_test(test_dead_item_keeps_surrounding_space),
         cmocka_unit_test(test_dead_item_reads_only_len_bytes),
+        cmocka_unit_test(test_compact_json_subset),
+        cmocka_unit_test(test_compact_json_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
