@@ -112,6 +112,15 @@ static void fetch_pause(fetch_t *f, int64_t ms)
     }
 }
 
+/* True when the pending list is empty (false on an error: not sure). */
+static bool fetch_pending_empty(fetch_t *f)
+{
+    redisReply *r = rconn_command_argv(f->conn, 2, (const char *[]){"LLEN", f->keys.pending}, NULL);
+    bool empty = r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
+    if (r) freeReplyObject(r);
+    return empty;
+}
+
 /* Takes one reply to a move command. Returns 1 for a chunk (added to got[*n_got]), 0 for an empty queue, -1 for a
  * lost connection or an error reply. An unreadable chunk goes straight to the committer, which moves it to dead. */
 static int fetch_take(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_got)
@@ -309,7 +318,9 @@ static void *fetch_main(void *arg)
                 long long moved = fetch_reclaim(f->conn, &f->keys);
                 /* Chunks held by other workers are not done yet: one of them may die, and its chunks come back
                  * here when its lease expires. */
-                if (moved == 0 && fetch_others_idle(f)) atomic_store(&f->found_empty, true);
+                /* Pending again last: a reaper may have moved a dead worker's chunks there since the LMOVEs. */
+                if (moved == 0 && fetch_others_idle(f) && fetch_pending_empty(f))
+                    atomic_store(&f->found_empty, true);
                 if (moved != 0) fetch_pause(f, moved < 0 ? 500 : 0);
             }
             if (!atomic_load(&f->found_empty)) fetch_pause(f, 20);
