@@ -121,7 +121,7 @@ static work_chunk_t *commit_group(work_item_t *list, work_item_t **carry)
 static void commit_append(commit_t *c, work_chunk_t *w)
 {
     const keys_t *k = &c->keys;
-    const char *id = w->decoded.id ? w->decoded.id : "";
+    const char *id = w->ckpt;
     if (group_ends_chunk(w)) w->commit_sends++;
     if (w->round_marker && w->disposition == WORK_REQUEUE) {
         const char *argv[] = {"EVAL", script_requeue, "4", k->processing, k->pending, k->stats, k->deliveries,
@@ -197,6 +197,11 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
         return transient ? -2 : -1;
     }
     bool requeue = w->round_marker && w->disposition == WORK_REQUEUE;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+        LOG(LL_WARN, "chunk %s has a checkpoint from another delivery; committing again with it", chunk_name(w));
+        w->checkpointed = true;
+        return -2; /* sent again at once, not a failure of the chunk */
+    }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
         if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
         else if (requeue) metrics_add(M_CHUNKS_REQUEUED, 1);

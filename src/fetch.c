@@ -165,10 +165,10 @@ static int fetch_checkpoints(fetch_t *f, work_chunk_t **got, size_t n)
 {
     char done_key[KEYS_MAX];
     for (size_t i = 0; i < n; i++) {
-        keys_done(done_key, sizeof done_key, f->settings->queue, got[i]->decoded.id);
+        keys_done(done_key, sizeof done_key, f->settings->queue, got[i]->ckpt);
         /* Counted once: a retry after a failure only reads the count. */
-        const char *incr[] = {"HINCRBY", f->keys.deliveries, got[i]->decoded.id, "1"};
-        const char *hget[] = {"HGET", f->keys.deliveries, got[i]->decoded.id};
+        const char *incr[] = {"HINCRBY", f->keys.deliveries, got[i]->ckpt, "1"};
+        const char *hget[] = {"HGET", f->keys.deliveries, got[i]->ckpt};
         const char *get[] = {"GET", done_key};
         if (got[i]->deliveries > 0) rconn_append_argv(f->conn, 3, hget, NULL);
         else rconn_append_argv(f->conn, 4, incr, NULL);

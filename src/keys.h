@@ -16,7 +16,7 @@ typedef struct keys {
     char processing[KEYS_MAX]; /* this worker's processing list; empty until keys_processing() */
     char lease[KEYS_MAX];      /* this worker's lease; empty until keys_lease() */
     char reaper[KEYS_MAX];     /* short lock: the worker that holds it reaps this turn */
-    char deliveries[KEYS_MAX]; /* hash: chunk id -> times fetched, while the chunk is not done */
+    char deliveries[KEYS_MAX]; /* hash: "<chunk id>:<hash>" -> times fetched, while the chunk is not done */
 } keys_t;
 
 #define KEYS_COLLECT_GROUP "chunkd-collect"
@@ -39,10 +39,11 @@ static inline void keys_processing(char *out, size_t outlen, const char *queue, 
     snprintf(out, outlen, "chunkd:{%s}:processing:%s", queue, worker_id);
 }
 
-/* A chunk's checkpoint: a bitmap with bit i set once item i's result is in the stream; deleted with the chunk. */
-static inline void keys_done(char *out, size_t outlen, const char *queue, const char *chunk_id)
+/* A chunk's checkpoint: a bitmap with bit i set once item i's result is in the stream; deleted with the chunk.
+ * ckpt is work_chunk_t.ckpt, "<chunk id>:<hash of the chunk text>". */
+static inline void keys_done(char *out, size_t outlen, const char *queue, const char *ckpt)
 {
-    snprintf(out, outlen, "chunkd:{%s}:done:%s", queue, chunk_id);
+    snprintf(out, outlen, "chunkd:{%s}:done:%s", queue, ckpt);
 }
 
 /* The key whose existence is a worker's lease (a string with an expiry). */

@@ -285,7 +285,8 @@ static void loop_start_chunk(loop_t *l, work_chunk_t *c)
         } else if (it->in->error) {
             loop_item_done(l, it, false, NULL, 0, it->in->error);
         } else {
-            if (l->settings->item_timeout_ms > 0)
+            /* A handler without cancel finishes every item inside start(): nothing to time out. */
+            if (l->settings->item_timeout_ms > 0 && l->handler->cancel)
                 loop_timer_start(l, &it->deadline, l->now_ms + l->settings->item_timeout_ms, loop_item_timeout);
             l->handler->start(l->handler_state, l, it);
         }

@@ -1,6 +1,7 @@
 /* work: see work.h. */
 #include "work.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,11 @@ work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms)
         c->items[i].chunk = c;
     }
     c->n_run = c->decoded.n_items;
+    /* FNV-1a over the chunk text: not a defence against an attacker (who could as well write the bits), only
+     * against an innocent reuse of a chunk id. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < raw_len; i++) h = (h ^ (unsigned char)raw[i]) * 0x100000001b3ULL;
+    snprintf(c->ckpt, sizeof c->ckpt, "%s:%016llx", c->decoded.id, (unsigned long long)h);
     return c;
 }
 
@@ -47,6 +53,7 @@ void work_chunk_make_dead(work_chunk_t *c, const char *why)
     c->items = NULL;
     chunk_clear(&c->decoded);
     c->n_run = 0;
+    c->ckpt[0] = '\0';
     free(c->dead_reason);
     c->dead_reason = xstrdup(why);
 }

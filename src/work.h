@@ -1,8 +1,9 @@
 /* work: a chunk and its items while a worker holds them, from fetch to commit.
  *
- * Ownership moves along the pipeline: fetch creates a work_chunk, hands it to one event loop (loop_submit), the
- * loop hands it to the committer when its last item finishes (or when the worker drains), and the committer
- * frees it once Redis has it. At every moment exactly one of them owns it, so no field needs a lock. */
+ * Fetch creates a work_chunk and hands it to one event loop (loop_submit). The loop hands each item to the committer
+ * as it finishes (through the commit queue's mutex), and with the last item (or the chunk's marker, on a drain)
+ * the chunk itself; the committer frees it once Redis has everything. While items still run, loop and committer
+ * share the chunk but each writes only its own fields (grouped below), so no field needs a lock. */
 #ifndef CHUNKD_WORK_H
 #define CHUNKD_WORK_H
 
@@ -50,12 +51,15 @@ struct work_chunk {
     chunk_t decoded;         /* empty when dead_reason is set */
     work_item_t *items;      /* owned array of decoded.n_items */
     work_item_t marker;      /* the chunk's own entry in the committer's queue */
+    /* "<chunk id>:<hash of raw>": names the chunk's checkpoint and delivery count, so that two different chunks
+     * that happen to share an id (built by hand) never share them; empty for a dead chunk. */
+    char ckpt[CHUNK_ID_MAX + 18];
     /* Set by fetch before the chunk reaches a loop. */
     size_t n_run;            /* items this delivery runs: those not done_before */
     long long deliveries;    /* times the chunk was fetched (1 the first time) */
     bool checkpointed;       /* Redis may hold done bits for it: commits must consult and clear them */
     char *poison;            /* owned: over --max-deliveries; the items fail with this reason instead of running */
-    /* Loop side. */
+    /* Loop side (dead_reason: fetch; disposition: the drain, after the loop stopped). */
     size_t n_finished;       /* of n_run */
     bool starting;           /* the loop is still handing items to the handler */
     char *dead_reason;       /* owned: why the chunk cannot run at all; it then goes to dead */

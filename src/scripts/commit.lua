@@ -7,7 +7,7 @@
 -- knows which items are done. Without partial commits or an earlier delivery the bitmap is skipped (LREM fences).
 -- KEYS[1] processing list, KEYS[2] results stream, KEYS[3] stats hash, KEYS[4] dead list, KEYS[5] checkpoint
 -- bitmap, KEYS[6] deliveries hash
--- ARGV[1] the chunk exactly as fetched, ARGV[2] mode 'p', 'f' or 'x', ARGV[3] chunk id, ARGV[4] '1' to use the
+-- ARGV[1] the chunk exactly as fetched, ARGV[2] mode 'p', 'f' or 'x', ARGV[3] the chunk's checkpoint name (id:hash), ARGV[4] '1' to use the
 -- checkpoint, ARGV[5] result lines N, ARGV[6] of which ok, ARGV[7] dead records D, then the N lines, the D dead
 -- records, and with the checkpoint N tags, one per line: 'o' (ok), 'f' (failed) or 'd' (failed, with the next
 -- dead record) followed by the item's index in the chunk. For 'x' the one dead record is the chunk's.
@@ -22,6 +22,12 @@ if not (type_ok(KEYS[1], 'list') and type_ok(KEYS[2], 'stream') and type_ok(KEYS
   return redis.error_reply('WRONGTYPE a key of this queue has the wrong type; nothing was committed')
 end
 local mode = ARGV[2]
+-- A final commit sent without the checkpoint while one exists (another delivery of the same chunk text wrote it:
+-- this worker lost the chunk to the reaper and fetched it again) must use it, or it would write items twice.
+-- Nothing is written; the worker sends it again with the checkpoint.
+if mode == 'f' and ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+  return 2
+end
 if mode == 'p' then
   if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
 elseif redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then

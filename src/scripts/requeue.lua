@@ -2,7 +2,7 @@
 -- from), atomically. Nothing happens if the chunk is no longer ours. A drain is not a failed delivery, so the
 -- chunk's delivery count goes back down (--max-deliveries counts only workers that died holding it).
 -- KEYS[1] processing list, KEYS[2] pending list, KEYS[3] stats hash, KEYS[4] deliveries hash
--- ARGV[1] the chunk exactly as fetched, ARGV[2] its id ('' when it has none)
+-- ARGV[1] the chunk exactly as fetched, ARGV[2] its checkpoint name (id:hash; '' when it has none)
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
   return 0
 end

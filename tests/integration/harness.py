@@ -459,7 +459,11 @@ class Ctx:
 
     def done_bits(self, chunk_id, queue=None):
         """Indexes of the items a chunk's checkpoint marks as committed (commit.lua's SETBIT bitmap)."""
-        raw = self.r.execute("GET", self.key(f"done:{chunk_id}", queue))
+        keys = self.r.keys(self.key(f"done:{chunk_id}:*", queue))  # done:<chunk id>:<hash of the chunk text>
+        if not keys:
+            return set()
+        check(len(keys) == 1, f"chunk id {chunk_id} has {len(keys)} checkpoints: {keys}")
+        raw = self.r.execute("GET", keys[0])
         if raw is None:
             return set()
         data = raw.encode("utf-8", "surrogateescape")
