@@ -361,8 +361,8 @@ static void exec_cancel(void *state, loop_t *loop, work_item_t *item)
     item->handler_data = NULL;
     if (p) {
         p->job = NULL;
-        LOG(LL_WARN, "exec: subprocess %d killed: its item %s ran past --item-timeout-ms", (int)p->pid,
-            item->in->id_json);
+        LOG_LIMITED(LL_WARN, "exec: subprocess %d killed: its item %s ran past --item-timeout-ms", (int)p->pid,
+                    item->in->id_json);
         proc_failed(p, "was killed (--item-timeout-ms)", false);
     }
     job_free(el, job);
@@ -532,8 +532,8 @@ static void proc_failed(exec_proc_t *p, const char *why, bool at_start)
         if (delay > EXEC_RESTART_MAX_MS) delay = EXEC_RESTART_MAX_MS;
         p->on_probation = true;
         char msg[400];
-        snprintf(msg, sizeof msg, "exec: `%s` %s at start (%d times in a row)", cmd_text(el), why,
-                 p->start_failures);
+        snprintf(msg, sizeof msg, "exec: `%s` %s at start (%d %s in a row)", cmd_text(el), why, p->start_failures,
+                 p->start_failures == 1 ? "time" : "times");
         if (p->start_failures >= EXEC_NOT_READY_AFTER) set_not_ready(el, msg);
         if (p->start_failures == EXEC_NOT_READY_AFTER) {
             atomic_fetch_add(&el->sh->failing_slots, 1);
