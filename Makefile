@@ -17,13 +17,13 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
                 valgrind gnuplot-nox
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
-        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c window.c fetch.c commit.c worker.c sink.c \
+        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
         collect.c sig.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
-UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work
+UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -34,6 +34,7 @@ UNIT_batch      :=
 UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 UNIT_progress   := progress.c
 UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
+UNIT_exec_proto := exec_proto.c dynbuf.c xalloc.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci

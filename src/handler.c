@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-static const handler_t *const handlers[] = {&handler_sleep, &handler_echo, &handler_http};
+static const handler_t *const handlers[] = {&handler_sleep, &handler_echo, &handler_http, &handler_exec};
 
 const handler_t *handler_find(const char *name)
 {

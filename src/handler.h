@@ -1,9 +1,10 @@
 /* handler: what runs one item. fetch and commit never see which handler is in use.
  *
- * A handler keeps per-loop state (for libcurl: a multi handle; for subprocesses: a pool) created by loop_start()
- * before the loop's thread runs; afterwards it is only touched on that thread. start() must not block: it arms timers or watches sockets on the loop and calls loop_item_done() exactly
- * once per item, possibly from inside start() itself. loop_free() releases everything, including items still
- * running when a drain abandons them. */
+ * A handler keeps per-loop state (for libcurl: multi handles; for exec: a pool of subprocesses) created by
+ * loop_start() before the loop's thread runs; afterwards it is only touched on that thread. start() must not
+ * block: it arms timers or watches file descriptors on the loop and calls loop_item_done() exactly once per item,
+ * possibly from inside start() itself. loop_free() releases everything, including items still running when a
+ * drain abandons them. */
 #ifndef CHUNKD_HANDLER_H
 #define CHUNKD_HANDLER_H
 
@@ -24,6 +25,12 @@ typedef struct handler {
     /* Stops a running item without finishing it (--item-timeout-ms): afterwards the handler must never touch
      * the item again. Required of every handler whose start() can return before the item is done. */
     void (*cancel)(void *state, loop_t *loop, work_item_t *item);
+    /* Optional: the most event loops the handler can use (exec: 1, for one pool); the worker runs
+     * min(--threads or the CPU count, this) loops. */
+    long (*max_loops)(const settings_t *s);
+    /* Optional, called from any thread (the HTTP server's, the monitor's): false, with the reason in why, while
+     * the handler cannot run items (exec: its command keeps failing at start), so that /readyz answers 503. */
+    bool (*ready)(void *shared, char *why, size_t whylen);
 } handler_t;
 
 /* Returns the handler called name, or NULL. */
@@ -32,5 +39,6 @@ const handler_t *handler_find(const char *name);
 extern const handler_t handler_sleep;
 extern const handler_t handler_echo;
 extern const handler_t handler_http;
+extern const handler_t handler_exec;
 
 #endif

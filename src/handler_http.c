@@ -969,4 +969,4 @@ static void http_cancel(void *state, loop_t *loop, work_item_t *item)
 }
 
 const handler_t handler_http = {"http",         http_init,  http_fini, http_loop_init, http_loop_free,
-                                http_start,     http_cancel};
+                                http_start,     http_cancel, NULL,      NULL};

@@ -50,4 +50,5 @@ static void sleep_cancel(void *state, loop_t *loop, work_item_t *item)
     loop_timer_stop(loop, &item->timer);
 }
 
-const handler_t handler_sleep = {"sleep", NULL, NULL, sleep_loop_init, sleep_loop_free, sleep_start, sleep_cancel};
+const handler_t handler_sleep = {"sleep",     NULL,         NULL, sleep_loop_init, sleep_loop_free,
+                                 sleep_start, sleep_cancel, NULL, NULL};

@@ -50,7 +50,7 @@ static const setting_def_t setting_defs[] = {
      CMD_ENQUEUE | CMD_RUN, false, false, "longest input line accepted; longer lines are rejected"},
     {"rejects", "CHUNKD_REJECTS", ST_STR, OFF(rejects), NULL, 0, 0, NULL, CMD_ENQUEUE | CMD_RUN, false, false,
      "file for rejected lines (default <input>.rejected, or chunkd-rejected.jsonl for stdin)"},
-    {"handler", "CHUNKD_HANDLER", ST_STR, OFF(handler), "sleep", 0, 0, "sleep echo http", CMD_WORKER | CMD_RUN, false, false,
+    {"handler", "CHUNKD_HANDLER", ST_STR, OFF(handler), "sleep", 0, 0, "sleep echo http exec", CMD_WORKER | CMD_RUN, false, false,
      "what runs each item"},
     {"sleep-ms", "CHUNKD_SLEEP_MS", ST_INT, OFF(sleep_ms), "100", 0, 86400000, NULL, CMD_WORKER | CMD_RUN, false, false,
      "sleep handler: delay for items without a \"sleep_ms\" field"},
@@ -101,15 +101,15 @@ static const setting_def_t setting_defs[] = {
     {"connect-timeout-ms", "CHUNKD_CONNECT_TIMEOUT_MS", ST_INT, OFF(connect_timeout_ms), "5000", 1, 600000, NULL, HTTP,
      false, false, "http handler: time to connect"},
     {"max-result-bytes", "CHUNKD_MAX_RESULT_BYTES", ST_INT, OFF(max_result_bytes), "1048576", 0, 268435456, NULL, HTTP,
-     false, false, "http handler: largest response body; a larger one fails the item"},
+     false, false, "http handler: largest response body; a larger one fails the item (exec: longest reply line)"},
     {"keep-headers", "CHUNKD_KEEP_HEADERS", ST_STR, OFF(keep_headers), "", 0, 0, NULL, HTTP, false, false,
      "http handler: response headers kept in results (comma-separated)"},
     {"max-attempts", "CHUNKD_MAX_ATTEMPTS", ST_INT, OFF(max_attempts), "5", 1, 100, NULL, HTTP, false, false,
-     "http handler: calls per item, retries included"},
+     "http and exec handlers: attempts per item, retries included"},
     {"retry-base-ms", "CHUNKD_RETRY_BASE_MS", ST_INT, OFF(retry_base_ms), "500", 1, 3600000, NULL, HTTP, false, false,
-     "http handler: first retry delay (exponential backoff with full jitter)"},
+     "http and exec handlers: first retry delay (exponential backoff with full jitter)"},
     {"retry-max-ms", "CHUNKD_RETRY_MAX_MS", ST_INT, OFF(retry_max_ms), "30000", 1, 86400000, NULL, HTTP, false, false,
-     "http handler: longest retry delay (a Retry-After header may ask for more, up to 10 minutes)"},
+     "http and exec handlers: longest retry delay (http: a Retry-After header may ask for more, up to 10 minutes)"},
     {"retry-statuses", "CHUNKD_RETRY_STATUSES", ST_STR, OFF(retry_statuses), "429,5xx", 0, 0, NULL, HTTP, false, false,
      "http handler: statuses retried (codes or classes like 5xx; connection errors and timeouts always are)"},
     {"idempotency-key", "CHUNKD_IDEMPOTENCY_KEY", ST_BOOL, OFF(idempotency_key), "true", 0, 0, NULL, HTTP, false, false,
@@ -122,6 +122,15 @@ static const setting_def_t setting_defs[] = {
      "http handler: file of secret request headers, one \"Name: value\" per line (e.g. a Kubernetes Secret)"},
     {"http-headers", "CHUNKD_HTTP_HEADERS", ST_STR, OFF(http_headers), NULL, 0, 0, NULL, HTTP, true, true,
      "http handler: secret request headers, \"Name: value\" lines (environment only, never a flag)"},
+    {"cmd", "CHUNKD_CMD", ST_STR, OFF(cmd), NULL, 0, 0, NULL, HTTP, false, false,
+     "exec handler: command of the long-lived subprocesses, split on blanks ('...' and \"...\" group; never a shell)"},
+    {"procs", "CHUNKD_PROCS", ST_INT, OFF(procs), "0", 0, 4096, NULL, HTTP, false, false,
+     "exec handler: subprocesses of this worker process, on one event loop (0: the number of CPUs)"},
+    {"env", "CHUNKD_ENV", ST_STR, OFF(env), "", 0, 0, NULL, HTTP, false, false,
+     "exec handler: names of environment variables passed to the subprocesses (comma-separated; PATH, HOME and "
+     "LANG always are)"},
+    {"exec-timeout-ms", "CHUNKD_EXEC_TIMEOUT_MS", ST_INT, OFF(exec_timeout_ms), "60000", 0, 86400000, NULL, HTTP,
+     false, false, "exec handler: a subprocess silent this long on an item is killed and the item retried (0: never)"},
     {"out", "CHUNKD_OUT", ST_STR, OFF(out), NULL, 0, 0, NULL, CMD_COLLECT | CMD_RUN, false, false,
      "result file (a directory with --rotate-lines); default stdout"},
     {"rotate-lines", "CHUNKD_ROTATE_LINES", ST_INT, OFF(rotate_lines), "0", 0, 1000000000, NULL,
@@ -355,6 +364,10 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
     if (strcmp(s->handler, "http") == 0 && !s->base_url && !s->allow_hosts[0]) {
         snprintf(err, errlen, "--handler http needs --base-url (CHUNKD_BASE_URL), or --allow-hosts for items with an "
                               "absolute \"url\"");
+        return SETTINGS_ERROR;
+    }
+    if (strcmp(s->handler, "exec") == 0 && (!s->cmd || !s->cmd[0])) {
+        snprintf(err, errlen, "--handler exec needs --cmd (CHUNKD_CMD), the command of its subprocesses");
         return SETTINGS_ERROR;
     }
     if (s->retry_max_ms < s->retry_base_ms) {

@@ -68,6 +68,11 @@ typedef struct settings {
     char *ca_file;
     char *header_file;            /* secret headers, "Name: value" per line */
     char *http_headers;           /* secret headers from the environment only (CHUNKD_HTTP_HEADERS) */
+    /* exec handler (it also uses max_attempts, retry_base_ms, retry_max_ms and max_result_bytes). */
+    char *cmd;                    /* the subprocesses' command, split into argv (never a shell) */
+    long long procs;              /* subprocesses per worker process; 0: CPU count */
+    char *env;                    /* comma-separated names of variables passed to them */
+    long long exec_timeout_ms;    /* one attempt on a subprocess; 0: none */
     /* collect (and run). */
     char *out;              /* NULL: stdout */
     long long rotate_lines; /* 0: one file */

@@ -76,6 +76,7 @@ static bool worker_ready(void *arg, char *why, size_t whylen)
     if (!w->fetch || !fetch_connected(w->fetch) || !commit_connected(w->commit) ||
         clock_now_ms() - atomic_load(&w->redis_ok_ms) > WORKER_PING_MS + w->settings->redis_timeout_ms)
         return snprintf(why, whylen, "not connected to Redis"), false;
+    if (w->handler->ready && w->handler_shared && !w->handler->ready(w->handler_shared, why, whylen)) return false;
     return true;
 }
 
@@ -177,11 +178,12 @@ worker_t *worker_new(const settings_t *s)
     keys_processing(w->keys.processing, sizeof w->keys.processing, s->queue, w->id);
     keys_lease(w->keys.lease, sizeof w->keys.lease, s->queue, w->id);
     w->window = window_new((size_t)s->concurrency, (size_t)s->max_held_bytes);
+    w->handler = handler_find(s->handler);
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (w->handler->max_loops && w->handler->max_loops(s) < n) n = w->handler->max_loops(s);
     w->n_loops = n > 0 ? (size_t)n : 1;
     w->loops = xcalloc(w->n_loops, sizeof(loop_t *));
     w->commit = commit_new(s, &w->keys, w->window);
-    w->handler = handler_find(s->handler);
     return w;
 }
 

@@ -11,6 +11,8 @@ Cases (see README.md beside this file):
   http      the http handler against nginx (100 ms fixed delay): chunkd worker items/s
             vs wrk req/s at 2,000 and 5,000 connections, side by side, alternating;
             worker peak RSS; and recipe.py calling the same URL with urllib
+  exec      chunkd run --handler exec with the README's Python example (exec_fn.py) at
+            --procs 200 and 20, against recipe.py on the same items: items/s, peak memory
 
 Numbers are printed and recorded, never asserted: the exit status is 0 when
 every run completed and produced correct output, whatever the speed; 1 when a
@@ -618,6 +620,85 @@ class Bench:
                        f"pss sum {r['peak_pss_mib']} MiB, {r['peak_procs']} processes)")
         self.sections.append("\n".join(det))
 
+    # -- case exec: the exec handler with the README's Python example against recipe.py
+    def case_exec(self):
+        n = self.a.exec_items
+        path = os.path.join(self.tmp, "exec.jsonl")
+        gen_items(path, n)
+        env = child_env()
+        fn = os.path.join(HERE, "exec_fn.py")
+        runs = []
+        for procs in self.a.exec_procs:
+            out = os.path.join(self.tmp, "exec.chunkd.out")
+            if os.path.exists(out):
+                os.unlink(out)
+            p, logp = self.run_chunkd(f"exec.chunkd.{procs}",
+                                      ["run", "--handler", "exec", "--cmd", f"{sys.executable} '{fn}'",
+                                       "--procs", str(procs), "--concurrency", str(2 * procs), path, "--out", out],
+                                      env, timeout=600)
+            # Hundreds of processes: sample as often as recipe.py samples its own tree.
+            sampler = procmem.TreeSampler(p.pid, interval=0.2, pss_every=5, skip_root=True).start()
+            try:
+                code, ru, wall = self.procs.wait(p, 600)
+            finally:
+                sampler.stop()
+            self.check_exit("chunkd run --handler exec", code, logp)
+            problem = verify_results(out, n)
+            if problem:
+                raise BenchError(f"chunkd run --handler exec --procs {procs}: " + problem)
+            m = rusage_dict(ru, wall)
+            m.update(sampler.result(), procs=procs)
+            runs.append(m)
+            log(f"exec: chunkd --procs {procs}  {wall:7.3f} s  {n / wall:8,.0f} items/s  "
+                f"tree rss {m['peak_rss_mib']} MiB  pss {m['peak_pss_mib']} MiB ({m['peak_procs']} processes)")
+
+        out = os.path.join(self.tmp, "exec.recipe.out")
+        logp = os.path.join(self.tmp, "exec.recipe.log")
+        with open(logp, "wb") as lf:
+            p = self.procs.start([sys.executable, os.path.join(HERE, "recipe.py"), path, "--out", out, "--json"],
+                                 env=env, stdout=subprocess.PIPE, stderr=lf)
+            stdout = p.stdout.read()
+            p.stdout.close()
+            code, ru, wall = self.procs.wait(p, 600)
+        if code != 0:
+            raise BenchError(f"recipe.py exited with status {code}\n{tail(logp)}")
+        problem = verify_results(out, n, chunkd_format=False)
+        if problem:
+            raise BenchError("recipe.py: " + problem)
+        rc = json.loads(stdout.decode().strip().splitlines()[-1])
+        rc["wall_s"] = wall
+        log(f"exec: recipe.py        {wall:7.3f} s  {n / wall:8,.0f} items/s  (pool start {rc['pool_start_s']} s)  "
+            f"tree rss {rc['peak_rss_mib']} MiB  pss {rc['peak_pss_mib']} MiB")
+
+        for m in runs:
+            P = m["procs"]
+            self.rows += [
+                ("exec", f"chunkd run --handler exec --procs {P}, {fmt_int(n)} x {SLEEP_MS} ms",
+                 f"{fmt_int(n / m['wall_s'])} items/s", f"ideal {fmt_int(P * 1000 / SLEEP_MS)}", ""),
+                ("exec", f"  wall / CPU (chunkd, redis and the {P} Pythons)",
+                 f"{m['wall_s']:.2f} s / {m['cpu_s']:.1f} s", "", ""),
+                ("exec", "  peak RSS / PSS sum (all processes)",
+                 f"{m['peak_rss_mib']:.0f} / {m['peak_pss_mib']:.0f} MiB", "", ""),
+                ("exec", "  speed-up (recipe.py wall / chunkd wall)", f"{rc['wall_s'] / m['wall_s']:.2f}x", "", ""),
+            ]
+        self.rows += [
+            ("exec", f"recipe.py items/s, {fmt_int(n)} x {SLEEP_MS} ms (Pool(200), spawn)",
+             f"{fmt_int(n / rc['wall_s'])} items/s", "", "1 run"),
+            ("exec", "  wall / of which Pool(200) start-up", f"{rc['wall_s']:.2f} s / {rc['pool_start_s']:.2f} s",
+             "", ""),
+            ("exec", "  peak RSS / PSS sum (all processes)",
+             f"{rc['peak_rss_mib']:.0f} / {rc['peak_pss_mib']:.0f} MiB", "", ""),
+        ]
+        det = [f"exec: {n} items; chunkd run --handler exec --cmd 'python3 exec_fn.py' (the README example) "
+               f"--concurrency 2 x --procs, 1 run each; recipe.py 1 run (wall from process start to exit)"]
+        for m in runs:
+            det.append(f"  --procs {m['procs']}: {m['wall_s']:.2f} s, cpu {m['cpu_s']:.1f} s (chunkd and its "
+                       f"children, as wait4 counts them), rss sum {m['peak_rss_mib']} MiB, pss sum "
+                       f"{m['peak_pss_mib']} MiB, {m['peak_procs']} processes")
+        det.append(f"  recipe.py: {rc['wall_s']:.2f} s (pool start {rc['pool_start_s']} s), rss sum "
+                   f"{rc['peak_rss_mib']} MiB, pss sum {rc['peak_pss_mib']} MiB, {rc['peak_procs']} processes")
+        self.sections.append("\n".join(det))
+
     # -- one worker run against the shared redis: enqueue, then worker + collect at once
     # handler: the worker's handler flags; http=True: items {"id":N,"path":"/x"} (their file is
     # removed after the run), results checked for status 200; on_worker(pid) is called once
@@ -1154,8 +1235,8 @@ def main():
     ap.add_argument("chunkd", help="path to the chunkd binary")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
-    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES", "original,million,sweep,http"),
-                    help="comma-separated subset of original,million,sweep,http (also BENCH_CASES)")
+    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES", "original,million,sweep,http,exec"),
+                    help="comma-separated subset of original,million,sweep,http,exec (also BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
     ap.add_argument("--million", type=int, help="items of the big worker run (1000000; quick 100000)")
@@ -1172,6 +1253,8 @@ def main():
     ap.add_argument("--http-recipe-items", type=int, help="http case: recipe.py --base-url items (3000; quick 1000)")
     ap.add_argument("--perf", action="store_true",
                     help="http case: one extra worker run at the highest count under perf record -g")
+    ap.add_argument("--exec-procs", help="exec case: --procs values (200,20)")
+    ap.add_argument("--exec-items", type=int, help="exec case: items (10000; quick 2000)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -1187,9 +1270,11 @@ def main():
     a.wrk_seconds = a.wrk_seconds or (5 if q else 10)
     a.http_seconds = a.http_seconds or (5 if q else 10)
     a.http_recipe_items = a.http_recipe_items or (1000 if q else 3000)
+    a.exec_procs = [int(x) for x in (a.exec_procs or "200,20").split(",")]
+    a.exec_items = a.exec_items or (2000 if q else 10000)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http"):
+        if c not in ("original", "million", "sweep", "http", "exec"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if not (os.path.isfile(a.chunkd) and os.access(a.chunkd, os.X_OK)):
