@@ -14,7 +14,7 @@ BUILD    ?= build
 
 DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev redis-server \
                 redis-tools python3 libmicrohttpd-dev prometheus \
-                valgrind gnuplot-nox
+                valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
@@ -64,8 +64,9 @@ endef
 deps:
 	$(call install_missing,$(DEB_PACKAGES))
 
-# The HTTP benchmark's fixed-delay server and load generator.
-BENCH_PACKAGES := nginx libnginx-mod-http-echo wrk
+# The HTTP benchmark's load generator (its fixed-delay server, nginx with the echo module, is in DEB_PACKAGES:
+# the TLS integration tests use it too).
+BENCH_PACKAGES := wrk
 bench-deps: deps
 	$(call install_missing,$(BENCH_PACKAGES))
 
