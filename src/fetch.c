@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "handler.h"
 #include "log.h"
 #include "metrics.h"
 #include "lease.h"
@@ -25,6 +26,8 @@ struct fetch {
     loop_t **loops;
     size_t n_loops;
     commit_t *commit;
+    const handler_t *handler;
+    void *handler_shared;
     rconn_t *conn;
     pthread_t thread;
     bool started;
@@ -35,7 +38,7 @@ struct fetch {
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, loop_t **loops, size_t n_loops,
-                   commit_t *commit)
+                   commit_t *commit, const handler_t *handler, void *handler_shared)
 {
     fetch_t *f = xcalloc(1, sizeof *f);
     f->settings = s;
@@ -44,6 +47,8 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, lo
     f->loops = loops;
     f->n_loops = n_loops;
     f->commit = commit;
+    f->handler = handler;
+    f->handler_shared = handler_shared;
     f->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
     /* A blocking fetch may legitimately take the whole block time. */
     rconn_set_extra_timeout(f->conn, s->fetch_block_ms);
@@ -277,6 +282,13 @@ static void *fetch_main(void *arg)
     while (!atomic_load(&f->stop)) {
         if (!window_wait_room(f->window, largest ? largest : 1, 200)) continue;
         if (!rconn_connected(f->conn) && fetch_connect(f, NULL, 0)) break;
+        /* A handler that cannot run items (exec: its command keeps failing at start) takes no more work: the
+         * chunks stay in pending for workers that can. */
+        char why[256];
+        if (f->handler->ready && f->handler_shared && !f->handler->ready(f->handler_shared, why, sizeof why)) {
+            fetch_pause(f, 200);
+            continue;
+        }
         if (paused) {
             fetch_pause(f, 200);
             fetch_note_backlog(f, rconn_command_argv(f->conn, 2, xlen, NULL), &paused);

@@ -233,7 +233,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return WORKER_BAD_SETTINGS;
     for (size_t i = 0; i < w->n_loops; i++)
         w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
-    w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit);
+    w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit, w->handler, w->handler_shared);
     if (worker_register(w, true, err, errlen)) return -1;
     w->registered = true;
     if (commit_start(w->commit, err, errlen)) return -1;
