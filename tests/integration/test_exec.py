@@ -8,6 +8,7 @@ waits a fixed time.
 import json
 import os
 import signal
+import time
 import sys
 from pathlib import Path
 
@@ -243,6 +244,16 @@ def test_bad_cmd_not_ready(ctx):
         check(get(port, "/healthz")[0] == 200, "/healthz failed with a broken command (it must stay live)")
         lines = [line for line in worker.stderr().splitlines() if "not ready: exec:" in line]
         check(lines and reason in lines[0] and "error" in lines[0], f"no clear log line: {worker.stderr()[-600:]}")
+        # Not ready, it takes no more work: of 3 chunks enqueued now, at most the one a BLMOVE issued before the
+        # worker turned not ready was already waiting for is taken; the rest stay in pending for workers that can
+        # run them (observed over two seconds of the fetcher's 200 ms checks).
+        before = ctx.llen("pending")
+        enqueue(ctx, [{"id": i, "kind": "ok"} for i in range(6)], chunk_size=2)
+        observed_until = time.monotonic() + 2.0
+        while time.monotonic() < observed_until:
+            check(ctx.llen("pending") >= before + 2, f"a not-ready worker fetched: pending {ctx.llen('pending')}")
+            time.sleep(0.1)
+        ctx.r.execute("DEL", ctx.key("pending"))
         worker.send(signal.SIGTERM)
         worker.wait(30, expect_rc=0)
 
