@@ -10,10 +10,14 @@
 int ratelimit_parse_rate(const char *text, double *per_s)
 {
     if (!text || !isdigit((unsigned char)text[0])) return -1;
+    /* Plain decimals only: strtod would also take hex, exponents and "inf". */
+    size_t digits = strspn(text, "0123456789");
+    if (text[digits] == '.') digits += 1 + strspn(text + digits + 1, "0123456789");
+    if (text[digits] != '/') return -1;
     char *end = NULL;
     errno = 0;
     double n = strtod(text, &end);
-    if (errno || end == text || !isfinite(n) || n <= 0) return -1;
+    if (errno || end != text + digits || !isfinite(n) || n <= 0) return -1;
     double unit_s;
     if (strcmp(end, "/s") == 0) unit_s = 1;
     else if (strcmp(end, "/m") == 0) unit_s = 60;
