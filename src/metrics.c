@@ -43,6 +43,8 @@ static const counter_def_t counter_defs[M_COUNTERS] = {
     [M_HTTP_ERROR] = {"chunkd_http_responses_total", "class", "error", NULL},
     [M_RATE_TOKENS] = {"chunkd_rate_tokens_leased_total", NULL, NULL,
                        "Tokens of the queue's --rate-limit leased by this worker (one per call)."},
+    [M_RATE_LEASES] = {"chunkd_rate_lease_calls_total", NULL, NULL,
+                       "Round trips to Redis to lease tokens of --rate-limit (granted or not)."},
     [M_RATE_WAITS] = {"chunkd_rate_waits_total", NULL, NULL,
                       "Calls that waited for a token of --rate-limit or a slot of --max-inflight-global."},
     [M_RATE_THROTTLES] = {"chunkd_rate_throttles_total", NULL, NULL,

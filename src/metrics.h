@@ -33,6 +33,7 @@ typedef enum {
     M_HTTP_5XX,
     M_HTTP_ERROR,
     M_RATE_TOKENS,
+    M_RATE_LEASES,
     M_RATE_WAITS,
     M_RATE_THROTTLES,
     M_COUNTERS

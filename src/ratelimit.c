@@ -44,9 +44,9 @@ struct ratelimit {
     rconn_t *conn;
     long held_slots;                 /* what Redis says this worker holds */
     long fair_cap;                   /* while slots are contended: the most one worker should hold; else 0 */
-    double granted_per_s;            /* recent tokens granted to this worker (EWMA) */
-    int64_t last_grant_ms;
     int64_t next_take_ms;            /* no lease before (the bucket is empty, or paused) */
+    long reserved;                   /* tokens granted ahead, usable from reserved_at_ms */
+    int64_t reserved_at_ms;
     int64_t next_slots_ms;
 
     pthread_t thread;
@@ -166,6 +166,7 @@ static void rate_turn(ratelimit_t *rl, int64_t now)
         metrics_add(M_RATE_THROTTLES, 1);
         if (rate_call(rl, "throttle", retry_after, reply) == 0) {
             atomic_store(&rl->tokens, 0);
+            rl->reserved = 0;
             metrics_gauge_set(G_RATE_LIMIT_CURRENT, reply[2]);
             if (reply[3] > 0) rl->next_take_ms = now + reply[3];
             LOG_LIMITED(LL_WARN, "rate limit: the upstream throttled (Retry-After %ld ms): shared rate now %.2f/s, "
@@ -174,21 +175,27 @@ static void rate_turn(ratelimit_t *rl, int64_t now)
             atomic_store(&rl->throttle_ms, retry_after); /* report it again next turn */
         }
     }
+    if (rl->reserved && now >= rl->reserved_at_ms) {
+        atomic_fetch_add(&rl->tokens, rl->reserved);
+        rl->reserved = 0;
+    }
     long need = atomic_load(&rl->waiting) - atomic_load(&rl->tokens);
-    if (need <= 0 || now < rl->next_take_ms) return;
-    long want = ratelimit_block(rl->granted_per_s, rl->burst, need);
+    if (need <= 0 || rl->reserved || now < rl->next_take_ms) return;
+    long want = ratelimit_block(rl->burst, need);
+    metrics_add(M_RATE_LEASES, 1);
     if (rate_call(rl, "take", want, reply)) {
         rl->next_take_ms = now + RATELIMIT_RETRY_MS;
         return;
     }
     metrics_gauge_set(G_RATE_LIMIT_CURRENT, reply[2]);
-    if (reply[0] > 0) {
+    if (reply[0] > 0 && reply[1] > 0) { /* reserved ahead: usable after reply[1] ms */
+        rl->reserved = (long)reply[0];
+        rl->reserved_at_ms = now + reply[1];
+    } else if (reply[0] > 0) {
         atomic_fetch_add(&rl->tokens, (long)reply[0]);
-        metrics_add(M_RATE_TOKENS, (uint64_t)reply[0]);
     }
-    rl->granted_per_s = ratelimit_ewma(rl->granted_per_s, (double)reply[0], (double)(now - rl->last_grant_ms) / 1000);
-    rl->last_grant_ms = now;
-    /* Some granted: ask again at once if more are needed. None: come back when the block is there. */
+    if (reply[0] > 0) metrics_add(M_RATE_TOKENS, (uint64_t)reply[0]);
+    /* Some granted: ask again when they are usable, if more are needed. None: come back when a block can be. */
     rl->next_take_ms = reply[0] > 0 ? now : now + (reply[3] > 0 ? reply[3] : reply[1] > 0 ? reply[1] : 1);
 }
 
@@ -232,7 +239,6 @@ static void slots_turn(ratelimit_t *rl, int64_t now)
 static void *ratelimit_main(void *arg)
 {
     ratelimit_t *rl = arg;
-    rl->last_grant_ms = clock_now_ms();
     for (;;) {
         int64_t now = clock_now_ms();
         int64_t wake = now + RATELIMIT_IDLE_MS;
@@ -243,7 +249,9 @@ static void *ratelimit_main(void *arg)
             if (rl->max_inflight > 0) slots_turn(rl, now);
             now = clock_now_ms();
             long waiting = atomic_load(&rl->waiting);
-            if (rl->limit_per_s > 0 && waiting > atomic_load(&rl->tokens) && rl->next_take_ms < wake)
+            if (rl->limit_per_s > 0 && rl->reserved && rl->reserved_at_ms < wake) wake = rl->reserved_at_ms;
+            if (rl->limit_per_s > 0 && !rl->reserved && waiting > atomic_load(&rl->tokens) &&
+                rl->next_take_ms < wake)
                 wake = rl->next_take_ms;
             if (rl->max_inflight > 0 && waiting > 0 && atomic_load(&rl->slots_free) == 0 &&
                 rl->next_slots_ms < wake)

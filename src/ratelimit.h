@@ -3,11 +3,14 @@
  *
  * Rate. The bucket lives in Redis (chunkd:{Q}:rate, a hash) and only ratelimit.lua touches it, with Redis's clock:
  * a token bucket of capacity --rate-burst (default 100 ms worth, at least 1) refilled at the current rate. A call
- * never costs a round trip: this module's thread leases small blocks of tokens (about 50 ms of what this worker
+ * never costs a round trip: this module's thread leases small blocks of tokens (about 100 ms of what this worker
  * has been granted lately, at least 1, never more than the items waiting) and hands them to the event loops
  * through an atomic counter. Loops gate every call (an item's start and each http retry, loop_acquire): without
- * a token the item waits in the loop's FIFO, retried on a short loop timer. When the bucket is empty the script
- * says how long until the block is there, and the thread sleeps that long.
+ * a token the item waits in the loop's FIFO, retried on a short loop timer. A block may be reserved ahead while
+ * the bucket is empty (it goes negative, by at most 200 ms of the rate, as GCRA's theoretical arrival time runs
+ * ahead): the script grants it with the delay after which it may be used, and the thread hands it over then and
+ * asks for the next one. So every lease round trip brings a whole block, and workers are served in the order
+ * they ask; the long-run rate is exact because every token granted is paid for by refill time.
  *
  * Adaptive. A 429 (or a 503 with Retry-After) is reported by the loop (loop_throttled); this thread sends it to
  * the script, which multiplies the shared rate by 0.5 (at most once a second however many workers report, and

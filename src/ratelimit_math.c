@@ -34,19 +34,8 @@ double ratelimit_default_burst(double per_s)
     return b < 1 ? 1 : b;
 }
 
-long ratelimit_block(double granted_per_s, double burst, long need)
+long ratelimit_block(double burst, long need)
 {
-    double b = floor(granted_per_s * RATELIMIT_BLOCK_MS / 1000.0 + 0.5);
-    if (b > burst) b = floor(burst);
-    if (b < 1) b = 1;
-    long n = (long)b;
-    if (need < n) n = need < 1 ? 1 : need;
-    return n;
-}
-
-double ratelimit_ewma(double avg_per_s, double granted, double dt_s)
-{
-    if (dt_s <= 0) return avg_per_s;
-    double alpha = 1 - exp(-dt_s / RATELIMIT_EWMA_TAU_S);
-    return avg_per_s + alpha * (granted / dt_s - avg_per_s);
+    long cap = burst < 1 ? 1 : (long)floor(burst);
+    return need < 1 ? 1 : need < cap ? need : cap;
 }

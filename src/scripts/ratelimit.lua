@@ -3,9 +3,12 @@
 -- KEYS[1] chunkd:{Q}:rate (hash), KEYS[2] chunkd:{Q}:inflight (hash: worker id -> slots held),
 -- KEYS[3] chunkd:{Q}:workers (set)
 -- ARGV[1] the operation:
---   take     ARGV[2] limit/s, ARGV[3] burst, ARGV[4] tokens wanted
---            -> {granted, wait_ms, rate in milli-calls/s, paused_ms}: wait_ms is how long until the tokens wanted
---               are there (0 when some were granted), paused_ms how long everyone still waits for a Retry-After.
+--   take     ARGV[2] limit/s, ARGV[3] burst, ARGV[4] tokens wanted (at most BLOCK_MS of the rate divided by
+--            the registered workers, and the burst, are granted at once)
+--            -> {granted, wait_ms, rate in milli-calls/s, paused_ms}. Tokens may be reserved ahead, up to
+--               LOOKAHEAD_MS of the rate (the bucket then goes negative, like GCRA's theoretical arrival time):
+--               granted > 0 with wait_ms > 0 means the tokens may be used only after wait_ms; granted 0 means
+--               ask again after wait_ms. paused_ms is how long everyone still waits for a Retry-After.
 --   throttle ARGV[2] limit/s, ARGV[3] burst, ARGV[4] Retry-After in ms (-1: none)
 --            -> the same reply; the shared rate is halved (at most once a second, not below 5 % of the limit)
 --               and everyone pauses until now + Retry-After.
@@ -18,6 +21,8 @@ local DECREASE = 0.5        -- a throttle multiplies the rate by this
 local FLOOR = 0.05          -- ... but not below this fraction of the limit
 local RECOVER = 0.05        -- recovery: this fraction of the limit per second without a throttle
 local CUT_INTERVAL_MS = 1000
+local LOOKAHEAD_MS = 200    -- how far ahead tokens may be reserved (the most the bucket owes)
+local BLOCK_MS = 100        -- a lease brings at most this much of the rate divided by the registered workers
 local TTL_MS = 3600000      -- state of an idle queue expires
 
 local t = redis.call('TIME')
@@ -48,8 +53,9 @@ if op == 'slots' then
 end
 
 local limit, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
-local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'rate_ts', 'paused_until', 'cut_at')
+local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'rate_ts', 'paused_until', 'cut_at', 'limit')
 local rate = tonumber(h[1]) or limit
+if tonumber(h[7]) ~= limit then rate = limit end  -- a new limit starts afresh
 local tokens = tonumber(h[2]) or burst
 local ts = tonumber(h[3]) or now
 local rate_ts = tonumber(h[4]) or now
@@ -78,16 +84,20 @@ if op == 'throttle' then
     rate_ts = now
   end
   if retry_after > 0 and now + retry_after > paused then paused = now + retry_after end
-  if paused > now then tokens = 0 end
+  if paused > now then tokens = 0 end  -- what was reserved ahead is forgiven
 elseif op == 'take' then
-  local want = math.min(tonumber(ARGV[4]), math.max(math.floor(burst), 1))
+  -- Equal blocks for every worker, so that the order of asking alone decides who gets the tokens.
+  local share = rate * BLOCK_MS / 1000 / math.max(redis.call('SCARD', KEYS[3]), 1)
+  local want = math.min(tonumber(ARGV[4]), math.max(math.floor(burst), 1), math.max(math.floor(share + 0.5), 1))
+  local ahead = rate * LOOKAHEAD_MS / 1000
   if paused > now then
     wait = paused - now
-  elseif tokens >= 1 then
-    granted = math.min(want, math.floor(tokens))
-    tokens = tokens - granted
+  elseif tokens - want >= -ahead then
+    granted = want
+    tokens = tokens - want
+    if tokens < 0 then wait = math.ceil(-tokens * 1000 / rate) end
   else
-    wait = math.ceil((want - tokens) * 1000 / rate)
+    wait = math.ceil((want - ahead - tokens) * 1000 / rate)
   end
 else
   return redis.error_reply('ratelimit.lua: unknown operation')

@@ -52,30 +52,40 @@ def test_invalid_rate_limit_is_rejected(ctx):
 
 
 def test_script_bucket_halving_floor_and_recovery(ctx):
-    granted, wait, rate, paused = _lua(ctx, "take", 10, 5, 8)
-    check((granted, rate, paused) == (5, 10000, 0), f"a fresh bucket grants its burst (5 of 8 wanted): "
-                                                    f"{[granted, wait, rate, paused]}")
-    granted, wait, rate, paused = _lua(ctx, "take", 10, 5, 5)
-    check(granted == 0 and 300 <= wait <= 500, f"an empty bucket: 5 tokens at 10/s in ~500 ms: {[granted, wait]}")
-    _, _, rate, paused = _lua(ctx, "throttle", 10, 5, 1000)
-    check(rate == 5000 and 900 <= paused <= 1000, f"a throttle halves the rate and pauses: {[rate, paused]}")
-    granted, wait, _, paused = _lua(ctx, "take", 10, 5, 1)
+    granted, wait, rate, paused = _lua(ctx, "take", 100, 5, 8)
+    check((granted, wait, rate, paused) == (5, 0, 100000, 0),
+          f"a fresh bucket grants its burst (5 of 8 wanted): {[granted, wait, rate, paused]}")
+    for n in range(1, 5):  # an empty bucket reserves ahead, up to 200 ms of the rate (20 tokens)
+        granted, wait, _, _ = _lua(ctx, "take", 100, 5, 5)
+        check(granted == 5 and 50 * n - 30 <= wait <= 50 * n,
+              f"reservation {n}: 5 tokens at 100/s usable after ~{50 * n} ms: {[granted, wait]}")
+    granted, wait, _, _ = _lua(ctx, "take", 100, 5, 5)
+    check(granted == 0 and 20 <= wait <= 50, f"no more than 200 ms ahead: ask again in ~50 ms: {[granted, wait]}")
+    ctx.r.execute("DEL", ctx.key("rate"))
+    ctx.r.execute("SADD", ctx.key("workers"), *[f"w{i}" for i in range(10)])
+    granted, _, _, _ = _lua(ctx, "take", 1000, 500, 500)
+    check(granted == 10, f"a block is at most 100 ms of the rate over the 10 workers (10 at 1000/s): {granted}")
+    ctx.r.execute("DEL", ctx.key("rate"), ctx.key("workers"))
+    _lua(ctx, "take", 100, 5, 1)
+    _, _, rate, paused = _lua(ctx, "throttle", 100, 5, 1000)
+    check(rate == 50000 and 900 <= paused <= 1000, f"a throttle halves the rate and pauses: {[rate, paused]}")
+    granted, wait, _, paused = _lua(ctx, "take", 100, 5, 1)
     check(granted == 0 and paused > 0 and wait == paused, f"nothing is granted while paused: {[granted, wait]}")
-    _, _, rate, _ = _lua(ctx, "throttle", 10, 5, -1)
-    check(rate == 5000, f"a second throttle within a second does not cut again: {rate}")
-    for expected in (2500, 1250, 625, 500, 500):  # the floor is 5 % of the limit
+    _, _, rate, _ = _lua(ctx, "throttle", 100, 5, -1)
+    check(rate == 50000, f"a second throttle within a second does not cut again: {rate}")
+    for expected in (25000, 12500, 6250, 5000, 5000):  # the floor is 5 % of the limit
         ctx.r.execute("HSET", ctx.key("rate"), "cut_at", 0)
-        _, _, rate, _ = _lua(ctx, "throttle", 10, 5, -1)
+        _, _, rate, _ = _lua(ctx, "throttle", 100, 5, -1)
         check(rate == expected, f"halving down to the floor: expected {expected}, got {rate}")
     # Recovery: 5 % of the limit per second since the later of the last change and the end of the pause.
     t = ctx.r.execute("TIME")
     now = int(t[0]) * 1000 + int(t[1]) // 1000
     ctx.r.execute("HSET", ctx.key("rate"), "rate_ts", now - 2000, "paused_until", 0)
-    _, _, rate, _ = _lua(ctx, "take", 10, 5, 1)
-    check(1500 <= rate <= 1600, f"2 s of recovery from 0.5/s: expected ~1.5/s, got {rate / 1000}/s")
+    _, _, rate, _ = _lua(ctx, "take", 100, 5, 1)
+    check(15000 <= rate <= 16000, f"2 s of recovery from 5/s: expected ~15/s, got {rate / 1000}/s")
     ctx.r.execute("HSET", ctx.key("rate"), "rate_ts", now - 60000)
-    _, _, rate, _ = _lua(ctx, "take", 10, 5, 1)
-    check(rate == 10000, f"recovery stops at the limit: {rate}")
+    _, _, rate, _ = _lua(ctx, "take", 100, 5, 1)
+    check(rate == 100000, f"recovery stops at the limit: {rate}")
 
 
 def test_script_slots(ctx):
