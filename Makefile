@@ -18,13 +18,14 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
-        collect.c sig.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c
+        collect.c sig.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
+        ratelimit.c ratelimit_math.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
-UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto
-UNIT_settings   := settings.c redis_url.c log.c xalloc.c
+UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit
+UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
 UNIT_result     := result.c dynbuf.c xalloc.c
@@ -35,6 +36,7 @@ UNIT_metrics    := metrics.c dynbuf.c xalloc.c
 UNIT_progress   := progress.c
 UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 UNIT_exec_proto := exec_proto.c dynbuf.c xalloc.c
+UNIT_ratelimit  := ratelimit_math.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
@@ -183,7 +185,7 @@ FUZZ_CI_SECONDS ?= 20
 FUZZ_TARGETS := chunk redis_url settings lines
 FUZZ_chunk     := chunk.c result.c dynbuf.c xalloc.c
 FUZZ_redis_url := redis_url.c
-FUZZ_settings  := settings.c redis_url.c log.c xalloc.c
+FUZZ_settings  := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 FUZZ_lines     := linereader.c chunk.c xalloc.c
 FUZZ_CFLAGS   = $(filter-out -Wno-format-truncation,$(WARN)) -O1 -g -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -Isrc \
@@ -196,7 +198,7 @@ fuzz-deps:
 define fuzz_rule
 $(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(addprefix src/,$(FUZZ_$(1))) $(wildcard src/*.h)
 	@mkdir -p $(FUZZ_BUILD)
-	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(shell pkg-config --libs jansson 2>/dev/null) -lpthread
+	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(shell pkg-config --libs jansson 2>/dev/null) -lpthread -lm
 endef
 $(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_rule,$(t))))
 

@@ -819,14 +819,20 @@ static void http_send(http_call_t *call)
     }
 }
 
-static void http_retry_fired(loop_t *loop, loop_timer_t *t)
+static void http_retry_go(loop_t *loop, work_item_t *item)
 {
     (void)loop;
-    work_item_t *item = (work_item_t *)(void *)((char *)t - offsetof(work_item_t, timer));
     http_call_t *call = item->handler_data;
     item->attempts++;
     metrics_add(M_ITEMS_RETRIED, 1);
     http_send(call);
+}
+
+/* Every call takes a token and a slot of the queue's limits, retries too (the first call's were taken by the
+ * loop before http_start). */
+static void http_retry_fired(loop_t *loop, loop_timer_t *t)
+{
+    loop_acquire(loop, (work_item_t *)(void *)((char *)t - offsetof(work_item_t, timer)), http_retry_go);
 }
 
 /* Full jitter: a random delay from 0 to min(max, base * 2^(attempt-1)). */
@@ -885,6 +891,9 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
     work_item_t *item = call->item;
     int64_t ms = clock_now_ms() - call->call_started_ms;
     item->status = (int)status;
+    loop_release(hl->loop, item); /* the call's slot of --max-inflight-global */
+    if (code == CURLE_OK && (status == 429 || (status == 503 && call->retry_after_ms >= 0)))
+        loop_throttled(hl->loop, call->retry_after_ms);
     metrics_observe(H_HTTP_CALL_SECONDS, (uint64_t)ms * 1000);
     metrics_add(code != CURLE_OK || status < 100 || status > 599 ? M_HTTP_ERROR
                                                                   : (metrics_counter_t)(M_HTTP_1XX + status / 100 - 1),

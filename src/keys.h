@@ -17,6 +17,8 @@ typedef struct keys {
     char lease[KEYS_MAX];      /* this worker's lease; empty until keys_lease() */
     char reaper[KEYS_MAX];     /* short lock: the worker that holds it reaps this turn */
     char deliveries[KEYS_MAX]; /* hash: "<chunk id>:<hash>" -> times fetched, while the chunk is not done */
+    char rate[KEYS_MAX];       /* hash: the shared rate limit's bucket and adaptive rate (ratelimit.lua) */
+    char inflight[KEYS_MAX];   /* hash: worker id -> slots of --max-inflight-global it holds */
 } keys_t;
 
 #define KEYS_COLLECT_GROUP "chunkd-collect"
@@ -30,6 +32,8 @@ static inline void keys_init(keys_t *k, const char *queue)
     snprintf(k->workers, sizeof k->workers, "chunkd:{%s}:workers", queue);
     snprintf(k->reaper, sizeof k->reaper, "chunkd:{%s}:reaper", queue);
     snprintf(k->deliveries, sizeof k->deliveries, "chunkd:{%s}:deliveries", queue);
+    snprintf(k->rate, sizeof k->rate, "chunkd:{%s}:rate", queue);
+    snprintf(k->inflight, sizeof k->inflight, "chunkd:{%s}:inflight", queue);
     k->processing[0] = '\0';
     k->lease[0] = '\0';
 }

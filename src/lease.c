@@ -28,6 +28,8 @@ void lease_release(rconn_t *c, const keys_t *k, const char *worker_id)
 {
     redisReply *r = rconn_command(c, "DEL %s", k->lease);
     if (r) freeReplyObject(r);
+    r = rconn_command(c, "HDEL %s %s", k->inflight, worker_id); /* its slots of --max-inflight-global */
+    if (r) freeReplyObject(r);
     r = rconn_command(c, "SREM %s %s", k->workers, worker_id);
     if (r) freeReplyObject(r);
 }
@@ -54,8 +56,9 @@ long long lease_reap(rconn_t *c, const char *queue, const keys_t *k, const char 
         char lease[KEYS_MAX + 256], processing[KEYS_MAX + 256];
         keys_lease(lease, sizeof lease, queue, id);
         keys_processing(processing, sizeof processing, queue, id);
-        const char *argv[] = {"EVAL", script_reap, "5", lease, processing, k->pending, k->workers, k->stats, id};
-        redisReply *r = rconn_command_argv(c, 9, argv, NULL);
+        const char *argv[] = {"EVAL", script_reap, "6", lease, processing, k->pending, k->workers, k->stats,
+                              k->inflight, id};
+        redisReply *r = rconn_command_argv(c, 10, argv, NULL);
         if (r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
             LOG(LL_WARN, "reaped worker %s (lease expired): %lld chunks went back to pending", id, r->integer);
             moved += r->integer;

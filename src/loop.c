@@ -18,10 +18,12 @@
 #include "handler.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "work.h"
 #include "xalloc.h"
 
 #define LOOP_IDLE_WAKE_MS 1000 /* longest epoll wait, so a stuck loop is visible to liveness checks */
+#define LOOP_ACQUIRE_RETRY_MS 5 /* items waiting for a token or slot try again this often */
 
 struct loop {
     int index;
@@ -53,6 +55,10 @@ struct loop {
 
     void **deferred;                 /* freed at the end of the turn (loop_defer_free) */
     size_t deferred_len, deferred_cap;
+
+    struct ratelimit *rl;            /* borrowed: the queue's limits; NULL when none */
+    work_item_t *acq_head, *acq_tail; /* FIFO of items waiting for a token or slot (loop_acquire) */
+    loop_timer_t acq_timer;          /* armed while the FIFO is not empty */
 };
 
 loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, const settings_t *s,
@@ -242,11 +248,77 @@ static void chunk_complete(loop_t *l, work_chunk_t *c)
     if (c->n_run == 0) loop_out(l, &c->marker); /* nothing ran: the marker settles the chunk */
 }
 
+/* ---- the queue's limits ---- */
+
+void loop_set_ratelimit(loop_t *l, struct ratelimit *rl) { l->rl = rl; }
+
+static void acq_remove(loop_t *l, work_item_t *it)
+{
+    if (!it->acquiring) return;
+    if (it->acquire_prev) it->acquire_prev->acquire_next = it->acquire_next;
+    else l->acq_head = it->acquire_next;
+    if (it->acquire_next) it->acquire_next->acquire_prev = it->acquire_prev;
+    else l->acq_tail = it->acquire_prev;
+    it->acquire_prev = it->acquire_next = NULL;
+    it->acquiring = false;
+    ratelimit_wait(l->rl, -1);
+    if (!l->acq_head) loop_timer_stop(l, &l->acq_timer);
+}
+
+/* Starts as many waiting items as there are tokens and slots, oldest first. */
+static void acq_run(loop_t *l, loop_timer_t *t)
+{
+    (void)t;
+    while (l->acq_head) {
+        bool slot;
+        if (!ratelimit_try_acquire(l->rl, &slot)) break;
+        work_item_t *it = l->acq_head;
+        acq_remove(l, it);
+        it->holds_slot = slot;
+        it->acquire_cb(l, it);
+    }
+    if (l->acq_head) loop_timer_start(l, &l->acq_timer, l->now_ms + LOOP_ACQUIRE_RETRY_MS, acq_run);
+}
+
+void loop_acquire(loop_t *l, work_item_t *it, loop_acquire_cb cb)
+{
+    bool slot = false;
+    if (!l->rl || (!l->acq_head && ratelimit_try_acquire(l->rl, &slot))) {
+        it->holds_slot = slot;
+        cb(l, it);
+        return;
+    }
+    metrics_add(M_RATE_WAITS, 1);
+    it->acquire_cb = cb;
+    it->acquiring = true;
+    it->acquire_next = NULL;
+    it->acquire_prev = l->acq_tail;
+    if (l->acq_tail) l->acq_tail->acquire_next = it;
+    else l->acq_head = it;
+    l->acq_tail = it;
+    ratelimit_wait(l->rl, 1);
+    if (!l->acq_timer.heap_index) loop_timer_start(l, &l->acq_timer, l->now_ms + LOOP_ACQUIRE_RETRY_MS, acq_run);
+}
+
+void loop_release(loop_t *l, work_item_t *it)
+{
+    if (!it->holds_slot) return;
+    it->holds_slot = false;
+    ratelimit_release_slot(l->rl);
+}
+
+void loop_throttled(loop_t *l, long retry_after_ms)
+{
+    if (l->rl) ratelimit_throttled(l->rl, retry_after_ms);
+}
+
 void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json, size_t result_len,
                     const char *error)
 {
     if (it->finished) return; /* a handler bug must not finish an item twice */
     loop_timer_stop(l, &it->deadline);
+    acq_remove(l, it);
+    loop_release(l, it);
     /* The real time, not the turn's: an item can finish late in a long turn, and its ms must cover its call's. */
     int64_t now = clock_now_ms();
     work_item_finish(it, ok, result_json, result_len, error, now);
@@ -259,10 +331,15 @@ void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json
     loop_out(l, it);
 }
 
+static void loop_start_item(loop_t *l, work_item_t *it) { l->handler->start(l->handler_state, l, it); }
+
 static void loop_item_timeout(loop_t *l, loop_timer_t *t)
 {
     work_item_t *it = (work_item_t *)(void *)((char *)t - offsetof(work_item_t, deadline));
-    if (l->handler->cancel) l->handler->cancel(l->handler_state, l, it);
+    /* An item still waiting for its start never reached the handler: nothing to cancel there. */
+    bool never_started = it->acquiring && it->acquire_cb == loop_start_item;
+    acq_remove(l, it);
+    if (l->handler->cancel && !never_started) l->handler->cancel(l->handler_state, l, it);
     char why[96];
     snprintf(why, sizeof why, "timed out after %lld ms (--item-timeout-ms)", l->settings->item_timeout_ms);
     loop_item_done(l, it, false, NULL, 0, why);
@@ -288,7 +365,7 @@ static void loop_start_chunk(loop_t *l, work_chunk_t *c)
             /* A handler without cancel finishes every item inside start(): nothing to time out. */
             if (l->settings->item_timeout_ms > 0 && l->handler->cancel)
                 loop_timer_start(l, &it->deadline, l->now_ms + l->settings->item_timeout_ms, loop_item_timeout);
-            l->handler->start(l->handler_state, l, it);
+            loop_acquire(l, it, loop_start_item);
         }
     }
     c->starting = false;
@@ -422,6 +499,7 @@ work_chunk_t *loop_take_unfinished(loop_t *l)
         list = in;
         in = next;
     }
+    while (l->acq_head) acq_remove(l, l->acq_head);
     l->heap_len = 0;
     atomic_store(&l->load, 0);
     return list;

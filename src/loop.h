@@ -19,6 +19,7 @@ struct work_chunk;
 struct work_item;
 
 typedef struct loop loop_t;
+struct ratelimit;
 typedef struct loop_timer loop_timer_t;
 typedef void (*loop_timer_cb)(loop_t *loop, loop_timer_t *timer);
 
@@ -84,6 +85,22 @@ void loop_watch_forget(loop_watch_t *w);
 /* Frees ptr at the end of this loop turn, so that events already collected for it in this turn stay safe to
  * dispatch (they are skipped). Use it for a loop_watch_t that a callback wants to free. */
 void loop_defer_free(loop_t *loop, void *ptr);
+
+/* Gates each call an item makes on the queue's limits (--rate-limit, --max-inflight-global): calls
+ * cb(loop, item) once the item has a token and a slot, at once when they are at hand (or no limit is set),
+ * otherwise later from a loop timer, in FIFO order. The loop itself gates an item's start this way; a handler
+ * that makes several calls per item (http retries) gates each further call. The slot is held until
+ * loop_release() or the item's end; an item that finishes or times out while waiting is simply dropped from the
+ * FIFO (its cb never fires). */
+typedef void (*loop_acquire_cb)(loop_t *loop, struct work_item *item);
+void loop_acquire(loop_t *loop, struct work_item *item, loop_acquire_cb cb);
+/* The item's call ended: gives its slot back (nothing when it holds none). */
+void loop_release(loop_t *loop, struct work_item *item);
+/* The upstream asked to slow down (a 429, or a 503 with Retry-After; retry_after_ms -1 when absent): lowers the
+ * queue's shared rate and pauses every worker (see ratelimit.h). Nothing when no rate limit is set. */
+void loop_throttled(loop_t *loop, long retry_after_ms);
+/* Before loop_start: the queue's limits (NULL: none; borrowed, must outlive the loop). */
+void loop_set_ratelimit(loop_t *loop, struct ratelimit *rl);
 
 /* Reports an item's outcome: result_json (JSON text) when ok, error otherwise. Both are borrowed. */
 void loop_item_done(loop_t *loop, struct work_item *item, bool ok, const char *result_json, size_t result_len,

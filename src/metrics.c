@@ -41,6 +41,14 @@ static const counter_def_t counter_defs[M_COUNTERS] = {
     [M_HTTP_4XX] = {"chunkd_http_responses_total", "class", "4xx", NULL},
     [M_HTTP_5XX] = {"chunkd_http_responses_total", "class", "5xx", NULL},
     [M_HTTP_ERROR] = {"chunkd_http_responses_total", "class", "error", NULL},
+    [M_RATE_TOKENS] = {"chunkd_rate_tokens_leased_total", NULL, NULL,
+                       "Tokens of the queue's --rate-limit leased by this worker (one per call)."},
+    [M_RATE_LEASES] = {"chunkd_rate_lease_calls_total", NULL, NULL,
+                       "Round trips to Redis to lease tokens of --rate-limit (granted or not)."},
+    [M_RATE_WAITS] = {"chunkd_rate_waits_total", NULL, NULL,
+                      "Calls that waited for a token of --rate-limit or a slot of --max-inflight-global."},
+    [M_RATE_THROTTLES] = {"chunkd_rate_throttles_total", NULL, NULL,
+                          "429s (and 503s with Retry-After) this worker reported to the shared rate limit."},
 };
 
 static const counter_def_t gauge_defs[M_GAUGES] = {
@@ -56,6 +64,10 @@ static const counter_def_t gauge_defs[M_GAUGES] = {
                                "Items enqueued and not finished (waiting plus in flight): for autoscaling."},
     [G_QUEUE_ENQUEUED_ITEMS] = {"chunkd_queue_enqueued_items", NULL, NULL, "Items ever enqueued to the queue."},
     [G_QUEUE_DONE_ITEMS] = {"chunkd_queue_done_items", NULL, NULL, "Items of the queue finished (ok or failed)."},
+    [G_RATE_LIMIT_CURRENT] = {"chunkd_rate_limit_current", NULL, NULL,
+                              "The queue's current shared rate limit in calls/s (lowered by 429s; 0: none)."},
+    [G_INFLIGHT_SLOTS] = {"chunkd_inflight_global_slots", NULL, NULL,
+                          "Slots of --max-inflight-global this worker holds."},
 };
 
 typedef struct histogram_def {
@@ -248,7 +260,8 @@ void metrics_render(dynbuf_t *out)
     for (int i = 0; i < M_GAUGES; i++) {
         metrics_write_header(out, gauge_defs[i].name, "gauge", gauge_defs[i].help);
         metrics_write_sample(out, gauge_defs[i].name, q,
-                             (double)atomic_load_explicit(&gauges[i], memory_order_relaxed));
+                             (double)atomic_load_explicit(&gauges[i], memory_order_relaxed) /
+                                 (i == G_RATE_LIMIT_CURRENT ? 1000.0 : 1.0));
     }
     for (int h = 0; h < M_HISTOGRAMS; h++) {
         const histogram_def_t *d = &histogram_defs[h];

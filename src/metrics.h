@@ -32,6 +32,10 @@ typedef enum {
     M_HTTP_4XX,
     M_HTTP_5XX,
     M_HTTP_ERROR,
+    M_RATE_TOKENS,
+    M_RATE_LEASES,
+    M_RATE_WAITS,
+    M_RATE_THROTTLES,
     M_COUNTERS
 } metrics_counter_t;
 
@@ -46,6 +50,8 @@ typedef enum {
     G_QUEUE_BACKLOG_ITEMS,
     G_QUEUE_ENQUEUED_ITEMS,
     G_QUEUE_DONE_ITEMS,
+    G_RATE_LIMIT_CURRENT,  /* in thousandths (rendered divided by 1000) */
+    G_INFLIGHT_SLOTS,
     M_GAUGES
 } metrics_gauge_t;
 

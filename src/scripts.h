@@ -12,5 +12,6 @@ extern const char script_reclaim[];
 extern const char script_dead_take[];
 extern const char script_dead_put[];
 extern const char script_reap[];
+extern const char script_ratelimit[];
 
 #endif

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "ratelimit_math.h"
 #include "redis_url.h"
 #include "xalloc.h"
 
@@ -83,6 +84,12 @@ static const setting_def_t setting_defs[] = {
     {"max-results-backlog", "CHUNKD_MAX_RESULTS_BACKLOG", ST_INT, OFF(max_results_backlog), "1000000", 0,
      1000000000, NULL, CMD_WORKER | CMD_RUN, false, false,
      "fetching pauses while the results stream holds more entries than this (0: no limit)"},
+    {"rate-limit", "CHUNKD_RATE_LIMIT", ST_STR, OFF(rate_limit), "", 0, 0, NULL, CMD_WORKER | CMD_RUN, false, false,
+     "calls per second (N/s) or minute (N/m) across every worker of the queue, adaptive to 429s (empty: none)"},
+    {"rate-burst", "CHUNKD_RATE_BURST", ST_INT, OFF(rate_burst), "0", 0, 1000000, NULL, CMD_WORKER | CMD_RUN, false,
+     false, "calls --rate-limit lets through at once after a quiet spell (0: 100 ms worth, at least 1)"},
+    {"max-inflight-global", "CHUNKD_MAX_INFLIGHT_GLOBAL", ST_INT, OFF(max_inflight_global), "0", 0, 1000000, NULL,
+     CMD_WORKER | CMD_RUN, false, false, "calls in flight at once across every worker of the queue (0: no cap)"},
     {"http-port", "CHUNKD_HTTP_PORT", ST_INT, OFF(http_port), "8080", 0, 65535, NULL, CMD_WORKER | CMD_RUN, false,
      false, "port of /healthz, /readyz and /metrics (0: no HTTP server; run: none unless given)"},
     {"http-addr", "CHUNKD_HTTP_ADDR", ST_STR, OFF(http_addr), "0.0.0.0", 0, 0, NULL, CMD_WORKER | CMD_RUN, false, false,
@@ -368,6 +375,12 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
     }
     if (strcmp(s->handler, "exec") == 0 && (!s->cmd || !s->cmd[0])) {
         snprintf(err, errlen, "--handler exec needs --cmd (CHUNKD_CMD), the command of its subprocesses");
+        return SETTINGS_ERROR;
+    }
+    double per_s;
+    if (s->rate_limit && s->rate_limit[0] && ratelimit_parse_rate(s->rate_limit, &per_s)) {
+        snprintf(err, errlen, "invalid value '%.64s' for --rate-limit (CHUNKD_RATE_LIMIT): expected N/s or N/m with "
+                 "N > 0, e.g. 200/s or 30/m", s->rate_limit);
         return SETTINGS_ERROR;
     }
     if (s->retry_max_ms < s->retry_base_ms) {

@@ -51,6 +51,9 @@ typedef struct settings {
     long long max_chunk_bytes;
     long long max_held_bytes;     /* chunk texts held by the window */
     long long test_stall_ms;      /* test only: loop 0 blocks this long once, to exercise /healthz */
+    char *rate_limit;             /* "N/s" or "N/m" across the queue's workers; "": none */
+    long long rate_burst;         /* tokens; 0: 100 ms worth of the limit, at least 1 */
+    long long max_inflight_global; /* calls in flight across the queue's workers; 0: no cap */
     char *http_addr;
     /* http handler. */
     char *base_url;               /* item paths are joined to it; NULL: only absolute urls of allow_hosts */

@@ -42,6 +42,11 @@ typedef struct work_item {
     loop_timer_t timer;      /* for the handler's use while the item runs */
     loop_timer_t deadline;   /* --item-timeout-ms, armed by the loop */
     void *handler_data;      /* for the handler's use while the item runs */
+    /* The loop's: waiting for a token or slot of the queue's limits (loop_acquire), and holding a slot. */
+    loop_acquire_cb acquire_cb;
+    struct work_item *acquire_prev, *acquire_next;
+    bool acquiring;
+    bool holds_slot;
     struct work_item *commit_next; /* link in the committer's queue, then in its round */
 } work_item_t;
 

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
+#include "ratelimit.h"
 #include "rconn.h"
 #include "scripts.h"
 #include "window.h"
@@ -35,6 +36,7 @@ struct worker {
     size_t n_loops;
     commit_t *commit;
     fetch_t *fetch;
+    ratelimit_t *ratelimit;      /* NULL without --rate-limit and --max-inflight-global */
     bool registered;
     const handler_t *handler;
     void *handler_shared;        /* owned: from handler->init */
@@ -206,6 +208,9 @@ static int worker_register(worker_t *w, bool add, char *err, size_t errlen)
             LOG(LL_WARN, "%lld chunks left in %s by an earlier worker %s went back to pending", r->integer,
                 w->keys.processing, w->id);
         if (r) freeReplyObject(r);
+        /* Nor are the slots of --max-inflight-global that it held: nothing of ours is in flight yet. */
+        r = rconn_command(c, "HDEL %s %s", w->keys.inflight, w->id);
+        if (r) freeReplyObject(r);
     } else if (rc == 0 && !add) {
         lease_release(c, &w->keys, w->id);
     }
@@ -231,12 +236,19 @@ int worker_start(worker_t *w, char *err, size_t errlen)
 {
     const settings_t *s = w->settings;
     if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return WORKER_BAD_SETTINGS;
-    for (size_t i = 0; i < w->n_loops; i++)
+    w->ratelimit = ratelimit_new(s, &w->keys, w->id);
+    for (size_t i = 0; i < w->n_loops; i++) {
         w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
+        loop_set_ratelimit(w->loops[i], w->ratelimit);
+    }
     w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit, w->handler, w->handler_shared);
     if (worker_register(w, true, err, errlen)) return -1;
     w->registered = true;
     if (commit_start(w->commit, err, errlen)) return -1;
+    if (w->ratelimit && ratelimit_start(w->ratelimit)) {
+        snprintf(err, errlen, "cannot start the rate limit's thread");
+        return -1;
+    }
     for (size_t i = 0; i < w->n_loops; i++) {
         if (loop_start(w->loops[i])) {
             snprintf(err, errlen, "cannot start event loop %zu", i);
@@ -319,6 +331,7 @@ void worker_free(worker_t *w)
     commit_free(w->commit);
     for (size_t i = 0; i < w->n_loops; i++)
         if (w->loops[i]) loop_free(w->loops[i]);
+    ratelimit_free(w->ratelimit); /* after the loops, which use it */
     if (w->handler->fini && w->handler_shared) w->handler->fini(w->handler_shared);
     free(w->loops);
     window_free(w->window);

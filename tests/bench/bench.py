@@ -13,6 +13,8 @@ Cases (see README.md beside this file):
             worker peak RSS; and recipe.py calling the same URL with urllib
   exec      chunkd run --handler exec with the README's Python example (exec_fn.py) at
             --procs 200 and 20, against recipe.py on the same items: items/s, peak memory
+  ratelimit 5 workers sharing --rate-limit 200/s against the mock API (build/mockapi, no
+            delay): the calls/s the mock saw over 30 s, and items per worker
 
 Numbers are printed and recorded, never asserted: the exit status is 0 when
 every run completed and produced correct output, whatever the speed; 1 when a
@@ -699,6 +701,106 @@ class Bench:
                    f"{rc['peak_rss_mib']} MiB, pss sum {rc['peak_pss_mib']} MiB, {rc['peak_procs']} processes")
         self.sections.append("\n".join(det))
 
+    # -- case ratelimit: 5 workers share --rate-limit 200/s against the (fast) mock API
+    def case_ratelimit(self):
+        limit, n_workers, window = self.a.rate_limit, self.a.rate_workers, self.a.rate_seconds
+        mockapi = os.path.join(os.path.dirname(self.a.chunkd), "mockapi")
+        if not os.access(mockapi, os.X_OK):
+            raise BenchError(f"{mockapi} not found (make build/mockapi)")
+        logm = open(os.path.join(self.tmp, "ratelimit.mockapi.log"), "wb")
+        mock = self.procs.start([mockapi, "--port", "0", "--threads", "2"], stdout=subprocess.PIPE, stderr=logm)
+        line = mock.stdout.readline().decode()
+        if not line.startswith("port "):
+            raise BenchError(f"mockapi did not start: {line!r}")
+        mock_url = f"http://127.0.0.1:{int(line.split()[1])}"
+
+        def mock_total():
+            import urllib.request
+            with urllib.request.urlopen(mock_url + "/_count", timeout=5) as r:
+                return json.loads(r.read())["total"]
+
+        def worker_metric(port, name):
+            import urllib.request
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+            return float(m.group(1)) if m else 0.0
+
+        r = self.get_redis()
+        r.cmd("FLUSHALL")
+        env = child_env(r.url)
+        n = limit * (window + 15)  # never runs dry during the window
+        path = os.path.join(self.tmp, "ratelimit-items.jsonl")
+        with open(path, "w") as f:
+            for i in range(1, n + 1):
+                f.write(f'{{"id":{i},"path":"/rl"}}\n')
+        p, logp = self.run_chunkd("ratelimit.enqueue", ["enqueue", "--queue", "rl", "--chunk-size", "10", path],
+                                  env, 120)
+        code, _, _ = self.procs.wait(p, 120)
+        self.check_exit("chunkd enqueue", code, logp)
+        ports = [free_port() for _ in range(n_workers)]
+        workers = []
+        try:
+            for i, port in enumerate(ports):
+                wenv = dict(env, CHUNKD_HTTP_PORT=str(port))
+                w, logw = self.run_chunkd(f"ratelimit.worker{i + 1}",
+                                          ["worker", "--queue", "rl", "--worker-id", f"rl{i + 1}", "--handler", "http",
+                                           "--base-url", mock_url, "--rate-limit", f"{limit}/s", "--concurrency", "100",
+                                           "--http-addr", "127.0.0.1"], wenv, 600)
+                workers.append((w, logw))
+            deadline = time.monotonic() + 30
+            while mock_total() == 0:
+                if time.monotonic() > deadline:
+                    raise BenchError("no call reached the mock within 30 s")
+                time.sleep(0.1)
+            time.sleep(3)  # past the first burst and the block sizes' warm-up
+            ok_name = 'chunkd_items_total{queue="rl",outcome="ok"}'
+            ok0 = [worker_metric(port, re.escape(ok_name)) for port in ports]
+            c0, t0 = mock_total(), time.monotonic()
+            seconds = []
+            last_c, last_t = c0, t0
+            while time.monotonic() - t0 < window:
+                time.sleep(1)
+                c, t = mock_total(), time.monotonic()
+                seconds.append((c - last_c) / (t - last_t))
+                last_c, last_t = c, t
+            c1, t1 = mock_total(), time.monotonic()
+            ok1 = [worker_metric(port, re.escape(ok_name)) for port in ports]
+            leased = [worker_metric(port, re.escape('chunkd_rate_tokens_leased_total{queue="rl"}')) for port in ports]
+            leases = [worker_metric(port, re.escape('chunkd_rate_lease_calls_total{queue="rl"}')) for port in ports]
+            cmdstats = r.cmd("INFO", "commandstats")
+        finally:
+            for w, _ in workers:
+                if w.returncode is None:
+                    self.procs.kill(w)
+            self.procs.kill(mock)
+            logm.close()
+        rate = (c1 - c0) / (t1 - t0)
+        per_worker = [int(b - a) for a, b in zip(ok0, ok1)]
+        evals = re.search(r"cmdstat_eval:calls=(\d+)", cmdstats)
+        err = 100 * (rate - limit) / limit
+        log(f"ratelimit: {n_workers} workers, --rate-limit {limit}/s: the mock saw {rate:.1f} calls/s over "
+            f"{t1 - t0:.1f} s ({err:+.1f}%); per second min {min(seconds):.0f} max {max(seconds):.0f}; "
+            f"items per worker {per_worker}; tokens leased {[int(x) for x in leased]} in "
+            f"{[int(x) for x in leases]} round trips")
+        self.rows += [
+            ("ratelimit", f"{n_workers} workers, --rate-limit {limit}/s: calls/s at the mock over {window} s",
+             f"{rate:.1f} ({err:+.1f}%)", f"{limit} +-5%", "met" if abs(err) <= 5 else f"MISSED by {abs(err) - 5:.1f}%"),
+            ("ratelimit", "  calls/s, slowest and fastest 1 s of the window",
+             f"{min(seconds):.0f} / {max(seconds):.0f}", "", ""),
+            ("ratelimit", "  items per worker in the window", "/".join(str(x) for x in per_worker),
+             "every worker > 0", "met" if all(x > 0 for x in per_worker) else "MISSED"),
+            ("ratelimit", "  tokens per lease round trip (all workers, whole run)",
+             f"{sum(leased) / max(sum(leases), 1):.2f}", "", ""),
+        ]
+        self.sections.append(
+            f"ratelimit: {n} items (GET /rl on build/mockapi --threads 2, no delay) enqueued in chunks of 10; "
+            f"{n_workers} `chunkd worker --handler http --rate-limit {limit}/s --concurrency 100`; after the first "
+            f"call and 3 s more, the mock's request count over {t1 - t0:.1f} s: {c1 - c0} calls = {rate:.2f}/s; "
+            f"per-second rates {', '.join(f'{x:.0f}' for x in seconds)}; items ok per worker {per_worker}; tokens "
+            f"leased per worker since start {[int(x) for x in leased]} in {[int(x) for x in leases]} lease round trips; EVAL calls in Redis over the whole run "
+            f"(commit.lua included): {evals.group(1) if evals else '?'}")
+
     # -- one worker run against the shared redis: enqueue, then worker + collect at once
     # handler: the worker's handler flags; http=True: items {"id":N,"path":"/x"} (their file is
     # removed after the run), results checked for status 200; on_worker(pid) is called once
@@ -1235,8 +1337,8 @@ def main():
     ap.add_argument("chunkd", help="path to the chunkd binary")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
-    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES", "original,million,sweep,http,exec"),
-                    help="comma-separated subset of original,million,sweep,http,exec (also BENCH_CASES)")
+    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES", "original,million,sweep,http,exec,ratelimit"),
+                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit (also BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
     ap.add_argument("--million", type=int, help="items of the big worker run (1000000; quick 100000)")
@@ -1255,6 +1357,9 @@ def main():
                     help="http case: one extra worker run at the highest count under perf record -g")
     ap.add_argument("--exec-procs", help="exec case: --procs values (200,20)")
     ap.add_argument("--exec-items", type=int, help="exec case: items (10000; quick 2000)")
+    ap.add_argument("--rate-limit", type=int, default=200, help="ratelimit case: the shared limit, calls/s (200)")
+    ap.add_argument("--rate-workers", type=int, default=5, help="ratelimit case: workers (5)")
+    ap.add_argument("--rate-seconds", type=int, help="ratelimit case: measured window in s (30; quick 10)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -1272,9 +1377,10 @@ def main():
     a.http_recipe_items = a.http_recipe_items or (1000 if q else 3000)
     a.exec_procs = [int(x) for x in (a.exec_procs or "200,20").split(",")]
     a.exec_items = a.exec_items or (2000 if q else 10000)
+    a.rate_seconds = a.rate_seconds or (10 if q else 30)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http", "exec"):
+        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if not (os.path.isfile(a.chunkd) and os.access(a.chunkd, os.X_OK)):

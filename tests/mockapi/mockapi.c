@@ -57,6 +57,8 @@ static uint64_t mono_ns(void)
 static struct {
     pthread_mutex_t mu;
     long long total;
+    long long inflight;     /* counted requests arrived and not yet completed (answered or dropped) */
+    long long max_inflight; /* the most at once since the start or the last /_reset */
     json_t *paths;     /* path -> count */
     json_t *fail_keys; /* fail_times key -> requests seen */
     uint64_t rng;
@@ -200,6 +202,7 @@ struct req {
     bool too_large;
     bool decided;                /* the answer below is fixed (maybe waiting for a delay) */
     bool drop;                   /* close the connection without answering */
+    bool counted;                /* in st.inflight until completed */
     unsigned status;
     struct MHD_Response *resp;
 };
@@ -335,6 +338,7 @@ static enum MHD_Result control(struct MHD_Connection *c, const char *url, const 
             return send_json(c, 405, json_pack("{s:s}", "error", "POST /_reset"));
         pthread_mutex_lock(&st.mu);
         st.total = 0;
+        st.max_inflight = st.inflight;
         json_object_clear(st.paths);
         json_object_clear(st.fail_keys);
         pthread_mutex_unlock(&st.mu);
@@ -347,7 +351,8 @@ static enum MHD_Result control(struct MHD_Connection *c, const char *url, const 
         json_t *v = json_object_get(st.paths, json_string_value(k));
         j = json_pack("{s:o,s:I}", "path", k, "count", (json_int_t)(v ? json_integer_value(v) : 0));
     } else {
-        j = json_pack("{s:I,s:o}", "total", (json_int_t)st.total, "paths", json_deep_copy(st.paths));
+        j = json_pack("{s:I,s:o,s:I,s:I}", "total", (json_int_t)st.total, "paths", json_deep_copy(st.paths),
+                      "inflight", (json_int_t)st.inflight, "max_inflight", (json_int_t)st.max_inflight);
     }
     pthread_mutex_unlock(&st.mu);
     return send_json(c, 200, j);
@@ -374,6 +379,9 @@ static long long decide(struct req *r, struct MHD_Connection *c, const char *url
 
     pthread_mutex_lock(&st.mu);
     st.total++;
+    r->counted = true;
+    if (++st.inflight > st.max_inflight)
+        st.max_inflight = st.inflight;
     long long count = bump(st.paths, url);
     bool fail = false;
     if (ok && fail_times > 0)
@@ -476,6 +484,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct req *r = *con_cls;
     if (!r)
         return;
+    if (r->counted) {
+        pthread_mutex_lock(&st.mu);
+        st.inflight--;
+        pthread_mutex_unlock(&st.mu);
+    }
     if (r->resp)
         MHD_destroy_response(r->resp);
     free(r->body);

@@ -1,0 +1,62 @@
+/* ratelimit: a queue-wide rate limit (--rate-limit N/s or N/m, --rate-burst) and concurrency cap
+ * (--max-inflight-global) shared by every worker of a queue through Redis.
+ *
+ * Rate. The bucket lives in Redis (chunkd:{Q}:rate, a hash) and only ratelimit.lua touches it, with Redis's clock:
+ * a token bucket of capacity --rate-burst (default 100 ms worth, at least 1) refilled at the current rate. A call
+ * never costs a round trip: this module's thread leases small blocks of tokens (about 100 ms of what this worker
+ * has been granted lately, at least 1, never more than the items waiting) and hands them to the event loops
+ * through an atomic counter. Loops gate every call (an item's start and each http retry, loop_acquire): without
+ * a token the item waits in the loop's FIFO, retried on a short loop timer. A block may be reserved ahead while
+ * the bucket is empty (it goes negative, by at most 200 ms of the rate, as GCRA's theoretical arrival time runs
+ * ahead): the script grants it with the delay after which it may be used, and the thread hands it over then and
+ * asks for the next one. So every lease round trip brings a whole block, and workers are served in the order
+ * they ask; the long-run rate is exact because every token granted is paid for by refill time.
+ *
+ * Adaptive. A 429 (or a 503 with Retry-After) is reported by the loop (loop_throttled); this thread sends it to
+ * the script, which multiplies the shared rate by 0.5 (at most once a second however many workers report, and
+ * not below 5 % of the limit) and pauses everyone until Redis's now + Retry-After (the bucket is emptied and
+ * nothing accrues meanwhile). Afterwards the rate grows back by 5 % of the limit per second up to the limit. The
+ * reporting worker drops its own leased tokens at once; others see the pause at their next lease (their leased
+ * tokens, about 50 ms worth, are spent). The current shared rate is the gauge chunkd_rate_limit_current.
+ *
+ * Concurrency. chunkd:{Q}:inflight is a hash: worker id -> slots it holds. A call holds a slot from loop_acquire
+ * until it ends (loop_release, or the item's end). Slots are leased and given back in blocks, like tokens: free
+ * slots go back to Redis when no item of this worker waits; while slots are contended (someone asked in vain in
+ * the last second) a worker holding more than the cap divided by the registered workers gives back its excess
+ * as calls end. A dead worker's slots are returned by the reaper (reap.lua) when its lease expires, and a
+ * worker's are removed at a clean exit.
+ *
+ * Threads: ratelimit_try_acquire, ratelimit_release_slot, ratelimit_wait and ratelimit_throttled are called by
+ * loops and only touch atomics (and a condition variable to wake the thread); everything else is this module's
+ * own thread, with its own Redis connection. */
+#ifndef CHUNKD_RATELIMIT_H
+#define CHUNKD_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "keys.h"
+#include "settings.h"
+
+typedef struct ratelimit ratelimit_t;
+
+/* Returns NULL when neither --rate-limit nor --max-inflight-global is set (settings_parse checked --rate-limit).
+ * s and keys must outlive it. */
+ratelimit_t *ratelimit_new(const settings_t *s, const keys_t *keys, const char *worker_id);
+/* Starts the thread. Returns 0 or -1. */
+int ratelimit_start(ratelimit_t *rl);
+/* Stops the thread and frees everything (NULL is fine). */
+void ratelimit_free(ratelimit_t *rl);
+
+/* ---- loops (any thread) ---- */
+
+/* Takes one token and one slot (each only when its limit is on). Returns false, taking nothing, when either is
+ * missing. *slot tells whether a slot was taken (release it with ratelimit_release_slot). */
+bool ratelimit_try_acquire(ratelimit_t *rl, bool *slot);
+void ratelimit_release_slot(ratelimit_t *rl);
+/* Items waiting in the loops' FIFOs: +1 when one starts waiting, -1 when it stops. */
+void ratelimit_wait(ratelimit_t *rl, long delta);
+/* The upstream answered 429 (or 503 with Retry-After); retry_after_ms -1 when there was no Retry-After. */
+void ratelimit_throttled(ratelimit_t *rl, long retry_after_ms);
+
+#endif
