@@ -351,24 +351,71 @@ static void commit_send(commit_t *c, work_chunk_t *list)
     }
 }
 
+/* Whether a chunk's marker waits in the carry list (the chunk's group must then go now, so the marker can). */
+static bool commit_marker_carried(const work_item_t *carry, const work_chunk_t *w)
+{
+    for (; carry; carry = carry->commit_next)
+        if (carry->chunk == w) return true;
+    return false;
+}
+
+/* Splits off, into *deferred, the groups of chunks younger than --checkpoint-ms that do not end their chunk: a
+ * chunk that finishes quickly is committed once, whole, instead of once per batch its items fall into (each
+ * partial commit sends the whole chunk text for its fence). Older chunks checkpoint their finished items. */
+static work_chunk_t *commit_defer(commit_t *c, work_chunk_t *round, work_chunk_t **deferred, const work_item_t *carry,
+                                  bool stopping, int64_t now)
+{
+    const int64_t young_ms = c->settings->checkpoint_ms;
+    work_chunk_t *send = NULL, **send_tail = &send;
+    while (round) {
+        work_chunk_t *w = round;
+        round = w->round_next;
+        w->round_next = NULL;
+        bool defer = !stopping && young_ms > 0 && !group_ends_chunk(w) && !w->commit_dead &&
+                     now - w->fetched_ms < young_ms && !commit_marker_carried(carry, w);
+        if (defer) {
+            w->round_next = *deferred;
+            *deferred = w;
+        } else {
+            *send_tail = w;
+            send_tail = &w->round_next;
+        }
+    }
+    return send;
+}
+
+/* When the first deferred group falls due (INT64_MAX: none). */
+static int64_t commit_deferred_due(const commit_t *c, const work_chunk_t *deferred)
+{
+    int64_t due = INT64_MAX;
+    for (; deferred; deferred = deferred->round_next)
+        if (deferred->fetched_ms + c->settings->checkpoint_ms < due) due = deferred->fetched_ms + c->settings->checkpoint_ms;
+    return due;
+}
+
 static void *commit_main(void *arg)
 {
     commit_t *c = arg;
     const size_t batch = (size_t)c->settings->commit_batch;
     const int64_t interval_ms = c->settings->commit_interval_ms;
-    work_item_t *carry = NULL; /* markers held back from the last round */
+    work_item_t *carry = NULL;       /* markers held back from the last round */
+    work_chunk_t *deferred = NULL;   /* groups of young chunks waiting for more items (commit_defer) */
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->stopping && !c->head && !carry) {
+        int64_t due = commit_deferred_due(c, deferred);
+        while (!c->stopping && !c->head && !carry && clock_now_ms() < due) {
             atomic_store(&c->heartbeat_ms, clock_now_ms());
-            struct timespec ts = clock_deadline_ts(clock_now_ms() + 1000);
+            int64_t wake = clock_now_ms() + 1000;
+            struct timespec ts = clock_deadline_ts(wake < due ? wake : due);
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
         }
         atomic_store(&c->heartbeat_ms, clock_now_ms());
-        if (!c->head && !carry) break; /* stopping and nothing left */
+        if (!c->head && !carry && !deferred) break; /* stopping and nothing left */
         int64_t now = clock_now_ms();
-        if (!carry && !commit_batch_ready(c->queued, now - c->oldest_ms, batch, interval_ms, c->stopping)) {
-            struct timespec ts = clock_deadline_ts(c->oldest_ms + interval_ms);
+        bool due_now = now >= due || c->stopping;
+        if (!carry && !due_now && !commit_batch_ready(c->queued, now - c->oldest_ms, batch, interval_ms, false)) {
+            int64_t wake = c->head ? c->oldest_ms + interval_ms : due;
+            struct timespec ts = clock_deadline_ts(wake < due ? wake : due);
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
             continue;
         }
@@ -387,8 +434,17 @@ static void *commit_main(void *arg)
         if (!c->head) c->tail = NULL;
         c->queued -= taken;
         c->oldest_ms = now;
+        bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);
-        commit_send(c, commit_group(list, &carry));
+        /* Deferred groups (their chunks still in_round) take their new items in commit_group, then rejoin. */
+        work_chunk_t *round = commit_group(list, &carry);
+        while (deferred) {
+            work_chunk_t *w = deferred;
+            deferred = w->round_next;
+            w->round_next = round;
+            round = w;
+        }
+        commit_send(c, commit_defer(c, round, &deferred, carry, stopping, now));
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);

@@ -47,6 +47,7 @@ typedef struct settings {
     long long lease_ms;           /* a worker silent this long is reaped */
     long long item_timeout_ms;    /* 0: none */
     long long max_deliveries;     /* 0: no limit */
+    long long checkpoint_ms;      /* chunks younger than this are committed whole */
     long long max_results_backlog; /* 0: no limit */
     long long max_chunk_bytes;
     long long max_held_bytes;     /* chunk texts held by the window */

@@ -179,3 +179,26 @@ def test_commit_script_final_without_checkpoint_defers_to_it(ctx):
     check(ctx.r.execute("EXISTS", keys[4]) == 0 and ctx.r.execute("LLEN", keys[0]) == 0,
           "the final commit left the checkpoint or the chunk behind")
     check(ctx.stat("done") == 3 and ctx.stat("chunks_done") == 1, f"stats: done={ctx.stat('done')}")
+
+
+def test_quick_chunks_commit_once(ctx):
+    # Chunks that finish within --checkpoint-ms are committed once, whole: no partial commit (LPOS) at all, even
+    # though their items finish in different batches. Slower chunks checkpoint (LPOS) as their items finish.
+    ctx.r.execute("CONFIG", "RESETSTAT")
+    items = [{"id": i, "sleep_ms": 10 * (i % 20)} for i in range(2000)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 100, ctx.write_jsonl("items.jsonl", items))
+    ctx.run("worker", "--queue", ctx.queue, "--commit-interval-ms", 5, "--exit-when-empty", timeout=60)
+
+    def lpos_calls():
+        stats = ctx.r.execute("INFO", "commandstats")
+        m = re.search(r"cmdstat_lpos:calls=(\d+)", stats)
+        return int(m.group(1)) if m else 0
+
+    check(lpos_calls() == 0, f"{lpos_calls()} partial commits for chunks done within --checkpoint-ms")
+    check(ctx.stat("chunks_done") == 20 and ctx.stat("done") == 2000, f"done={ctx.stat('done')}")
+    items = [{"id": f"s{i}", "sleep_ms": 10 * (i % 20)} for i in range(200)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 100, ctx.write_jsonl("slow.jsonl", items))
+    ctx.run("worker", "--queue", ctx.queue, "--commit-interval-ms", 5, "--checkpoint-ms", 50, "--exit-when-empty",
+            timeout=60)
+    check(lpos_calls() > 0, "no partial commit for chunks older than --checkpoint-ms 50")
+    check(ctx.stat("done") == 2200, f"done={ctx.stat('done')}")
