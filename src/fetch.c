@@ -296,8 +296,8 @@ static void *fetch_main(void *arg)
         }
         /* Ask for as many chunks as surely fit, in one round trip, without blocking. */
         size_t want = largest ? window_room(f->window) / largest : 1;
-        if (largest_bytes && window_room_bytes(f->window) / largest_bytes < want)
-            want = window_room_bytes(f->window) / largest_bytes;
+        size_t want_bytes = largest_bytes ? window_room_bytes(f->window) / largest_bytes : want;
+        if (want_bytes < want) want = want_bytes;
         if (want < 1) want = 1;
         if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
         /* The backlog is checked in the same round trip, so it overshoots by at most one window. */

@@ -125,6 +125,18 @@ def count_lines(path):
         return 0
 
 
+def stop_process(proc):
+    """Stops a subprocess.Popen (None: nothing): SIGTERM, then SIGKILL after 5 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -299,15 +311,7 @@ class MockApi:
 
     def stop(self):
         """SIGTERM (so a sanitizer build writes its report), then SIGKILL after 5 s."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
     def sanitizer_report(self):

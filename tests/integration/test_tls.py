@@ -25,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import _die_with_parent, check, free_port, one_line, scaled, wait_until
+from harness import _die_with_parent, check, free_port, one_line, scaled, stop_process, wait_until
 from test_http import _failed, _http, _ok
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -177,15 +177,7 @@ class TlsNginx:
 
     def stop(self):
         """SIGTERM (fast shutdown), then SIGKILL after 5 s."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
 
