@@ -196,7 +196,7 @@ fuzz-deps:
 	$(call install_missing,$(FUZZ_PACKAGES) libjansson-dev pkg-config)
 
 define fuzz_rule
-$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(addprefix src/,$(FUZZ_$(1))) $(wildcard src/*.h)
+$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/fuzz.h $(addprefix src/,$(FUZZ_$(1))) $(wildcard src/*.h)
 	@mkdir -p $(FUZZ_BUILD)
 	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(shell pkg-config --libs jansson 2>/dev/null) -lpthread -lm
 endef

@@ -211,8 +211,7 @@ static int fetch_checkpoints(fetch_t *f, work_chunk_t **got, size_t n)
 static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *largest, size_t *largest_bytes)
 {
     if (n == 0) return;
-    /* Until the checkpoints are known; each attempt increments the delivery counts again, which only makes
-     * --max-deliveries stricter by the number of Redis failures in this window. */
+    /* Until the checkpoints are known (a retry only reads the delivery counts it already incremented). */
     while (fetch_checkpoints(f, got, n)) {
         metrics_add(M_REDIS_ERRORS, 1);
         bool lost = !rconn_connected(f->conn);

@@ -243,7 +243,6 @@ static void loop_flush(loop_t *l)
 static void chunk_complete(loop_t *l, work_chunk_t *c)
 {
     active_remove(l, c);
-    c->finished_ms = l->now_ms;
     c->disposition = WORK_COMMIT;
     if (c->n_run == 0) loop_out(l, &c->marker); /* nothing ran: the marker settles the chunk */
 }

@@ -80,7 +80,6 @@ struct work_chunk {
     work_chunk_t *round_next;
     int commit_sends;        /* times the committer sent it (more than 1 after a lost connection) */
     int64_t fetched_ms;      /* monotonic */
-    int64_t finished_ms;     /* monotonic: when it became ready for the committer */
     work_chunk_t *next, *prev; /* links in the current owner's list */
 };
 

@@ -14,17 +14,8 @@
 #include "chunk.h"
 #include "result.h"
 
-#define CHECK(cond, ...)                                                                                              \
-    do {                                                                                                              \
-        if (!(cond)) {                                                                                                \
-            fprintf(stderr, "fuzz_chunk: check failed: %s: ", #cond);                                                \
-            fprintf(stderr, __VA_ARGS__);                                                                             \
-            fputc('\n', stderr);                                                                                      \
-            abort();                                                                                                  \
-        }                                                                                                             \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_chunk"
+#include "fuzz.h"
 const char *__asan_default_options(void);
 
 /* Strict string checks: a str* function reading past the end of a counted buffer is reported even where it finds

@@ -15,19 +15,10 @@
 #include "chunk.h"
 #include "linereader.h"
 
-#define CHECK(cond, ...)                                                                                              \
-    do {                                                                                                              \
-        if (!(cond)) {                                                                                                \
-            fprintf(stderr, "fuzz_lines: check failed: %s: ", #cond);                                                \
-            fprintf(stderr, __VA_ARGS__);                                                                             \
-            fputc('\n', stderr);                                                                                      \
-            abort();                                                                                                  \
-        }                                                                                                             \
-    } while (0)
+#define FUZZ_NAME "fuzz_lines"
+#include "fuzz.h"
 
 #define MAX_CHUNK 16
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct pending {
     json_t *entries;          /* of chunk_entry_from_line() */

@@ -13,19 +13,10 @@
 #include "log.h"
 #include "settings.h"
 
-#define CHECK(cond, ...)                                                                                              \
-    do {                                                                                                              \
-        if (!(cond)) {                                                                                                \
-            fprintf(stderr, "fuzz_settings: check failed: %s: ", #cond);                                             \
-            fprintf(stderr, __VA_ARGS__);                                                                             \
-            fputc('\n', stderr);                                                                                      \
-            abort();                                                                                                  \
-        }                                                                                                             \
-    } while (0)
+#define FUZZ_NAME "fuzz_settings"
+#include "fuzz.h"
 
 #define MAX_TOKENS 64
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const command_names[] = {"enqueue", "worker", "collect", "status", "run", "requeue", "recover"};
 
