@@ -54,6 +54,7 @@ typedef struct http_config {
     char **secret_names;             /* lowercase names of the secret headers */
     size_t n_secret;
     bool retry_status[600];          /* statuses that are retried */
+    bool env_proxy;                  /* a proxy variable is set: libcurl reads them on every call */
 } http_config_t;
 
 static void free_list(char **list, size_t n)
@@ -210,6 +211,11 @@ static int http_init(const settings_t *s, void **shared, char *err, size_t errle
             return -1;
         }
     }
+    /* libcurl looks these up on every call; when none is set, telling it "no proxy" once is the same, cheaper. */
+    static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+                                             "no_proxy", "NO_PROXY"};
+    for (size_t i = 0; i < sizeof proxy_vars / sizeof proxy_vars[0]; i++)
+        if (getenv(proxy_vars[i])) c->env_proxy = true;
     c->allow_hosts = split_list(s->allow_hosts, &c->n_allow_hosts);
     c->keep_headers = split_list(s->keep_headers, &c->n_keep_headers);
     if (parse_retry_statuses(c, s->retry_statuses, err, errlen)) return -1;
@@ -637,7 +643,8 @@ static const char *http_build(http_call_t *call, char *why, size_t whylen)
         call->headers = curl_slist_append(call->headers, line.data);
         dynbuf_free(&line);
     }
-    call->headers = curl_slist_append(call->headers, "Expect:");
+    /* No "Expect: 100-continue" round trip before a large body (only bodies can trigger it). */
+    if (call->body) call->headers = curl_slist_append(call->headers, "Expect:");
     return NULL;
 }
 
@@ -653,10 +660,17 @@ static size_t http_write_cb(char *data, size_t size, size_t n, void *userp)
     return size * n;
 }
 
-static bool keep_header(const http_config_t *c, const char *name)
+/* Is the header name (len bytes, any case) the lowercase name lit? */
+static bool header_is(const char *name, size_t len, const char *lit)
 {
-    for (size_t i = 0; i < c->n_keep_headers; i++)
-        if (strcmp(c->keep_headers[i], name) == 0) return true;
+    return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
+}
+
+static bool contains_ci(const char *s, size_t len, const char *lit)
+{
+    size_t n = strlen(lit);
+    for (size_t i = 0; i + n <= len; i++)
+        if (strncasecmp(s + i, lit, n) == 0) return true;
     return false;
 }
 
@@ -672,21 +686,14 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
     }
     const char *colon = memchr(data, ':', len);
     if (!colon || colon == data || (size_t)(colon - data) > 256) return len;
-    char name[257];
     size_t name_len = (size_t)(colon - data);
-    memcpy(name, data, name_len);
-    name[name_len] = '\0';
-    lowercase(name);
     const char *v = colon + 1, *end = data + len;
     while (v < end && (*v == ' ' || *v == '\t')) v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
     size_t vlen = (size_t)(end - v);
-    if (strcmp(name, "content-type") == 0) {
-        char ct[128];
-        snprintf(ct, sizeof ct, "%.*s", (int)(vlen < 127 ? vlen : 127), v);
-        lowercase(ct);
-        call->response_json = strstr(ct, "json") != NULL;
-    } else if (strcmp(name, "retry-after") == 0 && vlen < 64) {
+    if (header_is(data, name_len, "content-type")) {
+        call->response_json = contains_ci(v, vlen, "json");
+    } else if (header_is(data, name_len, "retry-after") && vlen < 64) {
         char ra[64];
         memcpy(ra, v, vlen);
         ra[vlen] = '\0';
@@ -701,14 +708,17 @@ static size_t http_header_cb(char *data, size_t size, size_t n, void *userp)
         }
         if (call->retry_after_ms > HTTP_RETRY_AFTER_MAX_MS) call->retry_after_ms = HTTP_RETRY_AFTER_MAX_MS;
     }
-    if (keep_header(call->hl->cfg, name)) {
+    const http_config_t *c = call->hl->cfg;
+    for (size_t i = 0; i < c->n_keep_headers; i++) {
+        if (!header_is(data, name_len, c->keep_headers[i])) continue;
         dynbuf_t b;
         dynbuf_init(&b, HTTP_HEADER_LINE_MAX);
         dynbuf_add_json_string(&b, v, vlen); /* makes the value valid UTF-8 */
         json_t *js = json_loads(b.data ? b.data : "\"\"", JSON_DECODE_ANY, NULL);
         if (js && !call->kept) call->kept = json_object();
-        if (js) json_object_set_new(call->kept, name, js);
+        if (js) json_object_set_new(call->kept, c->keep_headers[i], js);
         dynbuf_free(&b);
+        break;
     }
     return len;
 }
@@ -737,6 +747,10 @@ static CURL *http_easy_new(http_loop_t *hl)
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, hl);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, http_close_socket_cb);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hl);
+    if (!hl->cfg->env_proxy) {
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    }
     return e;
 }
 

@@ -2,7 +2,8 @@
  *
  * Invariants: the inbox is the only state shared with other threads (under mu); `load` is atomic; a chunk is in
  * exactly one of inbox, active or handed off; timers live in a binary min-heap whose entries know their index, so
- * stopping a timer is O(log n). */
+ * stopping a timer is O(log n); item deadlines (--item-timeout-ms, the same for every item) live in a FIFO, which is
+ * in deadline order, with one timer for its head. */
 #include "loop.h"
 
 #include <errno.h>
@@ -59,6 +60,8 @@ struct loop {
     struct ratelimit *rl;            /* borrowed: the queue's limits; NULL when none */
     work_item_t *acq_head, *acq_tail; /* FIFO of items waiting for a token or slot (loop_acquire) */
     loop_timer_t acq_timer;          /* armed while the FIFO is not empty */
+    work_item_t *dl_head, *dl_tail;  /* running items in deadline order (--item-timeout-ms) */
+    loop_timer_t dl_timer;           /* at or before the head's deadline while the FIFO is not empty */
 };
 
 loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, const settings_t *s,
@@ -311,11 +314,22 @@ void loop_throttled(loop_t *l, long retry_after_ms)
     if (l->rl) ratelimit_throttled(l->rl, retry_after_ms);
 }
 
+static void deadline_remove(loop_t *l, work_item_t *it)
+{
+    if (!it->in_deadlines) return;
+    it->in_deadlines = false;
+    if (it->deadline_prev) it->deadline_prev->deadline_next = it->deadline_next;
+    else l->dl_head = it->deadline_next;
+    if (it->deadline_next) it->deadline_next->deadline_prev = it->deadline_prev;
+    else l->dl_tail = it->deadline_prev;
+    if (!l->dl_head) loop_timer_stop(l, &l->dl_timer);
+}
+
 void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json, size_t result_len,
                     const char *error)
 {
     if (it->finished) return; /* a handler bug must not finish an item twice */
-    loop_timer_stop(l, &it->deadline);
+    deadline_remove(l, it);
     acq_remove(l, it);
     loop_release(l, it);
     /* The real time, not the turn's: an item can finish late in a long turn, and its ms must cover its call's. */
@@ -332,9 +346,8 @@ void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json
 
 static void loop_start_item(loop_t *l, work_item_t *it) { l->handler->start(l->handler_state, l, it); }
 
-static void loop_item_timeout(loop_t *l, loop_timer_t *t)
+static void loop_item_timeout(loop_t *l, work_item_t *it)
 {
-    work_item_t *it = (work_item_t *)(void *)((char *)t - offsetof(work_item_t, deadline));
     /* An item still waiting for its start never reached the handler: nothing to cancel there. */
     bool never_started = it->acquiring && it->acquire_cb == loop_start_item;
     acq_remove(l, it);
@@ -342,6 +355,27 @@ static void loop_item_timeout(loop_t *l, loop_timer_t *t)
     char why[96];
     snprintf(why, sizeof why, "timed out after %lld ms (--item-timeout-ms)", l->settings->item_timeout_ms);
     loop_item_done(l, it, false, NULL, 0, why);
+}
+
+/* Times out every item past its deadline, then waits for the next one. The timer is not moved when the head
+ * finishes early: it fires, finds nothing due, and is set again for the new head. */
+static void deadline_fired(loop_t *l, loop_timer_t *t)
+{
+    (void)t;
+    while (l->dl_head && l->dl_head->deadline_ms <= l->now_ms) loop_item_timeout(l, l->dl_head);
+    if (l->dl_head) loop_timer_start(l, &l->dl_timer, l->dl_head->deadline_ms, deadline_fired);
+}
+
+static void deadline_add(loop_t *l, work_item_t *it)
+{
+    it->deadline_ms = l->now_ms + l->settings->item_timeout_ms;
+    it->deadline_prev = l->dl_tail;
+    it->deadline_next = NULL;
+    if (l->dl_tail) l->dl_tail->deadline_next = it;
+    else l->dl_head = it;
+    l->dl_tail = it;
+    it->in_deadlines = true;
+    if (!l->dl_timer.heap_index) loop_timer_start(l, &l->dl_timer, it->deadline_ms, deadline_fired);
 }
 
 static void loop_start_chunk(loop_t *l, work_chunk_t *c)
@@ -363,7 +397,7 @@ static void loop_start_chunk(loop_t *l, work_chunk_t *c)
         } else {
             /* A handler without cancel finishes every item inside start(): nothing to time out. */
             if (l->settings->item_timeout_ms > 0 && l->handler->cancel)
-                loop_timer_start(l, &it->deadline, l->now_ms + l->settings->item_timeout_ms, loop_item_timeout);
+                deadline_add(l, it);
             loop_acquire(l, it, loop_start_item);
         }
     }
@@ -393,7 +427,7 @@ void loop_submit(loop_t *l, work_chunk_t *c)
 static void *loop_main(void *arg)
 {
     loop_t *l = arg;
-    struct epoll_event events[64];
+    struct epoll_event events[256];
     if (l->index == 0 && l->settings->test_stall_ms > 0) { /* fault injection for the /healthz test */
         struct timespec ts = {l->settings->test_stall_ms / 1000, (l->settings->test_stall_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -404,7 +438,7 @@ static void *loop_main(void *arg)
             int64_t until = l->heap[0]->deadline_ms - clock_now_ms();
             if (until < timeout) timeout = until < 0 ? 0 : (int)until;
         }
-        int n = epoll_wait(l->epfd, events, 64, timeout);
+        int n = epoll_wait(l->epfd, events, 256, timeout);
         if (n < 0 && errno != EINTR) LOG(LL_ERROR, "loop %d: epoll_wait: %s", l->index, strerror(errno));
         l->now_ms = clock_now_ms();
         atomic_store_explicit(&l->heartbeat_ms, l->now_ms, memory_order_relaxed);

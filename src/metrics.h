@@ -41,6 +41,7 @@ typedef enum {
 
 typedef enum {
     G_ITEMS_IN_FLIGHT,
+    G_ITEMS_RUNNING,
     G_READY,
     G_FETCH_PAUSED,
     G_QUEUE_PENDING_CHUNKS,

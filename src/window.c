@@ -68,6 +68,7 @@ void window_add(window_t *w, size_t n, size_t bytes)
     w->held_bytes += bytes;
     w->running += n;
     metrics_gauge_set(G_ITEMS_IN_FLIGHT, (int64_t)w->held);
+    metrics_gauge_set(G_ITEMS_RUNNING, (int64_t)w->running);
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -77,6 +78,7 @@ void window_finish(window_t *w, size_t n)
 {
     pthread_mutex_lock(&w->mu);
     w->running = sub_floor(w->running, n);
+    metrics_gauge_set(G_ITEMS_RUNNING, (int64_t)w->running);
     pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);
 }
@@ -87,6 +89,7 @@ void window_release(window_t *w, size_t n, bool finished)
     w->held = sub_floor(w->held, n);
     metrics_gauge_set(G_ITEMS_IN_FLIGHT, (int64_t)w->held);
     if (!finished) w->running = sub_floor(w->running, n);
+    metrics_gauge_set(G_ITEMS_RUNNING, (int64_t)w->running);
     pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);
 }

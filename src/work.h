@@ -40,7 +40,11 @@ typedef struct work_item {
     char *dead_record;       /* owned: set when the item failed, for the dead list */
     size_t dead_len;
     loop_timer_t timer;      /* for the handler's use while the item runs */
-    loop_timer_t deadline;   /* --item-timeout-ms, armed by the loop */
+    /* The loop's: --item-timeout-ms. Every item gets the same timeout, so the loop keeps running items in a FIFO
+     * (deadline order) instead of a timer each. */
+    int64_t deadline_ms;
+    struct work_item *deadline_prev, *deadline_next;
+    bool in_deadlines;
     void *handler_data;      /* for the handler's use while the item runs */
     /* The loop's: waiting for a token or slot of the queue's limits (loop_acquire), and holding a slot. */
     loop_acquire_cb acquire_cb;

@@ -108,12 +108,21 @@ class _PyServer:
     - GET /redirect?to=URL answers 302 with Location: URL;
     - GET /chunked?n=N answers a JSON string of N bytes in chunks of 300 (Transfer-Encoding: chunked, no
       Content-Length), so only chunkd's own body cap can stop it (libcurl's size check needs a Content-Length,
-      which the mock always sends)."""
+      which the mock always sends);
+    - as an HTTP proxy: GET http://host/path answers {"via":"proxy","url":"http://host/path"}."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
+            if self.path.startswith("http://"):
+                body = json.dumps({"via": "proxy", "url": self.path}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             url = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(url.query))
             if url.path == "/redirect":
@@ -678,6 +687,25 @@ def test_allow_hosts_and_refused_items(ctx):
 def _idempotency_key(queue, item_id):
     """The README's form: Idempotency-Key: chunkd-<queue>-<item id> (an id used as is)."""
     return f"chunkd-{queue}-{item_id}"
+
+
+def test_proxy_from_environment(ctx):
+    """A proxy set in the environment (http_proxy) carries the calls, and no_proxy exempts a host; with no proxy
+    variable set chunkd tells libcurl "no proxy" once, instead of its lookups on every call, and the calls go
+    straight to the server."""
+    items = [{"id": i, "path": f"/{ctx.queue}/p{i}"} for i in range(5)]
+    with _PyServer() as proxy:
+        results, _ = _http(ctx, items, "--base-url", "http://chunkd-proxy-test.invalid", base_url=False,
+                           label="proxied", env={"http_proxy": proxy.url})
+        for i in range(5):
+            body = _ok(results, i)["body"]
+            check(body == {"via": "proxy", "url": f"http://chunkd-proxy-test.invalid/{ctx.queue}/p{i}"},
+                  lambda: f"id {i}: expected the proxy's answer, got {body}")
+        _http(ctx, items, label="exempt", queue=ctx.queue + "-exempt",
+              env={"http_proxy": proxy.url, "no_proxy": "127.0.0.1"})
+        _check_counts(ctx, {f"/{ctx.queue}/p{i}": 1 for i in range(5)}, "calls exempted by no_proxy")
+    _http(ctx, items, label="direct", queue=ctx.queue + "-direct")
+    _check_counts(ctx, {f"/{ctx.queue}/p{i}": 2 for i in range(5)}, "calls without a proxy variable")
 
 
 def test_idempotency_key(ctx):
