@@ -70,23 +70,6 @@ static bool chunk_id_ok(const char *id)
 }
 
 /* Takes ownership of id_json and text (text[text_len] is '\0'); parses the item. */
-static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t text_len)
-{
-    json_error_t jerr;
-    it->id_json = id_json;
-    it->text = text;
-    it->text_len = text_len;
-    it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
-    if (!it->value) {
-        it->error = xasprintf("item is not valid JSON: %s at byte %d", jerr.text, jerr.position);
-    } else {
-        /* Valid JSON has raw line breaks only as whitespace between tokens: make them spaces, so an item copied
-         * into a result line can never split it into forged lines. */
-        for (size_t k = 0; k < it->text_len; k++)
-            if (it->text[k] == '\n' || it->text[k] == '\r') it->text[k] = ' ';
-    }
-}
-
 /* ---- the canonical form, without a JSON library ----
  *
  * chunk_encode() writes one exact form: {"v":1,"chunk":"ID","items":[{"id":ID,"item":"TEXT"},...]} with no
@@ -135,6 +118,78 @@ static bool canon_integer(canon_scan_t *c, const char **start, size_t *len)
     *len = (size_t)(p - c->s);
     c->s = p;
     return true;
+}
+
+static void canon_ws(canon_scan_t *c)
+{
+    while (c->s < c->end && (*c->s == ' ' || *c->s == '\t' || *c->s == '\n' || *c->s == '\r')) c->s++;
+}
+
+/* The value of an item that is a flat JSON object of plain strings (as canon_plain_string), integers (as
+ * canon_integer), true, false and null, such as {"id":1,"path":"/x"}, built without jansson's reader, which costs
+ * several times more; NULL for anything else, which goes to jansson. For what it accepts the value is the one
+ * json_loadb gives (a repeated key: the last one wins, as there). */
+static json_t *flat_item_value(const char *text, size_t len)
+{
+    canon_scan_t c = {text, text + len};
+    canon_ws(&c);
+    if (!canon_lit(&c, "{")) return NULL;
+    json_t *obj = json_object();
+    canon_ws(&c);
+    if (!canon_lit(&c, "}")) {
+        for (;;) {
+            const char *k, *v;
+            size_t klen, vlen;
+            json_t *val;
+            canon_ws(&c);
+            if (!canon_plain_string(&c, &k, &klen)) goto fail;
+            canon_ws(&c);
+            if (!canon_lit(&c, ":")) goto fail;
+            canon_ws(&c);
+            if (canon_plain_string(&c, &v, &vlen)) {
+                val = json_stringn_nocheck(v + 1, vlen - 2);
+            } else if (canon_integer(&c, &v, &vlen)) {
+                long long n = 0;
+                for (size_t i = v[0] == '-'; i < vlen; i++) n = n * 10 + (v[i] - '0');
+                val = json_integer(v[0] == '-' ? -n : n);
+            } else if (canon_lit(&c, "true")) {
+                val = json_true();
+            } else if (canon_lit(&c, "false")) {
+                val = json_false();
+            } else if (canon_lit(&c, "null")) {
+                val = json_null();
+            } else {
+                goto fail;
+            }
+            json_object_setn_new_nocheck(obj, k + 1, klen - 2, val);
+            canon_ws(&c);
+            if (canon_lit(&c, "}")) break;
+            if (!canon_lit(&c, ",")) goto fail;
+        }
+    }
+    canon_ws(&c);
+    if (c.s == c.end) return obj;
+fail:
+    json_decref(obj);
+    return NULL;
+}
+
+static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t text_len)
+{
+    json_error_t jerr;
+    it->id_json = id_json;
+    it->text = text;
+    it->text_len = text_len;
+    it->value = flat_item_value(it->text, it->text_len);
+    if (!it->value) it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
+    if (!it->value) {
+        it->error = xasprintf("item is not valid JSON: %s at byte %d", jerr.text, jerr.position);
+    } else {
+        /* Valid JSON has raw line breaks only as whitespace between tokens: make them spaces, so an item copied
+         * into a result line can never split it into forged lines. */
+        for (size_t k = 0; k < it->text_len; k++)
+            if (it->text[k] == '\n' || it->text[k] == '\r') it->text[k] = ' ';
+    }
 }
 
 /* A string whose escapes are all short ones (\" \\ \/ \b \f \n \r \t); returns it unescaped (malloc'd). */

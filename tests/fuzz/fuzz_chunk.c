@@ -3,7 +3,8 @@
  *
  * Checks beyond "no crash, no leak, no undefined behaviour": a decoded chunk's id is printable ASCII; every result
  * line and dead record is one valid JSON object without a raw line break that carries the item's id and value; a
- * dead record reads back (result_dead_item) to the item's id and to its text byte for byte. */
+ * dead record reads back (result_dead_item) to the item's id and to its text byte for byte; an item's value is the
+ * one json_loadb gives for its text. */
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -38,6 +39,11 @@ static void check_item(const chunk_t *c, const chunk_item_t *it)
     CHECK(json_is_string(id) || json_is_integer(id), "item id %s", it->id_json);
     CHECK((it->value == NULL) == (it->error != NULL), "an item has a value or an error");
     CHECK(strlen(it->text) <= it->text_len, "text_len");
+    /* The value is json_loadb's, whichever reader made it (flat objects skip jansson's). */
+    json_t *loaded = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, NULL);
+    CHECK((loaded == NULL) == (it->value == NULL) && (!loaded || json_equal(loaded, it->value)),
+          "item value differs from json_loadb's: %.*s", (int)it->text_len, it->text);
+    json_decref(loaded);
 
     size_t len;
     char *line = result_encode(it->id_json, it->value != NULL, it->text, it->text_len, it->error, 0, 1, 5, &len);

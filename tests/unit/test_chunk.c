@@ -484,9 +484,63 @@ static void test_direct_reader_matches_jansson(void **state)
     for (size_t i = 0; i < sizeof spelled / sizeof spelled[0]; i++) assert_decoders_agree(spelled[i], strlen(spelled[i]));
 }
 
+/* Items that are flat objects (the common case) get their value without jansson's reader: it must be the value
+ * json_loadb gives, or none where json_loadb gives none. */
+static void test_flat_item_values_match_jansson(void **state)
+{
+    (void)state;
+    srand(11);
+    static const char *const keys[] = {"\"id\"", "\"path\"", "\"\"", "\"a b\"", "\"id\"", "\"q\\\"\"", "id", "\"\xc3\xa9\""};
+    static const char *const values[] = {"1", "-1", "0", "-0", "01", "123456789012345678", "-123456789012345678",
+                                         "1234567890123456789", "1.5", "1e3", "true", "false", "null", "nul",
+                                         "\"/x\"", "\"\"", "\"a\\\"b\"", "\"tab\tin\"", "[1]", "{}", "{\"n\":1}",
+                                         "\"caf\xc3\xa9\"", "-", "truex"};
+    static const char *const seps[] = {"", " ", "\n", "\t ", "\r\n"};
+    for (int round = 0; round < 20000; round++) {
+        char text[600];
+        size_t len = 0;
+#define PUT(str) do { const char *p_ = (str); size_t n_ = strlen(p_); memcpy(text + len, p_, n_); len += n_; } while (0)
+#define PICK(arr) (arr)[rand() % (int)(sizeof(arr) / sizeof((arr)[0]))]
+        PUT(PICK(seps));
+        if (rand() % 20) PUT("{");
+        int n = rand() % 5;
+        for (int i = 0; i < n; i++) {
+            if (i) PUT(rand() % 30 ? "," : "");
+            PUT(PICK(seps));
+            PUT(PICK(keys));
+            PUT(PICK(seps));
+            PUT(rand() % 30 ? ":" : "");
+            PUT(PICK(seps));
+            PUT(PICK(values));
+            PUT(PICK(seps));
+        }
+        if (rand() % 20) PUT("}");
+        PUT(PICK(seps));
+        if (rand() % 30 == 0) PUT("x");
+#undef PUT
+#undef PICK
+        text[len] = '\0';
+        json_t *expected = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+        const char *texts[] = {text};
+        size_t raw_len;
+        char *raw = encode_texts("c", texts, 1, &raw_len);
+        chunk_t c;
+        char err[300];
+        assert_int_equal(chunk_decode(raw, raw_len, &c, err, sizeof err), 0);
+        assert_int_equal(c.n_items, 1);
+        if ((expected == NULL) != (c.items[0].value == NULL) ||
+            (expected && !json_equal(expected, c.items[0].value)))
+            fail_msg("item value differs from json_loadb's for %s", text);
+        json_decref(expected);
+        chunk_clear(&c);
+        free(raw);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_flat_item_values_match_jansson),
         cmocka_unit_test(test_item_id_kept),
         cmocka_unit_test(test_item_id_falls_back_to_line),
         cmocka_unit_test(test_item_id_null_value),
