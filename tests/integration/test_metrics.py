@@ -43,7 +43,7 @@ def test_endpoints_and_drain(ctx):
     ok_lines = [line for line in text.splitlines() if line.startswith(prefix)]
     check(ok_lines and float(ok_lines[0][len(prefix):]) >= 190, f"items ok counter: {ok_lines}")
     for name in ("chunkd_item_duration_seconds_bucket", "chunkd_commit_duration_seconds_count",
-                 "chunkd_items_in_flight", "process_resident_memory_bytes", "process_open_fds",
+                 "chunkd_items_in_flight", "chunkd_items_running", "process_resident_memory_bytes", "process_open_fds",
                  "chunkd_build_info{queue="):
         check(name in text, f"/metrics has no {name}")
     check(ctx.server.url() not in text and "redis://" not in text, "/metrics shows the Redis address")
