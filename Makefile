@@ -75,6 +75,11 @@ bench-deps: deps
 $(BUILD)/chunkd: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS_ALL)
 
+# The http benchmark's floor (tests/bench/README.md): libcurl alone, driven as the http handler drives it.
+CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
+$(BUILD)/curlfloor: tests/bench/curlfloor.c | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -pthread -o $@ $< $(LDFLAGS) $(CURL_LIBS)
+
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -171,7 +176,7 @@ check-image: deps image
 	tests/image/check-image.sh
 
 bench: bench-deps
-	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi
+	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi $(BUILD)/curlfloor
 	tests/bench/bench.sh $(BUILD)/chunkd
 
 # Fuzzing: libFuzzer targets in tests/fuzz/ (see tests/fuzz/README.md), built with clang under ASan+UBSan into

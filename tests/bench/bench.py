@@ -9,7 +9,8 @@ Cases (see README.md beside this file):
             at 1,000,000 and 100,000 items
   sweep     items/s against --concurrency; writes throughput.dat and throughput.png
   http      the http handler against nginx (100 ms fixed delay): chunkd worker items/s
-            vs wrk req/s at 2,000 and 5,000 connections, side by side, alternating;
+            vs wrk req/s at 2,000 and 5,000 connections, side by side, alternating,
+            with curlfloor (libcurl alone, the handler's design) as the floor;
             worker peak RSS; and recipe.py calling the same URL with urllib
   exec      chunkd run --handler exec with the README's Python example (exec_fn.py) at
             --procs 200 and 20, against recipe.py on the same items: items/s, peak memory
@@ -49,6 +50,7 @@ RUN_NGINX = os.path.join(HERE, "..", "mockapi", "run-nginx.sh")
 HTTP_DELAY_S = 0.1           # nginx's fixed delay: the same 100 ms as the sleep items
 HTTP_TARGETS = {2000: 0.9, 5000: 0.6}   # chunkd items/s >= this x wrk req/s, same connection count
 HTTP_RSS_TARGET_MB = 200     # worker peak RSS at 5,000 in flight
+FLOOR_THREADS = 2            # curlfloor's loops: the handler's default, one per core on the 2-core machine
 MB = 1000 * 1000
 MIB = 1024 * 1024
 
@@ -997,6 +999,31 @@ class Bench:
             f"{w['non_2xx']} non-2xx; cpu wrk {w['cpu_pct']:.0f}%, nginx {w['nginx_cpu_pct']:.0f}%")
         return w
 
+    def floor_run(self, label, url, c, seconds):
+        """curlfloor (libcurl alone, driven as the http handler drives it: tests/bench/curlfloor.c)
+        keeping c GETs in flight for `seconds`, as wrk does."""
+        logp = os.path.join(self.tmp, f"{label.replace(' ', '_').replace('/', 'of')}.curlfloor.log")
+        cpu0, opens0 = self.nginx.cpu_s(), tcp_active_opens()
+        with open(logp, "wb") as lf:
+            p = self.procs.start([self.floor_bin, url, str(c), str(seconds), str(FLOOR_THREADS)],
+                                 env=child_env(), stdout=subprocess.PIPE, stderr=lf)
+            stdout = p.stdout.read()
+            p.stdout.close()
+            code, ru, wall = self.procs.wait(p, seconds + 60)
+        nginx_cpu = self.nginx.cpu_s() - cpu0
+        if code != 0:
+            raise BenchError(f"curlfloor exited with status {code}\n{tail(logp)}")
+        try:
+            f = json.loads(stdout.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BenchError(f"curlfloor printed no JSON line\n{tail(logp)}")
+        f.update(wall_s=wall, cpu_pct=100 * (ru.ru_utime + ru.ru_stime) / wall,
+                 tcp_opens=tcp_active_opens() - opens0, nginx_cpu_pct=100 * nginx_cpu / wall)
+        log(f"{label}: curlfloor {c} {seconds} {FLOOR_THREADS}: {fmt_int(f['req_per_s'])} req/s, "
+            f"{f['errors']} errors, {f['cpu_us_per_req']:.0f} us cpu per request; cpu curlfloor "
+            f"{f['cpu_pct']:.0f}%, nginx {f['nginx_cpu_pct']:.0f}%")
+        return f
+
     def http_worker(self, label, c, n, on_worker=None):
         cpu0, opens0 = self.nginx.cpu_s(), tcp_active_opens()
         m = self.worker_run(label, "http", n, c, os.path.join(self.tmp, "http.collect.out"),
@@ -1031,6 +1058,13 @@ class Bench:
         a = self.a
         reps, concs = a.http_reps, a.http_conc
         runs = {c: [] for c in concs}  # c -> [(wrk dict, worker dict)]
+        floors = {c: [] for c in concs}  # c -> [curlfloor dict, or None where it failed]
+        # curlfloor is built beside chunkd (make bench); without it its rows say so.
+        self.floor_bin = os.path.join(os.path.dirname(a.chunkd), "curlfloor")
+        floor_name = os.path.join(os.path.basename(os.path.dirname(self.floor_bin)), "curlfloor")  # build/curlfloor
+        floor_missing = None if os.access(self.floor_bin, os.X_OK) else f"{floor_name} missing"
+        if floor_missing:
+            log(f"http: {self.floor_bin} not found (make {floor_name}): no libcurl-alone runs")
         for rep in range(1, reps + 1):
             for c in concs:
                 label = f"http-{c} {rep}/{reps}"
@@ -1043,6 +1077,13 @@ class Bench:
                 log(f"{label}: chunkd {fmt_int(m['items_per_s'])} items/s / wrk {fmt_int(w['req_per_s'])} "
                     f"req/s = {m['ratio']:.2f}; nginx cpu {m['nginx_cpu_pct']:.0f}%")
                 runs[c].append((w, m))
+                if not floor_missing:
+                    # libcurl alone, the same wall seconds as wrk.
+                    try:
+                        floors[c].append(self.floor_run(label, url + "/x", c, a.wrk_seconds))
+                    except BenchError as e:
+                        self.error(f"http: {e}")
+                        floors[c].append(None)
 
         # The original recipe against the same URL, once.
         n = a.http_recipe_items
@@ -1107,6 +1148,25 @@ class Bench:
                 ("http", f"ratio chunkd / wrk at {c}", f"{ratio:.2f}",
                  f">= {tgt}" if tgt else "", self.verdict(ratio, tgt, higher=True) if tgt else ""),
             ]
+            fs = [f for f in floors[c] if f]
+            label = f"libcurl alone (curlfloor, {FLOOR_THREADS} threads) req/s, {c} connections"
+            if not fs:
+                na = f"n/a ({floor_missing or 'curlfloor failed'})"
+                rows += [("http", label, na, "", ""), ("http", f"ratio libcurl alone / wrk at {c}", na, "", "")]
+                continue
+            fl_rate = med(f["req_per_s"] for f in fs)
+            fof = f"median of {len(fs)}" if len(fs) > 1 else "1 run"
+            rows += [
+                ("http", label, fmt_int(fl_rate), "", fof),
+                ("http", "  CPU: curlfloor / nginx",
+                 f"{med(f['cpu_pct'] for f in fs):.0f}% / {med(f['nginx_cpu_pct'] for f in fs):.0f}%",
+                 "of one core", ""),
+                ("http", "  CPU per request: libcurl alone / chunkd worker / wrk",
+                 f"{med(f['cpu_us_per_req'] for f in fs):.0f} / {med(1e6 * m['cpu_s'] / m['n'] for m in ms):.0f} / "
+                 f"{med(w['cpu_us_per_req'] for w in ws):.0f} us", "", ""),
+                ("http", f"ratio libcurl alone / wrk at {c}", f"{fl_rate / wrk_rate:.2f}", "", ""),
+                ("http", f"ratio chunkd / libcurl alone at {c}", f"{ck_rate / fl_rate:.2f}", "", ""),
+            ]
         for c in concs:
             rss = med(m["maxrss_mib"] for _, m in runs[c])
             big = c == 5000
@@ -1134,7 +1194,10 @@ class Bench:
                    f"per run: wrk -t2 -c N -d {a.wrk_seconds}s {url}/x, then one chunkd worker "
                    f"(--handler http --base-url {url} --concurrency N --exit-when-empty) with collect "
                    f"running alongside, on {a.http_seconds} s x target ratio x wrk req/s items; "
-                   f"{reps} alternating rep(s); items/s = items / worker wall (start to exit)")
+                   f"{reps} alternating rep(s); items/s = items / worker wall (start to exit); then "
+                   f"libcurl alone: {floor_name} {url}/x N {a.wrk_seconds} {FLOOR_THREADS} "
+                   f"(tests/bench/curlfloor.c; req/s = status-200 transfers / start to the last one done)"
+                   + (f" -- not run: {floor_missing}" if floor_missing else ""))
         for c in concs:
             for i, (w, m) in enumerate(runs[c], 1):
                 det.append(f"  c={c} run {i}: wrk {w['req_per_s']:,.0f} req/s ({w['requests']:,} requests, "
@@ -1148,6 +1211,15 @@ class Bench:
                            f"{m['nginx_cpu_pct']:.0f}%, {m['tcp_opens']:,} tcp connects machine-wide, call ms p50/p90/p99/max "
                            f"{m.get('call_ms_p50')}/{m.get('call_ms_p90')}/{m.get('call_ms_p99')}/"
                            f"{m.get('call_ms_max')}, enqueue {m['enqueue_s']:.2f} s")
+            for i, f in enumerate(floors[c], 1):
+                if f:
+                    det.append(f"  c={c} run {i}: curlfloor {f['req_per_s']:,.0f} req/s ({f['requests']:,} requests "
+                               f"in {f['seconds']:.2f} s, {f['errors']} errors, {f['cpu_us_per_req']:.0f} us cpu "
+                               f"per request, cpu curlfloor {f['cpu_pct']:.0f}% nginx {f['nginx_cpu_pct']:.0f}%, "
+                               f"{f['tcp_opens']:,} tcp connects machine-wide), ratio to wrk "
+                               f"{f['req_per_s'] / runs[c][i - 1][0]['req_per_s']:.3f}")
+                else:
+                    det.append(f"  c={c} run {i}: curlfloor failed (see ERRORS)")
         if recipe:
             det.append("  recipe.py --base-url: " + json.dumps(
                 {k: (round(v, 3) if isinstance(v, float) else v) for k, v in recipe.items()}))

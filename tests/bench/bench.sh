@@ -9,7 +9,7 @@
 # Prints a summary table and writes tests/bench/results.txt, throughput.dat and
 # throughput.png. Numbers are recorded, never asserted: exit 0 unless a run
 # failed (crash, time-out, wrong results). Every temporary directory and every
-# process started here (redis-server, nginx, wrk, chunkd, recipe.py) is removed/ended on
+# process started here (redis-server, nginx, wrk, chunkd, curlfloor, recipe.py) is removed/ended on
 # exit, including on failure or Ctrl-C.
 set -euo pipefail
 
