@@ -25,6 +25,15 @@
 
 #define LOOP_IDLE_WAKE_MS 1000 /* longest epoll wait, so a stuck loop is visible to liveness checks */
 #define LOOP_ACQUIRE_RETRY_MS 5 /* items waiting for a token or slot try again this often */
+#define LOOP_PLACES_MAX_LOOPS 256 /* --threads' maximum */
+
+/* At most `capacity` items hold a place at once, across the loops that share these places. */
+struct loop_places {
+    atomic_size_t used;
+    size_t capacity;
+    loop_t *loops[LOOP_PLACES_MAX_LOOPS]; /* to wake the ones with items waiting */
+    size_t n_loops;
+};
 
 struct loop {
     int index;
@@ -60,8 +69,13 @@ struct loop {
     struct ratelimit *rl;            /* borrowed: the queue's limits; NULL when none */
     work_item_t *acq_head, *acq_tail; /* FIFO of items waiting for a token or slot (loop_acquire) */
     loop_timer_t acq_timer;          /* armed while the FIFO is not empty */
+    loop_places_t *places;           /* borrowed, or own_places: the places of --concurrency */
+    work_item_t *ready_head, *ready_tail; /* items waiting for a place, in order */
+    atomic_size_t n_waiting;         /* length of the ready FIFO, read by the other loops */
+    size_t released;                 /* places given back this turn */
     work_item_t *dl_head, *dl_tail;  /* running items in deadline order (--item-timeout-ms) */
     loop_timer_t dl_timer;           /* at or before the head's deadline while the FIFO is not empty */
+    loop_places_t own_places;        /* when no shared places are set */
 };
 
 loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, const settings_t *s,
@@ -77,6 +91,12 @@ loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, cons
     l->epfd = l->wakefd = -1;
     pthread_mutex_init(&l->mu, NULL);
     atomic_init(&l->load, 0);
+    atomic_init(&l->n_waiting, 0);
+    atomic_init(&l->own_places.used, 0);
+    l->own_places.capacity = s->concurrency > 0 ? (size_t)s->concurrency : 1;
+    l->own_places.loops[0] = l;
+    l->own_places.n_loops = 1;
+    l->places = &l->own_places;
     return l;
 }
 
@@ -254,6 +274,24 @@ static void chunk_complete(loop_t *l, work_chunk_t *c)
 
 void loop_set_ratelimit(loop_t *l, struct ratelimit *rl) { l->rl = rl; }
 
+loop_places_t *loop_places_new(size_t capacity)
+{
+    loop_places_t *p = xcalloc(1, sizeof *p);
+    atomic_init(&p->used, 0);
+    p->capacity = capacity ? capacity : 1;
+    return p;
+}
+
+void loop_places_free(loop_places_t *p) { free(p); }
+
+int loop_set_places(loop_t *l, loop_places_t *p)
+{
+    if (p->n_loops == LOOP_PLACES_MAX_LOOPS) return -1;
+    p->loops[p->n_loops++] = l;
+    l->places = p;
+    return 0;
+}
+
 static void acq_remove(loop_t *l, work_item_t *it)
 {
     if (!it->acquiring) return;
@@ -314,6 +352,9 @@ void loop_throttled(loop_t *l, long retry_after_ms)
     if (l->rl) ratelimit_throttled(l->rl, retry_after_ms);
 }
 
+static void ready_remove(loop_t *l, work_item_t *it);
+static void place_give_back(loop_t *l, work_item_t *it);
+
 static void deadline_remove(loop_t *l, work_item_t *it)
 {
     if (!it->in_deadlines) return;
@@ -330,8 +371,10 @@ void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json
 {
     if (it->finished) return; /* a handler bug must not finish an item twice */
     deadline_remove(l, it);
+    ready_remove(l, it);
     acq_remove(l, it);
     loop_release(l, it);
+    place_give_back(l, it);
     /* The real time, not the turn's: an item can finish late in a long turn, and its ms must cover its call's. */
     int64_t now = clock_now_ms();
     work_item_finish(it, ok, result_json, result_len, error, now);
@@ -348,8 +391,8 @@ static void loop_start_item(loop_t *l, work_item_t *it) { l->handler->start(l->h
 
 static void loop_item_timeout(loop_t *l, work_item_t *it)
 {
-    /* An item still waiting for its start never reached the handler: nothing to cancel there. */
-    bool never_started = it->acquiring && it->acquire_cb == loop_start_item;
+    /* An item still waiting for a place or its start never reached the handler: nothing to cancel there. */
+    bool never_started = it->ready_waiting || (it->acquiring && it->acquire_cb == loop_start_item);
     acq_remove(l, it);
     if (l->handler->cancel && !never_started) l->handler->cancel(l->handler_state, l, it);
     char why[96];
@@ -378,6 +421,77 @@ static void deadline_add(loop_t *l, work_item_t *it)
     if (!l->dl_timer.heap_index) loop_timer_start(l, &l->dl_timer, it->deadline_ms, deadline_fired);
 }
 
+/* ---- places: --concurrency, shared by the loops ---- */
+
+static void ready_remove(loop_t *l, work_item_t *it)
+{
+    if (!it->ready_waiting) return;
+    it->ready_waiting = false;
+    if (it->ready_prev) it->ready_prev->ready_next = it->ready_next;
+    else l->ready_head = it->ready_next;
+    if (it->ready_next) it->ready_next->ready_prev = it->ready_prev;
+    else l->ready_tail = it->ready_prev;
+    it->ready_prev = it->ready_next = NULL;
+    atomic_fetch_sub(&l->n_waiting, 1);
+}
+
+static bool place_try_take(loop_t *l, work_item_t *it)
+{
+    loop_places_t *p = l->places;
+    if (atomic_fetch_add(&p->used, 1) >= p->capacity) {
+        atomic_fetch_sub(&p->used, 1);
+        return false;
+    }
+    it->holds_place = true;
+    return true;
+}
+
+static void place_give_back(loop_t *l, work_item_t *it)
+{
+    if (!it->holds_place) return;
+    it->holds_place = false;
+    atomic_fetch_sub(&l->places->used, 1);
+    l->released++;
+}
+
+/* At the end of every turn: starts waiting items while places are free (not from inside a handler's callback, so
+ * an item that finishes inside its own start never recurses into the next), then wakes the other loops with items
+ * waiting if this turn gave places back. A loop queues an item (n_waiting) before it checks the places here, and
+ * gives a place back before it reads n_waiting, so a freed place is never missed by a waiting loop. */
+static void ready_run(loop_t *l)
+{
+    while (l->ready_head && place_try_take(l, l->ready_head)) {
+        work_item_t *it = l->ready_head;
+        ready_remove(l, it);
+        loop_acquire(l, it, loop_start_item);
+    }
+    if (!l->released) return;
+    l->released = 0;
+    loop_places_t *p = l->places;
+    for (size_t i = 0; i < p->n_loops; i++) {
+        if (p->loops[i] == l || atomic_load(&p->loops[i]->n_waiting) == 0) continue;
+        uint64_t one = 1;
+        ssize_t w = write(p->loops[i]->wakefd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+/* Starts the item when a place is free and none waits before it; otherwise it waits for one. */
+static void loop_admit(loop_t *l, work_item_t *it)
+{
+    if (!l->ready_head && place_try_take(l, it)) {
+        loop_acquire(l, it, loop_start_item);
+        return;
+    }
+    it->ready_waiting = true;
+    it->ready_next = NULL;
+    it->ready_prev = l->ready_tail;
+    if (l->ready_tail) l->ready_tail->ready_next = it;
+    else l->ready_head = it;
+    l->ready_tail = it;
+    atomic_fetch_add(&l->n_waiting, 1);
+}
+
 static void loop_start_chunk(loop_t *l, work_chunk_t *c)
 {
     c->prev = NULL;
@@ -398,7 +512,7 @@ static void loop_start_chunk(loop_t *l, work_chunk_t *c)
             /* A handler without cancel finishes every item inside start(): nothing to time out. */
             if (l->settings->item_timeout_ms > 0 && l->handler->cancel)
                 deadline_add(l, it);
-            loop_acquire(l, it, loop_start_item);
+            loop_admit(l, it);
         }
     }
     c->starting = false;
@@ -467,6 +581,7 @@ static void *loop_main(void *arg)
             in = next;
         }
         loop_run_timers(l);
+        ready_run(l);
         loop_flush(l);
         loop_free_deferred(l);
         if (stop) break;

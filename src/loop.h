@@ -99,6 +99,16 @@ void loop_release(loop_t *loop, struct work_item *item);
 /* The upstream asked to slow down (a 429, or a 503 with Retry-After; retry_after_ms -1 when absent): lowers the
  * queue's shared rate and pauses every worker (see ratelimit.h). Nothing when no rate limit is set. */
 void loop_throttled(loop_t *loop, long retry_after_ms);
+/* The places of --concurrency, shared by a worker's loops: at most `capacity` items run at once across them. Items
+ * of submitted chunks beyond that wait in their loop, in order, and start as places free in any loop (a loop that
+ * gave places back wakes the others with items waiting, once per turn). fetch takes the next chunk before places
+ * free (window.h), so a freed place is refilled at once rather than after a Redis round trip. */
+typedef struct loop_places loop_places_t;
+loop_places_t *loop_places_new(size_t capacity);
+void loop_places_free(loop_places_t *p);
+/* Before loop_start: the loop takes its places from p (borrowed; must outlive the loop); -1 when p already has 256
+ * loops. Without it a loop has --concurrency places of its own. */
+int loop_set_places(loop_t *loop, loop_places_t *p);
 /* Before loop_start: the queue's limits (NULL: none; borrowed, must outlive the loop). */
 void loop_set_ratelimit(loop_t *loop, struct ratelimit *rl);
 

@@ -34,12 +34,16 @@ size_t window_room(window_t *w);
 /* How many more bytes of chunk text fit now (at least 0). */
 size_t window_room_bytes(window_t *w);
 
-/* Pure: would `want` more items fit, with `running` running and `held` held, under `capacity`? A chunk always
- * fits into an empty window, so a chunk larger than the capacity still runs alone. */
+/* Pure: may a chunk of `want` more items be fetched, with `running` running (fetched and not finished: started, or
+ * waiting in a loop for a place) and `held` held, under `capacity`? While running items are at most the capacity:
+ * the loops start at most --concurrency items at once (loop_set_capacity), and a chunk fetched ahead waits there,
+ * so a finished item's place is refilled at once instead of after a fetch round trip. Held items (running plus
+ * finished and not yet committed) stay under twice the capacity. A chunk always fits into an empty window, so a
+ * chunk larger than the capacity still runs (--concurrency items at a time). */
 static inline bool window_fits(size_t running, size_t held, size_t want, size_t capacity)
 {
     if (held == 0) return true;
-    return running + want <= capacity && held + want <= 2 * capacity;
+    return running <= capacity && held + want <= 2 * capacity;
 }
 
 /* Pure: may another chunk be fetched with held_bytes of chunk text held? An empty window always takes one. */

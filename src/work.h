@@ -51,6 +51,10 @@ typedef struct work_item {
     struct work_item *acquire_prev, *acquire_next;
     bool acquiring;
     bool holds_slot;
+    /* The loop's: waiting for a place under its share of --concurrency (fetched ahead), and holding one. */
+    struct work_item *ready_prev, *ready_next;
+    bool ready_waiting;
+    bool holds_place;
     struct work_item *commit_next; /* link in the committer's queue, then in its round */
 } work_item_t;
 

@@ -37,6 +37,7 @@ struct worker {
     commit_t *commit;
     fetch_t *fetch;
     ratelimit_t *ratelimit;      /* NULL without --rate-limit and --max-inflight-global */
+    loop_places_t *places;       /* --concurrency, shared by the loops */
     bool registered;
     const handler_t *handler;
     void *handler_shared;        /* owned: from handler->init */
@@ -183,6 +184,7 @@ worker_t *worker_new(const settings_t *s)
     w->handler = handler_find(s->handler);
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
     if (w->handler->max_loops && w->handler->max_loops(s) < n) n = w->handler->max_loops(s);
+    if (n > s->concurrency) n = s->concurrency; /* every loop gets at least one place */
     w->n_loops = n > 0 ? (size_t)n : 1;
     w->loops = xcalloc(w->n_loops, sizeof(loop_t *));
     w->commit = commit_new(s, &w->keys, w->window);
@@ -237,9 +239,11 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     const settings_t *s = w->settings;
     if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return WORKER_BAD_SETTINGS;
     w->ratelimit = ratelimit_new(s, &w->keys, w->id);
+    w->places = loop_places_new((size_t)s->concurrency);
     for (size_t i = 0; i < w->n_loops; i++) {
         w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
         loop_set_ratelimit(w->loops[i], w->ratelimit);
+        loop_set_places(w->loops[i], w->places); /* --threads is at most 256 */
     }
     w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit, w->handler, w->handler_shared);
     if (worker_register(w, true, err, errlen)) return -1;
@@ -332,6 +336,7 @@ void worker_free(worker_t *w)
     for (size_t i = 0; i < w->n_loops; i++)
         if (w->loops[i]) loop_free(w->loops[i]);
     ratelimit_free(w->ratelimit); /* after the loops, which use it */
+    loop_places_free(w->places);
     if (w->handler->fini && w->handler_shared) w->handler->fini(w->handler_shared);
     free(w->loops);
     window_free(w->window);

@@ -203,15 +203,16 @@ def test_sigkilled_worker_restarted_with_same_id(ctx):
     args = ["--queue", q, "--handler", "sleep", "--worker-id", "fixed", "--concurrency", 100]
     first = ctx.spawn("worker", *args, name="worker fixed (first)")
     key = ctx.key("processing:fixed")
-    wait_until(lambda: ctx.r.execute("LLEN", key) == 10 or not first.alive(), 15,
-               lambda: f"the worker holding 10 chunks (holds {ctx.r.execute('LLEN', key)}; {first.describe()})")
+    # 10 chunks running (--concurrency 100) and the one fetched ahead, waiting for places.
+    wait_until(lambda: ctx.r.execute("LLEN", key) == 11 or not first.alive(), 15,
+               lambda: f"the worker holding 11 chunks (holds {ctx.r.execute('LLEN', key)}; {first.describe()})")
     first.kill()
     killed = time.monotonic()
     held_items = {id_key(it["id"]) for raw in ctx.r.lrange_all(key) for it in json.loads(raw)["items"]}
-    check(len(held_items) == 100 and ctx.xlen() == 0, f"set-up: {len(held_items)} items held, {ctx.xlen()} done")
+    check(len(held_items) == 110 and ctx.xlen() == 0, f"set-up: {len(held_items)} items held, {ctx.xlen()} done")
     second = ctx.spawn("worker", *args, name="worker fixed (restarted)")
     wait_until(lambda: held_items <= {id_key(r["id"]) for r in ctx.stream_results()} or not second.alive(), 8,
-               lambda: f"the dead process's 100 items run again (results {ctx.xlen()}; {second.describe()})")
+               lambda: f"the dead process's 110 items run again (results {ctx.xlen()}; {second.describe()})")
     _report("same_id", f"the dead process's chunks ran again {time.monotonic() - killed:.1f}s after SIGKILL")
     check("chunks left in" in second.stderr(), "the restarted worker did not log the chunks it gave back")
     second.send(signal.SIGTERM)
@@ -236,16 +237,17 @@ def test_sigstop_past_lease_is_fenced(ctx):
     common = ["--queue", q, "--handler", "sleep", "--lease-ms", 1000]
     paused = ctx.spawn("worker", *common, "--worker-id", "paused", "--concurrency", 50, name="paused worker")
     key = ctx.key("processing:paused")
-    # Its first 5 chunks are the slow ones (3 s per item): nothing of them can be committed before the pause.
-    wait_until(lambda: ctx.r.execute("LLEN", key) == 5 or not paused.alive(), 15,
-               lambda: f"the worker holding 5 chunks (holds {ctx.r.execute('LLEN', key)}; {paused.describe()})")
+    # Its first 5 chunks are the slow ones (3 s per item), taking all 50 places, and a sixth, fast, waits ahead for
+    # places: nothing of them can be committed before the pause.
+    wait_until(lambda: ctx.r.execute("LLEN", key) == 6 or not paused.alive(), 15,
+               lambda: f"the worker holding 6 chunks (holds {ctx.r.execute('LLEN', key)}; {paused.describe()})")
     paused.send(signal.SIGSTOP)
     wait_until(lambda: _pid_state(paused.pid) == "T", 5, lambda: f"the worker stopped ({_pid_state(paused.pid)})")
     stopped_at = time.monotonic()
     held = ctx.r.lrange_all(key)
     held_ids = {json.loads(raw)["chunk"] for raw in held}
     held_items = {id_key(it["id"]) for raw in held for it in json.loads(raw)["items"]}
-    check(ctx.xlen() == 0 and len(held) == 5, f"set-up: {ctx.xlen()} results before the pause, {len(held)} held")
+    check(ctx.xlen() == 0 and len(held) == 6, f"set-up: {ctx.xlen()} results before the pause, {len(held)} held")
 
     rescuer = ctx.spawn("worker", *common, "--worker-id", "rescuer", "--concurrency", 200, name="rescuer")
     wait_until(lambda: ctx.r.execute("LLEN", key) == 0, 10,
@@ -289,8 +291,8 @@ def test_sigstop_past_lease_is_fenced(ctx):
           lambda: f"the rescuer, never paused, lost its --lease-ms 1000 lease: "
                   f"{one_line(next(ln for ln in rescuer.stderr().splitlines() if 'lease had expired' in ln))}")
     check(ctx.stat("reaped_workers") == 1, f"stats reaped_workers={ctx.stat('reaped_workers')}, expected 1")
-    check(ctx.stat("reaped_chunks") == 5 and ctx.stat("chunks_done") == 50,
-          f"stats reaped_chunks={ctx.stat('reaped_chunks')} (expected 5), chunks_done={ctx.stat('chunks_done')} "
+    check(ctx.stat("reaped_chunks") == 6 and ctx.stat("chunks_done") == 50,
+          f"stats reaped_chunks={ctx.stat('reaped_chunks')} (expected 6), chunks_done={ctx.stat('chunks_done')} "
           f"(expected 50: the refused commits count nothing)")
     _report("sigstop", f"paused worker's 5 chunks reaped {reaped_after * 1000:.0f} ms after SIGSTOP "
                        f"(--lease-ms 1000)")

@@ -312,6 +312,24 @@ def test_concurrency_3000(ctx):
     _check_counts(ctx, {path: n}, f"{n} calls")
 
 
+def test_concurrency_is_exact(ctx):
+    """--concurrency is the number of calls in flight, exactly: chunks larger than it, or than a loop's share, are
+    run a share at a time (their other items wait in the loop), and the chunk fetched ahead waits too."""
+    for conc, threads, chunk in ((7, 2, 25), (1, 4, 10), (12, 3, 5)):
+        ctx.mock.reset()
+        queue = f"{ctx.queue}-c{conc}"
+        path = f"/{queue}/slow"
+        items = [{"id": i, "path": path, "query": {"delay_ms": 60}} for i in range(60)]
+        out = ctx.path(f"{queue}.out.jsonl")
+        ctx.run("run", "--queue", queue, "--handler", "http", "--base-url", ctx.mock.url, "--concurrency", conc,
+                "--threads", threads, "--chunk-size", chunk, "--out", out, ctx.write_jsonl(f"{queue}.jsonl", items),
+                timeout=60)
+        assert_exactly_once(read_jsonl(out), list(range(60)), f"results at --concurrency {conc}")
+        peak = ctx.mock.counts()["max_inflight"]
+        check(peak == conc, f"--concurrency {conc} --threads {threads}, chunks of {chunk}: the mock saw at most "
+                            f"{peak} calls at once")
+
+
 def test_concurrency_above_soft_fd_limit(ctx):
     # A soft limit of 1024 open files (a common default; the hard limit is usually far higher) and
     # --concurrency 2000: chunkd must raise its soft limit, or refuse the setting at start naming the limit,

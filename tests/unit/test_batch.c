@@ -55,35 +55,39 @@ static void test_commit_ready_when_stopping(void **state)
     assert_false(commit_batch_ready(5, 0, 2000, 60000, false));
 }
 
-/* window_fits(running, held, want, capacity): running items are capped at the capacity, held items (running plus
- * finished ones waiting for their commit) at twice the capacity; an empty window always takes a chunk. */
+/* window_fits(running, held, want, capacity): a chunk is fetched while the running items (started, or waiting in a
+ * loop for a place) are at most the capacity, so one chunk can wait ahead of the free places; held items (running
+ * plus finished ones waiting for their commit) stay under twice the capacity; an empty window always takes a
+ * chunk. */
 
 static void test_window_empty_always_fits(void **state)
 {
     (void)state;
     assert_true(window_fits(0, 0, 1, 10));
     assert_true(window_fits(0, 0, 10, 10));
-    /* A chunk larger than the whole window still runs alone. */
+    /* A chunk larger than the whole window still runs (the loops start --concurrency of its items at a time). */
     assert_true(window_fits(0, 0, 11, 10));
     assert_true(window_fits(0, 0, 1000000, 1));
     assert_true(window_fits(0, 0, 0, 0));
 }
 
-static void test_window_running_capped_at_capacity(void **state)
+static void test_window_fetches_one_chunk_ahead(void **state)
 {
     (void)state;
-    /* Everything held is running. */
+    /* Everything held is running: a chunk is taken while running <= capacity, whatever its size. */
     assert_true(window_fits(1, 1, 9, 10));
     assert_true(window_fits(5, 5, 5, 10));
-    assert_false(window_fits(5, 5, 6, 10));
-    assert_false(window_fits(1, 1, 10, 10));
+    assert_true(window_fits(5, 5, 6, 10));
     assert_true(window_fits(9, 9, 1, 10));
-    assert_false(window_fits(10, 10, 1, 10));
-    assert_true(window_fits(10, 10, 0, 10));
-    assert_true(window_fits(900, 900, 100, 1000));
-    assert_false(window_fits(901, 901, 100, 1000));
-    /* A lone oversized chunk is running: nothing more fits until it is gone. */
+    assert_true(window_fits(10, 10, 1, 10));  /* all places taken: the next chunk waits ahead */
+    assert_true(window_fits(10, 10, 10, 10));
+    assert_false(window_fits(11, 11, 1, 10)); /* a chunk already waits */
+    assert_false(window_fits(19, 19, 1, 10));
+    assert_true(window_fits(1000, 1000, 100, 1000));
+    assert_false(window_fits(1001, 1001, 100, 1000));
+    /* A lone oversized chunk is running: nothing more fits until it is mostly done. */
     assert_false(window_fits(11, 11, 1, 10));
+    assert_true(window_fits(10, 10, 1, 10));
 }
 
 static void test_window_finished_items_free_running_room(void **state)
@@ -92,9 +96,10 @@ static void test_window_finished_items_free_running_room(void **state)
     /* Items that finished running but wait for their commit still count as held, not as running. */
     assert_true(window_fits(0, 10, 10, 10));
     assert_true(window_fits(2, 10, 8, 10));
-    assert_false(window_fits(2, 10, 9, 10));
+    assert_true(window_fits(2, 10, 10, 10));
+    assert_false(window_fits(2, 10, 11, 10));
     assert_true(window_fits(0, 1, 10, 10));
-    assert_false(window_fits(0, 1, 11, 10));
+    assert_false(window_fits(0, 11, 10, 10));
 }
 
 static void test_window_held_capped_at_twice_capacity(void **state)
@@ -126,7 +131,7 @@ int main(void)
         cmocka_unit_test(test_commit_empty_never_ready),  cmocka_unit_test(test_commit_ready_at_batch_size),
         cmocka_unit_test(test_commit_ready_after_interval), cmocka_unit_test(test_commit_ready_when_stopping),
         cmocka_unit_test(test_window_empty_always_fits),
-        cmocka_unit_test(test_window_running_capped_at_capacity),
+        cmocka_unit_test(test_window_fetches_one_chunk_ahead),
         cmocka_unit_test(test_window_finished_items_free_running_room),
         cmocka_unit_test(test_window_held_capped_at_twice_capacity),
         cmocka_unit_test(test_window_bytes),
