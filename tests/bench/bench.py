@@ -1085,37 +1085,11 @@ class Bench:
                         self.error(f"http: {e}")
                         floors[c].append(None)
 
-        # The original recipe against the same URL, once.
+        # The original recipe against the same URL, once (--http-recipe-items 0: not at all).
         n = a.http_recipe_items
-        path = os.path.join(self.tmp, "http-recipe-items.jsonl")
-        gen_http_items(path, n)
-        out = os.path.join(self.tmp, "http.recipe.out")
-        logp = os.path.join(self.tmp, "http.recipe.log")
-        cpu0 = self.nginx.cpu_s()
-        with open(logp, "wb") as lf:
-            p = self.procs.start([sys.executable, os.path.join(HERE, "recipe.py"), path, "--out", out,
-                                  "--json", "--base-url", url], env=child_env(), stdout=subprocess.PIPE,
-                                 stderr=lf)
-            stdout = p.stdout.read()
-            p.stdout.close()
-            code, ru, wall = self.procs.wait(p, 600)
         recipe = None
-        try:
-            if code != 0:
-                raise BenchError(f"recipe.py --base-url exited with status {code}\n{tail(logp)}\n    | "
-                                 + stdout.decode(errors="replace").strip()[-300:])
-            recipe = json.loads(stdout.decode().strip().splitlines()[-1])
-            problem = verify_results(out, n, chunkd_format=False)
-            if problem or recipe["errors"]:
-                raise BenchError(f"recipe.py --base-url: {problem or ''} {recipe['errors']} calls failed, "
-                                 f"first: {recipe.get('first_error')}")
-            recipe.update(wall_s=wall, nginx_cpu_pct=100 * (self.nginx.cpu_s() - cpu0) / wall)
-            log(f"http recipe.py: {fmt_int(n)} items in {wall:.2f} s ({n / wall:,.0f} items/s; pool start "
-                f"{recipe['pool_start_s']} s, then {n / recipe['process_s']:,.0f} items/s), tree rss "
-                f"{recipe['peak_rss_mib']} MiB, pss {recipe['peak_pss_mib']} MiB")
-        except BenchError as e:
-            self.error(f"http: {e}")
-            recipe = None
+        if n > 0:
+            recipe = self.http_recipe(url, n)
 
         profile = self.http_perf(url, concs, runs) if a.perf else None
 
@@ -1226,6 +1200,39 @@ class Bench:
         if profile:
             det.append(profile)
         self.sections.append("\n".join(det))
+
+    def http_recipe(self, url, n):
+        """recipe.py --base-url on n items against url, once: its figures, or None after a recorded error."""
+        path = os.path.join(self.tmp, "http-recipe-items.jsonl")
+        gen_http_items(path, n)
+        out = os.path.join(self.tmp, "http.recipe.out")
+        logp = os.path.join(self.tmp, "http.recipe.log")
+        cpu0 = self.nginx.cpu_s()
+        with open(logp, "wb") as lf:
+            p = self.procs.start([sys.executable, os.path.join(HERE, "recipe.py"), path, "--out", out,
+                                  "--json", "--base-url", url], env=child_env(), stdout=subprocess.PIPE,
+                                 stderr=lf)
+            stdout = p.stdout.read()
+            p.stdout.close()
+            code, ru, wall = self.procs.wait(p, 600)
+        recipe = None
+        try:
+            if code != 0:
+                raise BenchError(f"recipe.py --base-url exited with status {code}\n{tail(logp)}\n    | "
+                                 + stdout.decode(errors="replace").strip()[-300:])
+            recipe = json.loads(stdout.decode().strip().splitlines()[-1])
+            problem = verify_results(out, n, chunkd_format=False)
+            if problem or recipe["errors"]:
+                raise BenchError(f"recipe.py --base-url: {problem or ''} {recipe['errors']} calls failed, "
+                                 f"first: {recipe.get('first_error')}")
+            recipe.update(wall_s=wall, nginx_cpu_pct=100 * (self.nginx.cpu_s() - cpu0) / wall)
+            log(f"http recipe.py: {fmt_int(n)} items in {wall:.2f} s ({n / wall:,.0f} items/s; pool start "
+                f"{recipe['pool_start_s']} s, then {n / recipe['process_s']:,.0f} items/s), tree rss "
+                f"{recipe['peak_rss_mib']} MiB, pss {recipe['peak_pss_mib']} MiB")
+        except BenchError as e:
+            self.error(f"http: {e}")
+            recipe = None
+        return recipe
 
     def http_perf(self, url, concs, runs):
         """--perf: one more worker run at the highest concurrency under `perf record -g -p PID`
@@ -1446,7 +1453,8 @@ def main():
     a.http_reps = a.http_reps or (1 if q else 2)
     a.wrk_seconds = a.wrk_seconds or (5 if q else 10)
     a.http_seconds = a.http_seconds or (5 if q else 10)
-    a.http_recipe_items = a.http_recipe_items or (1000 if q else 3000)
+    if a.http_recipe_items is None:
+        a.http_recipe_items = 1000 if q else 3000
     a.exec_procs = [int(x) for x in (a.exec_procs or "200,20").split(",")]
     a.exec_items = a.exec_items or (2000 if q else 10000)
     a.rate_seconds = a.rate_seconds or (10 if q else 30)
