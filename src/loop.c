@@ -541,7 +541,7 @@ void loop_submit(loop_t *l, work_chunk_t *c)
 static void *loop_main(void *arg)
 {
     loop_t *l = arg;
-    struct epoll_event events[256];
+    struct epoll_event events[64];
     if (l->index == 0 && l->settings->test_stall_ms > 0) { /* fault injection for the /healthz test */
         struct timespec ts = {l->settings->test_stall_ms / 1000, (l->settings->test_stall_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -552,7 +552,7 @@ static void *loop_main(void *arg)
             int64_t until = l->heap[0]->deadline_ms - clock_now_ms();
             if (until < timeout) timeout = until < 0 ? 0 : (int)until;
         }
-        int n = epoll_wait(l->epfd, events, 256, timeout);
+        int n = epoll_wait(l->epfd, events, 64, timeout);
         if (n < 0 && errno != EINTR) LOG(LL_ERROR, "loop %d: epoll_wait: %s", l->index, strerror(errno));
         l->now_ms = clock_now_ms();
         atomic_store_explicit(&l->heartbeat_ms, l->now_ms, memory_order_relaxed);
