@@ -69,7 +69,6 @@ static bool chunk_id_ok(const char *id)
     return true;
 }
 
-/* Takes ownership of id_json and text (text[text_len] is '\0'); parses the item. */
 /* ---- the canonical form, without a JSON library ----
  *
  * chunk_encode() writes one exact form: {"v":1,"chunk":"ID","items":[{"id":ID,"item":"TEXT"},...]} with no
@@ -174,6 +173,7 @@ fail:
     return NULL;
 }
 
+/* Takes ownership of id_json and text (text[text_len] is '\0'); parses the item. */
 static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t text_len)
 {
     json_error_t jerr;

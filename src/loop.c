@@ -25,7 +25,6 @@
 
 #define LOOP_IDLE_WAKE_MS 1000 /* longest epoll wait, so a stuck loop is visible to liveness checks */
 #define LOOP_ACQUIRE_RETRY_MS 5 /* items waiting for a token or slot try again this often */
-#define LOOP_PLACES_MAX_LOOPS 256 /* --threads' maximum */
 
 /* At most `capacity` items hold a place at once, across the loops that share these places. */
 struct loop_places {
@@ -454,6 +453,17 @@ static void place_give_back(loop_t *l, work_item_t *it)
     l->released++;
 }
 
+/* The item took a place: its --item-timeout-ms and its ms start now, not while it waited behind other items for a
+ * place (a chunk fetched ahead, or one larger than --concurrency, would otherwise time out items never tried).
+ * now_ms only grows, so the deadline FIFO stays in deadline order. */
+static void place_start(loop_t *l, work_item_t *it)
+{
+    it->started_ms = l->now_ms;
+    /* A handler without cancel finishes every item inside start(): nothing to time out. */
+    if (l->settings->item_timeout_ms > 0 && l->handler->cancel) deadline_add(l, it);
+    loop_acquire(l, it, loop_start_item);
+}
+
 /* At the end of every turn: starts waiting items while places are free (not from inside a handler's callback, so
  * an item that finishes inside its own start never recurses into the next), then wakes the other loops with items
  * waiting if this turn gave places back. A loop queues an item (n_waiting) before it checks the places here, and
@@ -463,7 +473,7 @@ static void ready_run(loop_t *l)
     while (l->ready_head && place_try_take(l, l->ready_head)) {
         work_item_t *it = l->ready_head;
         ready_remove(l, it);
-        loop_acquire(l, it, loop_start_item);
+        place_start(l, it);
     }
     if (!l->released) return;
     l->released = 0;
@@ -480,7 +490,7 @@ static void ready_run(loop_t *l)
 static void loop_admit(loop_t *l, work_item_t *it)
 {
     if (!l->ready_head && place_try_take(l, it)) {
-        loop_acquire(l, it, loop_start_item);
+        place_start(l, it);
         return;
     }
     it->ready_waiting = true;
@@ -509,9 +519,6 @@ static void loop_start_chunk(loop_t *l, work_chunk_t *c)
         } else if (it->in->error) {
             loop_item_done(l, it, false, NULL, 0, it->in->error);
         } else {
-            /* A handler without cancel finishes every item inside start(): nothing to time out. */
-            if (l->settings->item_timeout_ms > 0 && l->handler->cancel)
-                deadline_add(l, it);
             loop_admit(l, it);
         }
     }

@@ -104,6 +104,7 @@ void loop_throttled(loop_t *loop, long retry_after_ms);
  * gave places back wakes the others with items waiting, once per turn). fetch takes the next chunk before places
  * free (window.h), so a freed place is refilled at once rather than after a Redis round trip. */
 typedef struct loop_places loop_places_t;
+#define LOOP_PLACES_MAX_LOOPS 256 /* loops sharing one loop_places_t; --threads' maximum */
 loop_places_t *loop_places_new(size_t capacity);
 void loop_places_free(loop_places_t *p);
 /* Before loop_start: the loop takes its places from p (borrowed; must outlive the loop); -1 when p already has 256

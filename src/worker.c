@@ -185,6 +185,8 @@ worker_t *worker_new(const settings_t *s)
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
     if (w->handler->max_loops && w->handler->max_loops(s) < n) n = w->handler->max_loops(s);
     if (n > s->concurrency) n = s->concurrency; /* every loop gets at least one place */
+    /* --threads 0 is the number of CPUs, which can be more than the loops one loop_places_t holds. */
+    if (n > LOOP_PLACES_MAX_LOOPS) n = LOOP_PLACES_MAX_LOOPS;
     w->n_loops = n > 0 ? (size_t)n : 1;
     w->loops = xcalloc(w->n_loops, sizeof(loop_t *));
     w->commit = commit_new(s, &w->keys, w->window);
@@ -243,7 +245,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     for (size_t i = 0; i < w->n_loops; i++) {
         w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
         loop_set_ratelimit(w->loops[i], w->ratelimit);
-        loop_set_places(w->loops[i], w->places); /* --threads is at most 256 */
+        loop_set_places(w->loops[i], w->places); /* n_loops is at most LOOP_PLACES_MAX_LOOPS */
     }
     w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit, w->handler, w->handler_shared);
     if (worker_register(w, true, err, errlen)) return -1;

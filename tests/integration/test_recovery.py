@@ -119,6 +119,19 @@ def test_item_timeout_fails_hung_items(ctx):
     check(ctx.llen("dead") == 5, f"dead holds {ctx.llen('dead')} records, expected the 5 hung items")
 
 
+def test_item_timeout_counts_from_the_place(ctx):
+    """--item-timeout-ms starts when an item gets one of the --concurrency places, not while it waits for one: a
+    chunk of 10 items of 300 ms at --concurrency 2 takes 1.5 s, yet no item runs for 1 s."""
+    items = [{"id": i, "sleep_ms": 300} for i in range(10)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    ctx.run("worker", "--queue", ctx.queue, "--concurrency", 2, "--item-timeout-ms", 1000, "--exit-when-empty",
+            timeout=30)
+    results = ctx.stream_results()
+    assert_exactly_once(results, range(10), "results stream")
+    failed = [r for r in results if r.get("ok") is not True]
+    check(not failed, f"{len(failed)} items failed while waiting for a place: {failed[:2]}")
+
+
 def test_results_backlog_pauses_fetching(ctx):
     items = [{"id": i} for i in range(400)]
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
