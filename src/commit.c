@@ -56,13 +56,18 @@ void commit_push(commit_t *c, work_item_t *list)
     size_t weight = 1;
     work_item_t *tail = list;
     for (; tail->commit_next; tail = tail->commit_next) weight++;
+    const size_t batch = (size_t)c->settings->commit_batch;
     pthread_mutex_lock(&c->mu);
-    if (!c->head) c->oldest_ms = clock_now_ms();
+    bool was_empty = !c->head;
+    size_t before = c->queued;
+    if (was_empty) c->oldest_ms = clock_now_ms();
     if (c->tail) c->tail->commit_next = list;
     else c->head = list;
     c->tail = tail;
     c->queued += weight;
-    pthread_cond_signal(&c->changed);
+    /* The committer waits for a first entry, then for a full batch or for --commit-interval-ms (a timed wait):
+     * wake it for those only, not on every loop turn (each wake is a context switch). */
+    if (was_empty || (before < batch && c->queued >= batch)) pthread_cond_signal(&c->changed);
     pthread_mutex_unlock(&c->mu);
 }
 

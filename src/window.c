@@ -17,6 +17,8 @@ struct window {
     size_t capacity;        /* --concurrency */
     size_t held_bytes;      /* chunk texts held */
     size_t max_bytes;       /* --max-held-bytes */
+    size_t room_want;       /* while fetch waits in window_wait_room: the items it waits room for */
+    bool room_waiting;
 };
 
 window_t *window_new(size_t capacity, size_t max_bytes)
@@ -41,9 +43,12 @@ bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms)
 {
     struct timespec ts = clock_deadline_ts(clock_now_ms() + timeout_ms);
     pthread_mutex_lock(&w->mu);
+    w->room_want = want;
+    w->room_waiting = true;
     while (!window_fits(w->running, w->held, want, w->capacity) ||
            !window_bytes_fit(w->held, w->held_bytes, w->max_bytes))
         if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
+    w->room_waiting = false;
     bool fits = window_fits(w->running, w->held, want, w->capacity) &&
                 window_bytes_fit(w->held, w->held_bytes, w->max_bytes);
     pthread_mutex_unlock(&w->mu);
@@ -79,7 +84,11 @@ void window_finish(window_t *w, size_t n)
     pthread_mutex_lock(&w->mu);
     w->running = sub_floor(w->running, n);
     metrics_gauge_set(G_ITEMS_RUNNING, (int64_t)w->running);
-    pthread_cond_broadcast(&w->changed);
+    /* Called on every loop turn that finished items: wake fetch only when the room it waits for is there (only
+     * running changed, so only window_wait_room can be waiting for it). */
+    if (w->room_waiting && window_fits(w->running, w->held, w->room_want, w->capacity) &&
+        window_bytes_fit(w->held, w->held_bytes, w->max_bytes))
+        pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);
 }
 
