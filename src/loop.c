@@ -26,6 +26,42 @@
 #define LOOP_IDLE_WAKE_MS 1000 /* longest epoll wait, so a stuck loop is visible to liveness checks */
 #define LOOP_ACQUIRE_RETRY_MS 5 /* items waiting for a token or slot try again this often */
 
+/* An intrusive FIFO of items, linked through the work_link_t at link_off in each item. */
+typedef struct item_fifo {
+    work_item_t *head, *tail;
+    size_t link_off;
+} item_fifo_t;
+
+static work_link_t *fifo_link(const item_fifo_t *f, work_item_t *it)
+{
+    return (work_link_t *)(void *)((char *)it + f->link_off);
+}
+
+static void fifo_push(item_fifo_t *f, work_item_t *it)
+{
+    work_link_t *k = fifo_link(f, it);
+    k->prev = f->tail;
+    k->next = NULL;
+    k->linked = true;
+    if (f->tail) fifo_link(f, f->tail)->next = it;
+    else f->head = it;
+    f->tail = it;
+}
+
+/* Unlinks it; false when it was not in the FIFO. */
+static bool fifo_remove(item_fifo_t *f, work_item_t *it)
+{
+    work_link_t *k = fifo_link(f, it);
+    if (!k->linked) return false;
+    if (k->prev) fifo_link(f, k->prev)->next = k->next;
+    else f->head = k->next;
+    if (k->next) fifo_link(f, k->next)->prev = k->prev;
+    else f->tail = k->prev;
+    k->prev = k->next = NULL;
+    k->linked = false;
+    return true;
+}
+
 /* At most `capacity` items hold a place at once, across the loops that share these places. */
 struct loop_places {
     atomic_size_t used;
@@ -66,13 +102,13 @@ struct loop {
     size_t deferred_len, deferred_cap;
 
     struct ratelimit *rl;            /* borrowed: the queue's limits; NULL when none */
-    work_item_t *acq_head, *acq_tail; /* FIFO of items waiting for a token or slot (loop_acquire) */
+    item_fifo_t acq;                 /* items waiting for a token or slot (loop_acquire) */
     loop_timer_t acq_timer;          /* armed while the FIFO is not empty */
     loop_places_t *places;           /* borrowed, or own_places: the places of --concurrency */
-    work_item_t *ready_head, *ready_tail; /* items waiting for a place, in order */
+    item_fifo_t ready;               /* items waiting for a place, in order */
     atomic_size_t n_waiting;         /* length of the ready FIFO, read by the other loops */
     size_t released;                 /* places given back this turn */
-    work_item_t *dl_head, *dl_tail;  /* running items in deadline order (--item-timeout-ms) */
+    item_fifo_t deadlines;           /* running items in deadline order (--item-timeout-ms) */
     loop_timer_t dl_timer;           /* at or before the head's deadline while the FIFO is not empty */
     loop_places_t own_places;        /* when no shared places are set */
 };
@@ -91,6 +127,9 @@ loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, cons
     pthread_mutex_init(&l->mu, NULL);
     atomic_init(&l->load, 0);
     atomic_init(&l->n_waiting, 0);
+    l->acq.link_off = offsetof(work_item_t, acquire_link);
+    l->ready.link_off = offsetof(work_item_t, ready_link);
+    l->deadlines.link_off = offsetof(work_item_t, deadline_link);
     atomic_init(&l->own_places.used, 0);
     l->own_places.capacity = s->concurrency > 0 ? (size_t)s->concurrency : 1;
     l->own_places.loops[0] = l;
@@ -293,48 +332,37 @@ int loop_set_places(loop_t *l, loop_places_t *p)
 
 static void acq_remove(loop_t *l, work_item_t *it)
 {
-    if (!it->acquiring) return;
-    if (it->acquire_prev) it->acquire_prev->acquire_next = it->acquire_next;
-    else l->acq_head = it->acquire_next;
-    if (it->acquire_next) it->acquire_next->acquire_prev = it->acquire_prev;
-    else l->acq_tail = it->acquire_prev;
-    it->acquire_prev = it->acquire_next = NULL;
-    it->acquiring = false;
+    if (!fifo_remove(&l->acq, it)) return;
     ratelimit_wait(l->rl, -1);
-    if (!l->acq_head) loop_timer_stop(l, &l->acq_timer);
+    if (!l->acq.head) loop_timer_stop(l, &l->acq_timer);
 }
 
 /* Starts as many waiting items as there are tokens and slots, oldest first. */
 static void acq_run(loop_t *l, loop_timer_t *t)
 {
     (void)t;
-    while (l->acq_head) {
+    while (l->acq.head) {
         bool slot;
         if (!ratelimit_try_acquire(l->rl, &slot)) break;
-        work_item_t *it = l->acq_head;
+        work_item_t *it = l->acq.head;
         acq_remove(l, it);
         it->holds_slot = slot;
         it->acquire_cb(l, it);
     }
-    if (l->acq_head) loop_timer_start(l, &l->acq_timer, l->now_ms + LOOP_ACQUIRE_RETRY_MS, acq_run);
+    if (l->acq.head) loop_timer_start(l, &l->acq_timer, l->now_ms + LOOP_ACQUIRE_RETRY_MS, acq_run);
 }
 
 void loop_acquire(loop_t *l, work_item_t *it, loop_acquire_cb cb)
 {
     bool slot = false;
-    if (!l->rl || (!l->acq_head && ratelimit_try_acquire(l->rl, &slot))) {
+    if (!l->rl || (!l->acq.head && ratelimit_try_acquire(l->rl, &slot))) {
         it->holds_slot = slot;
         cb(l, it);
         return;
     }
     metrics_add(M_RATE_WAITS, 1);
     it->acquire_cb = cb;
-    it->acquiring = true;
-    it->acquire_next = NULL;
-    it->acquire_prev = l->acq_tail;
-    if (l->acq_tail) l->acq_tail->acquire_next = it;
-    else l->acq_head = it;
-    l->acq_tail = it;
+    fifo_push(&l->acq, it);
     ratelimit_wait(l->rl, 1);
     if (!l->acq_timer.heap_index) loop_timer_start(l, &l->acq_timer, l->now_ms + LOOP_ACQUIRE_RETRY_MS, acq_run);
 }
@@ -356,13 +384,8 @@ static void place_give_back(loop_t *l, work_item_t *it);
 
 static void deadline_remove(loop_t *l, work_item_t *it)
 {
-    if (!it->in_deadlines) return;
-    it->in_deadlines = false;
-    if (it->deadline_prev) it->deadline_prev->deadline_next = it->deadline_next;
-    else l->dl_head = it->deadline_next;
-    if (it->deadline_next) it->deadline_next->deadline_prev = it->deadline_prev;
-    else l->dl_tail = it->deadline_prev;
-    if (!l->dl_head) loop_timer_stop(l, &l->dl_timer);
+    if (!fifo_remove(&l->deadlines, it)) return;
+    if (!l->deadlines.head) loop_timer_stop(l, &l->dl_timer);
 }
 
 void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json, size_t result_len,
@@ -391,7 +414,7 @@ static void loop_start_item(loop_t *l, work_item_t *it) { l->handler->start(l->h
 static void loop_item_timeout(loop_t *l, work_item_t *it)
 {
     /* An item still waiting for a place or its start never reached the handler: nothing to cancel there. */
-    bool never_started = it->ready_waiting || (it->acquiring && it->acquire_cb == loop_start_item);
+    bool never_started = it->ready_link.linked || (it->acquire_link.linked && it->acquire_cb == loop_start_item);
     acq_remove(l, it);
     if (l->handler->cancel && !never_started) l->handler->cancel(l->handler_state, l, it);
     char why[96];
@@ -404,19 +427,14 @@ static void loop_item_timeout(loop_t *l, work_item_t *it)
 static void deadline_fired(loop_t *l, loop_timer_t *t)
 {
     (void)t;
-    while (l->dl_head && l->dl_head->deadline_ms <= l->now_ms) loop_item_timeout(l, l->dl_head);
-    if (l->dl_head) loop_timer_start(l, &l->dl_timer, l->dl_head->deadline_ms, deadline_fired);
+    while (l->deadlines.head && l->deadlines.head->deadline_ms <= l->now_ms) loop_item_timeout(l, l->deadlines.head);
+    if (l->deadlines.head) loop_timer_start(l, &l->dl_timer, l->deadlines.head->deadline_ms, deadline_fired);
 }
 
 static void deadline_add(loop_t *l, work_item_t *it)
 {
     it->deadline_ms = l->now_ms + l->settings->item_timeout_ms;
-    it->deadline_prev = l->dl_tail;
-    it->deadline_next = NULL;
-    if (l->dl_tail) l->dl_tail->deadline_next = it;
-    else l->dl_head = it;
-    l->dl_tail = it;
-    it->in_deadlines = true;
+    fifo_push(&l->deadlines, it);
     if (!l->dl_timer.heap_index) loop_timer_start(l, &l->dl_timer, it->deadline_ms, deadline_fired);
 }
 
@@ -424,13 +442,7 @@ static void deadline_add(loop_t *l, work_item_t *it)
 
 static void ready_remove(loop_t *l, work_item_t *it)
 {
-    if (!it->ready_waiting) return;
-    it->ready_waiting = false;
-    if (it->ready_prev) it->ready_prev->ready_next = it->ready_next;
-    else l->ready_head = it->ready_next;
-    if (it->ready_next) it->ready_next->ready_prev = it->ready_prev;
-    else l->ready_tail = it->ready_prev;
-    it->ready_prev = it->ready_next = NULL;
+    if (!fifo_remove(&l->ready, it)) return;
     atomic_fetch_sub(&l->n_waiting, 1);
 }
 
@@ -470,8 +482,8 @@ static void place_start(loop_t *l, work_item_t *it)
  * gives a place back before it reads n_waiting, so a freed place is never missed by a waiting loop. */
 static void ready_run(loop_t *l)
 {
-    while (l->ready_head && place_try_take(l, l->ready_head)) {
-        work_item_t *it = l->ready_head;
+    while (l->ready.head && place_try_take(l, l->ready.head)) {
+        work_item_t *it = l->ready.head;
         ready_remove(l, it);
         place_start(l, it);
     }
@@ -489,16 +501,11 @@ static void ready_run(loop_t *l)
 /* Starts the item when a place is free and none waits before it; otherwise it waits for one. */
 static void loop_admit(loop_t *l, work_item_t *it)
 {
-    if (!l->ready_head && place_try_take(l, it)) {
+    if (!l->ready.head && place_try_take(l, it)) {
         place_start(l, it);
         return;
     }
-    it->ready_waiting = true;
-    it->ready_next = NULL;
-    it->ready_prev = l->ready_tail;
-    if (l->ready_tail) l->ready_tail->ready_next = it;
-    else l->ready_head = it;
-    l->ready_tail = it;
+    fifo_push(&l->ready, it);
     atomic_fetch_add(&l->n_waiting, 1);
 }
 
@@ -654,7 +661,7 @@ work_chunk_t *loop_take_unfinished(loop_t *l)
         list = in;
         in = next;
     }
-    while (l->acq_head) acq_remove(l, l->acq_head);
+    while (l->acq.head) acq_remove(l, l->acq.head);
     l->heap_len = 0;
     atomic_store(&l->load, 0);
     return list;

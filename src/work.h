@@ -26,6 +26,12 @@ typedef enum {
  * or its chunk's marker (work_item_is_marker): the marker carries a chunk-level event, a dead chunk, a chunk with
  * nothing left to run, or a drain's requeue. */
 
+/* A link of an item in one of its loop's FIFOs (loop.c: deadlines, waiting for a place, waiting for a token). */
+typedef struct work_link {
+    struct work_item *prev, *next;
+    bool linked;
+} work_link_t;
+
 typedef struct work_item {
     chunk_item_t *in;        /* borrowed from chunk->decoded */
     work_chunk_t *chunk;     /* the chunk this item belongs to */
@@ -43,17 +49,14 @@ typedef struct work_item {
     /* The loop's: --item-timeout-ms. Every item gets the same timeout, so the loop keeps running items in a FIFO
      * (deadline order) instead of a timer each. */
     int64_t deadline_ms;
-    struct work_item *deadline_prev, *deadline_next;
-    bool in_deadlines;
+    work_link_t deadline_link;
     void *handler_data;      /* for the handler's use while the item runs */
     /* The loop's: waiting for a token or slot of the queue's limits (loop_acquire), and holding a slot. */
     loop_acquire_cb acquire_cb;
-    struct work_item *acquire_prev, *acquire_next;
-    bool acquiring;
+    work_link_t acquire_link;
     bool holds_slot;
-    /* The loop's: waiting for a place under its share of --concurrency (fetched ahead), and holding one. */
-    struct work_item *ready_prev, *ready_next;
-    bool ready_waiting;
+    /* The loop's: waiting for one of the --concurrency places (fetched ahead), and holding one. */
+    work_link_t ready_link;
     bool holds_place;
     struct work_item *commit_next; /* link in the committer's queue, then in its round */
 } work_item_t;
