@@ -14,6 +14,7 @@
 #include "lease.h"
 #include "rconn.h"
 #include "scripts.h"
+#include "sig.h"
 #include "work.h"
 #include "xalloc.h"
 
@@ -330,12 +331,14 @@ static void *fetch_main(void *arg)
                 /* Chunks held by other workers are not done yet: one of them may die, and its chunks come back
                  * here when its lease expires. */
                 /* Pending again last: a reaper may have moved a dead worker's chunks there since the LMOVEs. */
-                if (moved == 0 && fetch_others_idle(f) && fetch_pending_empty(f))
-                    atomic_store(&f->found_empty, true);
+                if (moved == 0 && fetch_others_idle(f) && fetch_pending_empty(f) &&
+                    !atomic_exchange(&f->found_empty, true))
+                    sig_wake(); /* the main thread polls worker_idle() in sig_wait(): it exits now */
                 if (moved != 0) fetch_pause(f, moved < 0 ? 500 : 0);
             }
-            if (!atomic_load(&f->found_empty)) fetch_pause(f, 20);
-            else fetch_pause(f, 200);
+            if (atomic_load(&f->found_empty)) fetch_pause(f, 200);
+            else if (window_held(f->window) == 0) fetch_pause(f, 20); /* others' chunks: look again soon */
+            else window_wait_empty(f->window, clock_now_ms() + 20); /* back as soon as the last commit is done */
             continue;
         }
         n = 0;
