@@ -1,6 +1,7 @@
 /* handler: the registry of handlers; each handler lives in its own handler_<name>.c. */
 #include "handler.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const handler_t *const handlers[] = {&handler_sleep, &handler_echo, &handler_http, &handler_exec};
@@ -10,4 +11,12 @@ const handler_t *handler_find(const char *name)
     for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++)
         if (strcmp(handlers[i]->name, name) == 0) return handlers[i];
     return NULL;
+}
+
+int64_t handler_retry_delay_ms(const settings_t *s, unsigned int *rng, int attempt)
+{
+    double cap = (double)s->retry_base_ms;
+    for (int i = 1; i < attempt && cap < (double)s->retry_max_ms; i++) cap *= 2;
+    if (cap > (double)s->retry_max_ms) cap = (double)s->retry_max_ms;
+    return (int64_t)((double)rand_r(rng) / ((double)RAND_MAX + 1.0) * cap);
 }

@@ -31,7 +31,14 @@ typedef struct handler {
     /* Optional, called from any thread (the HTTP server's, the monitor's): false, with the reason in why, while
      * the handler cannot run items (exec: its command keeps failing at start), so that /readyz answers 503. */
     bool (*ready)(void *shared, char *why, size_t whylen);
+    /* True when the handler takes each call's token and slot of the queue's limits (loop_acquire) itself, when the
+     * call really starts (exec: once a subprocess is free for it); otherwise the loop takes them before start(). */
+    bool gates_calls;
 } handler_t;
+
+/* The delay before retry number `attempt` (1 for the first retry) of a handler's call: full jitter, a random delay
+ * from 0 to min(--retry-max-ms, --retry-base-ms * 2^(attempt-1)); rng is the calling loop's rand_r() state. */
+int64_t handler_retry_delay_ms(const settings_t *s, unsigned int *rng, int attempt);
 
 /* Returns the handler called name, or NULL. */
 const handler_t *handler_find(const char *name);

@@ -17,4 +17,5 @@ static void echo_start(void *state, loop_t *loop, work_item_t *item)
 }
 
 /* echo finishes every item inside start(): nothing to cancel. */
-const handler_t handler_echo = {"echo", NULL, NULL, echo_loop_init, echo_loop_free, echo_start, NULL, NULL, NULL};
+const handler_t handler_echo = {
+    .name = "echo", .loop_init = echo_loop_init, .loop_free = echo_loop_free, .start = echo_start};

@@ -206,6 +206,7 @@ struct exec_job {
     size_t request_len;
     exec_proc_t *proc;           /* while on a subprocess */
     bool queued;
+    bool acquiring;              /* taken from the queue for a free subprocess, waiting for its token and slot */
     exec_job_t *q_prev, *q_next; /* the loop's queue */
     exec_job_t *prev, *next;     /* every job of the loop */
 };
@@ -217,6 +218,7 @@ struct exec_loop {
     exec_proc_t *procs;
     size_t n_procs;
     exec_job_t *q_head, *q_tail; /* items waiting for an idle subprocess, oldest first */
+    size_t n_acquiring;          /* jobs with acquiring set: each has an idle subprocess counted for it */
     exec_job_t *jobs;
     exec_child_t *children;      /* not yet reaped */
     unsigned int rng;            /* for jitter */
@@ -275,6 +277,7 @@ static void queue_remove(exec_loop_t *el, exec_job_t *job)
 static void job_free(exec_loop_t *el, exec_job_t *job)
 {
     queue_remove(el, job);
+    if (job->acquiring) el->n_acquiring--;
     if (job->prev) job->prev->next = job->next;
     else el->jobs = job->next;
     if (job->next) job->next->prev = job->prev;
@@ -303,24 +306,16 @@ static void job_retry_fired(loop_t *loop, loop_timer_t *t)
     dispatch(job->el);
 }
 
-/* Full jitter: a random delay from 0 to min(max, base * 2^(attempt-1)). */
-static int64_t backoff_ms(exec_loop_t *el, int attempt)
-{
-    double cap = (double)el->s->retry_base_ms;
-    for (int i = 1; i < attempt && cap < (double)el->s->retry_max_ms; i++) cap *= 2;
-    if (cap > (double)el->s->retry_max_ms) cap = (double)el->s->retry_max_ms;
-    return (int64_t)((double)rand_r(&el->rng) / ((double)RAND_MAX + 1.0) * cap);
-}
-
 /* The attempt of job on a subprocess failed (why: what the subprocess did): retry it or fail the item. */
 static void job_attempt_failed(exec_loop_t *el, exec_job_t *job, const char *why)
 {
     work_item_t *item = job->item;
     job->proc = NULL;
+    loop_release(el->loop, item); /* the attempt's slot of --max-inflight-global */
     char error[512];
     snprintf(error, sizeof error, "exec: the subprocess %s", why);
     if (item->attempts < el->s->max_attempts) {
-        int64_t delay = backoff_ms(el, item->attempts);
+        int64_t delay = handler_retry_delay_ms(el->s, &el->rng, item->attempts);
         LOG(LL_DEBUG, "exec: item %s attempt %d failed (%s); retrying in %lld ms", item->in->id_json, item->attempts,
             error, (long long)delay);
         loop_timer_start(el->loop, &item->timer, loop_now_ms(el->loop) + delay, job_retry_fired);
@@ -678,20 +673,52 @@ static void on_deadline(loop_t *loop, loop_timer_t *t)
 }
 
 /* Hands waiting items to idle subprocesses. */
+static bool proc_free(const exec_proc_t *p) { return p->state == PROC_IDLE && !p->closing && !p->on_probation; }
+
+static size_t procs_free(const exec_loop_t *el)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < el->n_procs; i++) n += proc_free(&el->procs[i]);
+    return n;
+}
+
+/* The job has its token and slot (loop_acquire): it goes to a free subprocess. When the subprocess counted for it
+ * has failed meanwhile, the job goes back to the head of the queue and gives its slot back (the token is spent:
+ * a rate limit errs on the slow side). */
+static void job_go(loop_t *loop, work_item_t *item)
+{
+    exec_job_t *job = item->handler_data;
+    exec_loop_t *el = job->el;
+    job->acquiring = false;
+    el->n_acquiring--;
+    exec_proc_t *p = NULL;
+    for (size_t i = 0; i < el->n_procs && !p; i++)
+        if (proc_free(&el->procs[i])) p = &el->procs[i];
+    if (!p) {
+        loop_release(loop, item);
+        queue_push(el, job, true);
+        return;
+    }
+    p->job = job;
+    job->proc = p;
+    p->state = PROC_BUSY;
+    p->written = 0;
+    if (el->s->exec_timeout_ms > 0)
+        loop_timer_start(el->loop, &p->deadline, loop_now_ms(el->loop) + el->s->exec_timeout_ms, on_deadline);
+    proc_write(p);
+}
+
+/* Hands queued jobs to free subprocesses. Each call, a first attempt or a retry, first takes a token and a slot of
+ * the queue's limits (--rate-limit, --max-inflight-global) at this point, when a subprocess is free to make it, so
+ * calls that waited for a subprocess do not go out in a burst. */
 static void dispatch(exec_loop_t *el)
 {
-    for (size_t i = 0; i < el->n_procs && el->q_head; i++) {
-        exec_proc_t *p = &el->procs[i];
-        if (p->state != PROC_IDLE || p->closing || p->on_probation) continue;
+    while (el->q_head && el->n_acquiring < procs_free(el)) {
         exec_job_t *job = el->q_head;
         queue_remove(el, job);
-        p->job = job;
-        job->proc = p;
-        p->state = PROC_BUSY;
-        p->written = 0;
-        if (el->s->exec_timeout_ms > 0)
-            loop_timer_start(el->loop, &p->deadline, loop_now_ms(el->loop) + el->s->exec_timeout_ms, on_deadline);
-        proc_write(p);
+        job->acquiring = true;
+        el->n_acquiring++;
+        loop_acquire(el->loop, job->item, job_go); /* may call job_go at once */
     }
 }
 
@@ -899,5 +926,13 @@ static void exec_loop_free(void *state)
     free(el);
 }
 
-const handler_t handler_exec = {"exec",      exec_init,   exec_fini,      exec_loop_init, exec_loop_free,
-                                exec_start,  exec_cancel, exec_max_loops, exec_ready};
+const handler_t handler_exec = {.name = "exec",
+                                .init = exec_init,
+                                .fini = exec_fini,
+                                .loop_init = exec_loop_init,
+                                .loop_free = exec_loop_free,
+                                .start = exec_start,
+                                .cancel = exec_cancel,
+                                .max_loops = exec_max_loops,
+                                .ready = exec_ready,
+                                .gates_calls = true};

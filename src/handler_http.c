@@ -849,16 +849,6 @@ static void http_retry_fired(loop_t *loop, loop_timer_t *t)
     loop_acquire(loop, (work_item_t *)(void *)((char *)t - offsetof(work_item_t, timer)), http_retry_go);
 }
 
-/* Full jitter: a random delay from 0 to min(max, base * 2^(attempt-1)). */
-static int64_t http_backoff_ms(http_loop_t *hl, int attempt)
-{
-    const settings_t *s = hl->cfg->settings;
-    double cap = (double)s->retry_base_ms;
-    for (int i = 1; i < attempt && cap < (double)s->retry_max_ms; i++) cap *= 2;
-    if (cap > (double)s->retry_max_ms) cap = (double)s->retry_max_ms;
-    return (int64_t)((double)rand_r(&hl->rng) / ((double)RAND_MAX + 1.0) * cap);
-}
-
 /* The result of a successful call: {"status":N,"body":...,"headers":{...},"ms":N}. A JSON body is embedded as
  * JSON in jansson's compact form (usually by copying it: result_add_compact_json), anything else as a string. */
 static char *http_result(http_call_t *call, long status, int64_t ms, size_t *len)
@@ -937,7 +927,7 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
     }
     if (retry && item->attempts < s->max_attempts) {
         int64_t delay = call->retry_after_ms >= 0 && (status == 429 || status == 503) ? call->retry_after_ms
-                                                                                       : http_backoff_ms(hl, item->attempts);
+                                                                                       : handler_retry_delay_ms(s, &hl->rng, item->attempts);
         LOG(LL_DEBUG, "http: item %s attempt %d failed (%s); retrying in %lld ms", item->in->id_json, item->attempts,
             error, (long long)delay);
         loop_timer_start(hl->loop, &item->timer, loop_now_ms(hl->loop) + delay, http_retry_fired);
@@ -991,5 +981,10 @@ static void http_cancel(void *state, loop_t *loop, work_item_t *item)
     if (item->handler_data) http_call_free(item->handler_data);
 }
 
-const handler_t handler_http = {"http",         http_init,  http_fini, http_loop_init, http_loop_free,
-                                http_start,     http_cancel, NULL,      NULL};
+const handler_t handler_http = {.name = "http",
+                                .init = http_init,
+                                .fini = http_fini,
+                                .loop_init = http_loop_init,
+                                .loop_free = http_loop_free,
+                                .start = http_start,
+                                .cancel = http_cancel};

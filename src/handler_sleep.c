@@ -50,5 +50,8 @@ static void sleep_cancel(void *state, loop_t *loop, work_item_t *item)
     loop_timer_stop(loop, &item->timer);
 }
 
-const handler_t handler_sleep = {"sleep",     NULL,         NULL, sleep_loop_init, sleep_loop_free,
-                                 sleep_start, sleep_cancel, NULL, NULL};
+const handler_t handler_sleep = {.name = "sleep",
+                                 .loop_init = sleep_loop_init,
+                                 .loop_free = sleep_loop_free,
+                                 .start = sleep_start,
+                                 .cancel = sleep_cancel};

@@ -473,7 +473,8 @@ static void place_start(loop_t *l, work_item_t *it)
     it->started_ms = l->now_ms;
     /* A handler without cancel finishes every item inside start(): nothing to time out. */
     if (l->settings->item_timeout_ms > 0 && l->handler->cancel) deadline_add(l, it);
-    loop_acquire(l, it, loop_start_item);
+    if (l->handler->gates_calls) loop_start_item(l, it);
+    else loop_acquire(l, it, loop_start_item);
 }
 
 /* At the end of every turn: starts waiting items while places are free (not from inside a handler's callback, so

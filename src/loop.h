@@ -88,8 +88,9 @@ void loop_defer_free(loop_t *loop, void *ptr);
 
 /* Gates each call an item makes on the queue's limits (--rate-limit, --max-inflight-global): calls
  * cb(loop, item) once the item has a token and a slot, at once when they are at hand (or no limit is set),
- * otherwise later from a loop timer, in FIFO order. The loop itself gates an item's start this way; a handler
- * that makes several calls per item (http retries) gates each further call. The slot is held until
+ * otherwise later from a loop timer, in FIFO order. The loop itself gates an item's start this way, unless the
+ * handler gates its calls itself (handler_t.gates_calls: exec, when a subprocess is free); a handler that makes
+ * several calls per item (http retries) gates each further call. The slot is held until
  * loop_release() or the item's end; an item that finishes or times out while waiting is simply dropped from the
  * FIFO (its cb never fires). */
 typedef void (*loop_acquire_cb)(loop_t *loop, struct work_item *item);

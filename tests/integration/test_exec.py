@@ -39,6 +39,16 @@ for line in sys.stdin:
             os._exit(3)
     elif kind == "crash":
         os._exit(3)
+    elif kind == "logged_crash_once":
+        # Sleeps, logs the call's start and end, and crashes on the first attempt.
+        t0 = time.time()
+        time.sleep(item["s"])
+        with open(os.path.join(state, "calls.log"), "a") as f:
+            f.write("%r %r %s\n" % (t0, time.time(), mid))
+        marker = os.path.join(state, "crashed-%s" % mid)
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)
     elif kind == "hang":
         open(os.path.join(state, "hang-%d" % os.getpid()), "w").close()
         time.sleep(3600)
@@ -139,6 +149,43 @@ def test_crash_retried_then_gives_up(ctx):
     check([d["id"] for d in dead] == [101], f"dead holds {dead}")
     check("replacing it" in worker.stderr() or "at start" in worker.stderr(),
           "no log line about the crashed subprocess")
+
+
+def test_retries_take_the_queue_limits(ctx):
+    """A retry is another call: it waits for a slot of --max-inflight-global like a first attempt. With one slot,
+    no two attempts (first or retry) overlap, though four subprocesses stand idle."""
+    cmd, state = setup(ctx)
+    items = [{"id": i, "kind": "logged_crash_once", "s": 0.05} for i in range(8)]
+    enqueue(ctx, items, chunk_size=8)
+    run_worker(ctx, cmd, "--procs", 4, "--concurrency", 8, "--max-inflight-global", 1, "--max-attempts", 2,
+               "--retry-base-ms", 1, "--retry-max-ms", 1)
+    results = ctx.stream_results()
+    assert_exactly_once(results, [it["id"] for it in items], "results")
+    check(all(r["ok"] is True and r["attempts"] == 2 for r in results),
+          f"items not retried once to success: {[r for r in results if r.get('attempts') != 2][:2]}")
+    calls = sorted(tuple(float(x) for x in line.split()[:2])
+                   for line in (state / "calls.log").read_text().splitlines())
+    check(len(calls) == 16, f"{len(calls)} calls logged, expected 8 first attempts and 8 retries")
+    overlaps = [(a, b) for a, b in zip(calls, calls[1:]) if b[0] < a[1]]
+    check(not overlaps, f"{len(overlaps)} calls started before the one holding the only slot ended: {overlaps[:2]}")
+
+
+def test_retries_take_rate_limit_tokens(ctx):
+    """Each call takes a --rate-limit token when a subprocess is free to make it, retries too: 8 items that each
+    crash once are 16 calls, which at 5/s span at least 2.6 s (14 tokens beyond the burst of 1 and the 200 ms the
+    bucket may lend ahead). With tokens taken for first attempts only, or taken while the items waited for a
+    subprocess (they are all replaced after the crashes), the calls go out in bursts and span about 1 s."""
+    cmd, state = setup(ctx)
+    items = [{"id": i, "kind": "logged_crash_once", "s": 0} for i in range(8)]
+    enqueue(ctx, items, chunk_size=8)
+    run_worker(ctx, cmd, "--procs", 8, "--concurrency", 8, "--rate-limit", "5/s", "--rate-burst", 1,
+               "--max-attempts", 2, "--retry-base-ms", 1, "--retry-max-ms", 1)
+    results = ctx.stream_results()
+    assert_exactly_once(results, [it["id"] for it in items], "results")
+    check(all(r["ok"] is True and r["attempts"] == 2 for r in results), "items not retried once to success")
+    starts = sorted(float(line.split()[0]) for line in (state / "calls.log").read_text().splitlines())
+    check(len(starts) == 16, f"{len(starts)} calls logged, expected 8 first attempts and 8 retries")
+    check(starts[-1] - starts[0] >= 2.2, f"16 calls at --rate-limit 5/s spanned only {starts[-1] - starts[0]:.2f} s")
 
 
 def test_hang_killed_by_exec_timeout(ctx):
