@@ -207,6 +207,7 @@ struct exec_job {
     exec_proc_t *proc;           /* while on a subprocess */
     bool queued;
     bool acquiring;              /* taken from the queue for a free subprocess, waiting for its token and slot */
+    int64_t call_started_ms;     /* the attempt in flight's, for chunkd_exec_call_duration_seconds */
     exec_job_t *q_prev, *q_next; /* the loop's queue */
     exec_job_t *prev, *next;     /* every job of the loop */
 };
@@ -287,6 +288,15 @@ static void job_free(exec_loop_t *el, exec_job_t *job)
     free(job);
 }
 
+/* The attempt of job on a subprocess ended with outcome (M_EXEC_OK, _ERROR or _FAILED). */
+static void call_ended(exec_loop_t *el, exec_job_t *job, metrics_counter_t outcome)
+{
+    metrics_add(outcome, 1);
+    metrics_gauge_add(G_EXEC_BUSY, -1);
+    int64_t ms = loop_now_ms(el->loop) - job->call_started_ms;
+    metrics_observe(H_EXEC_CALL_SECONDS, (uint64_t)(ms > 0 ? ms : 0) * 1000);
+}
+
 static void job_finish(exec_loop_t *el, exec_job_t *job, bool ok, const char *text, size_t len, const char *error)
 {
     work_item_t *item = job->item;
@@ -356,6 +366,7 @@ static void exec_cancel(void *state, loop_t *loop, work_item_t *item)
     item->handler_data = NULL;
     if (p) {
         p->job = NULL;
+        call_ended(el, job, M_EXEC_FAILED);
         LOG_LIMITED(LL_WARN, "exec: subprocess %d killed: its item %s ran past --item-timeout-ms", (int)p->pid,
                     item->in->id_json);
         proc_failed(p, "was killed (--item-timeout-ms)", false);
@@ -520,6 +531,8 @@ static void proc_failed(exec_proc_t *p, const char *why, bool at_start)
     p->job = NULL;
     proc_close(p);
     int64_t delay = 0;
+    metrics_add(M_EXEC_RESTARTS, 1);
+    if (job) call_ended(el, job, M_EXEC_FAILED);
     if (at_start) {
         p->start_failures++;
         delay = EXEC_RESTART_BASE_MS;
@@ -574,6 +587,7 @@ static void proc_line(exec_proc_t *p, const char *line, size_t len)
     loop_timer_stop(el->loop, &p->deadline);
     loop_watch_stop(el->loop, &p->in_watch);
     job->proc = NULL;
+    call_ended(el, job, rc == EXEC_REPLY_RESULT ? M_EXEC_OK : M_EXEC_ERROR);
     if (rc == EXEC_REPLY_RESULT) job_finish(el, job, true, out, out_len, NULL);
     else job_finish(el, job, false, NULL, 0, out);
     free(out);
@@ -701,6 +715,8 @@ static void job_go(loop_t *loop, work_item_t *item)
     }
     p->job = job;
     job->proc = p;
+    job->call_started_ms = loop_now_ms(loop);
+    metrics_gauge_add(G_EXEC_BUSY, 1);
     p->state = PROC_BUSY;
     p->written = 0;
     if (el->s->exec_timeout_ms > 0)

@@ -49,6 +49,13 @@ static const counter_def_t counter_defs[M_COUNTERS] = {
                       "Calls that waited for a token of --rate-limit or a slot of --max-inflight-global."},
     [M_RATE_THROTTLES] = {"chunkd_rate_throttles_total", NULL, NULL,
                           "429s (and 503s with Retry-After) this worker reported to the shared rate limit."},
+    [M_EXEC_OK] = {"chunkd_exec_calls_total", "outcome", "ok",
+                   "Exec handler calls (one per attempt), by outcome: ok (a result), error (the error reply of the "
+                   "item's code), failed (the subprocess exited, hung, wrote garbage or was killed)."},
+    [M_EXEC_ERROR] = {"chunkd_exec_calls_total", "outcome", "error", NULL},
+    [M_EXEC_FAILED] = {"chunkd_exec_calls_total", "outcome", "failed", NULL},
+    [M_EXEC_RESTARTS] = {"chunkd_exec_restarts_total", NULL, NULL,
+                         "Exec subprocesses replaced after they failed (at start or with an item)."},
 };
 
 static const counter_def_t gauge_defs[M_GAUGES] = {
@@ -70,6 +77,7 @@ static const counter_def_t gauge_defs[M_GAUGES] = {
                               "The queue's current shared rate limit in calls/s (lowered by 429s; 0: none)."},
     [G_INFLIGHT_SLOTS] = {"chunkd_inflight_global_slots", NULL, NULL,
                           "Slots of --max-inflight-global this worker holds."},
+    [G_EXEC_BUSY] = {"chunkd_exec_busy_subprocesses", NULL, NULL, "Exec subprocesses working on an item."},
 };
 
 typedef struct histogram_def {
@@ -89,6 +97,8 @@ static const histogram_def_t histogram_defs[M_HISTOGRAMS] = {
                              {1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000}},
     [H_HTTP_CALL_SECONDS] = {"chunkd_http_call_duration_seconds", "Time of one HTTP call.", true, 15,
                              {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}},
+    [H_EXEC_CALL_SECONDS] = {"chunkd_exec_call_duration_seconds", "Time of one exec handler call (one attempt).",
+                             true, 15, {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}},
 };
 
 static _Atomic uint64_t counters[M_COUNTERS];

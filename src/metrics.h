@@ -36,6 +36,10 @@ typedef enum {
     M_RATE_LEASES,
     M_RATE_WAITS,
     M_RATE_THROTTLES,
+    M_EXEC_OK,
+    M_EXEC_ERROR,
+    M_EXEC_FAILED,
+    M_EXEC_RESTARTS,
     M_COUNTERS
 } metrics_counter_t;
 
@@ -53,6 +57,7 @@ typedef enum {
     G_QUEUE_DONE_ITEMS,
     G_RATE_LIMIT_CURRENT,  /* in thousandths (rendered divided by 1000) */
     G_INFLIGHT_SLOTS,
+    G_EXEC_BUSY,
     M_GAUGES
 } metrics_gauge_t;
 
@@ -61,6 +66,7 @@ typedef enum {
     H_COMMIT_SECONDS,
     H_COMMIT_BATCH_SIZE,
     H_HTTP_CALL_SECONDS,
+    H_EXEC_CALL_SECONDS,
     M_HISTOGRAMS
 } metrics_histogram_t;
 

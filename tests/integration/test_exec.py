@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness import assert_exactly_once, check, free_port, scaled, wait_until
 from test_metrics import get
+from test_ratelimit import _metric
 
 SCRIPT = r'''
 import json, os, subprocess, sys, time
@@ -186,6 +187,28 @@ def test_retries_take_rate_limit_tokens(ctx):
     starts = sorted(float(line.split()[0]) for line in (state / "calls.log").read_text().splitlines())
     check(len(starts) == 16, f"{len(starts)} calls logged, expected 8 first attempts and 8 retries")
     check(starts[-1] - starts[0] >= 2.2, f"16 calls at --rate-limit 5/s spanned only {starts[-1] - starts[0]:.2f} s")
+
+
+def test_metrics(ctx):
+    """/metrics counts exec calls by outcome (one per attempt), subprocess restarts, busy subprocesses and call
+    times (metrics.promtool_and_prometheus_scrape checks the exposition, exec metrics included)."""
+    cmd, _ = setup(ctx)
+    items = [{"id": i} for i in range(5)] + [{"id": 5, "kind": "raise"}, {"id": 6, "kind": "crash_once"}]
+    enqueue(ctx, items)
+    port = free_port()
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--handler", "exec", "--cmd", cmd,
+                       "--procs", 2, "--retry-base-ms", 10, "--retry-max-ms", 50, env={"CHUNKD_HTTP_PORT": str(port)},
+                       name="worker")
+    wait_until(lambda: ctx.xlen() >= 7, 60, lambda: f"7 results ({worker.describe()})")
+    status, text = get(port, "/metrics")
+    check(status == 200, f"/metrics answered {status}")
+    calls = {o: _metric(text, f'chunkd_exec_calls_total{{[^}}]*outcome="{o}"[^}}]*}}') for o in ("ok", "error", "failed")}
+    check(calls == {"ok": 6, "error": 1, "failed": 1}, f"exec calls by outcome {calls}, expected ok 6, error 1, failed 1")
+    check(_metric(text, "chunkd_exec_restarts_total") == 1, "chunkd_exec_restarts_total is not 1 (one crash)")
+    check(_metric(text, "chunkd_exec_busy_subprocesses") == 0, "chunkd_exec_busy_subprocesses is not 0 when idle")
+    check(_metric(text, "chunkd_exec_call_duration_seconds_count") == 8, "chunkd_exec_call_duration_seconds_count != 8")
+    worker.send(signal.SIGTERM)
+    worker.wait(30, expect_rc=0)
 
 
 def test_hang_killed_by_exec_timeout(ctx):
