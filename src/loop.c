@@ -477,6 +477,14 @@ static void place_start(loop_t *l, work_item_t *it)
     else loop_acquire(l, it, loop_start_item);
 }
 
+/* Wakes the loop's thread from epoll_wait (any thread; its eventfd counts wakes, it never blocks). */
+static void loop_wake(loop_t *l)
+{
+    uint64_t one = 1;
+    ssize_t w = write(l->wakefd, &one, sizeof one);
+    (void)w;
+}
+
 /* At the end of every turn: starts waiting items while places are free (not from inside a handler's callback, so
  * an item that finishes inside its own start never recurses into the next), then wakes the other loops with items
  * waiting if this turn gave places back. A loop queues an item (n_waiting) before it checks the places here, and
@@ -493,9 +501,7 @@ static void ready_run(loop_t *l)
     loop_places_t *p = l->places;
     for (size_t i = 0; i < p->n_loops; i++) {
         if (p->loops[i] == l || atomic_load(&p->loops[i]->n_waiting) == 0) continue;
-        uint64_t one = 1;
-        ssize_t w = write(p->loops[i]->wakefd, &one, sizeof one);
-        (void)w;
+        loop_wake(p->loops[i]);
     }
 }
 
@@ -544,11 +550,7 @@ void loop_submit(loop_t *l, work_chunk_t *c)
     else l->inbox_head = c;
     l->inbox_tail = c;
     pthread_mutex_unlock(&l->mu);
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t w = write(l->wakefd, &one, sizeof one);
-        (void)w;
-    }
+    if (was_empty) loop_wake(l);
 }
 
 /* ---- the thread ---- */
@@ -641,9 +643,7 @@ void loop_stop(loop_t *l)
     pthread_mutex_lock(&l->mu);
     l->stop_requested = true;
     pthread_mutex_unlock(&l->mu);
-    uint64_t one = 1;
-    ssize_t w = write(l->wakefd, &one, sizeof one);
-    (void)w;
+    loop_wake(l);
     pthread_join(l->thread, NULL);
     l->started = false;
 }
