@@ -412,8 +412,10 @@ def verify_results(path, n, chunkd_format=True, want_status=None):
             + f", {bad} unparseable/unknown id)")
 
 
-def http_call_ms(path):
-    """Percentiles of the http handler's per-call "ms" in a results file."""
+def http_call_ms(path, first_n):
+    """Percentiles of the http handler's per-call "ms" in a results file; also the median of the first first_n
+    results (in commit order, about the order calls ended: the first wave, which opens every connection) and of
+    the rest."""
     ms = []
     with open(path, "rb") as f:
         for line in f:
@@ -423,9 +425,11 @@ def http_call_ms(path):
                 pass
     if not ms:
         return {}
+    first, rest = ms[:first_n], ms[first_n:]
     ms.sort()
     q = lambda x: ms[min(len(ms) - 1, int(x * len(ms)))]
-    return {"call_ms_p50": q(0.5), "call_ms_p90": q(0.9), "call_ms_p99": q(0.99), "call_ms_max": ms[-1]}
+    return {"call_ms_p50": q(0.5), "call_ms_p90": q(0.9), "call_ms_p99": q(0.99), "call_ms_max": ms[-1],
+            "first_wave_ms_p50": statistics.median(first), "later_ms_p50": statistics.median(rest) if rest else 0}
 
 
 def tcp_active_opens():
@@ -529,10 +533,10 @@ class Bench:
         self.nginx = None
 
     # -- one chunkd invocation with logs in tmp
-    def run_chunkd(self, name, args, env, timeout):
+    def run_chunkd(self, name, args, env, timeout, binary=None):
         logp = os.path.join(self.tmp, name.replace("/", "of").replace(" ", "_") + ".log")
         with open(logp, "wb") as lf:
-            p = self.procs.start([self.a.chunkd] + args, env=env, stdout=lf, stderr=lf, measure=True)
+            p = self.procs.start([binary or self.a.chunkd] + args, env=env, stdout=lf, stderr=lf, measure=True)
         return p, logp
 
     def check_exit(self, what, code, logp):
@@ -808,7 +812,7 @@ class Bench:
     # removed after the run), results checked for status 200; on_worker(pid) is called once
     # with the pid of the chunkd worker itself (not its trampoline) while it runs.
     def worker_run(self, label, queue, n, concurrency, collect_out, handler=("--handler", "sleep"),
-                   http=False, on_worker=None):
+                   http=False, on_worker=None, binary=None):
         r = self.get_redis()
         r.cmd("FLUSHALL")
         path = os.path.join(self.tmp, f"{'http-' if http else ''}items-{n}.jsonl")
@@ -832,7 +836,8 @@ class Bench:
                                                         "--out", collect_out], env, timeout)
         pw, logw = self.run_chunkd(f"{label}.worker",
                                    ["worker", "--queue", queue] + list(handler) +
-                                   ["--concurrency", str(concurrency), "--exit-when-empty"], env, timeout)
+                                   ["--concurrency", str(concurrency), "--exit-when-empty"], env, timeout,
+                                   binary=binary)
         # Watch the `done` counter (10 polls/s) to tell work time from exit time.
         # Also read the worker's VmHWM (peak RSS of its own memory image) as a cross-check
         # of the wait4 figure; the last read is at most 0.1 s before it exits.
@@ -866,7 +871,7 @@ class Bench:
         extra = {}
         if http:
             os.unlink(path)
-            extra = http_call_ms(collect_out)
+            extra = http_call_ms(collect_out, concurrency)
         st = r.stats(queue)
         mem = r.info_memory()
         os.unlink(collect_out)
@@ -1024,11 +1029,11 @@ class Bench:
             f"{f['cpu_pct']:.0f}%, nginx {f['nginx_cpu_pct']:.0f}%")
         return f
 
-    def http_worker(self, label, c, n, on_worker=None):
+    def http_worker(self, label, c, n, on_worker=None, binary=None):
         cpu0, opens0 = self.nginx.cpu_s(), tcp_active_opens()
         m = self.worker_run(label, "http", n, c, os.path.join(self.tmp, "http.collect.out"),
                             handler=("--handler", "http", "--base-url", self.nginx.url), http=True,
-                            on_worker=on_worker)
+                            on_worker=on_worker, binary=binary)
         m["nginx_cpu_pct"] = 100 * (self.nginx.cpu_s() - cpu0) / m["wall_s"]
         m["tcp_opens"] = tcp_active_opens() - opens0
         return m
@@ -1059,6 +1064,7 @@ class Bench:
         reps, concs = a.http_reps, a.http_conc
         runs = {c: [] for c in concs}  # c -> [(wrk dict, worker dict)]
         floors = {c: [] for c in concs}  # c -> [curlfloor dict, or None where it failed]
+        bases = {c: [] for c in concs}  # c -> [(chunkd worker dict, --baseline worker dict)], same n, run in turn
         # curlfloor is built beside chunkd (make bench); without it its rows say so.
         self.floor_bin = os.path.join(os.path.dirname(a.chunkd), "curlfloor")
         floor_name = os.path.join(os.path.basename(os.path.dirname(self.floor_bin)), "curlfloor")  # build/curlfloor
@@ -1072,11 +1078,21 @@ class Bench:
                 # Items for http_seconds of work at the target rate (target ratio x wrk's req/s):
                 # a run that takes longer than that missed its target.
                 n = max(1000, round(a.http_seconds * HTTP_TARGETS.get(c, 1.0) * w["req_per_s"] / 1000) * 1000)
+                # With --baseline, the two builds take turns going first, so neither always runs second.
+                b = None
+                if a.baseline and rep % 2 == 0:
+                    b = self.http_worker(f"{label} baseline", c, n, binary=a.baseline)
                 m = self.http_worker(label, c, n)
                 m["wrk_per_s"], m["ratio"] = w["req_per_s"], m["items_per_s"] / w["req_per_s"]
                 log(f"{label}: chunkd {fmt_int(m['items_per_s'])} items/s / wrk {fmt_int(w['req_per_s'])} "
                     f"req/s = {m['ratio']:.2f}; nginx cpu {m['nginx_cpu_pct']:.0f}%")
                 runs[c].append((w, m))
+                if a.baseline:
+                    if b is None:
+                        b = self.http_worker(f"{label} baseline", c, n, binary=a.baseline)
+                    log(f"{label}: baseline {fmt_int(b['items_per_s'])} items/s; chunkd / baseline "
+                        f"{m['items_per_s'] / b['items_per_s']:.3f}")
+                    bases[c].append((m, b))
                 if not floor_missing:
                     # libcurl alone, the same wall seconds as wrk.
                     try:
@@ -1116,12 +1132,26 @@ class Bench:
                 ("http", "  call ms p50 / p99 (result \"ms\"); wrk latency avg (last)",
                  f"{med(m.get('call_ms_p50', 0) for m in ms):.0f} / {med(m.get('call_ms_p99', 0) for m in ms):.0f}"
                  f" ms; {ws[-1]['latency_avg']}", "", ""),
+                ("http", f"  call ms p50: first {c} results (the first wave, new connections) / the rest",
+                 f"{med(m.get('first_wave_ms_p50', 0) for m in ms):.0f} / {med(m.get('later_ms_p50', 0) for m in ms):.0f}"
+                 " ms", "", ""),
                 ("http", "  CPU per request: chunkd worker / wrk",
                  f"{med(1e6 * m['cpu_s'] / m['n'] for m in ms):.0f} / {med(w['cpu_us_per_req'] for w in ws):.0f} us",
                  "", ""),
                 ("http", f"ratio chunkd / wrk at {c}", f"{ratio:.2f}",
                  f">= {tgt}" if tgt else "", self.verdict(ratio, tgt, higher=True) if tgt else ""),
             ]
+            if bases[c]:
+                bs = [b for _, b in bases[c]]
+                rows += [
+                    ("http", f"baseline worker items/s, concurrency {c} ({os.path.basename(a.baseline)})",
+                     fmt_int(med(b["items_per_s"] for b in bs)), "", of),
+                    ("http", "  CPU per request: chunkd worker / baseline",
+                     f"{med(1e6 * m['cpu_s'] / m['n'] for m, _ in bases[c]):.1f} / "
+                     f"{med(1e6 * b['cpu_s'] / b['n'] for b in bs):.1f} us", "", ""),
+                    ("http", f"ratio chunkd / baseline at {c} (median of the runs' ratios)",
+                     f"{med(m['items_per_s'] / b['items_per_s'] for m, b in bases[c]):.3f}", "", ""),
+                ]
             fs = [f for f in floors[c] if f]
             label = f"libcurl alone (curlfloor, {FLOOR_THREADS} threads) req/s, {c} connections"
             if not fs:
@@ -1431,6 +1461,10 @@ def main():
     ap.add_argument("--wrk-seconds", type=int, help="http case: wrk -d (10; quick 5)")
     ap.add_argument("--http-seconds", type=float,
                     help="http case: chunkd items = this x target ratio x wrk req/s (10; quick 5)")
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="http case: also run this chunkd binary's worker beside chunkd's in every run (same items, "
+                         "taking turns to go first), and report its items/s and CPU beside chunkd's: compares two "
+                         "builds side by side")
     ap.add_argument("--http-recipe-items", type=int, help="http case: recipe.py --base-url items (3000; quick 1000)")
     ap.add_argument("--perf", action="store_true",
                     help="http case: one extra worker run at the highest count under perf record -g")
@@ -1463,6 +1497,10 @@ def main():
         if c not in ("original", "million", "sweep", "http", "exec", "ratelimit"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
+    if a.baseline:
+        a.baseline = os.path.abspath(a.baseline)
+        if not (os.path.isfile(a.baseline) and os.access(a.baseline, os.X_OK)):
+            ap.error(f"--baseline {a.baseline} is not an executable file")
     if not (os.path.isfile(a.chunkd) and os.access(a.chunkd, os.X_OK)):
         ap.error(f"{a.chunkd} is not an executable file (build it first)")
     if not shutil.which("redis-server"):
