@@ -371,7 +371,11 @@ static void exec_cancel(void *state, loop_t *loop, work_item_t *item)
                     item->in->id_json);
         proc_failed(p, "was killed (--item-timeout-ms)", false);
     }
+    bool was_acquiring = job->acquiring;
     job_free(el, job);
+    /* A job waiting for its token had a free subprocess counted for it: the next queued job may take it now (or
+     * it would wait for some other event to dispatch, and might time out never tried). */
+    if (was_acquiring) dispatch(el);
 }
 
 /* ---- subprocess slots ---- */
@@ -903,6 +907,7 @@ static void exec_loop_free(void *state)
     }
     for (size_t i = 0; i < el->n_procs; i++) {
         exec_proc_t *p = &el->procs[i];
+        if (p->job) metrics_gauge_add(G_EXEC_BUSY, -1); /* its call is abandoned (the item is given back) */
         p->job = NULL;
         proc_close(p);
         dynbuf_free(&p->line);
