@@ -306,7 +306,8 @@ def test_bad_cmd_not_ready(ctx):
                         (f"{sys.executable} -c 'import sys; sys.exit(7)'", "exited with status 7")):
         port = free_port()
         worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--handler", "exec",
-                           "--cmd", cmd, "--procs", 2, env={"CHUNKD_HTTP_PORT": str(port)}, name=f"worker {cmd}")
+                           "--cmd", cmd, "--procs", 2, "--drain-timeout-ms", 1000, env={"CHUNKD_HTTP_PORT": str(port)},
+                           name=f"worker {cmd}")
         wait_until(lambda: get(port, "/readyz")[0] == 503 and reason in get(port, "/readyz")[1], 30,
                    lambda: f"/readyz 503 naming the failure ({get(port, '/readyz')}; {worker.describe()})")
         status, body = get(port, "/readyz")
@@ -323,9 +324,9 @@ def test_bad_cmd_not_ready(ctx):
         while time.monotonic() < observed_until:
             check(ctx.llen("pending") >= before + 2, f"a not-ready worker fetched: pending {ctx.llen('pending')}")
             time.sleep(0.1)
-        ctx.r.execute("DEL", ctx.key("pending"))
         worker.send(signal.SIGTERM)
         worker.wait(30, expect_rc=0)
+        ctx.r.execute("DEL", ctx.key("pending"))  # after the exit: the worker gives back the chunk it held
 
 
 def test_fixed_cmd_becomes_ready(ctx):
