@@ -187,11 +187,12 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CI_SECONDS ?= 20
-FUZZ_TARGETS := chunk redis_url settings lines
+FUZZ_TARGETS := chunk redis_url settings lines exec_proto
 FUZZ_chunk     := chunk.c result.c dynbuf.c xalloc.c
 FUZZ_redis_url := redis_url.c
 FUZZ_settings  := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 FUZZ_lines     := linereader.c chunk.c xalloc.c
+FUZZ_exec_proto := exec_proto.c result.c dynbuf.c xalloc.c
 FUZZ_CFLAGS   = $(filter-out -Wno-format-truncation,$(WARN)) -O1 -g -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -Isrc \
                 $(shell pkg-config --cflags jansson 2>/dev/null)

@@ -21,7 +21,12 @@ char *result_encode(const char *id_json, bool ok, const char *result_json, size_
     dynbuf_addstr(&b, id_json);
     if (ok) {
         dynbuf_addstr(&b, ",\"ok\":true,\"result\":");
+        size_t at = b.len;
         dynbuf_add(&b, result_json, result_len);
+        /* Valid JSON holds raw CR or LF only as whitespace between tokens (in strings they are escaped): spaces
+         * instead, so a handler's result text (an exec reply as written) can never split the line. */
+        for (char *p = b.data ? b.data + at : NULL; p && p < b.data + b.len; p++)
+            if (*p == '\n' || *p == '\r') *p = ' ';
     } else {
         dynbuf_addstr(&b, ",\"ok\":false,\"error\":");
         add_error(&b, error ? error : "unknown error");

@@ -19,7 +19,8 @@
 #define RESULT_ERROR_MAX 1024 /* error messages are cut to this many bytes */
 
 /* Returns a malloc'd line without a newline and sets *len. When ok, result_json[0..result_len) must be valid
- * JSON text; otherwise error is used, and status (when > 0) is the last HTTP status. */
+ * JSON text (its raw line breaks, whitespace between tokens, become spaces); otherwise error is used, and status
+ * (when > 0) is the last HTTP status. */
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
                     int status, int attempts, int64_t ms, size_t *len);
 

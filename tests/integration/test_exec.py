@@ -67,6 +67,11 @@ for line in sys.stdin:
         continue
     elif kind == "stderr":
         print("hello from item %s" % mid, file=sys.stderr, flush=True)
+    elif kind == "crlf":
+        # A reply as a hand-written encoder might put it: raw CR (JSON whitespace) around the result's tokens.
+        sys.stdout.write('{"id":%s,"result":{"a":\r[1,\r2]\r}}\n' % json.dumps(mid))
+        sys.stdout.flush()
+        continue
     elif kind == "env":
         reply({"id": mid, "result": dict(os.environ)})
         continue
@@ -110,6 +115,20 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+
+
+def test_result_line_breaks_do_not_split_lines(ctx):
+    """A reply's raw CR (whitespace to JSON; Python's splitlines() splits on it) never reaches the output file."""
+    cmd, _ = setup(ctx)
+    enqueue(ctx, [{"id": i, "kind": "crlf"} for i in range(3)])
+    run_worker(ctx, cmd, "--procs", 1)
+    out = ctx.path("out.jsonl")
+    ctx.run("collect", "--queue", ctx.queue, "--out", out)
+    data = out.read_bytes()
+    check(b"\r" not in data and data.count(b"\n") == 3, f"output file: {data!r}")
+    for line in data.decode().splitlines():
+        r = json.loads(line)
+        check(r["ok"] is True and r["result"] == {"a": [1, 2]}, f"result line {line!r}")
 
 
 def test_pool_results_by_id(ctx):

@@ -63,6 +63,23 @@ static void test_ok_line(void **state)
     free(line);
 }
 
+static void test_ok_line_result_line_breaks_become_spaces(void **state)
+{
+    (void)state;
+    /* A handler's result as written (an exec reply) may hold raw CR/LF as whitespace; a string's escaped \n stays. */
+    const char *res = "{\"a\":[1,\r\n2]\r,\n\"s\":\"x\\ny\"}";
+    size_t len = 0;
+    char *line = result_encode("1", true, res, strlen(res), NULL, 0, 1, 5, &len);
+    assert_null(memchr(line, '\n', len));
+    assert_null(memchr(line, '\r', len));
+    json_t *o = parse_line(line, len);
+    json_t *want = json_loads("{\"a\":[1,2],\"s\":\"x\\ny\"}", 0, NULL);
+    assert_true(json_equal(json_object_get(o, "result"), want));
+    json_decref(want);
+    json_decref(o);
+    free(line);
+}
+
 static void test_ok_line_integer_id_and_scalar_result(void **state)
 {
     (void)state;
@@ -490,6 +507,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ok_line),
+        cmocka_unit_test(test_ok_line_result_line_breaks_become_spaces),
         cmocka_unit_test(test_ok_line_integer_id_and_scalar_result),
         cmocka_unit_test(test_large_ms),
         cmocka_unit_test(test_error_line),
