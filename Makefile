@@ -17,7 +17,7 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
                 valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
-        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
+        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
         collect.c sig.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
         ratelimit.c ratelimit_math.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
@@ -187,24 +187,26 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CI_SECONDS ?= 20
-FUZZ_TARGETS := chunk redis_url settings lines exec_proto
+FUZZ_TARGETS := chunk redis_url settings lines exec_proto http_request
 FUZZ_chunk     := chunk.c result.c dynbuf.c xalloc.c
 FUZZ_redis_url := redis_url.c
 FUZZ_settings  := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 FUZZ_lines     := linereader.c chunk.c xalloc.c
 FUZZ_exec_proto := exec_proto.c result.c dynbuf.c xalloc.c
+FUZZ_http_request := http_request.c dynbuf.c xalloc.c
+FUZZ_LIBS_http_request := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 FUZZ_CFLAGS   = $(filter-out -Wno-format-truncation,$(WARN)) -O1 -g -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -Isrc \
                 $(shell pkg-config --cflags jansson 2>/dev/null)
 FUZZ_FLAGS   := -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 -print_final_stats=1
 
 fuzz-deps:
-	$(call install_missing,$(FUZZ_PACKAGES) libjansson-dev pkg-config)
+	$(call install_missing,$(FUZZ_PACKAGES) libjansson-dev libcurl4-openssl-dev pkg-config)
 
 define fuzz_rule
 $(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/fuzz.h $(addprefix src/,$(FUZZ_$(1))) $(wildcard src/*.h)
 	@mkdir -p $(FUZZ_BUILD)
-	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(shell pkg-config --libs jansson 2>/dev/null) -lpthread -lm
+	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(shell pkg-config --libs jansson 2>/dev/null) $$(FUZZ_LIBS_$(1)) -lpthread -lm
 endef
 $(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_rule,$(t))))
 

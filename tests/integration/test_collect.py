@@ -50,7 +50,9 @@ def test_collector_kill9_restart(ctx):
     out = ctx.path("results.jsonl")
     size = 0
     for kill_no in range(1, 4):
-        collector = ctx.spawn("collect", "--queue", ctx.queue, "--out", out, "--until-done",
+        # Small batches: a thousand round trips to go through, so a loaded machine that is slow to deliver the kill
+        # still finds the collector mid-way (with the default batch it finished first once, in CI under ASan).
+        collector = ctx.spawn("collect", "--queue", ctx.queue, "--out", out, "--until-done", "--collect-batch", 10,
                               name=f"collector {kill_no}")
         wait_until(lambda: out.exists() and out.stat().st_size > size or not collector.alive(), 30,
                    lambda: f"collector {kill_no} to write more ({collector.describe()})")

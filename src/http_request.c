@@ -1,0 +1,406 @@
+/* http_request: see http_request.h. */
+#include "http_request.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dynbuf.h"
+#include "xalloc.h"
+
+/* ---- settings ---- */
+
+
+static void free_list(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(list[i]);
+    free(list);
+}
+
+void http_config_free(http_config_t *c)
+{
+    if (!c) return;
+    free(c->base_url);
+    free(c->base_host);
+    free_list(c->allow_hosts, c->n_allow_hosts);
+    free_list(c->keep_headers, c->n_keep_headers);
+    free_list(c->secret_headers, c->n_secret);
+    free_list(c->secret_names, c->n_secret);
+    free(c);
+}
+
+static void lowercase(char *s)
+{
+    for (; *s; s++) *s = (char)tolower((unsigned char)*s);
+}
+
+/* Splits a comma-separated list into trimmed, lowercased, non-empty entries. */
+static char **split_list(const char *text, size_t *n)
+{
+    char **out = NULL;
+    *n = 0;
+    const char *p = text;
+    while (p && *p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && isspace((unsigned char)*p)) p++, len--;
+        while (len && isspace((unsigned char)p[len - 1])) len--;
+        if (len) {
+            out = xrealloc(out, (*n + 1) * sizeof(char *));
+            out[*n] = xstrndup(p, len);
+            lowercase(out[(*n)++]);
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return out;
+}
+
+static bool is_token_char(unsigned char c)
+{
+    return isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Checks a header name (an HTTP token) and value (no CR, LF or NUL). */
+bool http_header_ok(const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    if (name_len == 0 || name_len > 256 || value_len > HTTP_HEADER_LINE_MAX) return false;
+    for (size_t i = 0; i < name_len; i++)
+        if (!is_token_char((unsigned char)name[i])) return false;
+    for (size_t i = 0; i < value_len; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') return false;
+    return true;
+}
+
+/* Adds "Name: value" lines from text (from where, for messages) to the secret headers. The values are never
+ * logged: messages name only the source and the line number. */
+static int add_secret_headers(http_config_t *c, const char *text, const char *where, char *err, size_t errlen)
+{
+    int line_no = 0;
+    for (const char *p = text; p && *p;) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        line_no++;
+        if (len && p[len - 1] == '\r') len--;
+        const char *colon = memchr(p, ':', len);
+        bool blank = true;
+        for (size_t i = 0; i < len; i++)
+            if (!isspace((unsigned char)p[i])) blank = false;
+        if (!blank && p[0] != '#') {
+            size_t name_len = colon ? (size_t)(colon - p) : 0;
+            const char *value = colon ? colon + 1 : NULL;
+            size_t value_len = colon ? len - name_len - 1 : 0;
+            while (value_len && *value == ' ') value++, value_len--;
+            if (!colon || !http_header_ok(p, name_len, value, value_len)) {
+                snprintf(err, errlen, "%s line %d: expected \"Name: value\" with a valid header name", where,
+                         line_no);
+                return -1;
+            }
+            if (c->n_secret == HTTP_SECRET_HEADERS_MAX) {
+                snprintf(err, errlen, "%s: more than %d headers", where, HTTP_SECRET_HEADERS_MAX);
+                return -1;
+            }
+            c->secret_headers = xrealloc(c->secret_headers, (c->n_secret + 1) * sizeof(char *));
+            c->secret_names = xrealloc(c->secret_names, (c->n_secret + 1) * sizeof(char *));
+            c->secret_headers[c->n_secret] = xasprintf("%.*s: %.*s", (int)name_len, p, (int)value_len, value);
+            c->secret_names[c->n_secret] = xstrndup(p, name_len);
+            lowercase(c->secret_names[c->n_secret++]);
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+static int parse_retry_statuses(http_config_t *c, const char *text, char *err, size_t errlen)
+{
+    size_t n;
+    char **list = split_list(text, &n);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *e = list[i];
+        if (strlen(e) == 3 && e[0] >= '1' && e[0] <= '5' && e[1] == 'x' && e[2] == 'x') {
+            for (int s = (e[0] - '0') * 100; s < (e[0] - '0') * 100 + 100; s++) c->retry_status[s] = true;
+        } else {
+            char *end;
+            long v = strtol(e, &end, 10);
+            if (*end || v < 100 || v > 599) {
+                snprintf(err, errlen, "invalid value for --retry-statuses (CHUNKD_RETRY_STATUSES): '%s' is not a "
+                         "status from 100 to 599 or a class like 5xx", e);
+                rc = -1;
+            } else {
+                c->retry_status[v] = true;
+            }
+        }
+    }
+    free_list(list, n);
+    return rc;
+}
+
+char *http_url_host(const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *out = NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        out = xstrdup(host);
+        lowercase(out);
+    }
+    curl_free(host);
+    curl_url_cleanup(u);
+    return out;
+}
+
+http_config_t *http_config_new(const settings_t *s, char *err, size_t errlen)
+{
+    http_config_t *c = xcalloc(1, sizeof *c);
+    c->settings = s;
+    if (s->base_url) {
+        c->base_url = xstrdup(s->base_url);
+        size_t n = strlen(c->base_url);
+        while (n && c->base_url[n - 1] == '/') c->base_url[--n] = '\0';
+        c->base_host = http_url_host(c->base_url);
+        if (!c->base_host) {
+            snprintf(err, errlen, "invalid value for --base-url (CHUNKD_BASE_URL): not a URL with a host");
+            goto fail;
+        }
+    }
+    /* libcurl looks these up on every call; when none is set, telling it "no proxy" once is the same, cheaper. */
+    static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+                                             "no_proxy", "NO_PROXY"};
+    for (size_t i = 0; i < sizeof proxy_vars / sizeof proxy_vars[0]; i++)
+        if (getenv(proxy_vars[i])) c->env_proxy = true;
+    c->allow_hosts = split_list(s->allow_hosts, &c->n_allow_hosts);
+    c->keep_headers = split_list(s->keep_headers, &c->n_keep_headers);
+    if (parse_retry_statuses(c, s->retry_statuses, err, errlen)) goto fail;
+    if (s->http_headers && add_secret_headers(c, s->http_headers, "CHUNKD_HTTP_HEADERS", err, errlen)) goto fail;
+    if (s->header_file) {
+        FILE *f = fopen(s->header_file, "r");
+        if (!f) {
+            snprintf(err, errlen, "cannot read --header-file %s: %s", s->header_file, strerror(errno));
+            goto fail;
+        }
+        char buf[65536];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        bool too_big = !feof(f);
+        fclose(f);
+        buf[n] = '\0';
+        if (too_big) {
+            snprintf(err, errlen, "--header-file %s is larger than %zu bytes", s->header_file, sizeof buf - 1);
+            goto fail;
+        }
+        if (add_secret_headers(c, buf, s->header_file, err, errlen)) goto fail;
+    }
+    return c;
+fail:
+    http_config_free(c);
+    return NULL;
+}
+
+
+/* ---- building a request from an item ---- */
+
+static bool host_allowed(const http_config_t *c, const char *host)
+{
+    for (size_t i = 0; i < c->n_allow_hosts; i++)
+        if (strcmp(c->allow_hosts[i], host) == 0) return true;
+    return false;
+}
+
+/* Appends s percent-encoded as curl_easy_escape() does (all but ALPHA, DIGIT and "-._~" become %XX), without
+ * its allocations. */
+static int url_escape(dynbuf_t *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const char *end = s + len;
+    while (s < end) {
+        const char *run = s;
+        while (s < end && (isalnum((unsigned char)*s) || *s == '-' || *s == '.' || *s == '_' || *s == '~')) s++;
+        if (s > run && dynbuf_add(b, run, (size_t)(s - run))) return -1;
+        if (s == end) break;
+        unsigned char c = (unsigned char)*s++;
+        char pct[3] = {'%', hex[c >> 4], hex[c & 15]};
+        if (dynbuf_add(b, pct, 3)) return -1;
+    }
+    return 0;
+}
+
+/* Appends the item's "query" object to url. Returns NULL, or an error message. */
+static const char *add_query(dynbuf_t *url, const json_t *query)
+{
+    if (!query) return NULL;
+    if (!json_is_object(query)) return "\"query\" must be an object";
+    bool first = !url->data || strchr(url->data, '?') == NULL;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)query, key, v) {
+        size_t n = json_is_array(v) ? json_array_size(v) : 1;
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
+            char num[64];
+            const char *text;
+            if (json_is_string(e)) text = json_string_value(e);
+            else if (json_is_integer(e)) snprintf(num, sizeof num, "%lld", (long long)json_integer_value(e)), text = num;
+            else if (json_is_real(e)) snprintf(num, sizeof num, "%.17g", json_real_value(e)), text = num;
+            else if (json_is_boolean(e)) text = json_is_true(e) ? "true" : "false";
+            else if (json_is_null(e)) text = NULL;
+            else return "\"query\" values must be strings, numbers, booleans, null or arrays of them";
+            if (dynbuf_addstr(url, first ? "?" : "&") || url_escape(url, key, strlen(key)) ||
+                (text && (dynbuf_addstr(url, "=") || url_escape(url, text, strlen(text)))))
+                return "URL too long";
+            first = false;
+        }
+    }
+    return NULL;
+}
+
+static bool header_forbidden(const http_config_t *c, const char *name)
+{
+    static const char *const forbidden[] = {"host", "content-length", "transfer-encoding", "connection",
+                                            "idempotency-key", "expect", "te", "upgrade"};
+    for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++)
+        if (strcasecmp(name, forbidden[i]) == 0) return true;
+    for (size_t i = 0; i < c->n_secret; i++)
+        if (strcasecmp(name, c->secret_names[i]) == 0) return true;
+    return false;
+}
+
+static const char *request_fill(const http_config_t *c, const json_t *item, const char *id_json, http_request_t *req,
+                                char *why, size_t whylen)
+{
+    const settings_t *s = c->settings;
+    if (!json_is_object(item)) return "an http item must be a JSON object";
+    json_t *jmethod = json_object_get(item, "method"), *jpath = json_object_get(item, "path"),
+           *jurl = json_object_get(item, "url"), *jquery = json_object_get(item, "query"),
+           *jheaders = json_object_get(item, "headers"), *jbody = json_object_get(item, "body");
+
+    dynbuf_t url;
+    dynbuf_init(&url, 65536);
+    const char *allowed_host = NULL;
+    char *host = NULL;
+    const char *error = NULL;
+    if (jurl) {
+        if (!json_is_string(jurl)) return "\"url\" must be a string";
+        const char *u = json_string_value(jurl);
+        if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) return "\"url\" must be http or https";
+        host = http_url_host(u);
+        if (!host) return "\"url\" is not a valid URL";
+        if (!host_allowed(c, host)) {
+            snprintf(why, whylen, "host %.200s of \"url\" is not in --allow-hosts; no request was made", host);
+            free(host);
+            return why;
+        }
+        if (dynbuf_addstr(&url, u)) {
+            free(host);
+            dynbuf_free(&url);
+            return "\"url\" is too long";
+        }
+        allowed_host = host;
+    } else {
+        if (!c->base_url) return "item has no \"url\" and no --base-url is set";
+        const char *path = "";
+        if (jpath) {
+            if (!json_is_string(jpath)) return "\"path\" must be a string";
+            path = json_string_value(jpath);
+            if (path[0] != '/') return "\"path\" must start with '/'";
+            for (const char *p = path; *p; p++)
+                if ((unsigned char)*p <= ' ' || *p == 0x7f) return "\"path\" must not contain spaces or control characters";
+        }
+        if (dynbuf_addstr(&url, c->base_url) || dynbuf_addstr(&url, path)) error = "URL too long";
+        allowed_host = c->base_host;
+    }
+    if (!error) error = add_query(&url, jquery);
+    /* The URL must still name the allowed host (a crafted path or query cannot move it). A URL built on
+     * --base-url needs no parsing for that: what follows base_url starts with '/' (the path) or '?' (the query;
+     * '&' only after a '?'), so the authority part, and with it the host, ends where base_url ends. */
+    if (!error && jurl) {
+        char *final_host = http_url_host(url.data);
+        if (!final_host || strcmp(final_host, allowed_host) != 0) error = "the URL built from the item changes its host";
+        free(final_host);
+    }
+    free(host);
+    if (error) {
+        dynbuf_free(&url);
+        return error;
+    }
+    req->url = dynbuf_take(&url, NULL);
+
+    if (jmethod) {
+        if (!json_is_string(jmethod) || json_string_length(jmethod) == 0 || json_string_length(jmethod) > 16)
+            return "\"method\" must be a short string";
+        for (const char *p = json_string_value(jmethod); *p; p++)
+            if (!isupper((unsigned char)*p)) return "\"method\" must be upper-case letters, like GET or POST";
+        req->method = xstrdup(json_string_value(jmethod));
+    }
+
+    bool has_content_type = false;
+    if (jheaders) {
+        if (!json_is_object(jheaders)) return "\"headers\" must be an object of strings";
+        const char *name;
+        json_t *v;
+        json_object_foreach(jheaders, name, v) {
+            if (!json_is_string(v) || !http_header_ok(name, strlen(name), json_string_value(v), json_string_length(v)))
+                return "\"headers\" must map valid header names to strings without line breaks";
+            if (header_forbidden(c, name)) {
+                snprintf(why, whylen, "header %.100s may not be set by an item", name);
+                return why;
+            }
+            if (strcasecmp(name, "content-type") == 0) has_content_type = true;
+            char *line = xasprintf("%s: %s", name, json_string_value(v));
+            req->headers = curl_slist_append(req->headers, line);
+            free(line);
+        }
+    }
+    if (jbody) {
+        if (json_is_string(jbody)) {
+            req->body_len = json_string_length(jbody);
+            req->body = xstrndup(json_string_value(jbody), req->body_len);
+        } else {
+            req->body = json_dumps(jbody, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (!req->body) return "\"body\" cannot be encoded";
+            req->body_len = strlen(req->body);
+            if (!has_content_type) req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
+        }
+    }
+    /* Secrets go only to --base-url: an item's absolute url (even to an allowed host) never carries them. */
+    if (!jurl)
+        for (size_t i = 0; i < c->n_secret; i++)
+            req->headers = curl_slist_append(req->headers, c->secret_headers[i]);
+    if (s->idempotency_key) {
+        /* Derived from queue and item id, so a redelivered item carries the same key. */
+        /* The id as written (a string id without its quotes), escaped; ids are unique within a queue. */
+        const char *id = id_json;
+        size_t id_len = strlen(id);
+        if (id[0] == '"') id++, id_len -= 2;
+        dynbuf_t line;
+        dynbuf_init(&line, (size_t)-1 / 2);
+        dynbuf_addstr(&line, "Idempotency-Key: chunkd-");
+        url_escape(&line, s->queue, strlen(s->queue));
+        dynbuf_addstr(&line, "-");
+        url_escape(&line, id, id_len);
+        req->headers = curl_slist_append(req->headers, line.data);
+        dynbuf_free(&line);
+    }
+    /* No "Expect: 100-continue" round trip before a large body (only bodies can trigger it). */
+    if (req->body) req->headers = curl_slist_append(req->headers, "Expect:");
+    return NULL;
+}
+
+
+const char *http_request_build(const http_config_t *c, const json_t *item, const char *id_json, http_request_t *req,
+                               char *why, size_t whylen)
+{
+    memset(req, 0, sizeof *req);
+    const char *error = request_fill(c, item, id_json, req, why, whylen);
+    if (error) http_request_free(req);
+    return error;
+}
+
+void http_request_free(http_request_t *req)
+{
+    curl_slist_free_all(req->headers);
+    free(req->url);
+    free(req->method);
+    free(req->body);
+    memset(req, 0, sizeof *req);
+}

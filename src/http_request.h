@@ -1,0 +1,65 @@
+/* http_request: what the http handler sends, without sending it: its settings read once (http_config_new) and an
+ * item turned into a request (http_request_build) under the rules for untrusted items. No transfer happens here
+ * (libcurl is used only to parse URLs and hold header lists), so it is unit-tested and fuzzed on its own.
+ *
+ * Rules: an item names a method, a path joined to --base-url, a query, headers and a body; an absolute "url" is
+ * accepted only for a host in --allow-hosts, and the final URL must still name the allowed host. Headers that
+ * frame the request (Host, Content-Length, ...) and the names of secret headers cannot be set by an item; secret
+ * headers go only to --base-url, never to an item's absolute url; every request carries an Idempotency-Key
+ * derived from the queue and the item id (unless --no-idempotency-key). */
+#ifndef CHUNKD_HTTP_REQUEST_H
+#define CHUNKD_HTTP_REQUEST_H
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "settings.h"
+
+#define HTTP_HEADER_LINE_MAX 8192
+#define HTTP_SECRET_HEADERS_MAX 64
+
+/* Read-only once built; shared by every loop. */
+typedef struct http_config {
+    const settings_t *settings;
+    char *base_url;                  /* without a trailing '/'; NULL: absolute urls only */
+    char *base_host;                 /* host of base_url */
+    char **allow_hosts;              /* lowercase */
+    size_t n_allow_hosts;
+    char **keep_headers;             /* lowercase */
+    size_t n_keep_headers;
+    char **secret_headers;           /* "Name: value" */
+    char **secret_names;             /* lowercase names of the secret headers */
+    size_t n_secret;
+    bool retry_status[600];          /* statuses that are retried */
+    bool env_proxy;                  /* a proxy variable is set: libcurl reads them on every call */
+} http_config_t;
+
+/* Reads the http handler's settings from s (borrowed: must outlive the config), the secret headers from
+ * CHUNKD_HTTP_HEADERS and --header-file included. Returns NULL with the reason in err (naming the setting, or the
+ * source and line of a bad header; never a secret value). */
+http_config_t *http_config_new(const settings_t *s, char *err, size_t errlen);
+void http_config_free(http_config_t *c);
+
+typedef struct http_request {
+    char *url;
+    char *method;               /* NULL: GET, or POST with a body */
+    char *body;                 /* NULL: none */
+    size_t body_len;
+    struct curl_slist *headers; /* "Name: value" lines */
+} http_request_t;
+
+/* Fills req (owned by the caller afterwards: http_request_free) from the item's parsed value; id_json is the item's
+ * id as JSON text. Returns NULL, or why the item cannot be sent (a constant or why[]; nothing to free then, req is
+ * empty). */
+const char *http_request_build(const http_config_t *c, const json_t *item, const char *id_json, http_request_t *req,
+                               char *why, size_t whylen);
+void http_request_free(http_request_t *req);
+
+/* An HTTP token as the name and a value without CR, LF or NUL, within the size caps. */
+bool http_header_ok(const char *name, size_t name_len, const char *value, size_t value_len);
+/* Returns the lowercased host of url (malloc'd), or NULL. */
+char *http_url_host(const char *url);
+
+#endif

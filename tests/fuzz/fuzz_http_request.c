@@ -1,0 +1,154 @@
+/* Fuzz target: http_request_build() (src/http_request.c), which turns an untrusted item into an HTTP request.
+ *
+ * Input: the item's id as JSON text, a NUL byte, then the item (inputs without the NUL use the id "1"); only items
+ * that are valid JSON reach the handler. The config is fixed: --base-url http://api.test:8080/v1/, --allow-hosts
+ * "ok.test, Other.Test", two secret headers. Beyond "no crash, no leak, no undefined behaviour" it checks the
+ * rules the handler promises (http_request.h): the URL names the base host or an allowed one; a URL built on the
+ * base starts with it and holds no space or control byte; header lines are "token: value" without line breaks,
+ * no item sets a framing header, Idempotency-Key is there once and its value is printable; secret headers go only
+ * with base-URL requests and their values appear nowhere else; a refused item leaves nothing allocated. */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_request.h"
+#include "settings.h"
+
+#define FUZZ_NAME "fuzz_http_request"
+#include "fuzz.h"
+
+#define BASE "http://api.test:8080/v1"
+#define SECRET1 "Bearer s3cret-value"
+#define SECRET2 "k3y-value"
+
+static http_config_t *config(void)
+{
+    static settings_t s;
+    static http_config_t *c;
+    if (c) return c;
+    s.queue = "q{1}";
+    s.base_url = BASE "/";
+    s.allow_hosts = "ok.test, Other.Test";
+    s.keep_headers = "";
+    s.retry_statuses = "429,5xx";
+    s.http_headers = "Authorization: " SECRET1 "\nX-Api-Key: " SECRET2;
+    s.idempotency_key = true;
+    s.max_result_bytes = 1 << 20;
+    char err[256];
+    c = http_config_new(&s, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "fuzz_http_request: config: %s\n", err);
+        abort();
+    }
+    return c;
+}
+
+static bool is_token(const char *s, size_t n)
+{
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] > 0x20 && s[i] < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", s[i]))) return false;
+    return true;
+}
+
+/* leak_checks: the item's own text does not name a secret value (an item may write one into its URL or a header
+ * of its own; that is not a leak). */
+static void check_request(const json_t *item, const http_request_t *req, bool leak_checks)
+{
+    CHECK(req->url != NULL, "no URL");
+    char *host = http_url_host(req->url);
+    CHECK(host != NULL, "URL without a host: %s", req->url);
+    bool absolute = json_object_get(item, "url") != NULL;
+    if (absolute) {
+        CHECK(strcmp(host, "ok.test") == 0 || strcmp(host, "other.test") == 0, "host %s not allowed: %s", host,
+              req->url);
+    } else {
+        CHECK(strcmp(host, "api.test") == 0, "host %s is not the base's: %s", host, req->url);
+        size_t n = strlen(BASE);
+        CHECK(strncmp(req->url, BASE, n) == 0 && (req->url[n] == '\0' || req->url[n] == '/' || req->url[n] == '?'),
+              "URL does not extend the base: %s", req->url);
+        for (const char *p = req->url; *p; p++)
+            CHECK((unsigned char)*p > 0x20 && *p != 0x7f, "URL has byte 0x%02x: %s", (unsigned char)*p, req->url);
+    }
+    free(host);
+    if (req->method) {
+        size_t n = strlen(req->method);
+        CHECK(n > 0 && n <= 16, "method of %zu bytes", n);
+        for (const char *p = req->method; *p; p++) CHECK(*p >= 'A' && *p <= 'Z', "method %s", req->method);
+    }
+    int idem = 0, secrets = 0;
+    static const char *const framing[] = {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade"};
+    for (const struct curl_slist *l = req->headers; l; l = l->next) {
+        const char *line = l->data, *colon = strchr(line, ':');
+        CHECK(colon && is_token(line, (size_t)(colon - line)), "header line %s", line);
+        CHECK(!strpbrk(line, "\r\n"), "header line with a line break");
+        size_t name_len = (size_t)(colon - line);
+        for (size_t i = 0; i < sizeof framing / sizeof framing[0]; i++)
+            CHECK(!(strlen(framing[i]) == name_len && strncasecmp(line, framing[i], name_len) == 0),
+                  "framing header %s", line);
+        bool secret = strcmp(line, "Authorization: " SECRET1) == 0 || strcmp(line, "X-Api-Key: " SECRET2) == 0;
+        secrets += secret;
+        if (!secret && leak_checks)
+            CHECK(!strstr(line, "s3cret") && !strstr(line, "k3y-value"), "a secret leaked into %s", line);
+        if (name_len == 15 && strncasecmp(line, "Idempotency-Key", 15) == 0) {
+            idem++;
+            for (const char *p = colon + 1; *p; p++)
+                CHECK(*p >= 0x20 && *p < 0x7f, "Idempotency-Key byte 0x%02x", (unsigned char)*p);
+        }
+    }
+    CHECK(idem == 1, "%d Idempotency-Key headers", idem);
+    CHECK(secrets == (absolute ? 0 : 2), "%d secret headers for a %s URL", secrets, absolute ? "absolute" : "base");
+    CHECK(!leak_checks || (!strstr(req->url, "s3cret") && !strstr(req->url, "k3y-value")), "secret in the URL");
+    const json_t *body = json_object_get(item, "body");
+    if (json_is_string(body))
+        CHECK(req->body && req->body_len == json_string_length(body) &&
+                  memcmp(req->body, json_string_value(body), req->body_len) == 0,
+              "string body not sent as is");
+    else if (body)
+        CHECK(req->body != NULL, "JSON body missing");
+    else
+        CHECK(req->body == NULL, "body without a \"body\"");
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const http_config_t *c = config();
+    const uint8_t *nul = memchr(data, 0, size);
+    const char *id_json = "1";
+    char *id_copy = NULL;
+    const uint8_t *item_text = data;
+    size_t item_len = size;
+    if (nul) {
+        json_t *id = json_loadb((const char *)data, (size_t)(nul - data), JSON_DECODE_ANY, NULL);
+        if (json_is_string(id) || json_is_integer(id)) id_json = id_copy = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+        json_decref(id);
+        item_text = nul + 1;
+        item_len = size - (size_t)(nul - data) - 1;
+    }
+    json_t *item = json_loadb((const char *)item_text, item_len, JSON_DECODE_ANY, NULL);
+    if (item) {
+        /* Any case: hosts are lowercased. */
+        char *lower = malloc(size + 1);
+        for (size_t i = 0; i < size; i++) lower[i] = (char)((data[i] >= 'A' && data[i] <= 'Z') ? data[i] + 32 : data[i]);
+        bool leak_checks = !memmem(lower, size, "s3cret", 6) && !memmem(lower, size, "k3y-value", 9);
+        free(lower);
+        http_request_t req;
+        char why[320];
+        const char *error = http_request_build(c, item, id_json, &req, why, sizeof why);
+        if (error) {
+            CHECK(error[0] != '\0', "empty error");
+            CHECK(!leak_checks || (!strstr(error, "s3cret") && !strstr(error, "k3y-value")), "a secret in the error: %s",
+                  error);
+            CHECK(!req.url && !req.method && !req.body && !req.headers, "a refused item left a request behind");
+        } else {
+            check_request(item, &req, leak_checks);
+        }
+        http_request_free(&req);
+        json_decref(item);
+    }
+    free(id_copy);
+    return 0;
+}
