@@ -1,0 +1,183 @@
+/* Unit tests of http_request: the http handler's settings and the request an item becomes (no transfer). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "http_request.h"
+
+static settings_t base_settings(void)
+{
+    settings_t s;
+    memset(&s, 0, sizeof s);
+    s.queue = "jobs";
+    s.base_url = "http://api.test:8080/v1/";
+    s.allow_hosts = "ok.test, Other.Test";
+    s.keep_headers = "";
+    s.retry_statuses = "429,5xx";
+    s.http_headers = "Authorization: Bearer s3cret\n# a comment\n\nX-Api-Key: k3y";
+    s.idempotency_key = true;
+    return s;
+}
+
+/* Builds the request for item_text (id_json as the id); returns the error or NULL. */
+static const char *build(const settings_t *s, const char *item_text, const char *id_json, http_request_t *req)
+{
+    static char why[320];
+    char err[256];
+    http_config_t *c = http_config_new(s, err, sizeof err);
+    assert_non_null(c);
+    json_t *item = json_loads(item_text, JSON_DECODE_ANY, NULL);
+    assert_non_null(item);
+    const char *error = http_request_build(c, item, id_json, req, why, sizeof why);
+    json_decref(item);
+    http_config_free(c);
+    return error;
+}
+
+/* The header line named name (any case), or NULL. */
+static const char *header(const http_request_t *req, const char *name)
+{
+    size_t n = strlen(name);
+    for (const struct curl_slist *l = req->headers; l; l = l->next)
+        if (strncasecmp(l->data, name, n) == 0 && l->data[n] == ':') return l->data;
+    return NULL;
+}
+
+static void test_path_query_and_headers(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    http_request_t req;
+    assert_null(build(&s, "{\"path\":\"/u/1\",\"query\":{\"a\":\"b c&d\",\"n\":[1,true,null]},"
+                          "\"headers\":{\"X-Trace\":\"t-1\"}}", "\"it 7/é\"", &req));
+    assert_string_equal(req.url, "http://api.test:8080/v1/u/1?a=b%20c%26d&n=1&n=true&n");
+    assert_null(req.method);
+    assert_null(req.body);
+    assert_string_equal(header(&req, "X-Trace"), "X-Trace: t-1");
+    assert_string_equal(header(&req, "Authorization"), "Authorization: Bearer s3cret");
+    assert_string_equal(header(&req, "X-Api-Key"), "X-Api-Key: k3y");
+    /* From the queue and the id as written (a string id without its quotes), percent-encoded. */
+    assert_string_equal(header(&req, "Idempotency-Key"), "Idempotency-Key: chunkd-jobs-it%207%2F%C3%A9");
+    assert_null(header(&req, "Expect"));
+    http_request_free(&req);
+}
+
+static void test_bodies(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    http_request_t req;
+    assert_null(build(&s, "{\"path\":\"/x\",\"method\":\"PUT\",\"body\":{\"a\": [1, 2]}}", "1", &req));
+    assert_string_equal(req.method, "PUT");
+    assert_int_equal(req.body_len, strlen("{\"a\":[1,2]}"));
+    assert_memory_equal(req.body, "{\"a\":[1,2]}", req.body_len);
+    assert_string_equal(header(&req, "Content-Type"), "Content-Type: application/json");
+    assert_string_equal(header(&req, "Expect"), "Expect:"); /* no 100-continue round trip */
+    http_request_free(&req);
+    /* A string body is sent as is, with the item's own Content-Type. */
+    assert_null(build(&s, "{\"body\":\"a=1\",\"headers\":{\"content-type\":\"text/plain\"}}", "2", &req));
+    assert_string_equal(req.url, "http://api.test:8080/v1");
+    assert_int_equal(req.body_len, 3);
+    assert_memory_equal(req.body, "a=1", 3);
+    assert_string_equal(header(&req, "Content-Type"), "content-type: text/plain");
+    http_request_free(&req);
+}
+
+static void test_absolute_urls(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    http_request_t req;
+    /* An allowed host (any case): no secret headers go there. */
+    assert_null(build(&s, "{\"url\":\"https://OTHER.test/a?b=1\",\"query\":{\"c\":2}}", "1", &req));
+    assert_string_equal(req.url, "https://OTHER.test/a?b=1&c=2");
+    assert_null(header(&req, "Authorization"));
+    assert_null(header(&req, "X-Api-Key"));
+    assert_non_null(header(&req, "Idempotency-Key"));
+    http_request_free(&req);
+    const char *error = build(&s, "{\"url\":\"http://evil.test/\"}", "1", &req);
+    assert_string_equal(error, "host evil.test of \"url\" is not in --allow-hosts; no request was made");
+    assert_null(req.url);
+    assert_null(req.headers);
+    /* userinfo does not fool the host check */
+    assert_non_null(build(&s, "{\"url\":\"http://ok.test@evil.test/\"}", "1", &req));
+    assert_null(req.url);
+    assert_string_equal(build(&s, "{\"url\":\"ftp://ok.test/\"}", "1", &req), "\"url\" must be http or https");
+}
+
+static void test_refused_items(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    http_request_t req;
+    static const char *const cases[][2] = {
+        {"[1]", "an http item must be a JSON object"},
+        {"{\"path\":\"x\"}", "\"path\" must start with '/'"},
+        {"{\"path\":\"/a b\"}", "\"path\" must not contain spaces or control characters"},
+        {"{\"method\":\"get\"}", "\"method\" must be upper-case letters, like GET or POST"},
+        {"{\"headers\":{\"Host\":\"evil.test\"}}", "header Host may not be set by an item"},
+        {"{\"headers\":{\"authorization\":\"x\"}}", "header authorization may not be set by an item"},
+        {"{\"headers\":{\"X-A\":\"a\\r\\nX-B: b\"}}", "\"headers\" must map valid header names to strings without line breaks"},
+        {"{\"query\":{\"a\":{\"b\":1}}}", "\"query\" values must be strings, numbers, booleans, null or arrays of them"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *error = build(&s, cases[i][0], "1", &req);
+        assert_non_null(error);
+        assert_string_equal(error, cases[i][1]);
+        assert_null(req.url);
+        assert_null(req.headers);
+    }
+}
+
+static void test_no_idempotency_key_and_no_base(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    s.idempotency_key = false;
+    http_request_t req;
+    assert_null(build(&s, "{}", "1", &req));
+    assert_null(header(&req, "Idempotency-Key"));
+    http_request_free(&req);
+    s.base_url = NULL;
+    assert_string_equal(build(&s, "{\"path\":\"/a\"}", "1", &req), "item has no \"url\" and no --base-url is set");
+}
+
+static void test_config_errors(void **state)
+{
+    (void)state;
+    char err[256];
+    settings_t s = base_settings();
+    s.base_url = "not a url";
+    assert_null(http_config_new(&s, err, sizeof err));
+    assert_string_equal(err, "invalid value for --base-url (CHUNKD_BASE_URL): not a URL with a host");
+    s = base_settings();
+    s.http_headers = "Authorization: Bearer s3cret\nBad Name: s3cret";
+    assert_null(http_config_new(&s, err, sizeof err));
+    assert_string_equal(err, "CHUNKD_HTTP_HEADERS line 2: expected \"Name: value\" with a valid header name");
+    assert_null(strstr(err, "s3cret"));
+    s = base_settings();
+    s.retry_statuses = "5xx,42";
+    assert_null(http_config_new(&s, err, sizeof err));
+    assert_non_null(strstr(err, "--retry-statuses"));
+    assert_non_null(strstr(err, "'42'"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_path_query_and_headers),
+        cmocka_unit_test(test_bodies),
+        cmocka_unit_test(test_absolute_urls),
+        cmocka_unit_test(test_refused_items),
+        cmocka_unit_test(test_no_idempotency_key_and_no_base),
+        cmocka_unit_test(test_config_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
