@@ -637,13 +637,19 @@ int loop_start(loop_t *l)
     return 0;
 }
 
-void loop_stop(loop_t *l)
+void loop_request_stop(loop_t *l)
 {
     if (!l->started) return;
     pthread_mutex_lock(&l->mu);
     l->stop_requested = true;
     pthread_mutex_unlock(&l->mu);
     loop_wake(l);
+}
+
+void loop_stop(loop_t *l)
+{
+    if (!l->started) return;
+    loop_request_stop(l);
     pthread_join(l->thread, NULL);
     l->started = false;
 }

@@ -60,6 +60,9 @@ int64_t loop_heartbeat_ms(const loop_t *loop);
 size_t loop_load(const loop_t *loop);
 /* Asks the thread to stop at its next turn and waits for it; items still running are abandoned. */
 void loop_stop(loop_t *loop);
+/* Asks, without waiting (loop_stop then waits): stopping several loops this way first lets them free their
+ * handler state (thousands of connections for http) at the same time. */
+void loop_request_stop(loop_t *loop);
 /* After loop_stop: returns the chunks the loop still held (a list linked by ->next), and gives up their
  * ownership. */
 struct work_chunk *loop_take_unfinished(loop_t *loop);

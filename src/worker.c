@@ -296,6 +296,7 @@ int worker_drain(worker_t *w)
     if (held) LOG(LL_INFO, "draining: %zu items held (running or committing), waiting up to %lld ms", held, w->settings->drain_timeout_ms);
     bool empty = window_wait_empty(w->window, deadline);
     size_t requeued = 0;
+    for (size_t i = 0; i < w->n_loops && w->loops[i]; i++) loop_request_stop(w->loops[i]);
     for (size_t i = 0; i < w->n_loops && w->loops[i]; i++) {
         loop_stop(w->loops[i]);
         for (work_chunk_t *c = loop_take_unfinished(w->loops[i]); c;) {
