@@ -690,7 +690,7 @@ static void on_deadline(loop_t *loop, loop_timer_t *t)
     proc_failed(p, why, false);
 }
 
-/* Hands waiting items to idle subprocesses. */
+/* Idle and not on probation: may take an item. */
 static bool proc_free(const exec_proc_t *p) { return p->state == PROC_IDLE && !p->closing && !p->on_probation; }
 
 static size_t procs_free(const exec_loop_t *el)

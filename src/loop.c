@@ -104,13 +104,12 @@ struct loop {
     struct ratelimit *rl;            /* borrowed: the queue's limits; NULL when none */
     item_fifo_t acq;                 /* items waiting for a token or slot (loop_acquire) */
     loop_timer_t acq_timer;          /* armed while the FIFO is not empty */
-    loop_places_t *places;           /* borrowed, or own_places: the places of --concurrency */
+    loop_places_t *places;           /* borrowed: the places of --concurrency (loop_set_places) */
     item_fifo_t ready;               /* items waiting for a place, in order */
     atomic_size_t n_waiting;         /* length of the ready FIFO, read by the other loops */
     size_t released;                 /* places given back this turn */
     item_fifo_t deadlines;           /* running items in deadline order (--item-timeout-ms) */
     loop_timer_t dl_timer;           /* at or before the head's deadline while the FIFO is not empty */
-    loop_places_t own_places;        /* when no shared places are set */
 };
 
 loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, const settings_t *s,
@@ -130,11 +129,6 @@ loop_t *loop_new(int index, const handler_t *handler, void *handler_shared, cons
     l->acq.link_off = offsetof(work_item_t, acquire_link);
     l->ready.link_off = offsetof(work_item_t, ready_link);
     l->deadlines.link_off = offsetof(work_item_t, deadline_link);
-    atomic_init(&l->own_places.used, 0);
-    l->own_places.capacity = s->concurrency > 0 ? (size_t)s->concurrency : 1;
-    l->own_places.loops[0] = l;
-    l->own_places.n_loops = 1;
-    l->places = &l->own_places;
     return l;
 }
 
@@ -611,6 +605,10 @@ static void *loop_main(void *arg)
 
 int loop_start(loop_t *l)
 {
+    if (!l->places) {
+        LOG(LL_ERROR, "loop %d: started without places (loop_set_places)", l->index);
+        return -1;
+    }
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (l->epfd < 0 || l->wakefd < 0) {

@@ -111,8 +111,8 @@ typedef struct loop_places loop_places_t;
 #define LOOP_PLACES_MAX_LOOPS 256 /* loops sharing one loop_places_t; --threads' maximum */
 loop_places_t *loop_places_new(size_t capacity);
 void loop_places_free(loop_places_t *p);
-/* Before loop_start: the loop takes its places from p (borrowed; must outlive the loop); -1 when p already has 256
- * loops. Without it a loop has --concurrency places of its own. */
+/* Before loop_start (required): the loop takes its places from p (borrowed; must outlive the loop); -1 when p
+ * already has 256 loops. */
 int loop_set_places(loop_t *loop, loop_places_t *p);
 /* Before loop_start: the queue's limits (NULL: none; borrowed, must outlive the loop). */
 void loop_set_ratelimit(loop_t *loop, struct ratelimit *rl);

@@ -88,17 +88,20 @@ typedef struct histogram_def {
     double bounds[METRICS_BUCKETS_MAX];
 } histogram_def_t;
 
+/* Bucket count and bounds of the item and call duration histograms (around the ~100 ms calls chunkd is made for). */
+#define CALL_SECONDS_BUCKETS 15, {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}
+
 static const histogram_def_t histogram_defs[M_HISTOGRAMS] = {
-    [H_ITEM_SECONDS] = {"chunkd_item_duration_seconds", "Time from an item's start to its result.", true, 15,
-                        {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}},
+    [H_ITEM_SECONDS] = {"chunkd_item_duration_seconds", "Time from an item's start to its result.", true,
+                        CALL_SECONDS_BUCKETS},
     [H_COMMIT_SECONDS] = {"chunkd_commit_duration_seconds", "Time of one commit round trip.", true, 10,
                           {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2}},
     [H_COMMIT_BATCH_SIZE] = {"chunkd_commit_batch_size", "Results per commit round trip.", false, 10,
                              {1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000}},
-    [H_HTTP_CALL_SECONDS] = {"chunkd_http_call_duration_seconds", "Time of one HTTP call.", true, 15,
-                             {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}},
+    [H_HTTP_CALL_SECONDS] = {"chunkd_http_call_duration_seconds", "Time of one HTTP call.", true,
+                             CALL_SECONDS_BUCKETS},
     [H_EXEC_CALL_SECONDS] = {"chunkd_exec_call_duration_seconds", "Time of one exec handler call (one attempt).",
-                             true, 15, {0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30}},
+                             true, CALL_SECONDS_BUCKETS},
 };
 
 static _Atomic uint64_t counters[M_COUNTERS];
