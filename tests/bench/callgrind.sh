@@ -21,7 +21,7 @@ for tool in valgrind redis-server python3; do
     command -v "$tool" >/dev/null || { echo "$0: $tool not found" >&2; exit 2; }
 done
 dir=$(mktemp -d /tmp/chunkd-callgrind.XXXXXX)
-nginx_pid= redis_pid= collect_pid=
+nginx_pid='' redis_pid='' collect_pid=''
 cleanup() {
     for p in $collect_pid $nginx_pid $redis_pid; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -44,7 +44,7 @@ collect_pid=$!
 valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" worker --queue cg --handler http \
     --base-url "http://127.0.0.1:$port" --concurrency "$c" --exit-when-empty 2> "$dir/valgrind.log"
 wait "$collect_pid"
-collect_pid=
+collect_pid=''
 got=$(wc -l < "$dir/results.jsonl")
 [ "$got" -eq "$n" ] || { echo "$0: $got results for $n items" >&2; exit 1; }
 refs=$(grep -o 'refs: *[0-9,]*' "$dir/valgrind.log" | tr -d ', ' | cut -d: -f2)
