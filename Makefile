@@ -14,7 +14,7 @@ BUILD    ?= build
 
 DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev redis-server \
                 redis-tools python3 libmicrohttpd-dev prometheus \
-                valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl
+                valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl tmux
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \

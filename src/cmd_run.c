@@ -125,7 +125,7 @@ int cmd_run(settings_t *s)
     pthread_t enq_thread, col_thread;
     pthread_create(&enq_thread, NULL, run_enqueue_main, &st);
     pthread_create(&col_thread, NULL, run_collect_main, &st);
-    bool interrupted = false;
+    bool interrupted = false, redis_died = false;
     while (!atomic_load(&st.collect_done)) {
         if (sig_wait(100)) {
             if (interrupted) {
@@ -134,6 +134,13 @@ int cmd_run(settings_t *s)
             }
             LOG(LL_WARN, "interrupted: stopping; results written so far stay in the output");
             interrupted = true;
+            atomic_store(&st.stop, true);
+        }
+        char how[64];
+        if (local && !redis_died && localredis_exited(local, how, sizeof how)) {
+            LOG(LL_ERROR, "the private redis-server exited (%s): stopping; results written so far stay in the "
+                          "output, the rest of the job is lost with the server", how);
+            redis_died = interrupted = true;
             atomic_store(&st.stop, true);
         }
     }

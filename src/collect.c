@@ -29,8 +29,10 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
     for (size_t i = 0; i < 6; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
     for (size_t i = 0; i < n; i++) argv[6 + i] = entries[i]->element[0]->str, lens[6 + i] = entries[i]->element[0]->len;
     int rc = -1;
-    while (!atomic_load(stop)) {
-        if (!rconn_connected(c) && rconn_reconnect(c, stop)) break;
+    /* The lines are written: try at least once even when stopping, or the next collect (the second pass of an
+     * interrupted `run`) would read these entries again and write them twice. */
+    do {
+        if (!rconn_connected(c) && rconn_reconnect(c, stop, NULL)) break;
         redisReply *r = rconn_command_argv(c, (int)argc, argv, lens);
         if (!r) continue;
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
@@ -44,7 +46,7 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
         if (rc == 0) break;
         struct timespec ts = {1, 0};
         nanosleep(&ts, NULL);
-    }
+    } while (!atomic_load(stop));
     free(argv);
     free(lens);
     return rc;
@@ -96,7 +98,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     int64_t last_log = clock_now_ms();
     while (!atomic_load(stop)) {
         if (!rconn_connected(c)) {
-            if (rconn_reconnect(c, stop)) break;
+            if (rconn_reconnect(c, stop, NULL)) break;
             own_pending = true;
         }
         bool blocking = !own_pending && mode != COLLECT_AVAILABLE;

@@ -30,7 +30,10 @@ struct commit {
     size_t queued;            /* entries in the queue */
     int64_t oldest_ms;        /* monotonic: when the oldest entry was queued (about) */
     bool stopping;
+    bool exited;                /* the thread has left commit_main (under mu) */
+    pthread_cond_t exited_cv;   /* signalled when exited is set */
     atomic_bool abort;
+    atomic_llong abandoned;     /* results given up on at abort (they stay uncommitted; their chunks are reaped) */
     atomic_llong heartbeat_ms;  /* monotonic: the thread's last sign of life, for /healthz */
     atomic_bool connected;      /* for /readyz */
 };
@@ -44,7 +47,9 @@ commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
     c->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
     pthread_mutex_init(&c->mu, NULL);
     clock_cond_init(&c->changed);
+    clock_cond_init(&c->exited_cv);
     atomic_init(&c->abort, false);
+    atomic_init(&c->abandoned, 0);
     atomic_init(&c->heartbeat_ms, clock_now_ms());
     atomic_init(&c->connected, false);
     return c;
@@ -269,7 +274,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
 {
     long long backoff_ms = 100;
     int failed_rounds = 0, alone_failures = 0;
-    while (list) {
+    while (list && !atomic_load(&c->abort)) {
         atomic_store(&c->heartbeat_ms, clock_now_ms());
         /* Chunks already lost to recovery are not sent again. */
         for (work_chunk_t **p = &list; *p;) {
@@ -284,7 +289,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
         if (!list) break;
         if (!rconn_connected(c->conn)) {
             atomic_store(&c->connected, false);
-            if (rconn_reconnect(c->conn, &c->abort)) break;
+            if (rconn_reconnect(c->conn, &c->abort, &c->heartbeat_ms)) break;
             metrics_add(M_REDIS_RECONNECTS, 1);
         }
         atomic_store(&c->connected, true);
@@ -350,6 +355,7 @@ static void commit_send(commit_t *c, work_chunk_t *list)
     }
     while (list) { /* only on abort: the chunks stay in the processing list for recovery */
         work_chunk_t *next = list->round_next;
+        atomic_fetch_add(&c->abandoned, (long long)list->round_n);
         list->commit_dead = true;
         commit_drop(c, list);
         list = next;
@@ -452,6 +458,8 @@ static void *commit_main(void *arg)
         commit_send(c, commit_defer(c, round, &deferred, carry, stopping, now));
         pthread_mutex_lock(&c->mu);
     }
+    c->exited = true;
+    pthread_cond_broadcast(&c->exited_cv);
     pthread_mutex_unlock(&c->mu);
     return NULL;
 }
@@ -472,15 +480,28 @@ int commit_start(commit_t *c, char *err, size_t errlen)
     return 0;
 }
 
-void commit_stop(commit_t *c)
+int commit_stop(commit_t *c, int64_t deadline_ms)
 {
-    if (!c->started) return;
+    if (!c->started) return atomic_load(&c->abandoned) ? -1 : 0;
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_cond_signal(&c->changed);
+    while (!c->exited && clock_now_ms() < deadline_ms) {
+        struct timespec ts = clock_deadline_ts(deadline_ms);
+        pthread_cond_timedwait(&c->exited_cv, &c->mu, &ts);
+    }
+    bool late = !c->exited;
     pthread_mutex_unlock(&c->mu);
+    if (late) {
+        LOG(LL_WARN, "the committer could not finish (Redis unreachable or refusing writes?): giving up on the "
+                     "results not committed yet; their chunks stay in %s for recovery", c->keys.processing);
+        commit_abort(c);
+    }
     pthread_join(c->thread, NULL);
     c->started = false;
+    long long abandoned = atomic_load(&c->abandoned);
+    if (abandoned) LOG(LL_WARN, "%lld results were not committed; their items run again after recovery", abandoned);
+    return abandoned ? -1 : 0;
 }
 
 void commit_abort(commit_t *c) { atomic_store(&c->abort, true); }
@@ -488,7 +509,7 @@ void commit_abort(commit_t *c) { atomic_store(&c->abort, true); }
 void commit_free(commit_t *c)
 {
     if (!c) return;
-    commit_stop(c);
+    commit_stop(c, INT64_MAX);
     /* Entries never sent (abort). The committer owns a chunk once its last item or its marker is queued; chunks
      * still running belong to their loop, which frees them, so call this before loop_free(). */
     for (work_item_t *it = c->head; it;) {
@@ -500,6 +521,7 @@ void commit_free(commit_t *c)
     }
     rconn_free(c->conn);
     pthread_cond_destroy(&c->changed);
+    pthread_cond_destroy(&c->exited_cv);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

@@ -32,9 +32,11 @@ void commit_push(commit_t *c, work_item_t *list);
 /* Queues a chunk's marker: the chunk is dead, has nothing to run, or (disposition WORK_REQUEUE) goes back to
  * pending. Takes ownership of the chunk. */
 void commit_push_chunk(commit_t *c, work_chunk_t *chunk);
-/* Sends everything queued, then stops the thread. Blocks while Redis is unreachable unless commit_abort()
- * is called. */
-void commit_stop(commit_t *c);
+/* Sends everything queued, then stops the thread. Past deadline_ms (monotonic; INT64_MAX: no deadline) it gives
+ * up on what is not committed yet (as commit_abort(): those chunks stay in the processing list for recovery), so a
+ * stop ends in bounded time even with Redis gone for good: a command already sent still takes up to
+ * --redis-timeout-ms. Returns 0 when everything queued was settled, -1 when something was given up. */
+int commit_stop(commit_t *c, int64_t deadline_ms);
 /* Makes a blocked commit_stop() give up (the chunks stay in the processing list for recovery). */
 void commit_abort(commit_t *c);
 void commit_free(commit_t *c);

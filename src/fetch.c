@@ -75,7 +75,7 @@ static loop_t *least_loaded(fetch_t *f)
 static int fetch_connect(fetch_t *f, char *err, size_t errlen)
 {
     atomic_store(&f->connected, false);
-    if (err ? rconn_connect(f->conn, err, errlen) : rconn_reconnect(f->conn, &f->stop)) return -1;
+    if (err ? rconn_connect(f->conn, err, errlen) : rconn_reconnect(f->conn, &f->stop, NULL)) return -1;
     if (!err) metrics_add(M_REDIS_RECONNECTS, 1);
     atomic_store(&f->connected, true);
     redisReply *r = rconn_command(f->conn, "CLIENT ID");

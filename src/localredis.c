@@ -82,6 +82,9 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
         goto fail;
     }
     if (r->pid == 0) {
+        /* A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group) or `timeout` must
+         * reach chunkd only, which drains into this server and stops it last. */
+        setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
         sigset_t none;
@@ -100,6 +103,7 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
         fprintf(stderr, "cannot run %s: %s\n", server_bin, strerror(errno));
         _exit(127);
     }
+    setpgid(r->pid, r->pid); /* as the child does: whichever runs first */
     int64_t deadline = clock_now_ms() + LOCALREDIS_START_MS;
     while (clock_now_ms() < deadline) {
         int status;
@@ -135,6 +139,16 @@ fail:
 }
 
 const char *localredis_url(const localredis_t *r) { return r->url; }
+
+bool localredis_exited(localredis_t *r, char *why, size_t whylen)
+{
+    int status;
+    if (r->pid <= 0 || waitpid(r->pid, &status, WNOHANG) != r->pid) return r->pid <= 0;
+    r->pid = 0;
+    if (WIFSIGNALED(status)) snprintf(why, whylen, "killed by signal %d", WTERMSIG(status));
+    else snprintf(why, whylen, "exit status %d", WEXITSTATUS(status));
+    return true;
+}
 
 void localredis_stop(localredis_t *r)
 {

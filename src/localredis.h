@@ -1,11 +1,13 @@
 /* localredis: the private redis-server of `chunkd run`.
  *
- * It listens only on a unix socket in a fresh temporary directory (no TCP port, no persistence), dies with its
- * parent (PR_SET_PDEATHSIG), and is stopped and its directory removed by localredis_stop(). Start it before any
- * thread: it forks. */
+ * It listens only on a unix socket in a fresh temporary directory (no TCP port, no persistence), runs in a process
+ * group of its own (a terminal's Ctrl-C reaches chunkd, not the server chunkd is still draining into), dies with
+ * its parent (PR_SET_PDEATHSIG), and is stopped and its directory removed by localredis_stop(). Start it before
+ * any thread: it forks. */
 #ifndef CHUNKD_LOCALREDIS_H
 #define CHUNKD_LOCALREDIS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct localredis localredis_t;
@@ -14,6 +16,9 @@ typedef struct localredis localredis_t;
 localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen);
 /* unix:// URL of the server. */
 const char *localredis_url(const localredis_t *r);
+/* True when the server has exited (killed from outside: chunkd stops it only in localredis_stop), with how in why.
+ * Call from the thread that started it. */
+bool localredis_exited(localredis_t *r, char *why, size_t whylen);
 void localredis_stop(localredis_t *r);
 
 #endif

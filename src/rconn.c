@@ -1,12 +1,14 @@
 /* rconn: see rconn.h. */
 #include "rconn.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "redis_url.h"
 #include "xalloc.h"
@@ -19,6 +21,11 @@ struct rconn {
     redisContext *ctx;       /* NULL while disconnected */
     char err[256];           /* last error */
 };
+
+/* The last write refusal seen by any connection (rconn_refused_recently). */
+static pthread_mutex_t rconn_refusal_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t rconn_refusal_ms = INT64_MIN / 2;
+static char rconn_refusal_text[200];
 
 static struct timeval ms_to_tv(long long ms)
 {
@@ -105,7 +112,7 @@ fail:
     return -1;
 }
 
-int rconn_reconnect(rconn_t *c, const atomic_bool *stop)
+int rconn_reconnect(rconn_t *c, const atomic_bool *stop, atomic_llong *alive_ms)
 {
     long long backoff_ms = 100;
     for (unsigned attempt = 0;; attempt++) {
@@ -119,6 +126,7 @@ int rconn_reconnect(rconn_t *c, const atomic_bool *stop)
         long long wait_ms = backoff_ms / 2 + rand() % (backoff_ms / 2 + 1);
         for (long long waited = 0; waited < wait_ms; waited += 50) {
             if (stop && atomic_load(stop)) return -1;
+            if (alive_ms) atomic_store(alive_ms, clock_now_ms());
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
         }
@@ -134,7 +142,17 @@ void rconn_set_extra_timeout(rconn_t *c, long long extra_ms)
 
 static redisReply *rconn_check(rconn_t *c, void *reply)
 {
-    if (!reply) rconn_drop(c);
+    if (!reply) {
+        rconn_drop(c);
+        return NULL;
+    }
+    const redisReply *r = reply;
+    if (r->type == REDIS_REPLY_ERROR && r->str && rconn_refusal_error(r->str)) {
+        pthread_mutex_lock(&rconn_refusal_mu);
+        rconn_refusal_ms = clock_now_ms();
+        snprintf(rconn_refusal_text, sizeof rconn_refusal_text, "%s", r->str);
+        pthread_mutex_unlock(&rconn_refusal_mu);
+    }
     return reply;
 }
 
@@ -171,7 +189,24 @@ bool rconn_connected(const rconn_t *c) { return c->ctx != NULL; }
 const char *rconn_addr(const rconn_t *c) { return c->addr; }
 const char *rconn_error(const rconn_t *c) { return c->err; }
 
+bool rconn_refusal_error(const char *msg)
+{
+    static const char *const prefixes[] = {"OOM ", "READONLY ", "MISCONF ", "MASTERDOWN ", "NOREPLICAS "};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0) return true;
+    return false;
+}
+
 bool rconn_transient_error(const char *msg)
 {
-    return strncmp(msg, "LOADING ", 8) == 0 || strncmp(msg, "BUSY ", 5) == 0;
+    return strncmp(msg, "LOADING ", 8) == 0 || strncmp(msg, "BUSY ", 5) == 0 || rconn_refusal_error(msg);
+}
+
+bool rconn_refused_recently(long long within_ms, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&rconn_refusal_mu);
+    bool recent = clock_now_ms() - rconn_refusal_ms <= within_ms;
+    if (recent) snprintf(why, whylen, "%s", rconn_refusal_text);
+    pthread_mutex_unlock(&rconn_refusal_mu);
+    return recent;
 }

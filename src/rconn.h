@@ -21,8 +21,9 @@ void rconn_free(rconn_t *c);
 int rconn_connect(rconn_t *c, char *err, size_t errlen);
 
 /* Reconnects with capped exponential backoff (100 ms to 5 s) until it succeeds (0) or *stop becomes true (-1).
- * Logs the first failure and then every tenth. */
-int rconn_reconnect(rconn_t *c, const atomic_bool *stop);
+ * Logs at most one line per LOG_LIMIT_WINDOW_MS. While it waits it stores the time into *alive_ms (NULL: none),
+ * so a thread that is only waiting for Redis still shows as alive on /healthz. */
+int rconn_reconnect(rconn_t *c, const atomic_bool *stop, atomic_llong *alive_ms);
 
 /* Sends a command and returns its reply (free with freeReplyObject), which may be REDIS_REPLY_ERROR; NULL when
  * the connection failed (the connection is then dropped). extra_timeout_ms lengthens the command timeout for
@@ -40,6 +41,13 @@ bool rconn_connected(const rconn_t *c);
 /* True for error replies that mean "not now" rather than "never": Redis still loading its data after a restart,
  * or busy in a long script. */
 bool rconn_transient_error(const char *msg);
+/* True for error replies that mean Redis refuses writes for now: out of memory under a noeviction policy (OOM), a
+ * read-only replica after a failover (READONLY), a failed save (MISCONF), a master that is down (MASTERDOWN), too
+ * few replicas (NOREPLICAS). rconn_transient_error() is true for these too: they say nothing against the data. */
+bool rconn_refusal_error(const char *msg);
+/* Process-wide: the last refusal any connection received (rconn records it when a reply is one). Returns true and
+ * copies its text to why when one came within the last within_ms milliseconds. Thread-safe. */
+bool rconn_refused_recently(long long within_ms, char *why, size_t whylen);
 /* The address with the password masked, for messages. */
 const char *rconn_addr(const rconn_t *c);
 /* Last connection error text (never contains the password). */

@@ -52,6 +52,7 @@ struct worker {
 #define WORKER_LOOP_STALL_MS 5000  /* a loop silent for longer is stuck (loops turn at least once a second) */
 #define WORKER_MONITOR_MS 5000     /* how often the queue gauges are read */
 #define WORKER_PING_MS 1000        /* how often Redis is pinged for /readyz */
+#define WORKER_DRAIN_GRACE_MS 5000 /* after --drain-timeout-ms, how long the committer may still take */
 
 static bool worker_live(void *arg, char *why, size_t whylen)
 {
@@ -72,6 +73,14 @@ static bool worker_live(void *arg, char *why, size_t whylen)
     return true;
 }
 
+/* How long a write refusal (rconn_refusal_error) keeps the worker unready: the lease is written every third of
+ * --lease-ms, so a Redis that still refuses writes refuses one again within this window. */
+static long long worker_refusal_window_ms(const worker_t *w)
+{
+    long long renew = w->settings->lease_ms / 3;
+    return (renew > WORKER_PING_MS ? renew : WORKER_PING_MS) + 2 * WORKER_PING_MS;
+}
+
 static bool worker_ready(void *arg, char *why, size_t whylen)
 {
     worker_t *w = arg;
@@ -79,6 +88,9 @@ static bool worker_ready(void *arg, char *why, size_t whylen)
     if (!w->fetch || !fetch_connected(w->fetch) || !commit_connected(w->commit) ||
         clock_now_ms() - atomic_load(&w->redis_ok_ms) > WORKER_PING_MS + w->settings->redis_timeout_ms)
         return snprintf(why, whylen, "not connected to Redis"), false;
+    char refusal[160];
+    if (rconn_refused_recently(worker_refusal_window_ms(w), refusal, sizeof refusal))
+        return snprintf(why, whylen, "Redis refuses writes: %s", refusal), false;
     if (w->handler->ready && w->handler_shared && !w->handler->ready(w->handler_shared, why, whylen)) return false;
     return true;
 }
@@ -97,9 +109,18 @@ static void *worker_monitor_main(void *arg)
         redisReply *pong = rconn_connected(ping) ? rconn_command(ping, "PING") : NULL;
         if (pong && pong->type == REDIS_REPLY_STATUS) atomic_store(&w->redis_ok_ms, clock_now_ms());
         if (pong) freeReplyObject(pong);
-        /* The lease, every third of --lease-ms; then, if it is our turn, reap workers whose lease expired. */
-        if (rconn_connected(ping) && clock_now_ms() >= next_renew && !atomic_load(&w->draining)) {
+        /* The lease, every third of --lease-ms, draining or not: it is held until the drain has committed or given
+         * back everything (worker_drain stops this thread before it releases the lease). Then, if it is our turn,
+         * reap workers whose lease expired. */
+        if (rconn_connected(ping) && clock_now_ms() >= next_renew) {
             int held = lease_renew(ping, &w->keys, w->id, w->settings->lease_ms);
+            if (held < 0) {
+                char reason[160] = "an error reply";
+                if (!rconn_connected(ping)) snprintf(reason, sizeof reason, "%s", rconn_error(ping));
+                else rconn_refused_recently(WORKER_PING_MS, reason, sizeof reason);
+                metrics_add(M_REDIS_ERRORS, 1);
+                LOG_LIMITED(LL_WARN, "cannot renew this worker's lease: %.160s", reason);
+            }
             if (held == 0)
                 LOG(LL_WARN, "this worker's lease had expired (paused, or cut off from Redis?): chunks it held may "
                              "have been reaped, and their results will be dropped at commit; registered again");
@@ -144,7 +165,7 @@ static void *worker_monitor_main(void *arg)
         /* Until the next PING, or sooner when the lease is due: a third of a short --lease-ms is less than the
          * PING interval, and a lease renewed only once per turn would run out while the worker is healthy. */
         int64_t now = clock_now_ms(), wake = now + WORKER_PING_MS;
-        if (rconn_connected(ping) && !atomic_load(&w->draining) && next_renew < wake)
+        if (rconn_connected(ping) && next_renew < wake)
             wake = next_renew > now + 50 ? next_renew : now + 50;
         while (clock_now_ms() < wake && !atomic_load(&w->monitor_stop)) {
             struct timespec ts = {0, 50 * 1000000L};
@@ -154,6 +175,15 @@ static void *worker_monitor_main(void *arg)
     rconn_free(ping);
     rconn_free(c);
     return NULL;
+}
+
+/* Stops the monitor thread (idempotent): before the lease is released, so it cannot be renewed after. */
+static void worker_monitor_stop(worker_t *w)
+{
+    if (!w->monitor_started) return;
+    atomic_store(&w->monitor_stop, true);
+    pthread_join(w->monitor, NULL);
+    w->monitor_started = false;
 }
 
 static void worker_items_done(void *arg, work_item_t *list, size_t n_items)
@@ -308,8 +338,10 @@ int worker_drain(worker_t *w)
         }
     }
     if (!empty) LOG(LL_WARN, "drain timeout: %zu unfinished chunks go back to pending", requeued);
-    commit_stop(w->commit);
-    int rc = window_held(w->window) == 0 ? 0 : -1;
+    /* Bounded even with Redis gone for good: past the grace the committer gives up (the chunks stay in this
+     * worker's processing list, and the reaper gives them back once the lease runs out). */
+    int rc = commit_stop(w->commit, deadline + WORKER_DRAIN_GRACE_MS);
+    if (window_held(w->window)) rc = -1;
     char err[512];
     if (rc == 0) {
         /* Nothing is held: whatever is left in the processing list is orphaned; give it back. */
@@ -317,7 +349,13 @@ int worker_drain(worker_t *w)
         if (rconn_connect(c, err, sizeof err) || fetch_reclaim(c, &w->keys) < 0) rc = -1;
         rconn_free(c);
     }
-    if (w->registered && worker_register(w, false, err, sizeof err)) LOG(LL_WARN, "%s", err);
+    /* The lease is held until here: renewed through the whole drain, so no reaper takes back what still runs. A
+     * drain that could not settle everything keeps it registered: its chunks are reaped when the lease runs out. */
+    worker_monitor_stop(w);
+    if (w->registered && rc == 0 && worker_register(w, false, err, sizeof err)) LOG(LL_WARN, "%s", err);
+    if (rc) LOG(LL_ERROR, "drain incomplete: chunks held by worker %s stay in %s until its lease (%lld ms) runs out "
+                          "and a reaper (another worker, or chunkd recover) gives them back", w->id,
+                w->keys.processing, w->settings->lease_ms);
     LOG(LL_INFO, "worker %s stopped; peak RSS %.1f MB", w->id, (double)worker_peak_rss_kb() / 1024.0);
     return rc;
 }
@@ -327,10 +365,7 @@ void worker_free(worker_t *w)
     if (!w) return;
     log_set_context(NULL, NULL);
     httpd_stop(w->httpd);
-    if (w->monitor_started) {
-        atomic_store(&w->monitor_stop, true);
-        pthread_join(w->monitor, NULL);
-    }
+    worker_monitor_stop(w);
     if (w->fetch) fetch_free(w->fetch);
     /* The committer's queue may hold items of chunks a loop still owns: free it while those chunks exist. */
     for (size_t i = 0; i < w->n_loops; i++)
