@@ -1,8 +1,8 @@
 /* localredis: the private redis-server of `chunkd run`.
  *
  * It listens only on a unix socket in a fresh temporary directory (no TCP port, no persistence), dies with its
- * parent (PR_SET_PDEATHSIG), and is stopped and its directory removed by localredis_stop(). Start it before any
- * thread: it forks. */
+ * parent (PR_SET_PDEATHSIG), and is stopped and its directory removed by localredis_stop(). Start it before the
+ * worker's threads: it forks. Its pid is claimed from the child reaper (children.h) from fork to waitpid. */
 #ifndef CHUNKD_LOCALREDIS_H
 #define CHUNKD_LOCALREDIS_H
 
