@@ -26,11 +26,14 @@
  *
  * Hygiene: argv from --cmd, never a shell; posix_spawnp with the child's stdin/stdout/stderr on pipes, every other
  * descriptor closed (closefrom), a new process group, an empty signal mask and default dispositions; the
- * environment is only PATH, HOME, LANG and the --env names that are set. Exits are seen through a pidfd (Linux
- * 5.3+) on the loop's epoll and reaped with waitpid(pid, WNOHANG): never waitpid(-1), never SIGCHLD. loop_free()
- * closes every stdin, gives the subprocesses EXEC_EXIT_GRACE_MS to exit, SIGKILLs their process groups and reaps
- * them, so a drained worker leaves no process behind. A SIGKILLed worker cannot: its subprocesses see EOF on stdin
- * (the README's loop then ends). */
+ * environment is only PATH, HOME, LANG and the --env names that are set. Each subprocess is claimed from the child
+ * reaper (children.h) as it is spawned, so the reaper never takes its status; exits are seen through a pidfd
+ * (Linux 5.3+) on the loop's epoll and reaped here with waitpid(pid, WNOHANG): never waitpid(-1), never SIGCHLD.
+ * A reaped subprocess's process group is SIGKILLed and the reaper is asked to kill the orphans (chunkd is a
+ * subreaper, so what it left, setsid() or not, is chunkd's child by then). loop_free() closes every stdin, gives
+ * the subprocesses EXEC_EXIT_GRACE_MS to exit, SIGKILLs their process groups and reaps them; children_stop()
+ * kills what they left, so a drained worker leaves no process behind. A SIGKILLed worker cannot: its
+ * subprocesses see EOF on stdin (the README's loop then ends). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -46,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "children.h"
 #include "dynbuf.h"
 #include "exec_proto.h"
 #include "handler.h"
@@ -760,6 +764,8 @@ static void on_child_exit(loop_t *loop, loop_watch_t *w, uint32_t events)
     int status = 0;
     pid_t r = waitpid(c->pid, &status, WNOHANG);
     if (r == 0) return; /* not yet */
+    children_release(c->pid);
+    children_kill_orphans(); /* its children are orphans now (setsid() ones too, which kill(-pid) missed) */
     char why[128];
     if (r < 0) snprintf(why, sizeof why, "exited (status unknown: %s)", strerror(errno));
     else describe_status(status, why, sizeof why);
@@ -805,7 +811,9 @@ static void proc_spawn(exec_proc_t *p)
     for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++) sigaddset(&defaults, reset[i]);
     posix_spawnattr_setsigdefault(&attr, &defaults);
     pid_t pid = 0;
+    children_spawn_begin(); /* the child reaper leaves it to us from its first instant */
     int rc = posix_spawnp(&pid, el->sh->argv[0], &fa, &attr, el->sh->argv, el->sh->envp);
+    children_spawn_end(rc ? 0 : pid);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     close_fd(&in[0]);
@@ -820,6 +828,7 @@ static void proc_spawn(exec_proc_t *p)
                      strerror(errno));
             kill(-pid, SIGKILL);
             waitpid(pid, NULL, 0);
+            children_release(pid);
         }
         close_fd(&in[1]);
         close_fd(&out[0]);
@@ -921,7 +930,8 @@ static void exec_loop_free(void *state)
             sleep_ms(2);
             waited_ms += 2;
         }
-        if (r == 0) LOG(LL_WARN, "exec: subprocess %d did not die on SIGKILL; left unreaped", (int)c->pid);
+        if (r == 0) LOG(LL_WARN, "exec: subprocess %d did not die on SIGKILL; left to the child reaper", (int)c->pid);
+        children_release(c->pid);
         loop_watch_stop(el->loop, &c->watch);
         close(c->watch.fd);
         exec_child_t *next = c->next;

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "children.h"
 #include "clock.h"
 #include "xalloc.h"
 
@@ -76,7 +77,9 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
     char logpath[192];
     snprintf(logpath, sizeof logpath, "%s/redis.log", r->dir);
     pid_t parent = getpid();
+    children_spawn_begin(); /* we wait for it ourselves: the child reaper must not */
     r->pid = fork();
+    if (r->pid != 0) children_spawn_end(r->pid);
     if (r->pid < 0) {
         snprintf(err, errlen, "cannot fork redis-server: %s", strerror(errno));
         goto fail;
@@ -108,6 +111,7 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
     while (clock_now_ms() < deadline) {
         int status;
         if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
+            children_release(r->pid);
             char tail[300];
             localredis_log_tail(r->dir, tail, sizeof tail);
             snprintf(err, errlen, "private redis-server (%s) exited at start: %s%s", server_bin,
@@ -144,6 +148,7 @@ bool localredis_exited(localredis_t *r, char *why, size_t whylen)
 {
     int status;
     if (r->pid <= 0 || waitpid(r->pid, &status, WNOHANG) != r->pid) return r->pid <= 0;
+    children_release(r->pid);
     r->pid = 0;
     if (WIFSIGNALED(status)) snprintf(why, whylen, "killed by signal %d", WTERMSIG(status));
     else snprintf(why, whylen, "exit status %d", WEXITSTATUS(status));
@@ -166,6 +171,7 @@ void localredis_stop(localredis_t *r)
             struct timespec ts = {0, 10 * 1000000L};
             nanosleep(&ts, NULL);
         }
+        children_release(r->pid);
     }
     localredis_rmdir(r->dir);
     free(r);

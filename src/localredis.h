@@ -3,7 +3,7 @@
  * It listens only on a unix socket in a fresh temporary directory (no TCP port, no persistence), runs in a process
  * group of its own (a terminal's Ctrl-C reaches chunkd, not the server chunkd is still draining into), dies with
  * its parent (PR_SET_PDEATHSIG), and is stopped and its directory removed by localredis_stop(). Start it before
- * any thread: it forks. */
+ * the worker's threads: it forks. Its pid is claimed from the child reaper (children.h) from fork to waitpid. */
 #ifndef CHUNKD_LOCALREDIS_H
 #define CHUNKD_LOCALREDIS_H
 

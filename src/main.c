@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "children.h"
 #include "cmd.h"
 #include "log.h"
 #include "settings.h"
@@ -108,8 +109,12 @@ int main(int argc, char **argv)
         settings_free(&s);
         return EXIT_RUNTIME;
     }
+    /* Before any other thread: the reaper takes SIGCHLD, blocked from here on in every thread. */
+    if (children_start(err, sizeof err))
+        LOG(LL_WARN, "%s; exited children that chunkd did not start stay zombies", err);
     if (bit != CMD_WORKER) settings_log_effective(&s, bit, LL_DEBUG); /* worker logs it once connected */
     int rc = cmd->run(&s);
+    children_stop();
     settings_free(&s);
     curl_global_cleanup();
     return rc;
