@@ -240,6 +240,13 @@ int worker_start(worker_t *w, char *err, size_t errlen)
 {
     const settings_t *s = w->settings;
     if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return WORKER_BAD_SETTINGS;
+    /* The health port before any Redis work: a worker that cannot serve it fails having taken nothing. */
+    if (s->http_port > 0) {
+        httpd_probe_t probe = {worker_live, worker_ready, w};
+        w->httpd = httpd_start(s->http_addr, (int)s->http_port, &probe, err, errlen);
+        if (!w->httpd) return -1;
+        LOG(LL_INFO, "serving /healthz, /readyz and /metrics on %s:%lld", s->http_addr, s->http_port);
+    }
     w->ratelimit = ratelimit_new(s, &w->keys, w->id);
     w->places = loop_places_new((size_t)s->concurrency);
     for (size_t i = 0; i < w->n_loops; i++) {
@@ -265,12 +272,6 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     atomic_init(&w->monitor_stop, false);
     atomic_init(&w->redis_ok_ms, clock_now_ms());
     if (pthread_create(&w->monitor, NULL, worker_monitor_main, w) == 0) w->monitor_started = true;
-    if (s->http_port > 0) {
-        httpd_probe_t probe = {worker_live, worker_ready, w};
-        w->httpd = httpd_start(s->http_addr, (int)s->http_port, &probe, err, errlen);
-        if (!w->httpd) return -1;
-        LOG(LL_INFO, "serving /healthz, /readyz and /metrics on %s:%lld", s->http_addr, s->http_port);
-    }
     LOG(LL_INFO, "worker %s: queue %s, handler %s, %zu loops, concurrency %lld", w->id, w->settings->queue,
         w->settings->handler, w->n_loops, w->settings->concurrency);
     return 0;

@@ -15,8 +15,9 @@ typedef struct worker worker_t;
 
 /* s must outlive the worker; s->redis_url must be set. */
 worker_t *worker_new(const settings_t *s);
-/* Checks the handler's settings, connects (a Redis that is down or refuses AUTH is an error here), registers and
- * starts the threads. Returns 0; WORKER_BAD_SETTINGS when the handler rejects its settings (exit status 2); or -1
+/* Checks the handler's settings, serves /healthz, /readyz and /metrics (a port it cannot bind is an error here,
+ * before anything is taken from Redis), connects (a Redis that is down or refuses AUTH is an error here), registers
+ * and starts the threads. Returns 0; WORKER_BAD_SETTINGS when the handler rejects its settings (exit status 2); or -1
  * for anything else; both with a one-line reason in err. */
 #define WORKER_BAD_SETTINGS (-2)
 int worker_start(worker_t *w, char *err, size_t errlen);

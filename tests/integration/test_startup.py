@@ -2,6 +2,7 @@
 port before it takes any work, survives closed standard descriptors; two collectors never share a consumer name."""
 
 import os
+import socket
 import subprocess
 
 from harness import Proc, _die_with_parent, check, one_line, scaled
@@ -9,6 +10,27 @@ from harness import Proc, _die_with_parent, check, one_line, scaled
 
 def _items(ctx, n, sleep_ms=5):
     return ctx.write_jsonl("items.jsonl", [{"id": i, "sleep_ms": sleep_ms} for i in range(n)])
+
+
+def test_taken_http_port_fails_before_taking_work(ctx):
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, _items(ctx, 100))
+    pending_before = ctx.llen("pending")
+    with socket.socket() as holder:  # another process on this host has the port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        worker = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", "second", "--http-addr", "127.0.0.1",
+                           env={"CHUNKD_HTTP_PORT": str(port)}, name="worker on a taken port")
+        worker.wait(15, expect_rc=1)
+    check(ctx.llen("processing:second") == 0 and not ctx.processing_keys(),
+          f"the worker took {ctx.llen('processing:second')} chunks before failing (they wait a whole lease)")
+    check(ctx.llen("pending") == pending_before == 10, f"pending holds {ctx.llen('pending')} of 10 chunks")
+    check(ctx.r.execute("SISMEMBER", ctx.key("workers"), "second") == 0, "the worker registered before failing")
+    err = worker.stderr()
+    want = f"cannot serve /healthz on 127.0.0.1:{port}: address in use"
+    check(want in err and "--http-port" in err, f"expected {want!r} and --http-port in: {one_line(err)}")
+    lines = [line for line in err.splitlines() if line.strip()]
+    check(len(lines) == 1, f"expected one error line (no raw libmicrohttpd message), got: {one_line(err)}")
 
 
 def test_closed_std_descriptors(ctx):
