@@ -2,14 +2,94 @@
 port before it takes any work, survives closed standard descriptors; two collectors never share a consumer name."""
 
 import os
+import signal
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 
-from harness import Proc, _die_with_parent, check, one_line, scaled
+from harness import Proc, RedisServer, _die_with_parent, check, free_port, one_line, scaled, wait_until
+
+
+def _get(port, path):
+    """(status, body) of GET http://127.0.0.1:port/path; (None, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
 
 
 def _items(ctx, n, sleep_ms=5):
     return ctx.write_jsonl("items.jsonl", [{"id": i, "sleep_ms": sleep_ms} for i in range(n)])
+
+
+def _waiting_worker(ctx, redis_port, *args):
+    """A worker pointed at a Redis port where nothing listens yet, its /healthz answering; (worker, http port)."""
+    http_port = free_port()
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", *args, redis="flag",
+                       url=f"redis://127.0.0.1:{redis_port}/0", env={"CHUNKD_HTTP_PORT": str(http_port)})
+    wait_until(lambda: _get(http_port, "/healthz")[0] == 200, 15,
+               lambda: f"/healthz answering while Redis is down ({worker.describe()})")
+    return worker, http_port
+
+
+def test_worker_waits_for_redis_then_works(ctx):
+    redis_port = free_port()  # reserved: a redis-server starts on it later
+    worker, http_port = _waiting_worker(ctx, redis_port)
+    status, body = _get(http_port, "/readyz")
+    check(status == 503 and "waiting for Redis" in body, f"/readyz while Redis is down: {status} {body!r}")
+    # Several backoff rounds go by: the worker stays alive and not ready, and logs one line per interval, not per try.
+    t0 = time.monotonic()
+    wait_until(lambda: worker.stderr().count("waiting for Redis") >= 2, 20,
+               lambda: f"a second 'waiting for Redis' line ({worker.describe()})")
+    elapsed = time.monotonic() - t0
+    check(worker.alive(), f"the worker exited while waiting for Redis: {worker.describe()}")
+    check(_get(http_port, "/healthz")[0] == 200, "/healthz is not 200 while waiting for Redis")
+    check(_get(http_port, "/readyz")[0] == 503, "/readyz is not 503 while waiting for Redis")
+    lines = worker.stderr().count("waiting for Redis")
+    check(lines <= elapsed / 5 + 3, f"{lines} 'waiting for Redis' lines in {elapsed:.1f} s (one per 5 s expected)")
+
+    server = RedisServer(ctx.path("late-redis"))
+    ctx.servers.append(server)
+    server.start(port=redis_port)
+    url = server.url()
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, _items(ctx, 100), redis="flag", url=url)
+    wait_until(lambda: _get(http_port, "/readyz")[0] == 200, 20,
+               lambda: f"/readyz 200 once Redis is up (now {_get(http_port, '/readyz')}; {worker.describe()})")
+    with server.client() as r:
+        wait_until(lambda: int(r.execute("HGET", ctx.key("stats"), "done") or 0) == 100, 30,
+                   lambda: f"100 items done by the worker that waited ({worker.describe()})")
+    worker.send(signal.SIGTERM)
+    worker.wait(15, expect_rc=0)
+
+
+def test_redis_wait_ms_gives_up(ctx):
+    redis_port = free_port()
+    t0 = time.monotonic()
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--redis-wait-ms", 1000, redis="flag",
+                       url=f"redis://127.0.0.1:{redis_port}/0")
+    worker.wait(20, expect_rc=1)
+    elapsed = time.monotonic() - t0
+    err = worker.stderr()
+    check(elapsed >= 1.0, f"exited after {elapsed:.2f} s, before --redis-wait-ms 1000 had passed: {one_line(err)}")
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    check("error" in last and f"127.0.0.1:{redis_port}" in last and "--redis-wait-ms" in last,
+          f"the last line should be the error naming the address and --redis-wait-ms: {last!r}")
+
+
+def test_signal_while_waiting_for_redis_exits_promptly(ctx):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        worker, http_port = _waiting_worker(ctx, free_port())
+        wait_until(lambda: "waiting for Redis" in worker.stderr(), 15, "the 'waiting for Redis' line")
+        t0 = time.monotonic()
+        worker.send(sig)
+        worker.wait(5, expect_rc=0)
+        check(time.monotonic() - t0 < scaled(5), f"{sig.name} while waiting: exit took too long")
+        check(_get(http_port, "/healthz")[0] is None, "the health port still answers after the worker exited")
 
 
 def test_taken_http_port_fails_before_taking_work(ctx):
