@@ -143,6 +143,42 @@ def test_closed_std_descriptors(ctx):
     check(not failed, f"commands that failed or were rejected: {failed}")
 
 
+def test_two_collectors_one_consumer_name(ctx):
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, _items(ctx, 100))
+    ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--exit-when-empty", timeout=60)
+    first = ctx.spawn("collect", "--queue", ctx.queue, "--follow", "--out", ctx.path("first.jsonl"),
+                      "--collect-batch", 10, name="first collector")
+    marker = ctx.key("collector:collector")
+    wait_until(lambda: ctx.r.execute("EXISTS", marker) == 1, 15, lambda: f"the marker {marker} ({first.describe()})")
+    second = ctx.spawn("collect", "--queue", ctx.queue, "--follow", "--out", ctx.path("second.jsonl"),
+                       name="second collector")
+    rc = second.wait(30)
+    check(rc not in (0, None), f"the second collector with the same --consumer was not refused: {second.describe()}")
+    err = second.stderr()
+    check("in use by another running collector" in err and "--consumer" in err,
+          f"the refusal should say the name is in use and name --consumer: {one_line(err)}")
+    check(not ctx.path("second.jsonl").exists() or ctx.path("second.jsonl").stat().st_size == 0,
+          "the refused collector wrote results")
+    wait_until(lambda: ctx.stat("collected") == 100, 20, lambda: f"100 results collected ({first.describe()})")
+    check(len(ctx.path("first.jsonl").read_text().splitlines()) == 100, "the first collector did not write all 100")
+
+    # Another name is fine alongside; a clean exit frees the name at once.
+    ctx.run("collect", "--queue", ctx.queue, "--consumer", "other", "--out", ctx.path("other.jsonl"), timeout=20)
+    first.send(signal.SIGTERM)
+    first.wait(15, expect_rc=0)
+    check(ctx.r.execute("EXISTS", marker) == 0, "a collector that exited cleanly left its marker")
+    third = ctx.run("collect", "--queue", ctx.queue, "--out", ctx.path("third.jsonl"), timeout=10)
+    check("waiting" not in third.stderr(), f"a freed name made the next collector wait: {one_line(third.stderr())}")
+
+    # A collector that died holds the name only until its marker expires: a restart waits that out and proceeds.
+    crashed = ctx.spawn("collect", "--queue", ctx.queue, "--follow", "--out", ctx.path("crashed.jsonl"))
+    wait_until(lambda: ctx.r.execute("EXISTS", marker) == 1, 15, "the marker of the collector about to crash")
+    crashed.kill()
+    restarted = ctx.run("collect", "--queue", ctx.queue, "--out", ctx.path("restarted.jsonl"), timeout=30)
+    check("waiting to see whether it is still running" in restarted.stderr(),
+          f"the restarted collector did not wait out the dead one's marker: {one_line(restarted.stderr())}")
+
+
 def test_collect_refuses_a_closed_stdout(ctx):
     ctx.run("enqueue", "--queue", ctx.queue, _items(ctx, 10))
     ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--exit-when-empty", timeout=60)
