@@ -110,8 +110,10 @@ int cmd_run(settings_t *s)
         goto out_redis;
     }
 
-    /* One machine, one job: no fixed port to collide with another run unless asked for. */
+    /* One machine, one job: no fixed port to collide with another run unless asked for, and no waiting for a
+     * Redis that cannot be reached (like enqueue and collect, run fails at once). */
     if (!s->http_port_set) s->http_port = 0;
+    s->redis_wait_ms = SETTINGS_NO_WAIT;
     double t0 = clock_now_s();
     worker_t *w = worker_new(s);
     int started = worker_start(w, err, sizeof err);

@@ -49,6 +49,11 @@ int cmd_worker(settings_t *s)
     worker_t *w = worker_new(s);
     char err[1024];
     int started = worker_start(w, err, sizeof err);
+    if (started == WORKER_STOPPED) {
+        LOG(LL_INFO, "%s", err);
+        worker_free(w);
+        return 0;
+    }
     if (started) {
         LOG(LL_ERROR, "%s", err);
         worker_abort(w);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,91 @@
 #include "xalloc.h"
 
 #define COLLECT_BLOCK_MS 200
+#define COLLECT_MARKER_TTL_MS 5000 /* a collector's marker outlives its last renewal by this */
+#define COLLECT_MARKER_HELD 1      /* collector.lua: this collector holds the marker */
+
+/* The marker of this collector's consumer name (collector.lua): taken at start, renewed every third of its expiry
+ * before the stream is read, given up at the end. */
+typedef struct collect_marker {
+    char *key;            /* chunkd:{Q}:collector:<consumer> (owned) */
+    const char *consumer; /* borrowed from the settings */
+    char token[160];      /* this collector: host-pid-random */
+    int64_t renew_at;     /* monotonic ms: the stream is read only before this (a renewal is due then) */
+    bool held;
+} collect_marker_t;
+
+static void collect_marker_init(collect_marker_t *m, const settings_t *s)
+{
+    memset(m, 0, sizeof *m);
+    size_t keylen = strlen(s->queue) + strlen(s->consumer) + KEYS_COLLECTOR_EXTRA;
+    m->key = xmalloc(keylen);
+    keys_collector(m->key, keylen, s->queue, s->consumer);
+    m->consumer = s->consumer;
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    unsigned int rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = (unsigned int)clock_now_ms();
+    snprintf(m->token, sizeof m->token, "%s-%d-%04x", host, (int)getpid(), rnd & 0xffff);
+}
+
+/* Takes or renews the marker (ttl_ms > 0) or gives it up (0). Returns 1 held (or given up); 0 when another
+ * collector holds it (its token in holder, its remaining ms in *left_ms); -1 without an answer (an error reply, in
+ * holder, or a lost connection, which is dropped). */
+static int collect_marker_call(rconn_t *c, collect_marker_t *m, long long ttl_ms, char *holder, size_t holderlen,
+                               long long *left_ms)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", ttl_ms);
+    const char *argv[] = {"EVAL", script_collector, "1", m->key, m->token, ttl};
+    int64_t sent = clock_now_ms();
+    redisReply *r = rconn_command_argv(c, 6, argv, NULL);
+    int rc = -1;
+    snprintf(holder, holderlen, "%s", r ? "unexpected reply" : rconn_error(c));
+    if (r && r->type == REDIS_REPLY_ERROR) snprintf(holder, holderlen, "%.200s", r->str);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER) {
+        rc = r->element[0]->integer == COLLECT_MARKER_HELD;
+        if (rc == 0 && r->elements == 3) {
+            snprintf(holder, holderlen, "%.150s", r->element[1]->str ? r->element[1]->str : "?");
+            *left_ms = r->element[2]->integer > 0 ? r->element[2]->integer : ttl_ms;
+        }
+    }
+    if (r) freeReplyObject(r);
+    m->held = rc == 1 && ttl_ms > 0;
+    if (m->held) m->renew_at = sent + ttl_ms / 3;
+    return rc;
+}
+
+/* Takes the marker at start. Another collector's marker is waited out once: a collector that died leaves it until it
+ * expires, a running one renews it meanwhile and this one is refused. Returns 0 held, 1 stopped while waiting, or
+ * -1 with the reason in err. */
+static int collect_marker_take(rconn_t *c, collect_marker_t *m, const char *queue, const atomic_bool *stop,
+                               char *err, size_t errlen)
+{
+    char holder[256];
+    long long left_ms = COLLECT_MARKER_TTL_MS;
+    for (int round = 0;; round++) {
+        int held = collect_marker_call(c, m, COLLECT_MARKER_TTL_MS, holder, sizeof holder, &left_ms);
+        if (held == 1) return 0;
+        if (held < 0) {
+            snprintf(err, errlen, "cannot mark consumer '%s' of queue %s as running (%s): %s", m->consumer, queue,
+                     m->key, holder);
+            return -1;
+        }
+        if (round == 1) {
+            snprintf(err, errlen, "consumer '%s' of queue %s is in use by another running collector (%s): two "
+                     "collectors with one --consumer would split the results between their outputs; stop the other "
+                     "one, or give this one another --consumer", m->consumer, queue, holder);
+            return -1;
+        }
+        LOG(LL_INFO, "collect: consumer '%s' of queue %s is marked by another collector (%s) for %lld ms more; "
+                     "waiting to see whether it is still running", m->consumer, queue, holder, left_ms);
+        for (int64_t until = clock_now_ms() + left_ms + 100; clock_now_ms() < until;) {
+            if (atomic_load(stop)) return 1;
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
 
 /* Sends the ack script for ids until Redis answers (reconnecting as needed). Returns 0, or -1 on stop. */
 static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t n, collect_progress_t *p,
@@ -82,7 +168,14 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     bool show_bar = mode == COLLECT_UNTIL_DONE && isatty(STDERR_FILENO);
     int64_t last_bar = 0;
     progress_rate_t rate = {0};
+    collect_marker_t marker;
+    collect_marker_init(&marker, s);
     if (rconn_connect(c, err, errlen)) goto out;
+    int taken = collect_marker_take(c, &marker, s->queue, stop, err, errlen);
+    if (taken) {
+        rc = taken > 0 ? 0 : -1;
+        goto out;
+    }
     redisReply *r = rconn_command(c, "XGROUP CREATE %s %s 0 MKSTREAM", k.results, KEYS_COLLECT_GROUP);
     if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
         snprintf(err, errlen, "cannot create consumer group on %s: %s", k.results, r ? r->str : rconn_error(c));
@@ -100,6 +193,25 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
         if (!rconn_connected(c)) {
             if (rconn_reconnect(c, stop, NULL)) break;
             own_pending = true;
+        }
+        if (clock_now_ms() >= marker.renew_at) {
+            char holder[256];
+            long long left_ms;
+            int held = collect_marker_call(c, &marker, COLLECT_MARKER_TTL_MS, holder, sizeof holder, &left_ms);
+            if (held == 0) {
+                snprintf(err, errlen, "another collector (%s) took consumer '%s' of queue %s while this one could not "
+                         "renew its marker for %d s (cut off from Redis, or stalled): stopping, so that the results "
+                         "are not split", holder, s->consumer, s->queue, COLLECT_MARKER_TTL_MS / 1000);
+                goto out;
+            }
+            if (held < 0) {
+                if (rconn_connected(c)) { /* an error reply: try again in a second */
+                    LOG_LIMITED(LL_WARN, "collect: cannot renew the marker %s: %s", marker.key, holder);
+                    struct timespec ts = {1, 0};
+                    nanosleep(&ts, NULL);
+                }
+                continue; /* the stream is read only under a marker renewed within a third of its expiry */
+            }
         }
         bool blocking = !own_pending && mode != COLLECT_AVAILABLE;
         const char *argv[] = {"XREADGROUP", "GROUP", KEYS_COLLECT_GROUP, s->consumer, "COUNT", count,
@@ -194,6 +306,12 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     rc = 0;
 out:
     if (show_bar && last_bar) fprintf(stderr, "\n");
+    if (marker.held) {
+        char holder[256];
+        long long left_ms;
+        collect_marker_call(c, &marker, 0, holder, sizeof holder, &left_ms);
+    }
+    free(marker.key);
     rconn_free(c);
     return rc;
 }

@@ -3,7 +3,12 @@
  * The collector reads through the consumer group chunkd-collect in batches, writes the lines, flushes them, and
  * only then acknowledges and deletes the entries (one script that also counts them once in stats "collected").
  * A collector that crashes between writing and acknowledging re-reads its own pending entries on restart, so at
- * most one batch is written twice and nothing is lost. It holds one batch in memory, whatever the run's size. */
+ * most one batch is written twice and nothing is lost. It holds one batch in memory, whatever the run's size.
+ *
+ * One collector at a time reads under a consumer name: two would split the results between their outputs. A
+ * running collector keeps a marker chunkd:{Q}:collector:<consumer> (collector.lua) with a 5 s expiry that it renews
+ * every third of that, and reads the stream only while its renewal is that fresh. A collector that finds the name
+ * marked waits for the marker to expire once (a collector that died frees it so) and is refused if it is renewed. */
 #ifndef CHUNKD_COLLECT_H
 #define CHUNKD_COLLECT_H
 
@@ -28,7 +33,7 @@ typedef struct collect_progress {
 
 /* Runs until the mode says so or *stop becomes true. producer_done, when not NULL, must become true before
  * COLLECT_UNTIL_DONE may finish (chunkd run sets it when its enqueue ends). Returns 0, or -1 with a reason in err
- * (Redis unreachable at start, or the output cannot be written). */
+ * (Redis unreachable at start, the consumer name in use by a running collector, or the output cannot be written). */
 int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const atomic_bool *stop,
                 const atomic_bool *producer_done, collect_progress_t *progress, char *err, size_t errlen);
 

@@ -5,11 +5,15 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "dynbuf.h"
+#include "log.h"
 #include "metrics.h"
 #include "xalloc.h"
 
@@ -83,6 +87,28 @@ static enum MHD_Result httpd_handle(void *cls, struct MHD_Connection *conn, cons
     return httpd_reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body, len);
 }
 
+/* Why a listening socket could not be had, in words an operator can act on. */
+static const char *httpd_bind_reason(int errnum)
+{
+    switch (errnum) {
+    case EADDRINUSE: return "address in use (another worker on this host? set --http-port, or 0 for no HTTP server)";
+    case EACCES: return "permission denied (ports below 1024 need privileges: set --http-port)";
+    case EADDRNOTAVAIL: return "no such address on this host (set --http-addr)";
+    default: return strerror(errnum);
+    }
+}
+
+/* libmicrohttpd's own messages (a failed accept, a connection it dropped), through LOG instead of its raw
+ * fprintf to stderr. */
+__attribute__((format(printf, 2, 0))) static void httpd_log(void *arg, const char *fmt, va_list ap)
+{
+    (void)arg;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    LOG_LIMITED(LL_WARN, "http server: %s", msg);
+}
+
 httpd_t *httpd_start(const char *addr, int port, const httpd_probe_t *probe, char *err, size_t errlen)
 {
     struct sockaddr_in sa;
@@ -93,16 +119,26 @@ httpd_t *httpd_start(const char *addr, int port, const httpd_probe_t *probe, cha
         snprintf(err, errlen, "invalid value for --http-addr (CHUNKD_HTTP_ADDR): '%s' is not an IPv4 address", addr);
         return NULL;
     }
+    /* The socket is bound here, not by libmicrohttpd, so that a failure has its own errno and one clear line. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, SOMAXCONN)) {
+        snprintf(err, errlen, "cannot serve /healthz on %s:%d: %s", addr, port, httpd_bind_reason(errno));
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
     httpd_t *h = xcalloc(1, sizeof *h);
     h->probe = *probe;
     h->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, (uint16_t)port,
-                                 NULL, NULL, httpd_handle, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                 NULL, NULL, httpd_handle, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+                                 MHD_OPTION_EXTERNAL_LOGGER, httpd_log, NULL,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)HTTPD_CONNECTION_LIMIT,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)HTTPD_IDLE_TIMEOUT_S, MHD_OPTION_END);
     if (!h->daemon) {
-        snprintf(err, errlen, "cannot serve HTTP on %s:%d (--http-port, CHUNKD_HTTP_PORT): %s", addr, port,
-                 errno ? strerror(errno) : "libmicrohttpd failed to start");
-        free(h);
+        snprintf(err, errlen, "cannot serve /healthz on %s:%d: libmicrohttpd failed to start (%s)", addr, port,
+                 errno ? strerror(errno) : "no reason given");
+        free(h); /* fd is left alone: whether libmicrohttpd closed it on this path depends on its version */
         return NULL;
     }
     return h;

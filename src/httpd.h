@@ -21,7 +21,9 @@ typedef struct httpd_probe {
     void *arg;
 } httpd_probe_t;
 
-/* Listens on addr:port (port > 0). Returns NULL with a reason in err (e.g. the port is in use). */
+/* Listens on addr:port (port > 0): binds at once, so a caller that starts it first has taken no work when it
+ * fails. Returns NULL with one line in err naming the address, the port and the reason, e.g.
+ * "cannot serve /healthz on 0.0.0.0:8080: address in use (another worker on this host? set --http-port, ...)". */
 httpd_t *httpd_start(const char *addr, int port, const httpd_probe_t *probe, char *err, size_t errlen);
 void httpd_stop(httpd_t *h);
 

@@ -56,4 +56,12 @@ static inline void keys_lease(char *out, size_t outlen, const char *queue, const
     snprintf(out, outlen, "chunkd:{%s}:lease:%s", queue, worker_id);
 }
 
+/* The marker of a running collector's consumer name (a string with an expiry; collector.lua). Needs
+ * strlen(queue) + strlen(consumer) + KEYS_COLLECTOR_EXTRA bytes. */
+#define KEYS_COLLECTOR_EXTRA 24
+static inline void keys_collector(char *out, size_t outlen, const char *queue, const char *consumer)
+{
+    snprintf(out, outlen, "chunkd:{%s}:collector:%s", queue, consumer);
+}
+
 #endif

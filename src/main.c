@@ -4,10 +4,13 @@
  * defaults), takes signals into the main thread, and hands over to cmd_<name>(). The data flow lives in the
  * modules: enqueue -> Redis list -> fetch -> loop (handler) -> commit -> Redis stream -> collect. */
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "children.h"
 #include "cmd.h"
@@ -65,8 +68,29 @@ static void raise_fd_limit(const settings_t *s)
             s->concurrency, (unsigned long long)rl.rlim_cur);
 }
 
+/* A process started with stdin, stdout or stderr closed (`<&- 2>&-`) would hand the lowest free descriptor to
+ * the first socket it opens: log lines written to "stderr" would then go into a Redis connection. Opens
+ * /dev/null on each of 0, 1 and 2 that is closed, in that order (open() returns the lowest free descriptor).
+ * Returns a bit per descriptor that was closed (1 << fd), or -1 when /dev/null cannot be opened. */
+static int std_fds_open(void)
+{
+    int closed = 0;
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        int null_fd = open("/dev/null", O_RDWR);
+        if (null_fd != fd) { /* no /dev/null (or a lower descriptor was free after all, which cannot happen) */
+            if (null_fd >= 0) close(null_fd);
+            return -1;
+        }
+        closed |= 1 << fd;
+    }
+    return closed;
+}
+
 int main(int argc, char **argv)
 {
+    int closed_fds = std_fds_open();
+    if (closed_fds < 0) return EXIT_RUNTIME; /* nowhere safe to say why */
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
@@ -94,6 +118,12 @@ int main(int argc, char **argv)
     }
     if (prc == SETTINGS_ERROR) {
         fprintf(stderr, "chunkd %s: %s\n", cmd->name, err);
+        settings_free(&s);
+        return EXIT_USAGE;
+    }
+    if ((closed_fds & (1 << STDOUT_FILENO)) && !s.out && (bit & (CMD_COLLECT | CMD_RUN))) {
+        /* Results written to /dev/null would be acknowledged and deleted from the stream: lost. */
+        fprintf(stderr, "chunkd %s: stdout is closed, so results have nowhere to go: give --out FILE\n", cmd->name);
         settings_free(&s);
         return EXIT_USAGE;
     }

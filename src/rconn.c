@@ -20,6 +20,7 @@ struct rconn {
     long long extra_ms;      /* added to the command timeout (blocking commands) */
     redisContext *ctx;       /* NULL while disconnected */
     char err[256];           /* last error */
+    bool refused;            /* the last connect failed on an error reply that waiting will not change */
 };
 
 /* The last write refusal seen by any connection (rconn_refused_recently). */
@@ -70,6 +71,7 @@ static int rconn_setup_cmd(rconn_t *c, const char *what, int argc, const char **
     int rc = 0;
     if (r->type == REDIS_REPLY_ERROR) {
         snprintf(c->err, sizeof c->err, "%s refused: %.200s", what, r->str);
+        c->refused = !rconn_transient_error(r->str);
         rc = -1;
     }
     freeReplyObject(r);
@@ -79,6 +81,7 @@ static int rconn_setup_cmd(rconn_t *c, const char *what, int argc, const char **
 int rconn_connect(rconn_t *c, char *err, size_t errlen)
 {
     rconn_drop(c);
+    c->refused = false;
     struct timeval tv = ms_to_tv(c->timeout_ms);
     c->ctx = c->url.is_unix ? redisConnectUnixWithTimeout(c->url.path, tv)
                             : redisConnectWithTimeout(c->url.host, c->url.port, tv);
@@ -112,9 +115,37 @@ fail:
     return -1;
 }
 
+int rconn_connect_serving(rconn_t *c, char *err, size_t errlen)
+{
+    if (rconn_connect(c, err, errlen)) return -1;
+    redisReply *r = rconn_command(c, "PING");
+    if (r && r->type != REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        return 0;
+    }
+    if (r) {
+        snprintf(c->err, sizeof c->err, "PING refused: %.200s", r->str);
+        c->refused = !rconn_transient_error(r->str);
+        freeReplyObject(r);
+    }
+    rconn_drop(c);
+    if (err) snprintf(err, errlen, "cannot connect to Redis at %s: %s", c->addr, c->err);
+    return -1;
+}
+
+bool rconn_refused(const rconn_t *c) { return c->refused; }
+
+long long rconn_backoff_next(long long *backoff_ms)
+{
+    /* Full jitter keeps many workers from reconnecting in lockstep after an outage. */
+    long long wait_ms = *backoff_ms / 2 + rand() % (*backoff_ms / 2 + 1);
+    *backoff_ms = *backoff_ms * 2 < RCONN_BACKOFF_MAX_MS ? *backoff_ms * 2 : RCONN_BACKOFF_MAX_MS;
+    return wait_ms;
+}
+
 int rconn_reconnect(rconn_t *c, const atomic_bool *stop, atomic_llong *alive_ms)
 {
-    long long backoff_ms = 100;
+    long long backoff_ms = RCONN_BACKOFF_MIN_MS;
     for (unsigned attempt = 0;; attempt++) {
         char err[512];
         if (rconn_connect(c, err, sizeof err) == 0) {
@@ -122,15 +153,13 @@ int rconn_reconnect(rconn_t *c, const atomic_bool *stop, atomic_llong *alive_ms)
             return 0;
         }
         LOG_LIMITED(LL_WARN, "%s (attempt %u; retrying)", err, attempt + 1);
-        /* Full jitter keeps many workers from reconnecting in lockstep after an outage. */
-        long long wait_ms = backoff_ms / 2 + rand() % (backoff_ms / 2 + 1);
+        long long wait_ms = rconn_backoff_next(&backoff_ms);
         for (long long waited = 0; waited < wait_ms; waited += 50) {
             if (stop && atomic_load(stop)) return -1;
             if (alive_ms) atomic_store(alive_ms, clock_now_ms());
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
         }
-        if (backoff_ms < 5000) backoff_ms *= 2;
     }
 }
 

@@ -20,9 +20,24 @@ void rconn_free(rconn_t *c);
 /* Connects, authenticates and selects the database. Returns 0, or -1 with a one-line reason in err. */
 int rconn_connect(rconn_t *c, char *err, size_t errlen);
 
-/* Reconnects with capped exponential backoff (100 ms to 5 s) until it succeeds (0) or *stop becomes true (-1).
- * Logs at most one line per LOG_LIMIT_WINDOW_MS. While it waits it stores the time into *alive_ms (NULL: none),
- * so a thread that is only waiting for Redis still shows as alive on /healthz. */
+/* rconn_connect(), then a PING: a Redis still loading its data accepts connections but answers LOADING, and one
+ * that wants a password not given answers NOAUTH only now. Returns 0 when Redis serves commands, or -1 with a
+ * one-line reason in err; then rconn_refused() tells whether waiting could help. */
+int rconn_connect_serving(rconn_t *c, char *err, size_t errlen);
+/* True when the last connect failed because Redis answered with an error that waiting will not change (AUTH or
+ * SELECT refused, NOAUTH); false when Redis could not be reached (refused, timed out, name not resolved) or was
+ * loading its data. */
+bool rconn_refused(const rconn_t *c);
+
+/* Capped exponential backoff with full jitter: returns the next pause (from half of *backoff_ms to all of it) and
+ * doubles *backoff_ms up to RCONN_BACKOFF_MAX_MS. Start *backoff_ms at RCONN_BACKOFF_MIN_MS. */
+#define RCONN_BACKOFF_MIN_MS 100LL
+#define RCONN_BACKOFF_MAX_MS 5000LL
+long long rconn_backoff_next(long long *backoff_ms);
+
+/* Reconnects with that backoff until it succeeds (0) or *stop becomes true (-1). Logs at most one line per 5 s.
+ * While it waits it stores the time into *alive_ms (NULL: none), so a thread that is only waiting for Redis still
+ * shows as alive on /healthz. */
 int rconn_reconnect(rconn_t *c, const atomic_bool *stop, atomic_llong *alive_ms);
 
 /* Sends a command and returns its reply (free with freeReplyObject), which may be REDIS_REPLY_ERROR; NULL when

@@ -45,6 +45,9 @@ static const setting_def_t setting_defs[] = {
      "log lines as text or as JSON objects (for cluster log collectors)"},
     {"redis-timeout-ms", "CHUNKD_REDIS_TIMEOUT_MS", ST_INT, OFF(redis_timeout_ms), "5000", 100, 600000, NULL, ALL,
      false, false, "Redis connect and command timeout"},
+    {"redis-wait-ms", "CHUNKD_REDIS_WAIT_MS", ST_INT, OFF(redis_wait_ms), "0", 0, 86400000, NULL, CMD_WORKER, false,
+     false, "at start, how long to wait for a Redis that cannot be reached (not ready meanwhile) before exiting 1 "
+            "(0: forever)"},
     {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN | CMD_REQUEUE, false, false,
      "items per chunk"},
     {"max-item-bytes", "CHUNKD_MAX_ITEM_BYTES", ST_INT, OFF(max_item_bytes), "1048576", 16, 67108864, NULL,

@@ -28,6 +28,8 @@ typedef struct settings {
     char *log_level;        /* debug, info, warn, error */
     char *log_format;       /* text or json */
     long long redis_timeout_ms;
+    long long redis_wait_ms;  /* worker: how long to wait at start for an unreachable Redis; 0: forever;
+                               * SETTINGS_NO_WAIT (run sets it): not at all */
     /* enqueue (and run). */
     long long chunk_size;   /* items per chunk */
     long long max_item_bytes;
@@ -97,6 +99,8 @@ typedef struct settings {
     bool queue_set;         /* the queue was given explicitly (flag or environment) */
     bool http_port_set;     /* so was --http-port */
 } settings_t;
+
+#define SETTINGS_NO_WAIT (-1LL) /* redis_wait_ms of commands that fail at once when Redis cannot be reached */
 
 typedef enum { SETTINGS_OK = 0, SETTINGS_ERROR = -1, SETTINGS_HELP = 1 } settings_rc_t;
 

@@ -23,6 +23,7 @@
 #include "ratelimit.h"
 #include "rconn.h"
 #include "scripts.h"
+#include "sig.h"
 #include "window.h"
 #include "work.h"
 #include "xalloc.h"
@@ -42,6 +43,7 @@ struct worker {
     const handler_t *handler;
     void *handler_shared;        /* owned: from handler->init */
     atomic_bool draining;        /* from the first signal: /readyz turns 503 */
+    atomic_bool starting;        /* until worker_start() succeeds: live (no thread to watch yet), not ready */
     httpd_t *httpd;              /* NULL when --http-port is 0 */
     pthread_t monitor;           /* reads the queue gauges from Redis every few seconds */
     bool monitor_started;
@@ -53,10 +55,12 @@ struct worker {
 #define WORKER_MONITOR_MS 5000     /* how often the queue gauges are read */
 #define WORKER_PING_MS 1000        /* how often Redis is pinged for /readyz */
 #define WORKER_DRAIN_GRACE_MS 5000 /* after --drain-timeout-ms, how long the committer may still take */
+#define WORKER_WAIT_LOG_MS 5000    /* at start, one line per this while Redis cannot be reached */
 
 static bool worker_live(void *arg, char *why, size_t whylen)
 {
     worker_t *w = arg;
+    if (atomic_load(&w->starting)) return true;
     int64_t now = clock_now_ms();
     for (size_t i = 0; i < w->n_loops; i++) {
         if (w->loops[i] && now - loop_heartbeat_ms(w->loops[i]) > WORKER_LOOP_STALL_MS) {
@@ -84,6 +88,7 @@ static long long worker_refusal_window_ms(const worker_t *w)
 static bool worker_ready(void *arg, char *why, size_t whylen)
 {
     worker_t *w = arg;
+    if (atomic_load(&w->starting)) return snprintf(why, whylen, "waiting for Redis"), false;
     if (atomic_load(&w->draining)) return snprintf(why, whylen, "draining"), false;
     if (!w->fetch || !fetch_connected(w->fetch) || !commit_connected(w->commit) ||
         clock_now_ms() - atomic_load(&w->redis_ok_ms) > WORKER_PING_MS + w->settings->redis_timeout_ms)
@@ -197,6 +202,7 @@ worker_t *worker_new(const settings_t *s)
 {
     worker_t *w = xcalloc(1, sizeof *w);
     w->settings = s;
+    atomic_init(&w->starting, true);
     if (s->worker_id) {
         snprintf(w->id, sizeof w->id, "%s", s->worker_id);
     } else {
@@ -266,10 +272,63 @@ static long worker_peak_rss_kb(void)
     return kb;
 }
 
+/* Waits until Redis serves commands, for up to --redis-wait-ms (0: forever; SETTINGS_NO_WAIT: one attempt), with
+ * capped backoff and one log line per WORKER_WAIT_LOG_MS. Nothing is held yet, so SIGTERM/SIGINT just end the wait:
+ * they are taken here. Redis refusing us (AUTH, SELECT) ends it at once. Returns 0, -1 with the reason in err, or
+ * WORKER_STOPPED. */
+static int worker_wait_for_redis(worker_t *w, char *err, size_t errlen)
+{
+    const settings_t *s = w->settings;
+    rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
+    int64_t start = clock_now_ms(), next_log = start;
+    long long backoff_ms = RCONN_BACKOFF_MIN_MS;
+    char limit[64] = "--redis-wait-ms 0: no limit";
+    if (s->redis_wait_ms > 0) snprintf(limit, sizeof limit, "for up to --redis-wait-ms %lld", s->redis_wait_ms);
+    int rc = 0;
+    unsigned attempt = 1;
+    for (; rconn_connect_serving(c, err, errlen); attempt++) {
+        long long waited = clock_now_ms() - start;
+        if (rconn_refused(c) || s->redis_wait_ms == SETTINGS_NO_WAIT) {
+            rc = -1;
+            break;
+        }
+        if (s->redis_wait_ms > 0 && waited >= s->redis_wait_ms) {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen - n, " (gave up after waiting %lld ms: --redis-wait-ms)", waited);
+            rc = -1;
+            break;
+        }
+        if (clock_now_ms() >= next_log) {
+            LOG(LL_WARN, "%s; waiting for Redis (attempt %u, %lld s so far, %s)", err, attempt, waited / 1000, limit);
+            next_log = clock_now_ms() + WORKER_WAIT_LOG_MS;
+        }
+        long long pause_ms = rconn_backoff_next(&backoff_ms);
+        if (s->redis_wait_ms > 0 && pause_ms > s->redis_wait_ms - waited) pause_ms = s->redis_wait_ms - waited;
+        if (sig_wait((int)pause_ms)) {
+            snprintf(err, errlen, "signal while waiting for Redis at %s: exiting; nothing was taken", rconn_addr(c));
+            rc = WORKER_STOPPED;
+            break;
+        }
+    }
+    if (rc == 0 && attempt > 1) LOG(LL_INFO, "Redis at %s answers after %u attempts; starting", rconn_addr(c), attempt);
+    rconn_free(c);
+    return rc;
+}
+
 int worker_start(worker_t *w, char *err, size_t errlen)
 {
     const settings_t *s = w->settings;
     if (w->handler->init && w->handler->init(s, &w->handler_shared, err, errlen)) return WORKER_BAD_SETTINGS;
+    /* The health port before any Redis work: a worker that cannot serve it fails having taken nothing, and one
+     * that waits for Redis says so on /readyz meanwhile. */
+    if (s->http_port > 0) {
+        httpd_probe_t probe = {worker_live, worker_ready, w};
+        w->httpd = httpd_start(s->http_addr, (int)s->http_port, &probe, err, errlen);
+        if (!w->httpd) return -1;
+        LOG(LL_INFO, "serving /healthz, /readyz and /metrics on %s:%lld", s->http_addr, s->http_port);
+    }
+    int waited = worker_wait_for_redis(w, err, errlen);
+    if (waited) return waited;
     w->ratelimit = ratelimit_new(s, &w->keys, w->id);
     w->places = loop_places_new((size_t)s->concurrency);
     for (size_t i = 0; i < w->n_loops; i++) {
@@ -295,12 +354,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     atomic_init(&w->monitor_stop, false);
     atomic_init(&w->redis_ok_ms, clock_now_ms());
     if (pthread_create(&w->monitor, NULL, worker_monitor_main, w) == 0) w->monitor_started = true;
-    if (s->http_port > 0) {
-        httpd_probe_t probe = {worker_live, worker_ready, w};
-        w->httpd = httpd_start(s->http_addr, (int)s->http_port, &probe, err, errlen);
-        if (!w->httpd) return -1;
-        LOG(LL_INFO, "serving /healthz, /readyz and /metrics on %s:%lld", s->http_addr, s->http_port);
-    }
+    atomic_store(&w->starting, false);
     LOG(LL_INFO, "worker %s: queue %s, handler %s, %zu loops, concurrency %lld", w->id, w->settings->queue,
         w->settings->handler, w->n_loops, w->settings->concurrency);
     return 0;

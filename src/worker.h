@@ -15,10 +15,14 @@ typedef struct worker worker_t;
 
 /* s must outlive the worker; s->redis_url must be set. */
 worker_t *worker_new(const settings_t *s);
-/* Checks the handler's settings, connects (a Redis that is down or refuses AUTH is an error here), registers and
- * starts the threads. Returns 0; WORKER_BAD_SETTINGS when the handler rejects its settings (exit status 2); or -1
- * for anything else; both with a one-line reason in err. */
+/* Checks the handler's settings, serves /healthz, /readyz and /metrics (a port it cannot bind is an error here,
+ * before anything is taken from Redis), waits for Redis while it cannot be reached for up to s->redis_wait_ms
+ * (live, not ready: "waiting for Redis"; a Redis that refuses AUTH is an error at once), registers and starts the
+ * threads. While it waits it takes SIGTERM/SIGINT itself. Returns 0; WORKER_BAD_SETTINGS when the handler rejects
+ * its settings (exit status 2); WORKER_STOPPED when a signal ended the wait; or -1 for anything else; all with a
+ * one-line reason in err. */
 #define WORKER_BAD_SETTINGS (-2)
+#define WORKER_STOPPED (-3)
 int worker_start(worker_t *w, char *err, size_t errlen);
 /* Marks the worker as draining from this instant (/readyz turns 503); worker_drain() does the rest. */
 void worker_begin_drain(worker_t *w);
