@@ -41,6 +41,7 @@ UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
+        lint-deps \
         version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
 
 all: $(BUILD)/chunkd
@@ -236,11 +237,23 @@ fuzz-ci: fuzz-deps
 	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 	$(call fuzz_run,$(FUZZ_CI_SECONDS))
 
-lint:
-	clang-tidy --quiet $(addprefix src/,$(SRCS)) -- $(filter-out -Wno-format-truncation,$(WARN)) -D_GNU_SOURCE \
-	  -Isrc -I$(BUILD) $(PKG_CFLAGS) 2>&1 | { ! grep -E 'warning:|error:'; }
+# The linters are Debian packages too (installed like the other targets' tools), and a linter that is missing or
+# fails to run fails the target: its output is not only grepped for findings.
+LINT_PACKAGES := clang-tidy cppcheck libhiredis-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev pkg-config
+lint-deps:
+	$(call install_missing,$(LINT_PACKAGES))
+
+lint: lint-deps
+	@for tool in clang-tidy cppcheck; do \
+	  command -v $$tool >/dev/null || { echo "lint: $$tool not found on PATH"; exit 1; }; done
+	@out=$$(clang-tidy --quiet $(addprefix src/,$(SRCS)) -- $(filter-out -Wno-format-truncation,$(WARN)) \
+	  -D_GNU_SOURCE -Isrc -I$(BUILD) $(PKG_CFLAGS) 2>&1); rc=$$?; \
+	if [ $$rc -ne 0 ] || printf '%s\n' "$$out" | grep -qE 'warning:|error:'; then \
+	  printf '%s\n' "$$out"; echo "lint: clang-tidy failed (exit $$rc)"; exit 1; fi; \
+	echo "lint: clang-tidy clean ($(words $(SRCS)) files)"
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  -D_GNU_SOURCE -Isrc --suppress=missingIncludeSystem --suppress=ctuuninitvar src
+	@echo "lint: cppcheck clean"
 
 clean:
 	rm -rf build build-asan
