@@ -44,6 +44,14 @@ class TestFailure(AssertionError):
     """A test assertion failed; the message is the one-line reason."""
 
 
+class TestSkipped(Exception):
+    """A test that cannot run here (run.py prints SKIP with the reason and counts it apart)."""
+
+
+def skip(reason):
+    raise TestSkipped(reason)
+
+
 def check(cond, msg):
     if not cond:
         raise TestFailure(msg() if callable(msg) else msg)
