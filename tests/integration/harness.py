@@ -58,6 +58,8 @@ def check(cond, msg):
 
 
 def scaled(seconds):
+    """A bound the test measures itself, times TIMEOUT_SCALE. wait_until and Proc.wait scale their timeout
+    already: giving them scaled(...) would scale it twice (the square of --timeout-scale)."""
     return seconds * TIMEOUT_SCALE
 
 
@@ -569,6 +571,24 @@ class Ctx:
         proc = Proc(label, argv, popen, out_path, err_path)
         self.procs.append(proc)
         return proc
+
+    def spawn_http(self, cmd, *args, env=None, attempts=5, **kw):
+        """Start `chunkd cmd args...` (a worker or `run`) serving HTTP on 127.0.0.1 at a free port; returns
+        (proc, port) once chunkd has logged that it serves on that port, so a probe reaches this chunkd and not
+        whatever else took the port. free_port() releases the port before chunkd binds it: when another process
+        took it meanwhile, chunkd exits 1 ("cannot serve HTTP") and is started again on another port."""
+        for attempt in range(1, attempts + 1):
+            port = free_port()
+            proc = self.spawn(cmd, "--http-addr", "127.0.0.1", *args,
+                              env={**(env or {}), "CHUNKD_HTTP_PORT": str(port)}, **kw)
+            serving = f"/metrics on 127.0.0.1:{port}"
+            wait_until(lambda: serving in proc.stderr() or not proc.alive(), 15,
+                       lambda: f"`{proc.name}` serving HTTP on port {port} ({proc.describe()})")
+            if serving in proc.stderr():
+                return proc, port
+            if "cannot serve HTTP" not in proc.stderr() or attempt == attempts:
+                raise TestFailure(f"`{proc.name}` did not serve HTTP on port {port}: {proc.describe()}")
+        raise AssertionError("unreachable")
 
     def run(self, cmd, *args, timeout=30, expect_rc=0, **kw):
         """Run `chunkd cmd args...` to completion and check its exit status."""

@@ -20,11 +20,11 @@ def test_sigkilled_worker_chunks_run_again(ctx):
     killed = time.monotonic()
     rescuer = ctx.spawn("worker", "--queue", ctx.queue, "--concurrency", 300, "--lease-ms", 2000,
                         "--exit-when-empty", name="rescuer")
-    wait_until(lambda: ctx.r.execute("LLEN", key) == 0, scaled(15), "the victim's chunks given back")
+    wait_until(lambda: ctx.r.execute("LLEN", key) == 0, 15, "the victim's chunks given back")
     recovered_after = time.monotonic() - killed
     check(recovered_after < scaled(2 + 1 + 2), f"the victim's chunks came back after {recovered_after:.1f}s, "
                                                "more than lease 2 s + reaper turn 1 s + slack")
-    rescuer.wait(scaled(60), expect_rc=0)
+    rescuer.wait(60, expect_rc=0)
     check("reaped worker victim" in rescuer.stderr(), "the rescuer did not log the reaping")
     out = ctx.path("results.jsonl")
     ctx.run("collect", "--queue", ctx.queue, "--out", out)
@@ -42,7 +42,7 @@ def test_recover_by_hand(ctx):
     early = ctx.run("recover", "--queue", ctx.queue).stdout()
     check(re.search(r"recovered 0 chunks", early), f"recover moved chunks of a live worker: {early!r}")
     victim.kill()
-    wait_until(lambda: ctx.r.execute("EXISTS", ctx.key("lease:gone")) == 0, scaled(5), "the lease expiring")
+    wait_until(lambda: ctx.r.execute("EXISTS", ctx.key("lease:gone")) == 0, 5, "the lease expiring")
     out = ctx.run("recover", "--queue", ctx.queue).stdout()
     check(re.search(r"recovered 2 chunks from 1 workers", out), f"recover output: {out!r}")
     check(ctx.r.execute("LLEN", key) == 0 and ctx.llen("pending") == 2, "chunks not back in pending")
@@ -62,7 +62,7 @@ def test_checkpoint_redelivery_runs_only_unfinished_items(ctx):
     victim.kill()
     rescuer = ctx.spawn("worker", "--queue", ctx.queue, "--lease-ms", 1000, "--exit-when-empty",
                         "--log-level", "debug", name="rescuer")
-    rescuer.wait(scaled(30), expect_rc=0)
+    rescuer.wait(30, expect_rc=0)
     check(re.search(r"fetched chunk \S+ \(10 items, 4 to run, delivery 2\)", rescuer.stderr()),
           f"the rescuer did not run only the 4 unfinished items: {rescuer.stderr()[-600:]!r}")
     out = ctx.path("results.jsonl")
@@ -86,7 +86,7 @@ def test_max_deliveries_sends_poison_chunk_to_dead(ctx):
                    [int(v) for v in ctx.r.execute("HVALS", ctx.key("deliveries"))] == [n], 15,
                    lambda: f"victim {n} holding the chunk, its delivery {n} counted ({victim.describe()})")
         victim.kill()
-        wait_until(lambda: ctx.r.execute("EXISTS", ctx.key(f"lease:v{n}")) == 0, scaled(5), "the lease expiring")
+        wait_until(lambda: ctx.r.execute("EXISTS", ctx.key(f"lease:v{n}")) == 0, 5, "the lease expiring")
         ctx.run("recover", "--queue", ctx.queue)
     good = [{"id": f"g{i}", "sleep_ms": 10} for i in range(5)]
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 5, ctx.write_jsonl("good.jsonl", good))
