@@ -49,24 +49,31 @@ def test_recover_by_hand(ctx):
 
 
 def test_checkpoint_redelivery_runs_only_unfinished_items(ctx):
-    # One chunk: 6 fast items, 4 slow ones. The victim commits the fast ones (a partial commit: the chunk stays in
-    # its processing list) and is killed; the chunk's next delivery runs only the 4 slow items.
-    items = [{"id": i, "sleep_ms": 20 if i < 6 else 2500} for i in range(10)]
-    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
-    victim = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", "victim", "--lease-ms", 1000, name="victim")
-    wait_until(lambda: ctx.xlen() >= 6, 15, lambda: f"6 fast results committed ({victim.describe()})")
+    # One chunk of http items: 6 fast, 4 slow. The victim commits the fast ones (a partial commit: the chunk stays
+    # in its processing list) and is killed; the chunk's next delivery runs only the 4 slow items. Counted at the
+    # mock API, per item: each fast item called once, each slow one twice (the victim's call and the rescuer's).
+    q = ctx.queue
+    items = [{"id": i, "path": f"/{q}/{i}", "query": {"delay_ms": 20 if i < 6 else 2500}} for i in range(10)]
+    ctx.run("enqueue", "--queue", q, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    common = ["--queue", q, "--handler", "http", "--base-url", ctx.mock.url, "--lease-ms", 1000]
+    victim = ctx.spawn("worker", *common, "--worker-id", "victim", name="victim")
+    calls = lambda: {i: ctx.mock.count(f"/{q}/{i}") for i in range(10)}  # noqa: E731
+    wait_until(lambda: ctx.xlen() >= 6 and all(n == 1 for n in calls().values()), 15,
+               lambda: f"6 fast results committed and every item called once (calls {calls()}; {victim.describe()})")
     check(ctx.r.execute("LLEN", ctx.key("processing:victim")) == 1, "the partly committed chunk left processing")
     chunk_id = ctx.r.lrange_all(ctx.key("processing:victim"))[0].split('"chunk":"')[1].split('"')[0]
     check(ctx.done_bits(chunk_id) == set(range(6)),
           f"checkpoint of chunk {chunk_id}: {sorted(ctx.done_bits(chunk_id))}, expected items 0-5")
     victim.kill()
-    rescuer = ctx.spawn("worker", "--queue", ctx.queue, "--lease-ms", 1000, "--exit-when-empty",
-                        "--log-level", "debug", name="rescuer")
+    rescuer = ctx.spawn("worker", *common, "--exit-when-empty", "--log-level", "debug", name="rescuer")
     rescuer.wait(30, expect_rc=0)
     check(re.search(r"fetched chunk \S+ \(10 items, 4 to run, delivery 2\)", rescuer.stderr()),
-          f"the rescuer did not run only the 4 unfinished items: {rescuer.stderr()[-600:]!r}")
+          f"the rescuer did not log running only the 4 unfinished items: {rescuer.stderr()[-600:]!r}")
+    want = {i: 1 if i < 6 else 2 for i in range(10)}
+    check(calls() == want, f"calls per item at the mock {calls()}, expected {want}: the redelivery ran items its "
+                           f"checkpoint marks finished, or skipped unfinished ones")
     out = ctx.path("results.jsonl")
-    ctx.run("collect", "--queue", ctx.queue, "--out", out)
+    ctx.run("collect", "--queue", q, "--out", out)
     assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results after a partial commit and a SIGKILL")
     check(not ctx.r.keys(ctx.key(f"done:{chunk_id}:*")), "the checkpoint outlived its chunk")
     check(ctx.r.execute("HLEN", ctx.key("deliveries")) == 0, "the delivery count outlived its chunk")
