@@ -1,6 +1,7 @@
 """The worker's HTTP face: /healthz, /readyz, /metrics (checked by promtool and scraped by a real Prometheus)."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -154,14 +155,16 @@ def test_scrapes_while_items_flow(ctx):
     ctx.run("enqueue", "--queue", ctx.queue, ctx.write_jsonl("items.jsonl", items))
     worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--concurrency", 500, "--exit-when-empty")
     wait_until(lambda: get(port, "/healthz")[0] == 200, 15, lambda: f"worker up ({worker.describe()})")
-    stop, scrapes = threading.Event(), []
+    stop, scrapes, last = threading.Event(), [], {}
 
     def scrape():
         while not stop.is_set():
-            s, _ = get(port, "/metrics")
+            s, text = get(port, "/metrics")
             if s != 200 and stopped(worker):  # the worker is done and its HTTP server closing: not a failure
                 return
             scrapes.append(s)
+            if s == 200:
+                last["text"] = text
 
     threads = [threading.Thread(target=scrape) for _ in range(8)]
     for t in threads:
@@ -179,6 +182,11 @@ def test_scrapes_while_items_flow(ctx):
     check(not bad, f"{len(bad)} of {len(scrapes)} scrapes while the worker ran were not answered 200 "
                    f"(None: no answer): {sorted(set(map(str, bad)))}")
     check(len(scrapes) >= 20, f"only {len(scrapes)} scrapes while items flowed")
+    # The worker's own high of items held (running plus finished and not yet committed): at most twice
+    # --concurrency, whatever a scrape happened to see.
+    m = re.search(r"^chunkd_items_in_flight_peak\{[^}]*\} (\d+)$", last.get("text", ""), re.M)
+    check(m and 100 <= int(m.group(1)) <= 2 * 500,
+          f"chunkd_items_in_flight_peak {m.group(1) if m else None}, expected 100 (a chunk) to 1000 (2 x 500)")
     assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results with concurrent scrapes")
 
 

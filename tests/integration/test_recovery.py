@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from harness import assert_exactly_once, check, read_jsonl, scaled, wait_until
+from test_metrics import get
+from test_ratelimit import _metric
 
 
 def test_sigkilled_worker_chunks_run_again(ctx):
@@ -169,17 +171,26 @@ def test_byte_caps_on_chunks(ctx):
     check(len(dead) == 1 and "larger than --max-chunk-bytes 2048" in dead[0]["error"], f"dead: {dead}")
 
     # 6 chunks of about 400 KB: under a 1 MiB cap the worker holds at most 3 (it fetches while under the cap).
+    # The worker reports its own highs (chunkd_chunks_held_peak, chunkd_chunk_bytes_held_peak): sampling its
+    # processing list from here would miss a short peak.
     slow = [{"id": i, "sleep_ms": 1000, "pad": "y" * 40000} for i in range(60)]
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("slow.jsonl", slow))
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", "w", "--concurrency", 1000,
-                       "--max-held-bytes", 1048576, "--exit-when-empty", name="worker")
-    held, deadline = [], time.monotonic() + scaled(30)
-    while worker.alive() and time.monotonic() < deadline:  # sampling what the worker holds until it exits
-        held.append(ctx.r.execute("LLEN", ctx.key("processing:w")))
-        time.sleep(0.05)
-    worker.wait(5, expect_rc=0)
-    check(held and 1 <= max(held) <= 3, f"chunks held under --max-held-bytes 1048576: max {max(held or [0])}")
-    check(ctx.stat("chunks_done") == 6, f"chunks_done={ctx.stat('chunks_done')}")
+    chunk_bytes = [len(raw.encode()) for raw in ctx.r.lrange_all(ctx.key("pending"))]
+    check(len(chunk_bytes) == 6, f"set-up: {len(chunk_bytes)} chunks pending, expected 6")
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--worker-id", "w", "--concurrency", 1000,
+                                  "--max-held-bytes", 1048576, name="worker")
+    wait_until(lambda: ctx.stat("chunks_done") == 6 or not worker.alive(), 30,
+               lambda: f"the 6 chunks done (chunks_done={ctx.stat('chunks_done')}; {worker.describe()})")
+    status, text = get(port, "/metrics")
+    check(status == 200, f"/metrics answered {status}")
+    chunks_peak = _metric(text, "chunkd_chunks_held_peak")
+    bytes_peak = _metric(text, "chunkd_chunk_bytes_held_peak")
+    check(chunks_peak is not None and 1 <= chunks_peak <= 3,
+          f"chunks held under --max-held-bytes 1048576 (chunks of {max(chunk_bytes)} bytes): peak {chunks_peak}")
+    check(bytes_peak is not None and bytes_peak < 1048576 + max(chunk_bytes),
+          f"chunk text held under --max-held-bytes 1048576: peak {bytes_peak} bytes, more than one chunk beyond it")
+    worker.send(signal.SIGTERM)
+    worker.wait(15, expect_rc=0)
 
 
 def test_commit_script_final_without_checkpoint_defers_to_it(ctx):
