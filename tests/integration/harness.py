@@ -211,8 +211,9 @@ class RedisServer:
         self.port = None
         self.proc = None
 
-    def start(self, port=None):
-        """Start on port (default: a free one, retried if it gets taken before redis-server binds it)."""
+    def start(self, port=None, ready=True):
+        """Start on port (default: a free one, retried if it gets taken before redis-server binds it). Returns once
+        it answers PING; with ready=False, once it answers at all (LOADING, while it reads its data back)."""
         for _ in range(1 if port else 5):
             self.port = port or free_port()
             persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly \
@@ -228,7 +229,7 @@ class RedisServer:
                                          preexec_fn=_die_with_parent)
             deadline = time.monotonic() + 10
             while self.proc.poll() is None and time.monotonic() < deadline:
-                if self._ping():
+                if self._ping(loading_ok=not ready):
                     return self
                 time.sleep(0.02)
             self.stop()  # port taken between free_port() and bind, or too slow: retry
@@ -236,12 +237,19 @@ class RedisServer:
         raise RuntimeError("could not start redis-server: "
                            + (one_line(log.read_text()[-400:]) if log.exists() else "no log"))
 
-    def _ping(self):
+    def _ping(self, loading_ok=False):
         try:
             with self.client() as c:
                 return c.execute("PING") == "PONG"
-        except (OSError, RedisError):
+        except RedisError as exc:
+            return loading_ok and str(exc).startswith("LOADING")
+        except OSError:
             return False
+
+    def loading(self):
+        """True while the server is reading its data back (INFO persistence: loading:1)."""
+        with self.client() as c:
+            return "loading:1" in c.execute("INFO", "persistence")
 
     def client(self, db=0):
         c = Redis(port=self.port)
