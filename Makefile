@@ -41,6 +41,7 @@ UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
+        lint-deps \
         version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
 
 all: $(BUILD)/chunkd
@@ -106,23 +107,39 @@ $(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) | $(BU
 endef
 $(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
 
+# Every part of `make test` and `make check-asan` writes its counts (passed failed skipped) to $(COUNTS)/<part>;
+# tests/counts.sh sums them into the run's last line.
+COUNTS := $(BUILD)/test-counts
+
+# cmocka's TAP output (one line per test case, on stdout) is what gets counted.
 unit: $(UNIT_TESTS:%=$(BUILD)/test_%)
-	@failed=0; for t in $^; do echo "== $$t"; $(UNIT_RUNNER) $$t || failed=1; done; exit $$failed
+	@mkdir -p $(COUNTS); rm -f $(COUNTS)/unit; failed=0; for t in $^; do echo "== $$t"; \
+	  CMOCKA_MESSAGE_OUTPUT=TAP $(UNIT_RUNNER) $$t > $$t.tap; rc=$$?; cat $$t.tap; [ $$rc -eq 0 ] || failed=1; \
+	  tests/counts.sh add $(COUNTS)/unit $$(tests/counts.sh tap $$t.tap $$rc); \
+	done; read -r p f s < $(COUNTS)/unit; echo "unit: $$p passed, $$f failed, $$s skipped"; exit $$failed
 
 # The unit tests again under valgrind: no leak, no invalid access.
+# Counted one per binary.
 unit-valgrind: $(UNIT_TESTS:%=$(BUILD)/test_%)
-	@failed=0; for t in $^; do \
+	@mkdir -p $(COUNTS); failed=0; passed=0; for t in $^; do \
 	  valgrind -q --leak-check=full --errors-for-leak-kinds=all --error-exitcode=1 $$t >/dev/null 2>$$t.valgrind \
-	    && echo "valgrind clean: $$t" || { echo "valgrind FAILED: $$t"; cat $$t.valgrind; failed=1; }; \
-	done; exit $$failed
+	    && { echo "valgrind clean: $$t"; passed=$$((passed + 1)); } \
+	    || { echo "valgrind FAILED: $$t"; cat $$t.valgrind; failed=$$((failed + 1)); }; \
+	done; echo "$$passed $$failed 0" > $(COUNTS)/unit-valgrind; \
+	echo "unit-valgrind: $$passed passed, $$failed failed, 0 skipped"; [ $$failed -eq 0 ]
 
 integration: $(BUILD)/chunkd $(BUILD)/mockapi
-	python3 tests/integration/run.py --bin $(BUILD)/chunkd --mockapi $(BUILD)/mockapi
+	@mkdir -p $(COUNTS)
+	python3 tests/integration/run.py --bin $(BUILD)/chunkd --mockapi $(BUILD)/mockapi --counts $(COUNTS)/integration
 
 # The Prometheus alert rules: syntax, and their unit tests (deploy/prometheus/rules_test.yaml).
+# Counted as two checks.
 check-rules:
-	promtool check rules deploy/prometheus/rules.yaml
-	promtool test rules deploy/prometheus/rules_test.yaml
+	@mkdir -p $(COUNTS); p=0; f=0; \
+	for cmd in "check rules deploy/prometheus/rules.yaml" "test rules deploy/prometheus/rules_test.yaml"; do \
+	  echo "promtool $$cmd"; if promtool $$cmd; then p=$$((p + 1)); else f=$$((f + 1)); fi; \
+	done; echo "$$p $$f 0" > $(COUNTS)/check-rules; echo "check-rules: $$p passed, $$f failed, 0 skipped"; \
+	[ $$f -eq 0 ]
 
 # The two commands of the README: set up, then build and run or test.
 run: deps
@@ -132,14 +149,19 @@ run: deps
 	$(BUILD)/chunkd run --concurrency 10000 --out $(BUILD)/results.jsonl $(BUILD)/items.jsonl
 	@echo "results: $$(wc -l < $(BUILD)/results.jsonl) lines in $(BUILD)/results.jsonl"
 
+# Every part runs even when an earlier one failed; the last line sums them all (tests/counts.sh).
+TEST_PARTS := unit unit-valgrind integration check-rules
 test: deps
-	@$(MAKE) --no-print-directory unit unit-valgrind integration check-rules
+	@rm -rf $(COUNTS); for part in $(TEST_PARTS); do $(MAKE) --no-print-directory $$part; done; \
+	tests/counts.sh sum "make test" $(COUNTS) $(TEST_PARTS)
 
 # CHUNKD_IT_SANITIZER=1 tells the integration tests to use smaller loads (see tests/integration/test_faults.py).
 check-asan: deps
-	@CHUNKD_IT_SANITIZER=1 $(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
+	@rm -rf build-asan/test-counts; for part in unit integration; do \
+	  CHUNKD_IT_SANITIZER=1 $(MAKE) --no-print-directory BUILD=build-asan CC=gcc \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	  LDFLAGS="-fsanitize=address,undefined" unit integration
+	  LDFLAGS="-fsanitize=address,undefined" $$part; done; \
+	tests/counts.sh sum "make check-asan" build-asan/test-counts unit integration
 
 # Offline checks of deploy/ and docker/ (deploy/README.md: checks): kustomize renders, schema and unknown-field
 # validation (tests/deploy, npm packages pinned in its package-lock.json), promtool, shellcheck, yamllint. kubectl
@@ -236,11 +258,23 @@ fuzz-ci: fuzz-deps
 	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 	$(call fuzz_run,$(FUZZ_CI_SECONDS))
 
-lint:
-	clang-tidy --quiet $(addprefix src/,$(SRCS)) -- $(filter-out -Wno-format-truncation,$(WARN)) -D_GNU_SOURCE \
-	  -Isrc -I$(BUILD) $(PKG_CFLAGS) 2>&1 | { ! grep -E 'warning:|error:'; }
+# The linters are Debian packages too (installed like the other targets' tools), and a linter that is missing or
+# fails to run fails the target: its output is not only grepped for findings.
+LINT_PACKAGES := clang-tidy cppcheck libhiredis-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev pkg-config
+lint-deps:
+	$(call install_missing,$(LINT_PACKAGES))
+
+lint: lint-deps
+	@for tool in clang-tidy cppcheck; do \
+	  command -v $$tool >/dev/null || { echo "lint: $$tool not found on PATH"; exit 1; }; done
+	@out=$$(clang-tidy --quiet $(addprefix src/,$(SRCS)) -- $(filter-out -Wno-format-truncation,$(WARN)) \
+	  -D_GNU_SOURCE -Isrc -I$(BUILD) $(PKG_CFLAGS) 2>&1); rc=$$?; \
+	if [ $$rc -ne 0 ] || printf '%s\n' "$$out" | grep -qE 'warning:|error:'; then \
+	  printf '%s\n' "$$out"; echo "lint: clang-tidy failed (exit $$rc)"; exit 1; fi; \
+	echo "lint: clang-tidy clean ($(words $(SRCS)) files)"
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  -D_GNU_SOURCE -Isrc --suppress=missingIncludeSystem --suppress=ctuuninitvar src
+	@echo "lint: cppcheck clean"
 
 clean:
 	rm -rf build build-asan

@@ -78,6 +78,13 @@ static const counter_def_t gauge_defs[M_GAUGES] = {
     [G_INFLIGHT_SLOTS] = {"chunkd_inflight_global_slots", NULL, NULL,
                           "Slots of --max-inflight-global this worker holds."},
     [G_EXEC_BUSY] = {"chunkd_exec_busy_subprocesses", NULL, NULL, "Exec subprocesses working on an item."},
+    [G_ITEMS_HELD_PEAK] = {"chunkd_items_in_flight_peak", NULL, NULL,
+                           "The most items this worker has held at once since it started (at most 2 x --concurrency)."},
+    [G_CHUNKS_HELD_PEAK] = {"chunkd_chunks_held_peak", NULL, NULL,
+                            "The most chunks this worker has held at once since it started."},
+    [G_BYTES_HELD_PEAK] = {"chunkd_chunk_bytes_held_peak", NULL, NULL,
+                           "The most bytes of chunk text this worker has held at once since it started (at most "
+                           "--max-held-bytes plus one chunk)."},
 };
 
 typedef struct histogram_def {

@@ -58,6 +58,9 @@ typedef enum {
     G_RATE_LIMIT_CURRENT,  /* in thousandths (rendered divided by 1000) */
     G_INFLIGHT_SLOTS,
     G_EXEC_BUSY,
+    G_ITEMS_HELD_PEAK,   /* the window's highs since start (window.c), so a short peak is not missed */
+    G_CHUNKS_HELD_PEAK,
+    G_BYTES_HELD_PEAK,
     M_GAUGES
 } metrics_gauge_t;
 

@@ -16,6 +16,8 @@ struct window {
     size_t running;         /* items fetched whose chunk has not finished */
     size_t capacity;        /* --concurrency */
     size_t held_bytes;      /* chunk texts held */
+    size_t chunks;          /* chunks held (fetched, not yet freed) */
+    size_t peak_held, peak_chunks, peak_bytes; /* the highs of held, chunks and held_bytes: metrics only */
     size_t max_bytes;       /* --max-held-bytes */
     size_t room_want;       /* while fetch waits in window_wait_room: the items it waits room for */
     bool room_waiting;
@@ -66,14 +68,26 @@ bool window_wait_empty(window_t *w, int64_t deadline_ms)
     return empty;
 }
 
+/* Under the window's mutex: a new high of a held amount goes to its gauge. */
+static void raise_peak(size_t *peak, size_t now, metrics_gauge_t gauge)
+{
+    if (now <= *peak) return;
+    *peak = now;
+    metrics_gauge_set(gauge, (int64_t)now);
+}
+
 void window_add(window_t *w, size_t n, size_t bytes)
 {
     pthread_mutex_lock(&w->mu);
     w->held += n;
     w->held_bytes += bytes;
     w->running += n;
+    w->chunks++;
     metrics_gauge_set(G_ITEMS_IN_FLIGHT, (int64_t)w->held);
     metrics_gauge_set(G_ITEMS_RUNNING, (int64_t)w->running);
+    raise_peak(&w->peak_held, w->held, G_ITEMS_HELD_PEAK);
+    raise_peak(&w->peak_chunks, w->chunks, G_CHUNKS_HELD_PEAK);
+    raise_peak(&w->peak_bytes, w->held_bytes, G_BYTES_HELD_PEAK);
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -107,6 +121,7 @@ void window_release_bytes(window_t *w, size_t bytes)
 {
     pthread_mutex_lock(&w->mu);
     w->held_bytes = sub_floor(w->held_bytes, bytes);
+    w->chunks = sub_floor(w->chunks, 1);
     pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);
 }

@@ -20,9 +20,9 @@ void window_free(window_t *w);
 bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms);
 /* Waits until the window is empty or the monotonic deadline passes. Returns true when empty. */
 bool window_wait_empty(window_t *w, int64_t deadline_ms);
-/* fetch took n items, in a chunk of bytes bytes. */
+/* fetch took n items, in a chunk of bytes bytes (one chunk; the highs since start go to the *_peak gauges). */
 void window_add(window_t *w, size_t n, size_t bytes);
-/* A chunk of bytes bytes was freed. */
+/* A chunk of bytes bytes was freed (once per chunk window_add counted). */
 void window_release_bytes(window_t *w, size_t bytes);
 /* n items finished running (their chunk went to the committer). */
 void window_finish(window_t *w, size_t n);

@@ -44,12 +44,22 @@ class TestFailure(AssertionError):
     """A test assertion failed; the message is the one-line reason."""
 
 
+class TestSkipped(Exception):
+    """A test that cannot run here (run.py prints SKIP with the reason and counts it apart)."""
+
+
+def skip(reason):
+    raise TestSkipped(reason)
+
+
 def check(cond, msg):
     if not cond:
         raise TestFailure(msg() if callable(msg) else msg)
 
 
 def scaled(seconds):
+    """A bound the test measures itself, times TIMEOUT_SCALE. wait_until and Proc.wait scale their timeout
+    already: giving them scaled(...) would scale it twice (the square of --timeout-scale)."""
     return seconds * TIMEOUT_SCALE
 
 
@@ -201,8 +211,9 @@ class RedisServer:
         self.port = None
         self.proc = None
 
-    def start(self, port=None):
-        """Start on port (default: a free one, retried if it gets taken before redis-server binds it)."""
+    def start(self, port=None, ready=True):
+        """Start on port (default: a free one, retried if it gets taken before redis-server binds it). Returns once
+        it answers PING; with ready=False, once it answers at all (LOADING, while it reads its data back)."""
         for _ in range(1 if port else 5):
             self.port = port or free_port()
             persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly \
@@ -218,7 +229,7 @@ class RedisServer:
                                          preexec_fn=_die_with_parent)
             deadline = time.monotonic() + 10
             while self.proc.poll() is None and time.monotonic() < deadline:
-                if self._ping():
+                if self._ping(loading_ok=not ready):
                     return self
                 time.sleep(0.02)
             self.stop()  # port taken between free_port() and bind, or too slow: retry
@@ -226,12 +237,19 @@ class RedisServer:
         raise RuntimeError("could not start redis-server: "
                            + (one_line(log.read_text()[-400:]) if log.exists() else "no log"))
 
-    def _ping(self):
+    def _ping(self, loading_ok=False):
         try:
             with self.client() as c:
                 return c.execute("PING") == "PONG"
-        except (OSError, RedisError):
+        except RedisError as exc:
+            return loading_ok and str(exc).startswith("LOADING")
+        except OSError:
             return False
+
+    def loading(self):
+        """True while the server is reading its data back (INFO persistence: loading:1)."""
+        with self.client() as c:
+            return "loading:1" in c.execute("INFO", "persistence")
 
     def client(self, db=0):
         c = Redis(port=self.port)
@@ -561,6 +579,24 @@ class Ctx:
         proc = Proc(label, argv, popen, out_path, err_path)
         self.procs.append(proc)
         return proc
+
+    def spawn_http(self, cmd, *args, env=None, attempts=5, **kw):
+        """Start `chunkd cmd args...` (a worker or `run`) serving HTTP on 127.0.0.1 at a free port; returns
+        (proc, port) once chunkd has logged that it serves on that port, so a probe reaches this chunkd and not
+        whatever else took the port. free_port() releases the port before chunkd binds it: when another process
+        took it meanwhile, chunkd exits 1 ("cannot serve HTTP") and is started again on another port."""
+        for attempt in range(1, attempts + 1):
+            port = free_port()
+            proc = self.spawn(cmd, "--http-addr", "127.0.0.1", *args,
+                              env={**(env or {}), "CHUNKD_HTTP_PORT": str(port)}, **kw)
+            serving = f"/metrics on 127.0.0.1:{port}"
+            wait_until(lambda: serving in proc.stderr() or not proc.alive(), 15,
+                       lambda: f"`{proc.name}` serving HTTP on port {port} ({proc.describe()})")
+            if serving in proc.stderr():
+                return proc, port
+            if "cannot serve HTTP" not in proc.stderr() or attempt == attempts:
+                raise TestFailure(f"`{proc.name}` did not serve HTTP on port {port}: {proc.describe()}")
+        raise AssertionError("unreachable")
 
     def run(self, cmd, *args, timeout=30, expect_rc=0, **kw):
         """Run `chunkd cmd args...` to completion and check its exit status."""

@@ -2,16 +2,20 @@
 """chunkd integration tests.
 
     python3 tests/integration/run.py --bin build/chunkd [--mockapi build/mockapi] [-k SUBSTRING]
-                                     [--timeout-scale F] [--keep-tmp]
+                                     [--timeout-scale F] [--keep-tmp] [--counts FILE]
 
 Starts a throwaway redis-server (no persistence) on a free loopback port and,
 with --mockapi, one mock HTTP API (tests/mockapi) on another, runs every test_*
 function of the test_*.py files beside this one (each gets its own queue name
 and temp dir; the server is flushed and the mock's counters are reset in
 between), prints
-`PASS name (1.2s)` or `FAIL name: reason` per test and ends with
-`integration: N passed, N failed`. Exit status 0 only when all passed. Without
---mockapi the tests that need the mock (test_http.py) FAIL, saying so.
+`PASS name (1.2s)`, `FAIL name: reason` or `SKIP name: reason` (harness.skip)
+per test and ends with `integration: N passed, N failed, N skipped`; --counts
+FILE also writes `N N N` (passed failed skipped) to FILE for `make test`'s total.
+Exit status 0 only when all passed and at least one test ran; a -k that selects
+nothing is an error (exit 2). A test after which the run's redis-server or mock
+API is dead FAILs (it killed it, or took it down); they are restarted for the next
+test. Without --mockapi the tests that need the mock (test_http.py) FAIL, saying so.
 Python 3.11 standard library only.
 """
 
@@ -31,7 +35,7 @@ sys.dont_write_bytecode = True  # keep tests/integration free of __pycache__
 sys.path.insert(0, str(HERE))
 
 import harness  # noqa: E402
-from harness import MockApi, RedisServer, Ctx, TestFailure, one_line  # noqa: E402
+from harness import MockApi, RedisServer, Ctx, TestFailure, TestSkipped, one_line  # noqa: E402
 
 
 def discover():
@@ -72,6 +76,20 @@ def reset_or_restart(mock, workdir, mocks):
     return new.start()
 
 
+def blame_shared_servers(server, mock):
+    """Fails the test that just ran if the run's redis-server or mock API is no longer running: a test that
+    needs to kill one starts its own (ctx.start_redis). run.py starts a new one for the next test."""
+    def exit_status(proc):
+        return proc.poll() if proc is not None else "?"
+
+    if not server.alive():
+        raise TestFailure(f"the run's redis-server is dead after this test (exit {exit_status(server.proc)}): "
+                          "a test must not kill the shared server; start one of its own (ctx.start_redis)")
+    if mock is not None and not mock.alive():
+        raise TestFailure(f"the run's mock API is dead after this test (exit {exit_status(mock.proc)}); "
+                          f"its stderr: {mock.err_path}")
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -88,6 +106,7 @@ def main():
                     help="multiply every deadline (e.g. 3 for valgrind); env CHUNKD_IT_TIMEOUT_SCALE")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, outputs) and print it")
     ap.add_argument("--list", action="store_true", help="list test names and exit")
+    ap.add_argument("--counts", metavar="FILE", help="also write 'PASSED FAILED SKIPPED' to FILE at the end")
     args = ap.parse_args()
 
     tests = [(n, f) for n, f in discover() if not args.k or any(k in n for k in args.k)]
@@ -105,7 +124,7 @@ def main():
             print(f"run.py: --mockapi {args.mockapi}: not an executable file", file=sys.stderr)
             return 2
     if not tests:
-        print(f"run.py: no test matches {args.k}", file=sys.stderr)
+        print(f"run.py: no test matches {args.k}: nothing selected is a failure, not a pass", file=sys.stderr)
         return 2
     harness.TIMEOUT_SCALE = args.timeout_scale
 
@@ -114,7 +133,7 @@ def main():
     tmp_root = Path(tempfile.mkdtemp(prefix="chunkd-it-"))
     server = mock = None
     mocks = []  # every MockApi started (a restarted one leaves its stderr to check)
-    passed = failed = 0
+    passed = failed = skipped = 0
     try:
         try:
             server = RedisServer(tmp_root / "redis").start()
@@ -144,8 +163,12 @@ def main():
                 report = ctx.sanitizer_reports()
                 if report:
                     raise TestFailure(f"sanitizer report in {report}")
+                blame_shared_servers(server, mock)
             except KeyboardInterrupt:
                 raise
+            except TestSkipped as exc:
+                skipped += 1
+                print(f"SKIP {name}: {one_line(str(exc), 300)}", flush=True)
             except Exception as exc:  # a test failure or a harness error: both fail the test
                 failed += 1
                 print(f"FAIL {name}: {failure_reason(exc)}", flush=True)
@@ -173,8 +196,10 @@ def main():
             print(f"run.py: kept {tmp_root}", file=sys.stderr)
         else:
             shutil.rmtree(tmp_root, ignore_errors=True)
-    print(f"integration: {passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    print(f"integration: {passed} passed, {failed} failed, {skipped} skipped")
+    if args.counts:
+        Path(args.counts).write_text(f"{passed} {failed} {skipped}\n")
+    return 0 if failed == 0 and passed > 0 else 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import time
 import sys
 from pathlib import Path
 
-from harness import assert_exactly_once, check, free_port, scaled, wait_until
+from harness import assert_exactly_once, check, wait_until
 from test_metrics import get
 from test_ratelimit import _metric
 
@@ -214,10 +214,8 @@ def test_metrics(ctx):
     cmd, _ = setup(ctx)
     items = [{"id": i} for i in range(5)] + [{"id": 5, "kind": "raise"}, {"id": 6, "kind": "crash_once"}]
     enqueue(ctx, items)
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--handler", "exec", "--cmd", cmd,
-                       "--procs", 2, "--retry-base-ms", 10, "--retry-max-ms", 50, env={"CHUNKD_HTTP_PORT": str(port)},
-                       name="worker")
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "exec", "--cmd", cmd, "--procs", 2,
+                                  "--retry-base-ms", 10, "--retry-max-ms", 50, name="worker")
     wait_until(lambda: ctx.xlen() >= 7, 60, lambda: f"7 results ({worker.describe()})")
     status, text = get(port, "/metrics")
     check(status == 200, f"/metrics answered {status}")
@@ -323,10 +321,8 @@ def test_env_only_named_variables(ctx):
 def test_bad_cmd_not_ready(ctx):
     for cmd, reason in (("/nonexistent/chunkd-exec-test --flag", "could not be started (No such file or directory)"),
                         (f"{sys.executable} -c 'import sys; sys.exit(7)'", "exited with status 7")):
-        port = free_port()
-        worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--handler", "exec",
-                           "--cmd", cmd, "--procs", 2, "--drain-timeout-ms", 1000, env={"CHUNKD_HTTP_PORT": str(port)},
-                           name=f"worker {cmd}")
+        worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "exec", "--cmd", cmd, "--procs", 2,
+                                      "--drain-timeout-ms", 1000, name=f"worker {cmd}")
         wait_until(lambda: get(port, "/readyz")[0] == 503 and reason in get(port, "/readyz")[1], 30,
                    lambda: f"/readyz 503 naming the failure ({get(port, '/readyz')}; {worker.describe()})")
         status, body = get(port, "/readyz")
@@ -353,9 +349,8 @@ def test_fixed_cmd_becomes_ready(ctx):
     script = ctx.path("maybe.py")
     script.write_text(f"import os, sys\nif not os.path.exists({str(flag)!r}):\n    sys.exit(5)\n"
                       "for line in sys.stdin:\n    pass\n")
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--handler", "exec",
-                       "--cmd", f"{sys.executable} {script}", "--procs", 1, env={"CHUNKD_HTTP_PORT": str(port)})
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "exec",
+                                  "--cmd", f"{sys.executable} {script}", "--procs", 1)
     wait_until(lambda: "exited with status 5" in get(port, "/readyz")[1], 30, lambda: f"not ready ({worker.describe()})")
     flag.write_text("")
     # Restarts back off (at most 10 s apart); a subprocess that stays up 3 s makes the worker ready again.

@@ -1,16 +1,18 @@
 """The worker's HTTP face: /healthz, /readyz, /metrics (checked by promtool and scraped by a real Prometheus)."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import urllib.error
 import urllib.request
 
-from harness import check, free_port, scaled, wait_until
+from harness import check, free_port, wait_until
 
 
 def get(port, path, method="GET"):
+    """(status, body) of one request; (None, "") when nothing answered (a failure wherever an answer is due)."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
@@ -21,12 +23,16 @@ def get(port, path, method="GET"):
         return None, ""
 
 
-def start_worker(ctx, *args):
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", *args,
-                       env={"CHUNKD_HTTP_PORT": str(port)})
+def start_worker(ctx, *args, **kw):
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, *args, **kw)
     wait_until(lambda: get(port, "/healthz")[0] == 200, 15, lambda: f"/healthz answering ({worker.describe()})")
     return worker, port
+
+
+def stopped(worker):
+    """True once the worker has logged its stop: after that line its HTTP server closes, and a probe that gets
+    no answer is no failure. Before it, one is."""
+    return "stopped; peak RSS" in worker.stderr()
 
 
 def test_endpoints_and_drain(ctx):
@@ -48,10 +54,14 @@ def test_endpoints_and_drain(ctx):
         check(name in text, f"/metrics has no {name}")
     check(ctx.server.url() not in text and "redis://" not in text, "/metrics shows the Redis address")
     # SIGTERM with the slow chunk in flight: not ready from the first instant, still alive, then gone.
+    # The slow items keep it draining for about 3 s: every probe meanwhile must be answered.
     worker.send(signal.SIGTERM)
-    wait_until(lambda: get(port, "/readyz")[0] in (503, None), scaled(2), "/readyz turning 503 on SIGTERM")
-    check(get(port, "/healthz")[0] in (200, None), "/healthz failed during a drain")
-    worker.wait(scaled(15), expect_rc=0)
+    wait_until(lambda: get(port, "/readyz")[0] == 503, 2, lambda: f"/readyz turning 503 on SIGTERM "
+                                                                  f"(is {get(port, '/readyz')}; {worker.describe()})")
+    check(not stopped(worker), "set-up: the worker stopped before its slow items finished")
+    healthz = get(port, "/healthz")
+    check(healthz[0] == 200, f"/healthz during a drain: {healthz} (None: nothing answered)")
+    worker.wait(15, expect_rc=0)
 
 
 def test_promtool_and_prometheus_scrape(ctx):
@@ -94,50 +104,48 @@ def test_promtool_and_prometheus_scrape(ctx):
         except subprocess.TimeoutExpired:
             prom.kill()
     worker.send(signal.SIGTERM)
-    worker.wait(scaled(15), expect_rc=0)
+    worker.wait(15, expect_rc=0)
 
 
 def test_port_in_use_exits_1(ctx):
     worker, port = start_worker(ctx)
     second = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1",
                        env={"CHUNKD_HTTP_PORT": str(port)}, name="second worker")
-    second.wait(scaled(10), expect_rc=1)
+    second.wait(10, expect_rc=1)
     check("http-port" in second.stderr(), f"the bind error does not name --http-port: {second.stderr()[-300:]}")
     worker.send(signal.SIGTERM)
-    worker.wait(scaled(15), expect_rc=0)
+    worker.wait(15, expect_rc=0)
 
 
 def test_readyz_during_redis_outage(ctx):
     from harness import RedisServer
     server = RedisServer(ctx.path("own-redis")).start()
     try:
-        port = free_port()
-        worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--redis-timeout-ms", 500,
-                           redis="flag", url=server.url(), env={"CHUNKD_HTTP_PORT": str(port)})
+        worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--redis-timeout-ms", 500, redis="flag",
+                                      url=server.url())
         wait_until(lambda: get(port, "/readyz")[0] == 200, 15, lambda: f"/readyz 200 ({worker.describe()})")
         server.proc.send_signal(signal.SIGSTOP)  # Redis stops answering
         try:
-            wait_until(lambda: get(port, "/readyz")[0] == 503, scaled(10), "/readyz turning 503 in a Redis outage")
+            wait_until(lambda: get(port, "/readyz")[0] == 503, 10, "/readyz turning 503 in a Redis outage")
             check(get(port, "/healthz")[0] == 200, "/healthz failed during a Redis outage (it must stay live)")
         finally:
             server.proc.send_signal(signal.SIGCONT)
-        wait_until(lambda: get(port, "/readyz")[0] == 200, scaled(15), "/readyz back to 200 after the outage")
+        wait_until(lambda: get(port, "/readyz")[0] == 200, 15, "/readyz back to 200 after the outage")
         worker.send(signal.SIGTERM)
-        worker.wait(scaled(15), expect_rc=0)
+        worker.wait(15, expect_rc=0)
     finally:
         server.stop()
 
 
 def test_injected_stall_fails_healthz(ctx):
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--threads", 2,
-                       env={"CHUNKD_HTTP_PORT": str(port), "CHUNKD_TEST_STALL_MS": "9000"})
-    wait_until(lambda: get(port, "/healthz")[0] == 503, scaled(10), lambda: f"/healthz 503 ({worker.describe()})")
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--threads", 2,
+                                  env={"CHUNKD_TEST_STALL_MS": "9000"})
+    wait_until(lambda: get(port, "/healthz")[0] == 503, 10, lambda: f"/healthz 503 ({worker.describe()})")
     status, body = get(port, "/healthz")
     check("loop 0" in body, f"/healthz does not say which loop is stuck: {body!r}")
-    wait_until(lambda: get(port, "/healthz")[0] == 200, scaled(15), "/healthz back to 200 after the stall")
+    wait_until(lambda: get(port, "/healthz")[0] == 200, 15, "/healthz back to 200 after the stall")
     worker.send(signal.SIGTERM)
-    worker.wait(scaled(15), expect_rc=0)
+    worker.wait(15, expect_rc=0)
 
 
 def test_scrapes_while_items_flow(ctx):
@@ -145,18 +153,18 @@ def test_scrapes_while_items_flow(ctx):
     from harness import assert_exactly_once, read_jsonl
     items = [{"id": i, "sleep_ms": 20} for i in range(5000)]
     ctx.run("enqueue", "--queue", ctx.queue, ctx.write_jsonl("items.jsonl", items))
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", "--concurrency", 500,
-                       "--exit-when-empty", env={"CHUNKD_HTTP_PORT": str(port)})
-    wait_until(lambda: get(port, "/healthz")[0] in (200, None), 15, "worker up")
-    stop, scrapes = threading.Event(), []
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--concurrency", 500, "--exit-when-empty")
+    wait_until(lambda: get(port, "/healthz")[0] == 200, 15, lambda: f"worker up ({worker.describe()})")
+    stop, scrapes, last = threading.Event(), [], {}
 
     def scrape():
         while not stop.is_set():
-            s, _ = get(port, "/metrics")
-            if s is None and not worker.alive():
+            s, text = get(port, "/metrics")
+            if s != 200 and stopped(worker):  # the worker is done and its HTTP server closing: not a failure
                 return
             scrapes.append(s)
+            if s == 200:
+                last["text"] = text
 
     threads = [threading.Thread(target=scrape) for _ in range(8)]
     for t in threads:
@@ -164,23 +172,28 @@ def test_scrapes_while_items_flow(ctx):
     out = ctx.path("results.jsonl")
     collector = ctx.spawn("collect", "--queue", ctx.queue, "--out", out, "--until-done")
     try:
-        worker.wait(scaled(60), expect_rc=0)
+        worker.wait(60, expect_rc=0)
     finally:
         stop.set()
         for t in threads:
             t.join(10)
-    collector.wait(scaled(30), expect_rc=0)
-    check(scrapes.count(200) >= 20, f"only {scrapes.count(200)} scrapes answered 200 while items flowed")
+    collector.wait(30, expect_rc=0)
+    bad = [s for s in scrapes if s != 200]
+    check(not bad, f"{len(bad)} of {len(scrapes)} scrapes while the worker ran were not answered 200 "
+                   f"(None: no answer): {sorted(set(map(str, bad)))}")
+    check(len(scrapes) >= 20, f"only {len(scrapes)} scrapes while items flowed")
+    # The worker's own high of items held (running plus finished and not yet committed): at most twice
+    # --concurrency, whatever a scrape happened to see.
+    m = re.search(r"^chunkd_items_in_flight_peak\{[^}]*\} (\d+)$", last.get("text", ""), re.M)
+    check(m and 100 <= int(m.group(1)) <= 2 * 500,
+          f"chunkd_items_in_flight_peak {m.group(1) if m else None}, expected 100 (a chunk) to 1000 (2 x 500)")
     assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results with concurrent scrapes")
 
 
 def test_json_logs(ctx):
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--log-format", "json", "--http-addr", "127.0.0.1",
-                       env={"CHUNKD_HTTP_PORT": str(port)})
-    wait_until(lambda: get(port, "/healthz")[0] == 200, 15, lambda: f"worker up ({worker.describe()})")
+    worker, port = start_worker(ctx, "--log-format", "json")
     worker.send(signal.SIGTERM)
-    worker.wait(scaled(15), expect_rc=0)
+    worker.wait(15, expect_rc=0)
     lines = [line for line in worker.stderr().splitlines() if line.strip()]
     check(lines, "no log lines")
     for line in lines:
@@ -198,14 +211,25 @@ def test_status_watch(ctx):
     ctx.run("enqueue", "--queue", ctx.queue, ctx.write_jsonl("items.jsonl", items))
     watch = ctx.spawn("status", "--queue", ctx.queue, "--watch", "--interval-ms", 200, "--json", name="status --watch")
     worker = ctx.spawn("worker", "--queue", ctx.queue, "--concurrency", 300, "--exit-when-empty")
-    worker.wait(scaled(60), expect_rc=0)
-    wait_until(lambda: len(watch.stdout().splitlines()) >= 3, scaled(10), "three status lines")
+    worker.wait(60, expect_rc=0)
+    wait_until(lambda: len(watch.stdout().splitlines()) >= 3, 10, "three status lines")
     watch.send(signal.SIGTERM)
-    watch.wait(scaled(10), expect_rc=0)
+    watch.wait(10, expect_rc=0)
     rows = [json.loads(line) for line in watch.stdout().splitlines()]
     check(all("items_per_s" in r and "eta_s" in r for r in rows), f"status --watch --json rows lack rate/ETA: {rows[:2]}")
     done = [r["done"] for r in rows]
     check(done == sorted(done), f"done went backwards across status lines: {done}")
     check(any(r["items_per_s"] > 0 for r in rows), "status --watch never showed a rate above 0")
-    plain = ctx.run("status", "--queue", ctx.queue).stdout()
-    check("done" in plain and "3000" in plain, f"plain status lacks the done count: {plain[:300]!r}")
+    # The plain form: "queue Q" then one "  name value" line per counter, the same counters as --json.
+    plain = ctx.run("status", "--queue", ctx.queue).stdout().splitlines()
+    check(plain and plain[0] == f"queue {ctx.queue}", f"plain status does not start with the queue: {plain[:2]}")
+    fields = {}
+    for line in plain[1:]:
+        name, _, value = line.strip().partition(" ")
+        check(line.startswith("  ") and value.strip().lstrip("-").isdigit(), f"plain status line {line!r}")
+        fields[name] = int(value)
+    want = {k: v for k, v in ctx.status_json().items() if isinstance(v, int) and not isinstance(v, bool)}
+    check(fields == want, f"plain status {fields} differs from --json {want}")
+    check(fields.get("done") == 3000 and fields.get("enqueued") == 3000 and fields.get("pending") == 0,
+          f"plain status after the run: done {fields.get('done')}, enqueued {fields.get('enqueued')}, "
+          f"pending {fields.get('pending')}; expected 3000, 3000, 0")

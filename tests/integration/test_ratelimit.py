@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from harness import assert_exactly_once, check, free_port, one_line, read_jsonl, scaled, wait_until
+from harness import assert_exactly_once, check, one_line, read_jsonl, wait_until
 from test_metrics import get
 
 SCRIPT = (Path(__file__).resolve().parents[2] / "src" / "scripts" / "ratelimit.lua").read_text()
@@ -24,10 +24,15 @@ def _metric(text, name):
     return float(m.group(1)) if m else None
 
 
-def _worker(ctx, wid, *args, port=None):
-    env = {"CHUNKD_HTTP_PORT": str(port)} if port else None
+def _worker(ctx, wid, *args):
     return ctx.spawn("worker", "--queue", ctx.queue, "--handler", "http", "--base-url", ctx.mock.url,
-                     "--worker-id", wid, "--http-addr", "127.0.0.1", *args, env=env, name=f"worker {wid}")
+                     "--worker-id", wid, *args, name=f"worker {wid}")
+
+
+def _http_worker(ctx, wid, *args):
+    """(worker, port): _worker serving /metrics (ctx.spawn_http)."""
+    return ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "http", "--base-url", ctx.mock.url,
+                          "--worker-id", wid, *args, name=f"worker {wid}")
 
 
 def _collect(ctx, ids, label):
@@ -113,8 +118,8 @@ def test_rate_limit_paces_calls(ctx):
 
 
 def test_workers_share_the_limit(ctx):
-    ports = [free_port() for _ in range(3)]
-    workers = [_worker(ctx, f"w{i}", "--rate-limit", "60/s", "--concurrency", 20, port=ports[i]) for i in range(3)]
+    workers, ports = zip(*[_http_worker(ctx, f"w{i}", "--rate-limit", "60/s", "--concurrency", 20)
+                           for i in range(3)])
     for w, port in zip(workers, ports):
         wait_until(lambda: get(port, "/healthz")[0] == 200, 15, lambda: f"/healthz ({w.describe()})")
     items = _items(ctx, 300)
@@ -136,16 +141,14 @@ def test_workers_share_the_limit(ctx):
 
 
 def test_429_lowers_the_shared_rate_and_pauses(ctx):
-    port = free_port()
     # The first item is answered 429 with Retry-After: 2 once; the other 99 at 200/s would take half a second.
     first = {"id": 0, "path": f"/{ctx.queue}/t",
              "query": {"fail_times": 1, "fail_status": 429, "retry_after": 2, "key": f"{ctx.queue}-0"}}
     items = [first] + _items(ctx, 99, start=1)
     path = ctx.write_jsonl("items.jsonl", items)
     t0 = time.monotonic()
-    run = ctx.spawn("run", "--queue", ctx.queue, "--handler", "http", "--base-url", ctx.mock.url,
-                    "--rate-limit", "200/s", "--http-port", port, "--http-addr", "127.0.0.1",
-                    "--out", ctx.path("out.jsonl"), path)
+    run, port = ctx.spawn_http("run", "--queue", ctx.queue, "--handler", "http", "--base-url", ctx.mock.url,
+                               "--rate-limit", "200/s", "--out", ctx.path("out.jsonl"), path)
 
     def current():
         status, text = get(port, "/metrics")
@@ -191,7 +194,7 @@ def test_dead_workers_slots_return_when_its_lease_expires(ctx):
                       "--exit-when-empty")
     wait_until(lambda: ctx.r.execute("HGET", ctx.key("inflight"), "victim") is None, 15,
                lambda: f"the victim's slots returned ({ctx.r.hgetall(ctx.key('inflight'))}; {rescuer.describe()})")
-    rescuer.wait(scaled(60), expect_rc=0)
+    rescuer.wait(60, expect_rc=0)
     check("reaped worker victim" in rescuer.stderr(), "the rescuer did not log the reaping")
     _collect(ctx, [it["id"] for it in items], "results")
     check(ctx.r.hgetall(ctx.key("inflight")) == {}, "slots left after the rescuer's clean exit")

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from harness import assert_exactly_once, check, read_jsonl, scaled, wait_until
+from test_metrics import get
+from test_ratelimit import _metric
 
 
 def test_sigkilled_worker_chunks_run_again(ctx):
@@ -20,11 +22,11 @@ def test_sigkilled_worker_chunks_run_again(ctx):
     killed = time.monotonic()
     rescuer = ctx.spawn("worker", "--queue", ctx.queue, "--concurrency", 300, "--lease-ms", 2000,
                         "--exit-when-empty", name="rescuer")
-    wait_until(lambda: ctx.r.execute("LLEN", key) == 0, scaled(15), "the victim's chunks given back")
+    wait_until(lambda: ctx.r.execute("LLEN", key) == 0, 15, "the victim's chunks given back")
     recovered_after = time.monotonic() - killed
     check(recovered_after < scaled(2 + 1 + 2), f"the victim's chunks came back after {recovered_after:.1f}s, "
                                                "more than lease 2 s + reaper turn 1 s + slack")
-    rescuer.wait(scaled(60), expect_rc=0)
+    rescuer.wait(60, expect_rc=0)
     check("reaped worker victim" in rescuer.stderr(), "the rescuer did not log the reaping")
     out = ctx.path("results.jsonl")
     ctx.run("collect", "--queue", ctx.queue, "--out", out)
@@ -42,31 +44,38 @@ def test_recover_by_hand(ctx):
     early = ctx.run("recover", "--queue", ctx.queue).stdout()
     check(re.search(r"recovered 0 chunks", early), f"recover moved chunks of a live worker: {early!r}")
     victim.kill()
-    wait_until(lambda: ctx.r.execute("EXISTS", ctx.key("lease:gone")) == 0, scaled(5), "the lease expiring")
+    wait_until(lambda: ctx.r.execute("EXISTS", ctx.key("lease:gone")) == 0, 5, "the lease expiring")
     out = ctx.run("recover", "--queue", ctx.queue).stdout()
     check(re.search(r"recovered 2 chunks from 1 workers", out), f"recover output: {out!r}")
     check(ctx.r.execute("LLEN", key) == 0 and ctx.llen("pending") == 2, "chunks not back in pending")
 
 
 def test_checkpoint_redelivery_runs_only_unfinished_items(ctx):
-    # One chunk: 6 fast items, 4 slow ones. The victim commits the fast ones (a partial commit: the chunk stays in
-    # its processing list) and is killed; the chunk's next delivery runs only the 4 slow items.
-    items = [{"id": i, "sleep_ms": 20 if i < 6 else 2500} for i in range(10)]
-    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
-    victim = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", "victim", "--lease-ms", 1000, name="victim")
-    wait_until(lambda: ctx.xlen() >= 6, 15, lambda: f"6 fast results committed ({victim.describe()})")
+    # One chunk of http items: 6 fast, 4 slow. The victim commits the fast ones (a partial commit: the chunk stays
+    # in its processing list) and is killed; the chunk's next delivery runs only the 4 slow items. Counted at the
+    # mock API, per item: each fast item called once, each slow one twice (the victim's call and the rescuer's).
+    q = ctx.queue
+    items = [{"id": i, "path": f"/{q}/{i}", "query": {"delay_ms": 20 if i < 6 else 2500}} for i in range(10)]
+    ctx.run("enqueue", "--queue", q, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    common = ["--queue", q, "--handler", "http", "--base-url", ctx.mock.url, "--lease-ms", 1000]
+    victim = ctx.spawn("worker", *common, "--worker-id", "victim", name="victim")
+    calls = lambda: {i: ctx.mock.count(f"/{q}/{i}") for i in range(10)}  # noqa: E731
+    wait_until(lambda: ctx.xlen() >= 6 and all(n == 1 for n in calls().values()), 15,
+               lambda: f"6 fast results committed and every item called once (calls {calls()}; {victim.describe()})")
     check(ctx.r.execute("LLEN", ctx.key("processing:victim")) == 1, "the partly committed chunk left processing")
     chunk_id = ctx.r.lrange_all(ctx.key("processing:victim"))[0].split('"chunk":"')[1].split('"')[0]
     check(ctx.done_bits(chunk_id) == set(range(6)),
           f"checkpoint of chunk {chunk_id}: {sorted(ctx.done_bits(chunk_id))}, expected items 0-5")
     victim.kill()
-    rescuer = ctx.spawn("worker", "--queue", ctx.queue, "--lease-ms", 1000, "--exit-when-empty",
-                        "--log-level", "debug", name="rescuer")
-    rescuer.wait(scaled(30), expect_rc=0)
+    rescuer = ctx.spawn("worker", *common, "--exit-when-empty", "--log-level", "debug", name="rescuer")
+    rescuer.wait(30, expect_rc=0)
     check(re.search(r"fetched chunk \S+ \(10 items, 4 to run, delivery 2\)", rescuer.stderr()),
-          f"the rescuer did not run only the 4 unfinished items: {rescuer.stderr()[-600:]!r}")
+          f"the rescuer did not log running only the 4 unfinished items: {rescuer.stderr()[-600:]!r}")
+    want = {i: 1 if i < 6 else 2 for i in range(10)}
+    check(calls() == want, f"calls per item at the mock {calls()}, expected {want}: the redelivery ran items its "
+                           f"checkpoint marks finished, or skipped unfinished ones")
     out = ctx.path("results.jsonl")
-    ctx.run("collect", "--queue", ctx.queue, "--out", out)
+    ctx.run("collect", "--queue", q, "--out", out)
     assert_exactly_once(read_jsonl(out), [it["id"] for it in items], "results after a partial commit and a SIGKILL")
     check(not ctx.r.keys(ctx.key(f"done:{chunk_id}:*")), "the checkpoint outlived its chunk")
     check(ctx.r.execute("HLEN", ctx.key("deliveries")) == 0, "the delivery count outlived its chunk")
@@ -86,7 +95,7 @@ def test_max_deliveries_sends_poison_chunk_to_dead(ctx):
                    [int(v) for v in ctx.r.execute("HVALS", ctx.key("deliveries"))] == [n], 15,
                    lambda: f"victim {n} holding the chunk, its delivery {n} counted ({victim.describe()})")
         victim.kill()
-        wait_until(lambda: ctx.r.execute("EXISTS", ctx.key(f"lease:v{n}")) == 0, scaled(5), "the lease expiring")
+        wait_until(lambda: ctx.r.execute("EXISTS", ctx.key(f"lease:v{n}")) == 0, 5, "the lease expiring")
         ctx.run("recover", "--queue", ctx.queue)
     good = [{"id": f"g{i}", "sleep_ms": 10} for i in range(5)]
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 5, ctx.write_jsonl("good.jsonl", good))
@@ -162,17 +171,26 @@ def test_byte_caps_on_chunks(ctx):
     check(len(dead) == 1 and "larger than --max-chunk-bytes 2048" in dead[0]["error"], f"dead: {dead}")
 
     # 6 chunks of about 400 KB: under a 1 MiB cap the worker holds at most 3 (it fetches while under the cap).
+    # The worker reports its own highs (chunkd_chunks_held_peak, chunkd_chunk_bytes_held_peak): sampling its
+    # processing list from here would miss a short peak.
     slow = [{"id": i, "sleep_ms": 1000, "pad": "y" * 40000} for i in range(60)]
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("slow.jsonl", slow))
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--worker-id", "w", "--concurrency", 1000,
-                       "--max-held-bytes", 1048576, "--exit-when-empty", name="worker")
-    held, deadline = [], time.monotonic() + scaled(30)
-    while worker.alive() and time.monotonic() < deadline:  # sampling what the worker holds until it exits
-        held.append(ctx.r.execute("LLEN", ctx.key("processing:w")))
-        time.sleep(0.05)
-    worker.wait(5, expect_rc=0)
-    check(held and 1 <= max(held) <= 3, f"chunks held under --max-held-bytes 1048576: max {max(held or [0])}")
-    check(ctx.stat("chunks_done") == 6, f"chunks_done={ctx.stat('chunks_done')}")
+    chunk_bytes = [len(raw.encode()) for raw in ctx.r.lrange_all(ctx.key("pending"))]
+    check(len(chunk_bytes) == 6, f"set-up: {len(chunk_bytes)} chunks pending, expected 6")
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--worker-id", "w", "--concurrency", 1000,
+                                  "--max-held-bytes", 1048576, name="worker")
+    wait_until(lambda: ctx.stat("chunks_done") == 6 or not worker.alive(), 30,
+               lambda: f"the 6 chunks done (chunks_done={ctx.stat('chunks_done')}; {worker.describe()})")
+    status, text = get(port, "/metrics")
+    check(status == 200, f"/metrics answered {status}")
+    chunks_peak = _metric(text, "chunkd_chunks_held_peak")
+    bytes_peak = _metric(text, "chunkd_chunk_bytes_held_peak")
+    check(chunks_peak is not None and 1 <= chunks_peak <= 3,
+          f"chunks held under --max-held-bytes 1048576 (chunks of {max(chunk_bytes)} bytes): peak {chunks_peak}")
+    check(bytes_peak is not None and bytes_peak < 1048576 + max(chunk_bytes),
+          f"chunk text held under --max-held-bytes 1048576: peak {bytes_peak} bytes, more than one chunk beyond it")
+    worker.send(signal.SIGTERM)
+    worker.wait(15, expect_rc=0)
 
 
 def test_commit_script_final_without_checkpoint_defers_to_it(ctx):
