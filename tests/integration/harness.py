@@ -584,7 +584,7 @@ class Ctx:
         """Start `chunkd cmd args...` (a worker or `run`) serving HTTP on 127.0.0.1 at a free port; returns
         (proc, port) once chunkd has logged that it serves on that port, so a probe reaches this chunkd and not
         whatever else took the port. free_port() releases the port before chunkd binds it: when another process
-        took it meanwhile, chunkd exits 1 ("cannot serve HTTP") and is started again on another port."""
+        took it meanwhile, chunkd exits 1 ("cannot serve /healthz") and is started again on another port."""
         for attempt in range(1, attempts + 1):
             port = free_port()
             proc = self.spawn(cmd, "--http-addr", "127.0.0.1", *args,
@@ -594,7 +594,7 @@ class Ctx:
                        lambda: f"`{proc.name}` serving HTTP on port {port} ({proc.describe()})")
             if serving in proc.stderr():
                 return proc, port
-            if "cannot serve HTTP" not in proc.stderr() or attempt == attempts:
+            if "cannot serve /healthz" not in proc.stderr() or attempt == attempts:
                 raise TestFailure(f"`{proc.name}` did not serve HTTP on port {port}: {proc.describe()}")
         raise AssertionError("unreachable")
 

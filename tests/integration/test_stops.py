@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import (check, count_lines, free_port, id_key, read_jsonl, redis_servers_tagged, scaled,
+from harness import (check, count_lines, id_key, read_jsonl, redis_servers_tagged, scaled,
                      wait_until)
 
 
@@ -243,10 +243,8 @@ def test_healthz_stays_live_in_redis_outage(ctx):
     server = ctx.start_redis()
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, _sleep_items(ctx, 5000, 100),
             redis="flag", url=server.url())
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 200,
-                       "--http-addr", "127.0.0.1", "--redis-timeout-ms", 500, redis="flag", url=server.url(),
-                       env={"CHUNKD_HTTP_PORT": str(port)})
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 200,
+                                  "--redis-timeout-ms", 500, redis="flag", url=server.url())
     c = server.client()
     wait_until(lambda: c.execute("XLEN", ctx.key("results")) >= 200, 20,
                lambda: f"results flowing ({worker.describe()})")
@@ -283,10 +281,8 @@ def test_readyz_when_redis_refuses_writes(ctx):
     server = ctx.start_redis(extra_args=["--maxmemory-policy", "noeviction"])
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, _sleep_items(ctx, 200, 20),
             redis="flag", url=server.url())
-    port = free_port()
-    worker = ctx.spawn("worker", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 50,
-                       "--http-addr", "127.0.0.1", "--lease-ms", 3000, redis="flag", url=server.url(),
-                       env={"CHUNKD_HTTP_PORT": str(port)})
+    worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 50,
+                                  "--lease-ms", 3000, redis="flag", url=server.url())
     c = server.client()
     wait_until(lambda: _get(port, "/readyz")[0] == 200, 15, lambda: f"/readyz 200 ({worker.describe()})")
     wait_until(lambda: c.execute("XLEN", ctx.key("results")) == 200, 20, "the first 200 results")
