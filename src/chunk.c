@@ -48,6 +48,51 @@ char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len)
     return s;
 }
 
+void chunk_builder_init(chunk_builder_t *b, size_t max_items, size_t max_bytes)
+{
+    b->entries = json_array();
+    b->bytes = 0;
+    b->max_items = max_items;
+    b->max_bytes = max_bytes > CHUNK_FRAME_MAX ? max_bytes - CHUNK_FRAME_MAX : 0;
+}
+
+void chunk_builder_free(chunk_builder_t *b)
+{
+    json_decref(b->entries);
+    b->entries = NULL;
+}
+
+size_t chunk_entry_bytes(const json_t *entry)
+{
+    /* With no buffer, json_dumpb only counts: the entry's exact size in chunk_encode()'s compact form. */
+    return json_dumpb(entry, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER) + 1;
+}
+
+bool chunk_builder_fits_alone(const chunk_builder_t *b, size_t entry_bytes) { return entry_bytes <= b->max_bytes; }
+
+bool chunk_builder_must_close(const chunk_builder_t *b, size_t entry_bytes)
+{
+    size_t n = json_array_size(b->entries);
+    return n > 0 && (n >= b->max_items || b->bytes + entry_bytes > b->max_bytes);
+}
+
+bool chunk_builder_add(chunk_builder_t *b, json_t *entry, size_t entry_bytes)
+{
+    json_array_append_new(b->entries, entry);
+    b->bytes += entry_bytes;
+    return json_array_size(b->entries) >= b->max_items;
+}
+
+size_t chunk_builder_items(const chunk_builder_t *b) { return json_array_size(b->entries); }
+
+char *chunk_builder_take(chunk_builder_t *b, const char *chunk_id, size_t *len)
+{
+    char *s = chunk_encode(chunk_id, b->entries, len);
+    json_array_clear(b->entries);
+    b->bytes = 0;
+    return s;
+}
+
 void chunk_clear(chunk_t *c)
 {
     for (size_t i = 0; i < c->n_items; i++) {
