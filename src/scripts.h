@@ -13,5 +13,6 @@ extern const char script_dead_take[];
 extern const char script_dead_put[];
 extern const char script_reap[];
 extern const char script_ratelimit[];
+extern const char script_fetch[];
 
 #endif

@@ -64,7 +64,7 @@ static const setting_def_t setting_defs[] = {
     {"drain-timeout-ms", "CHUNKD_DRAIN_TIMEOUT_MS", ST_INT, OFF(drain_timeout_ms), "20000", 0, 3600000, NULL,
      CMD_WORKER | CMD_RUN, false, false, "on SIGTERM, how long in-flight items may take before their chunks go back"},
     {"fetch-block-ms", "CHUNKD_FETCH_BLOCK_MS", ST_INT, OFF(fetch_block_ms), "1000", 10, 60000, NULL,
-     CMD_WORKER | CMD_RUN, false, false, "how long one fetch waits on an empty queue"},
+     CMD_WORKER | CMD_RUN, false, false, "longest pause between two looks at an empty queue (from 5 ms, doubling)"},
     {"commit-batch", "CHUNKD_COMMIT_BATCH", ST_INT, OFF(commit_batch), "2000", 1, 1000000, NULL,
      CMD_WORKER | CMD_RUN, false, false, "results per commit round trip (several chunks are pipelined)"},
     {"commit-interval-ms", "CHUNKD_COMMIT_INTERVAL_MS", ST_INT, OFF(commit_interval_ms), "20", 0, 60000, NULL,

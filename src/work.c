@@ -92,11 +92,8 @@ char *work_chunk_dead_record(const work_chunk_t *c, size_t *len)
     dynbuf_init(&b, (size_t)-1 / 2);
     dynbuf_addstr(&b, "{\"error\":");
     dynbuf_add_json_string(&b, c->dead_reason, strlen(c->dead_reason));
-    dynbuf_addstr(&b, ",\"raw\":");
-    /* Capped, so that a huge junk element cannot make a commit too large for Redis. */
-    size_t keep = c->raw_len > WORK_DEAD_RAW_MAX ? WORK_DEAD_RAW_MAX : c->raw_len;
-    dynbuf_add_json_string(&b, c->raw, keep);
-    if (keep < c->raw_len) dynbuf_printf(&b, ",\"truncated\":true,\"bytes\":%zu", c->raw_len);
+    dynbuf_printf(&b, ",\"bytes\":%zu,\"raw\":", c->raw_len);
+    dynbuf_add_json_string(&b, c->raw, c->raw_len);
     dynbuf_addstr(&b, "}");
     return dynbuf_take(&b, len);
 }

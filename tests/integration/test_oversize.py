@@ -75,3 +75,44 @@ def test_item_bytes_boundary(ctx):
     rows = read_jsonl(rejects2)
     check(len(rows) == 1 and "--max-chunk-bytes 1024" in rows[0]["error"] and rows[0]["raw"] == _item(4, 1000),
           f"rejects of an item too large for a chunk: {rows}")
+
+
+def test_chunk_bytes_boundary_and_whole_dead_record(ctx):
+    """A chunk of exactly --max-chunk-bytes runs; one byte more goes to dead unread, whole: its record keeps the
+    full text (no 64 KiB cut), its size and item count, and stats count its items in dead_chunk_items."""
+    def chunk(cid, n_items, size):
+        entries = [{"id": f"{cid}-{i}", "item": json.dumps({"i": i})} for i in range(n_items)]
+        text = json.dumps({"v": 1, "chunk": cid, "items": entries, "pad": ""}, separators=(",", ":"))
+        return json.dumps({"v": 1, "chunk": cid, "items": entries, "pad": "p" * (size - len(text))},
+                          separators=(",", ":"))
+    cap = 100000
+    exact, over = chunk("exact", 3, cap), chunk("over", 4, cap + 1)
+    check(len(exact) == cap and len(over) == cap + 1, "test data sizes")
+    ctx.r.execute("LPUSH", ctx.key("pending"), exact)
+    ctx.r.execute("LPUSH", ctx.key("pending"), over)
+    worker = ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", cap,
+                     "--exit-when-empty", timeout=30)
+    check(sorted(r["id"] for r in ctx.stream_results()) == ["exact-0", "exact-1", "exact-2"],
+          f"results: {sorted(r['id'] for r in ctx.stream_results())}")
+    dead = ctx.dead_entries()
+    check(len(dead) == 1, f"dead has {len(dead)} records, expected the one over the cap")
+    rec = dead[0]
+    check(rec.get("raw") == over and rec.get("bytes") == cap + 1 and rec.get("items") == 4
+          and "truncated" not in rec and f"larger than --max-chunk-bytes {cap}" in rec.get("error", ""),
+          f"dead record: raw of {len(rec.get('raw', ''))} bytes, other fields "
+          f"{ {k: v for k, v in rec.items() if k != 'raw'} }")
+    check(ctx.stat("dead_chunks") == 1 and ctx.stat("dead_chunk_items") == 4,
+          f"stats dead_chunks={ctx.stat('dead_chunks')}, dead_chunk_items={ctx.stat('dead_chunk_items')}")
+    check("unread" in worker.stderr(), f"no log line for the refused chunk: {worker.stderr()[-300:]}")
+
+
+def test_unreadable_chunk_dead_record_whole(ctx):
+    """Junk under --max-chunk-bytes but over the old 64 KiB cut goes to dead with all of its text."""
+    junk = "<" + "j" * 100000 + ">"
+    ctx.r.execute("LPUSH", ctx.key("pending"), junk)
+    ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--exit-when-empty", timeout=30)
+    dead = ctx.dead_entries()
+    check(len(dead) == 1 and dead[0].get("raw") == junk and dead[0].get("bytes") == len(junk)
+          and "truncated" not in dead[0],
+          f"dead record of {len(junk)} bytes of junk: raw of {len(dead[0].get('raw', '')) if dead else 0} bytes, "
+          f"{ {k: v for k, v in dead[0].items() if k != 'raw'} if dead else None}")
