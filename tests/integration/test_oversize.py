@@ -116,3 +116,49 @@ def test_unreadable_chunk_dead_record_whole(ctx):
           and "truncated" not in dead[0],
           f"dead record of {len(junk)} bytes of junk: raw of {len(dead[0].get('raw', '')) if dead else 0} bytes, "
           f"{ {k: v for k, v in dead[0].items() if k != 'raw'} if dead else None}")
+
+
+def test_until_done_ends_and_requeue_brings_back(ctx):
+    """Chunks built with a larger --max-chunk-bytes than the worker's go to dead whole. collect --until-done
+    counts their items as finished, ends, and says how many failed; chunkd requeue repacks their items into chunks
+    the worker takes; a second collect --until-done brings every item back exactly once."""
+    items = [_item(n, 1000) for n in range(30)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
+    small = [json.dumps({"id": f"s{n}"}) for n in range(5)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("small.jsonl", small))
+    ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", 5000, "--exit-when-empty",
+            timeout=30)
+    check(ctx.stat("dead_chunks") == 3 and ctx.stat("dead_chunk_items") == 30,
+          f"stats dead_chunks={ctx.stat('dead_chunks')}, dead_chunk_items={ctx.stat('dead_chunk_items')}")
+    out = ctx.path("results.jsonl")
+    proc = _collect_until_done(ctx, out, timeout=20)
+    check("30 items failed" in proc.stderr() and "30 in chunks that went to" in proc.stderr(),
+          f"collect did not say how many failed: {proc.stderr()[-400:]}")
+    assert_exactly_once(read_jsonl(out), [f"s{n}" for n in range(5)], "first collect")
+
+    proc = ctx.run("requeue", "--queue", ctx.queue, "--max-chunk-bytes", 5000)
+    check("requeued 30 items" in proc.stdout(), f"requeue: {proc.stdout()!r} {proc.stderr()[-300:]}")
+    check(ctx.llen("dead") == 0 and all(len(c) <= 5000 for c in _pending_texts(ctx)),
+          f"dead {ctx.llen('dead')}, pending chunks {[len(c) for c in _pending_texts(ctx)]} bytes")
+    ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", 5000, "--exit-when-empty",
+            timeout=30)
+    out2 = ctx.path("results2.jsonl")
+    _collect_until_done(ctx, out2, timeout=20)
+    results = read_jsonl(out2)
+    assert_exactly_once(results, [f"o{n}" for n in range(30)], "after requeue")
+    by_id = {json.loads(line)["id"]: json.loads(line) for line in items}
+    check(all(r.get("ok") is True and r.get("result") == by_id[r["id"]] for r in results),
+          "a requeued item changed or failed")
+
+
+def test_run_ends_when_chunks_went_to_dead(ctx):
+    """chunkd run on a queue that also holds a chunk over its worker's --max-chunk-bytes (built by another
+    producer) ends once the rest is done, counting that chunk's items as failed."""
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10,
+            ctx.write_jsonl("big.jsonl", [_item(n, 1000) for n in range(10)]))
+    out = ctx.path("run.jsonl")
+    proc = ctx.run("run", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", 5000, "--out", out,
+                   ctx.write_jsonl("items.jsonl", [json.dumps({"id": f"r{n}"}) for n in range(20)]), timeout=30)
+    assert_exactly_once(read_jsonl(out), [f"r{n}" for n in range(20)], "run --out")
+    check("10 items failed" in proc.stderr(), f"run did not say how many failed: {proc.stderr()[-400:]}")
+    wait_until(lambda: ctx.llen("dead") == 1, 5, "the big chunk in dead")
