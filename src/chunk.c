@@ -218,13 +218,18 @@ fail:
     return NULL;
 }
 
-/* Takes ownership of id_json and text (text[text_len] is '\0'); parses the item. */
+/* Takes ownership of id_json and text (text[text_len] is '\0'); the item is parsed later (chunk_item_parse). */
 static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t text_len)
 {
-    json_error_t jerr;
     it->id_json = id_json;
     it->text = text;
     it->text_len = text_len;
+}
+
+void chunk_item_parse(chunk_item_t *it)
+{
+    if (it->value || it->error || !it->text) return;
+    json_error_t jerr;
     it->value = flat_item_value(it->text, it->text_len);
     if (!it->value) it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
     if (!it->value) {
@@ -235,6 +240,20 @@ static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t t
         for (size_t k = 0; k < it->text_len; k++)
             if (it->text[k] == '\n' || it->text[k] == '\r') it->text[k] = ' ';
     }
+}
+
+void chunk_item_drop_value(chunk_item_t *it)
+{
+    json_decref(it->value);
+    it->value = NULL;
+}
+
+void chunk_item_release(chunk_item_t *it)
+{
+    chunk_item_drop_value(it);
+    free(it->text);
+    it->text = NULL;
+    it->text_len = 0;
 }
 
 /* A string whose escapes are all short ones (\" \\ \/ \b \f \n \r \t); returns it unescaped (malloc'd). */
@@ -364,7 +383,12 @@ done:
     return rc;
 }
 
-int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+static void chunk_parse_items(chunk_t *c)
+{
+    for (size_t i = 0; i < c->n_items; i++) chunk_item_parse(&c->items[i]);
+}
+
+int chunk_decode_texts(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (len > CHUNK_MAX_BYTES) {
@@ -375,6 +399,13 @@ int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t er
     return chunk_decode_json(raw, len, out, err, errlen);
 }
 
+int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+{
+    if (chunk_decode_texts(raw, len, out, err, errlen)) return -1;
+    chunk_parse_items(out);
+    return 0;
+}
+
 int chunk_decode_general(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -382,5 +413,7 @@ int chunk_decode_general(const char *raw, size_t len, chunk_t *out, char *err, s
         snprintf(err, errlen, "chunk larger than %zu bytes", CHUNK_MAX_BYTES);
         return -1;
     }
-    return chunk_decode_json(raw, len, out, err, errlen);
+    if (chunk_decode_json(raw, len, out, err, errlen)) return -1;
+    chunk_parse_items(out);
+    return 0;
 }

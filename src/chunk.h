@@ -20,11 +20,19 @@
 
 typedef struct chunk_item {
     char *id_json;   /* owned: the id as JSON text: a quoted string or an integer */
-    char *text;      /* owned: the item's JSON text, as enqueued */
+    char *text;      /* owned: the item's JSON text, as enqueued; NULL once released */
     size_t text_len;
-    json_t *value;   /* owned: the parsed item; NULL when text is not valid JSON */
-    char *error;     /* owned: why the item cannot run (then value is NULL), or NULL */
+    json_t *value;   /* owned: the parsed item; NULL when text is not valid JSON, not parsed yet, or dropped */
+    char *error;     /* owned: why the item cannot run (then value is NULL), or NULL (valid, or not parsed yet) */
 } chunk_item_t;
+
+/* Parses the item's text into value, or sets error when it is not valid JSON (its raw line breaks then become
+ * spaces); nothing when it is parsed already or released. Again after chunk_item_drop_value, it parses again. */
+void chunk_item_parse(chunk_item_t *it);
+/* Frees the parsed value (a worker needs it only while the handler starts the item). */
+void chunk_item_drop_value(chunk_item_t *it);
+/* Frees text and value once the item's result is built; id_json and error stay. */
+void chunk_item_release(chunk_item_t *it);
 
 typedef struct chunk {
     char *id;             /* owned */
@@ -75,8 +83,12 @@ size_t chunk_builder_items(const chunk_builder_t *b);
 char *chunk_builder_take(chunk_builder_t *b, const char *chunk_id, size_t *len);
 
 /* Decodes raw[0..len). Returns 0 and fills *out (free with chunk_clear), or -1 with a reason in err when the chunk as
- * a whole is unusable: not JSON, wrong version, missing or invalid fields, a bad id, too large. */
+ * a whole is unusable: not JSON, wrong version, missing or invalid fields, a bad id, too large. Every item is
+ * parsed (chunk_item_parse). */
 int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen);
+/* The same without parsing the items: a worker parses each one when it starts it, so a large chunk's items are
+ * not all held twice (text and value) at once. */
+int chunk_decode_texts(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen);
 /* The same with jansson only, bypassing the direct reader of chunk_encode()'s own form (for tests, which compare
  * the two). */
 int chunk_decode_general(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen);

@@ -6,8 +6,13 @@ in seconds: the issue's repro (100 items of 700 KB, chunks of 100) is here 100 i
 """
 
 import json
+import os
+import re
+import signal
 
 from harness import assert_exactly_once, check, read_jsonl, wait_until
+
+SANITIZED = os.environ.get("CHUNKD_IT_SANITIZER") == "1"
 
 
 def _item(n, size):
@@ -162,3 +167,34 @@ def test_run_ends_when_chunks_went_to_dead(ctx):
     assert_exactly_once(read_jsonl(out), [f"r{n}" for n in range(20)], "run --out")
     check("10 items failed" in proc.stderr(), f"run did not say how many failed: {proc.stderr()[-400:]}")
     wait_until(lambda: ctx.llen("dead") == 1, 5, "the big chunk in dead")
+
+
+def test_large_chunk_drain_and_memory(ctx):
+    """A 24 MB chunk (100 items of 240 KB) at both ends of its life: a SIGTERM drain gives it back to pending byte
+    for byte (a command over 1 MiB is written straight from its arguments), and a worker that runs it peaks at
+    well under 3 x the chunk above its idle size (it was 8 x: the issue's 63 MB chunk cost 504 MB). The bound is
+    generous (3 x the chunk + 25 MB) and not checked under a sanitizer, whose allocator changes RSS."""
+    items = [_item(n, 240000).replace('"pad"', '"sleep_ms":3000,"pad"', 1) for n in range(100)]
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 100, ctx.write_jsonl("items.jsonl", items))
+    enqueued = _pending_texts(ctx)
+    check(len(enqueued) == 1 and len(enqueued[0]) > 24000000, f"chunks of {[len(c) for c in enqueued]} bytes")
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--handler", "sleep", "--worker-id", "w1",
+                       "--drain-timeout-ms", 0, name="worker w1")
+    wait_until(lambda: ctx.r.execute("LLEN", ctx.key("processing:w1")) == 1 and ctx.llen("pending") == 0, 15,
+               lambda: f"the chunk fetched ({worker.describe()})")
+    worker.send(signal.SIGTERM)
+    worker.wait(15, expect_rc=0)
+    check(_pending_texts(ctx) == enqueued, f"the chunk given back differs: {[len(c) for c in _pending_texts(ctx)]}")
+
+    run = ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--threads", 1, "--exit-when-empty",
+                  timeout=60)
+    results = ctx.stream_results()
+    assert_exactly_once(results, [f"o{n}" for n in range(100)], "results")
+    by_id = {json.loads(line)["id"]: json.loads(line) for line in items}
+    check(all(r.get("result") == by_id[r["id"]] for r in results), "an item changed on the way")
+    peak = re.search(r"peak RSS ([0-9.]+) MB", run.stderr())
+    check(peak, f"no peak RSS line: {run.stderr()[-300:]}")
+    if not SANITIZED:
+        bound = 3 * len(enqueued[0]) / 2**20 + 25
+        check(float(peak.group(1)) < bound,
+              f"worker peak RSS {peak.group(1)} MB for a {len(enqueued[0]) / 2**20:.0f} MB chunk (bound {bound:.0f})")
