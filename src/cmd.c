@@ -17,10 +17,10 @@ rconn_t *cmd_connect(const settings_t *s)
 
 void cmd_report_failed(const settings_t *s, const collect_progress_t *p)
 {
-    if (p->failed == 0 && p->dead_chunk_items == 0) return;
+    if (p->failed_left == 0) return;
     keys_t k;
     keys_init(&k, s->queue);
-    LOG(LL_WARN, "queue %s: %lld items failed: %lld with an ok:false result, %lld in chunks that went to %s unread "
-                 "(no result line; chunkd requeue puts them back)", s->queue, p->failed + p->dead_chunk_items,
-        p->failed, p->dead_chunk_items, k.dead);
+    LOG(LL_WARN, "queue %s: %lld items failed and wait in %s, %lld of them in chunks that went there unread (no "
+                 "result line); chunkd requeue puts them back", s->queue, p->failed_left, k.dead,
+        p->dead_chunk_items_left);
 }

@@ -26,8 +26,8 @@ int cmd_recover(settings_t *s);
 rconn_t *cmd_connect(const settings_t *s);
 
 struct collect_progress;
-/* Logs how many items of the queue failed, when any did (collect --until-done, run): those with an ok:false
- * result and those of chunks that went to dead unread. */
+/* Logs how many items of the queue failed and were not requeued since, when any (collect --until-done, run): those
+ * with an ok:false result and those of chunks that went to dead unread. */
 void cmd_report_failed(const settings_t *s, const struct collect_progress *p);
 
 struct worker;

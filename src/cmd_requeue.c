@@ -29,6 +29,7 @@ typedef struct requeue_round {
     size_t *lens;
     size_t argc;
     long long items;
+    long long chunk_items;  /* of items: from records of chunks that went to dead whole */
     size_t chunks;
     size_t kept;            /* records kept in dead */
 } requeue_round_t;
@@ -48,6 +49,7 @@ typedef struct requeue_fill {
     chunk_builder_t chunk;
     const char *run_id;
     long long *chunk_seq;
+    long long filling_chunk_items; /* entries in the builder that came from dead chunks' records */
 } requeue_fill_t;
 
 /* Closes the chunk being filled into the round. */
@@ -63,14 +65,17 @@ static void fill_close(requeue_fill_t *f)
         round_add(f->round, chunk, len);
         f->round->chunks++;
         f->round->items += (long long)n;
+        f->round->chunk_items += f->filling_chunk_items;
     } else {
         LOG(LL_ERROR, "requeue: cannot encode chunk %s; its records stay in the scratch list", id);
     }
+    f->filling_chunk_items = 0;
 }
 
-/* Adds one item to the chunks (steals id). An item too large for a chunk of --max-chunk-bytes on its own stays in
- * dead as an item record saying so. */
-static void fill_item(requeue_fill_t *f, json_t *id, const char *text, size_t text_len, const char *chunk_id)
+/* Adds one item to the chunks (steals id); from_chunk: it comes from a dead chunk's record. An item too large for a
+ * chunk of --max-chunk-bytes on its own stays in dead as an item record saying so. */
+static void fill_item(requeue_fill_t *f, json_t *id, const char *text, size_t text_len, const char *chunk_id,
+                      bool from_chunk)
 {
     json_t *entry = chunk_entry_new(id, text, text_len);
     size_t bytes = chunk_entry_bytes(entry);
@@ -87,6 +92,7 @@ static void fill_item(requeue_fill_t *f, json_t *id, const char *text, size_t te
         return;
     }
     if (chunk_builder_must_close(&f->chunk, bytes)) fill_close(f);
+    f->filling_chunk_items += from_chunk;
     if (chunk_builder_add(&f->chunk, entry, bytes)) fill_close(f);
 }
 
@@ -104,7 +110,7 @@ static int fill_chunk(requeue_fill_t *f, const char *record, size_t len)
     if (rc) return -1;
     for (size_t i = 0; i < c.n_items; i++) {
         json_t *id = json_loads(c.items[i].id_json, JSON_DECODE_ANY, NULL);
-        fill_item(f, id ? id : json_null(), c.items[i].text, c.items[i].text_len, c.id);
+        fill_item(f, id ? id : json_null(), c.items[i].text, c.items[i].text_len, c.id, true);
     }
     chunk_clear(&c);
     return 0;
@@ -125,7 +131,7 @@ static void round_build(requeue_round_t *r, redisReply *records, const settings_
         char *text;
         size_t text_len;
         if (result_dead_item(rec->str, rec->len, &id, &text, &text_len) == 0) {
-            fill_item(&f, id, text, text_len, "requeue");
+            fill_item(&f, id, text, text_len, "requeue", false);
             free(text);
         } else if (fill_chunk(&f, rec->str, rec->len)) {
             round_add(&kept, xstrndup(rec->str, rec->len), rec->len);
@@ -189,17 +195,19 @@ int cmd_requeue(settings_t *s)
         requeue_round_t round = {0};
         round_build(&round, r, s, run_id, &chunk_seq);
         freeReplyObject(r);
-        size_t argc = 9 + round.argc;
+        char counts[3][24];
+        snprintf(counts[0], sizeof counts[0], "%lld", round.items);
+        snprintf(counts[1], sizeof counts[1], "%lld", round.chunk_items);
+        snprintf(counts[2], sizeof counts[2], "%zu", round.chunks);
+        /* ARGV[1..3] the counts; the chunks and kept records follow. */
+        const char *head[] = {"EVAL", script_dead_put, "4", scratch, k.pending, k.dead, k.stats,
+                              counts[0], counts[1], counts[2]};
+        const size_t n_head = sizeof head / sizeof head[0];
+        size_t argc = n_head + round.argc;
         const char **argv = xmalloc(argc * sizeof *argv);
         size_t *lens = xmalloc(argc * sizeof *lens);
-        char items_s[24], chunks_s[24];
-        snprintf(items_s, sizeof items_s, "%lld", round.items);
-        snprintf(chunks_s, sizeof chunks_s, "%zu", round.chunks);
-        const char *head[] = {"EVAL", script_dead_put, "4", scratch, k.pending, k.dead, k.stats, items_s};
-        for (size_t i = 0; i < 8; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
-        argv[8] = chunks_s; /* ARGV[2]; the chunks and kept records follow */
-        lens[8] = strlen(chunks_s);
-        for (size_t i = 0; i < round.argc; i++) argv[9 + i] = round.argv[i], lens[9 + i] = round.lens[i];
+        for (size_t i = 0; i < n_head; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
+        for (size_t i = 0; i < round.argc; i++) argv[n_head + i] = round.argv[i], lens[n_head + i] = round.lens[i];
         r = rconn_command_argv(c, (int)argc, argv, lens);
         bool ok = r && r->type == REDIS_REPLY_INTEGER;
         if (!ok) LOG(LL_ERROR, "requeue: pushing chunks failed (%s); the records wait in %s",

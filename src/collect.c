@@ -60,10 +60,17 @@ static bool collect_done(const collect_progress_t *p, const atomic_bool *produce
 
 static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *p)
 {
-    redisReply *r = rconn_command(c, "HMGET %s collected enqueued dead_chunk_items failed", k->stats);
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
-        long long *to[] = {&p->collected, &p->enqueued, &p->dead_chunk_items, &p->failed};
-        for (size_t i = 0; i < 4; i++) *to[i] = r->element[i]->str ? atoll(r->element[i]->str) : 0;
+    redisReply *r = rconn_command(c, "HMGET %s collected enqueued dead_chunk_items failed requeued_dead "
+                                     "requeued_chunk_items", k->stats);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
+        long long failed = 0, requeued = 0, requeued_chunk_items = 0;
+        long long *to[] = {&p->collected, &p->enqueued, &p->dead_chunk_items, &failed, &requeued,
+                           &requeued_chunk_items};
+        for (size_t i = 0; i < 6; i++) *to[i] = r->element[i]->str ? atoll(r->element[i]->str) : 0;
+        p->failed_left = failed + p->dead_chunk_items - requeued;
+        p->dead_chunk_items_left = p->dead_chunk_items - requeued_chunk_items;
+        if (p->failed_left < 0) p->failed_left = 0;
+        if (p->dead_chunk_items_left < 0) p->dead_chunk_items_left = 0;
     }
     if (r) freeReplyObject(r);
 }

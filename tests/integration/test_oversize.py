@@ -137,9 +137,11 @@ def test_until_done_ends_and_requeue_brings_back(ctx):
           f"stats dead_chunks={ctx.stat('dead_chunks')}, dead_chunk_items={ctx.stat('dead_chunk_items')}")
     out = ctx.path("results.jsonl")
     proc = _collect_until_done(ctx, out, timeout=20)
-    check("30 items failed" in proc.stderr() and "30 in chunks that went to" in proc.stderr(),
+    check("30 items failed" in proc.stderr() and "30 of them in chunks that went there unread" in proc.stderr(),
           f"collect did not say how many failed: {proc.stderr()[-400:]}")
     assert_exactly_once(read_jsonl(out), [f"s{n}" for n in range(5)], "first collect")
+    status = ctx.status_json()
+    check(status.get("dead_chunk_items") == 30, f"status --json: {status}")
 
     proc = ctx.run("requeue", "--queue", ctx.queue, "--max-chunk-bytes", 5000)
     check("requeued 30 items" in proc.stdout(), f"requeue: {proc.stdout()!r} {proc.stderr()[-300:]}")
@@ -148,7 +150,8 @@ def test_until_done_ends_and_requeue_brings_back(ctx):
     ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", 5000, "--exit-when-empty",
             timeout=30)
     out2 = ctx.path("results2.jsonl")
-    _collect_until_done(ctx, out2, timeout=20)
+    proc = _collect_until_done(ctx, out2, timeout=20)
+    check("failed" not in proc.stderr(), f"failures reported after they were requeued: {proc.stderr()[-400:]}")
     results = read_jsonl(out2)
     assert_exactly_once(results, [f"o{n}" for n in range(30)], "after requeue")
     by_id = {json.loads(line)["id"]: json.loads(line) for line in items}
