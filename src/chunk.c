@@ -48,6 +48,51 @@ char *chunk_encode(const char *chunk_id, const json_t *entries, size_t *len)
     return s;
 }
 
+void chunk_builder_init(chunk_builder_t *b, size_t max_items, size_t max_bytes)
+{
+    b->entries = json_array();
+    b->bytes = 0;
+    b->max_items = max_items;
+    b->max_bytes = max_bytes > CHUNK_FRAME_MAX ? max_bytes - CHUNK_FRAME_MAX : 0;
+}
+
+void chunk_builder_free(chunk_builder_t *b)
+{
+    json_decref(b->entries);
+    b->entries = NULL;
+}
+
+size_t chunk_entry_bytes(const json_t *entry)
+{
+    /* With no buffer, json_dumpb only counts: the entry's exact size in chunk_encode()'s compact form. */
+    return json_dumpb(entry, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER) + 1;
+}
+
+bool chunk_builder_fits_alone(const chunk_builder_t *b, size_t entry_bytes) { return entry_bytes <= b->max_bytes; }
+
+bool chunk_builder_must_close(const chunk_builder_t *b, size_t entry_bytes)
+{
+    size_t n = json_array_size(b->entries);
+    return n > 0 && (n >= b->max_items || b->bytes + entry_bytes > b->max_bytes);
+}
+
+bool chunk_builder_add(chunk_builder_t *b, json_t *entry, size_t entry_bytes)
+{
+    json_array_append_new(b->entries, entry);
+    b->bytes += entry_bytes;
+    return json_array_size(b->entries) >= b->max_items;
+}
+
+size_t chunk_builder_items(const chunk_builder_t *b) { return json_array_size(b->entries); }
+
+char *chunk_builder_take(chunk_builder_t *b, const char *chunk_id, size_t *len)
+{
+    char *s = chunk_encode(chunk_id, b->entries, len);
+    json_array_clear(b->entries);
+    b->bytes = 0;
+    return s;
+}
+
 void chunk_clear(chunk_t *c)
 {
     for (size_t i = 0; i < c->n_items; i++) {
@@ -173,13 +218,18 @@ fail:
     return NULL;
 }
 
-/* Takes ownership of id_json and text (text[text_len] is '\0'); parses the item. */
+/* Takes ownership of id_json and text (text[text_len] is '\0'); the item is parsed later (chunk_item_parse). */
 static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t text_len)
 {
-    json_error_t jerr;
     it->id_json = id_json;
     it->text = text;
     it->text_len = text_len;
+}
+
+void chunk_item_parse(chunk_item_t *it)
+{
+    if (it->value || it->error || !it->text) return;
+    json_error_t jerr;
     it->value = flat_item_value(it->text, it->text_len);
     if (!it->value) it->value = json_loadb(it->text, it->text_len, JSON_DECODE_ANY, &jerr);
     if (!it->value) {
@@ -190,6 +240,20 @@ static void chunk_item_set(chunk_item_t *it, char *id_json, char *text, size_t t
         for (size_t k = 0; k < it->text_len; k++)
             if (it->text[k] == '\n' || it->text[k] == '\r') it->text[k] = ' ';
     }
+}
+
+void chunk_item_drop_value(chunk_item_t *it)
+{
+    json_decref(it->value);
+    it->value = NULL;
+}
+
+void chunk_item_release(chunk_item_t *it)
+{
+    chunk_item_drop_value(it);
+    free(it->text);
+    it->text = NULL;
+    it->text_len = 0;
 }
 
 /* A string whose escapes are all short ones (\" \\ \/ \b \f \n \r \t); returns it unescaped (malloc'd). */
@@ -319,7 +383,12 @@ done:
     return rc;
 }
 
-int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+static void chunk_parse_items(chunk_t *c)
+{
+    for (size_t i = 0; i < c->n_items; i++) chunk_item_parse(&c->items[i]);
+}
+
+int chunk_decode_texts(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (len > CHUNK_MAX_BYTES) {
@@ -330,6 +399,13 @@ int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t er
     return chunk_decode_json(raw, len, out, err, errlen);
 }
 
+int chunk_decode(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
+{
+    if (chunk_decode_texts(raw, len, out, err, errlen)) return -1;
+    chunk_parse_items(out);
+    return 0;
+}
+
 int chunk_decode_general(const char *raw, size_t len, chunk_t *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -337,5 +413,7 @@ int chunk_decode_general(const char *raw, size_t len, chunk_t *out, char *err, s
         snprintf(err, errlen, "chunk larger than %zu bytes", CHUNK_MAX_BYTES);
         return -1;
     }
-    return chunk_decode_json(raw, len, out, err, errlen);
+    if (chunk_decode_json(raw, len, out, err, errlen)) return -1;
+    chunk_parse_items(out);
+    return 0;
 }

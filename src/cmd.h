@@ -25,6 +25,11 @@ int cmd_recover(settings_t *s);
 /* A connection for a subcommand, or NULL after logging the one-line reason (the caller exits 1). */
 rconn_t *cmd_connect(const settings_t *s);
 
+struct collect_progress;
+/* Logs how many items of the queue failed and were not requeued since, when any (collect --until-done, run): those
+ * with an ok:false result and those of chunks that went to dead unread. */
+void cmd_report_failed(const settings_t *s, const struct collect_progress *p);
+
 struct worker;
 /* Drains a worker while the main thread keeps taking signals: a second signal exits at once. Returns
  * worker_drain()'s result. */

@@ -53,6 +53,7 @@ int cmd_collect(settings_t *s)
     if (job.rc == 0)
         LOG(LL_INFO, "collect: %lld results written to %s (queue %s: %lld of %lld enqueued collected)",
             job.progress.written, sink_where(job.sink), s->queue, job.progress.collected, job.progress.enqueued);
+    if (job.rc == 0) cmd_report_failed(s, &job.progress);
     int closed = sink_close(job.sink);
     if (job.rc) {
         LOG(LL_ERROR, "%s", job.err);

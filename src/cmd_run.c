@@ -176,6 +176,7 @@ int cmd_run(settings_t *s)
             complete ? "" : " (incomplete)");
     if (st.enq.rejected)
         fprintf(stderr, "chunkd run: %lld lines rejected; see %s\n", st.enq.rejected, st.enq.rejects_path);
+    if (st.collect_rc == 0) cmd_report_failed(s, &st.progress);
 out_sink:
     if (sink_close(st.sink) && rc != EXIT_RUNTIME) {
         LOG(LL_ERROR, "cannot finish writing results: %s", strerror(errno));

@@ -16,7 +16,7 @@
 
 static const char *const stat_fields[] = {"enqueued", "enqueued_chunks", "done",     "failed",
                                           "dead",     "dead_chunks",     "chunks_done", "requeued_chunks",
-                                          "collected", "rejected", "requeued_dead"};
+                                          "collected", "rejected", "requeued_dead", "dead_chunk_items"};
 
 /* Reads the queue's counters into a new JSON object, or returns NULL with the reason logged. */
 static json_t *status_read(rconn_t *c, const settings_t *s, const keys_t *k)
@@ -60,7 +60,9 @@ static long long field(const json_t *o, const char *name) { return json_integer_
 
 static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate, bool watch, bool tty)
 {
-    long long finished = field(out, "done") + field(out, "failed"), total = field(out, "enqueued");
+    /* Items of chunks that went to dead unread are finished too: they will get no result. */
+    long long finished = field(out, "done") + field(out, "failed") + field(out, "dead_chunk_items");
+    long long total = field(out, "enqueued");
     if (watch) {
         double per_s = progress_rate_update(rate, finished, clock_now_ms());
         json_object_set_new(out, "items_per_s", json_real(per_s));

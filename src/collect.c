@@ -121,9 +121,10 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
         if (!rconn_connected(c) && rconn_reconnect(c, stop, NULL)) break;
         redisReply *r = rconn_command_argv(c, (int)argc, argv, lens);
         if (!r) continue;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
             p->collected = r->element[0]->integer;
             p->enqueued = r->element[1]->integer;
+            p->dead_chunk_items = r->element[2]->integer;
             rc = 0;
         } else {
             LOG(LL_ERROR, "collect: acknowledging failed: %.300s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
@@ -141,16 +142,23 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
 
 static bool collect_done(const collect_progress_t *p, const atomic_bool *producer_done)
 {
-    if (producer_done) return atomic_load(producer_done) && p->collected >= p->enqueued;
-    return p->enqueued > 0 && p->collected >= p->enqueued;
+    if (producer_done) return atomic_load(producer_done) && collect_finished(p) >= p->enqueued;
+    return p->enqueued > 0 && collect_finished(p) >= p->enqueued;
 }
 
 static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *p)
 {
-    redisReply *r = rconn_command(c, "HMGET %s collected enqueued", k->stats);
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-        p->collected = r->element[0]->str ? atoll(r->element[0]->str) : 0;
-        p->enqueued = r->element[1]->str ? atoll(r->element[1]->str) : 0;
+    redisReply *r = rconn_command(c, "HMGET %s collected enqueued dead_chunk_items failed requeued_dead "
+                                     "requeued_chunk_items", k->stats);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
+        long long failed = 0, requeued = 0, requeued_chunk_items = 0;
+        long long *to[] = {&p->collected, &p->enqueued, &p->dead_chunk_items, &failed, &requeued,
+                           &requeued_chunk_items};
+        for (size_t i = 0; i < 6; i++) *to[i] = r->element[i]->str ? atoll(r->element[i]->str) : 0;
+        p->failed_left = failed + p->dead_chunk_items - requeued;
+        p->dead_chunk_items_left = p->dead_chunk_items - requeued_chunk_items;
+        if (p->failed_left < 0) p->failed_left = 0;
+        if (p->dead_chunk_items_left < 0) p->dead_chunk_items_left = 0;
     }
     if (r) freeReplyObject(r);
 }
@@ -292,8 +300,8 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
         if (show_bar && clock_now_ms() - last_bar >= 250) {
             char line[256];
             last_bar = clock_now_ms();
-            progress_format(line, sizeof line, p->collected, p->enqueued, progress_rate_update(&rate, p->collected,
-                                                                                             last_bar), 30);
+            progress_format(line, sizeof line, collect_finished(p), p->enqueued,
+                            progress_rate_update(&rate, collect_finished(p), last_bar), 30);
             fprintf(stderr, "\r\033[K%s", line);
         }
         if (!show_bar && clock_now_ms() - last_log >= 5000) {
@@ -304,6 +312,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
         if (mode == COLLECT_UNTIL_DONE && collect_done(p, producer_done)) break;
     }
     rc = 0;
+    if (rconn_connected(c)) collect_read_stats(c, &k, p);
 out:
     if (show_bar && last_bar) fprintf(stderr, "\n");
     if (marker.held) {

@@ -29,9 +29,19 @@ typedef struct collect_progress {
     long long written;   /* lines written by this call */
     long long collected; /* stats "collected" of the queue, after the last batch */
     long long enqueued;  /* stats "enqueued" of the queue, after the last batch */
+    long long dead_chunk_items; /* stats "dead_chunk_items": items of chunks that went to dead unread (no result) */
+    /* Read when collect_run returns: items that failed and were not requeued since (ok:false results and items of
+     * dead chunks: stats failed + dead_chunk_items - requeued_dead), and of those, the dead chunks' items
+     * (dead_chunk_items - requeued_chunk_items). */
+    long long failed_left;
+    long long dead_chunk_items_left;
 } collect_progress_t;
 
-/* Runs until the mode says so or *stop becomes true. producer_done, when not NULL, must become true before
+/* Items finished: collected, or in a chunk that went to dead unread. --until-done ends once it reaches enqueued. */
+static inline long long collect_finished(const collect_progress_t *p) { return p->collected + p->dead_chunk_items; }
+
+/* Runs until the mode says so or *stop becomes true; progress->failed_left and dead_chunk_items_left are the
+ * queue's at the end. producer_done, when not NULL, must become true before
  * COLLECT_UNTIL_DONE may finish (chunkd run sets it when its enqueue ends). Returns 0, or -1 with a reason in err
  * (Redis unreachable at start, the consumer name in use by a running collector, or the output cannot be written). */
 int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const atomic_bool *stop,

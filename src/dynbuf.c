@@ -9,6 +9,8 @@
 
 #include "xalloc.h"
 
+#define DYNBUF_TRIM_SLACK ((size_t)4096) /* unused bytes that dynbuf_take gives back */
+
 void dynbuf_init(dynbuf_t *b, size_t cap)
 {
     b->data = NULL;
@@ -148,6 +150,12 @@ toobig:
 char *dynbuf_take(dynbuf_t *b, size_t *len)
 {
     if (!b->data) dynbuf_add(b, "", 0);
+    /* Doubling leaves up to half of a buffer unused: a large one is cut to its size before it is kept (a result
+     * line of a 600 KB item would otherwise hold 1 MB). */
+    if (b->alloc - b->len - 1 >= DYNBUF_TRIM_SLACK) {
+        b->data = xrealloc(b->data, b->len + 1);
+        b->alloc = b->len + 1;
+    }
     char *p = b->data;
     if (len) *len = b->len;
     dynbuf_init(b, b->cap);

@@ -28,7 +28,7 @@ typedef struct enqueue_state {
     const atomic_bool *stop;
     char run_id[20];        /* random prefix of this run's chunk ids */
     long long chunk_seq;
-    json_t *entries;        /* items of the chunk being built */
+    chunk_builder_t chunk;  /* the chunk being built: --chunk-size items, --max-chunk-bytes */
     char **batch;           /* encoded chunks waiting to be sent */
     size_t *batch_lens;
     size_t batch_n, batch_bytes;
@@ -72,12 +72,12 @@ static int enqueue_send(enqueue_state_t *st, char *err, size_t errlen)
 /* Closes the chunk being built and queues it for sending. */
 static int enqueue_close_chunk(enqueue_state_t *st, char *err, size_t errlen)
 {
-    size_t n = json_array_size(st->entries);
+    size_t n = chunk_builder_items(&st->chunk);
     if (n == 0) return 0;
     char id[64];
     snprintf(id, sizeof id, "%s-%lld", st->run_id, ++st->chunk_seq);
     size_t len;
-    st->batch[st->batch_n] = chunk_encode(id, st->entries, &len);
+    st->batch[st->batch_n] = chunk_builder_take(&st->chunk, id, &len);
     if (!st->batch[st->batch_n]) {
         snprintf(err, errlen, "cannot encode chunk %s (invalid UTF-8 in an item)", id);
         return -1;
@@ -85,7 +85,6 @@ static int enqueue_close_chunk(enqueue_state_t *st, char *err, size_t errlen)
     st->batch_lens[st->batch_n++] = len;
     st->batch_bytes += len;
     st->batch_items += (long long)n;
-    json_array_clear(st->entries);
     if (st->batch_n == ENQUEUE_BATCH_CHUNKS || st->batch_bytes >= ENQUEUE_BATCH_BYTES)
         return enqueue_send(st, err, errlen);
     return 0;
@@ -147,7 +146,7 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
         rconn_free(st.conn);
         return -1;
     }
-    st.entries = json_array();
+    chunk_builder_init(&st.chunk, (size_t)s->chunk_size, (size_t)s->max_chunk_bytes);
     st.batch = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch);
     st.batch_lens = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch_lens);
 
@@ -173,8 +172,16 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
             rc = enqueue_reject(&st, line, len, full_len, why, err, errlen);
             continue;
         }
-        json_array_append_new(st.entries, entry);
-        if ((long long)json_array_size(st.entries) >= s->chunk_size) rc = enqueue_close_chunk(&st, err, errlen);
+        size_t entry_bytes = chunk_entry_bytes(entry);
+        if (!chunk_builder_fits_alone(&st.chunk, entry_bytes)) {
+            json_decref(entry);
+            snprintf(why, sizeof why, "item takes %zu bytes in a chunk; with the chunk's frame that is more than "
+                     "--max-chunk-bytes %lld", entry_bytes, s->max_chunk_bytes);
+            rc = enqueue_reject(&st, line, len, full_len, why, err, errlen);
+            continue;
+        }
+        if (chunk_builder_must_close(&st.chunk, entry_bytes)) rc = enqueue_close_chunk(&st, err, errlen);
+        if (chunk_builder_add(&st.chunk, entry, entry_bytes) && rc == 0) rc = enqueue_close_chunk(&st, err, errlen);
     }
     if (rc == 0 && got < 0) {
         snprintf(err, errlen, "cannot read %s: %s", is_stdin ? "stdin" : input_name, strerror(errno));
@@ -194,7 +201,7 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
         rc = -1;
     }
     linereader_free(&lr);
-    json_decref(st.entries);
+    chunk_builder_free(&st.chunk);
     free(st.batch);
     free(st.batch_lens);
     rconn_free(st.conn);

@@ -19,6 +19,7 @@
 #include "xalloc.h"
 
 #define FETCH_PIPELINE_MAX 32 /* chunks asked for in one round trip */
+#define FETCH_POLL_MIN_MS 5    /* first pause before looking at an empty queue again */
 
 struct fetch {
     const settings_t *settings;
@@ -35,7 +36,6 @@ struct fetch {
     atomic_bool stop;
     atomic_bool found_empty;
     atomic_bool connected;    /* for /readyz */
-    atomic_llong client_id;   /* CLIENT ID of conn, so fetch_stop() can interrupt a blocked BLMOVE; 0: unknown */
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, loop_t **loops, size_t n_loops,
@@ -51,11 +51,11 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, lo
     f->handler = handler;
     f->handler_shared = handler_shared;
     f->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
-    /* A blocking fetch may legitimately take the whole block time. */
-    rconn_set_extra_timeout(f->conn, s->fetch_block_ms);
+    /* A fetch that moves a chunk over --max-chunk-bytes to dead makes Redis encode it (about a second for
+     * 512 MB). */
+    rconn_set_extra_timeout(f->conn, 2000);
     atomic_init(&f->stop, false);
     atomic_init(&f->found_empty, false);
-    atomic_init(&f->client_id, 0);
     atomic_init(&f->connected, false);
     return f;
 }
@@ -71,16 +71,13 @@ static loop_t *least_loaded(fetch_t *f)
     return best;
 }
 
-/* Connects (again) and learns the connection's CLIENT ID. */
+/* Connects (again). */
 static int fetch_connect(fetch_t *f, char *err, size_t errlen)
 {
     atomic_store(&f->connected, false);
     if (err ? rconn_connect(f->conn, err, errlen) : rconn_reconnect(f->conn, &f->stop, NULL)) return -1;
     if (!err) metrics_add(M_REDIS_RECONNECTS, 1);
     atomic_store(&f->connected, true);
-    redisReply *r = rconn_command(f->conn, "CLIENT ID");
-    atomic_store(&f->client_id, r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
-    if (r) freeReplyObject(r);
     return 0;
 }
 
@@ -127,9 +124,31 @@ static bool fetch_pending_empty(fetch_t *f)
     return empty;
 }
 
-/* Takes one reply to a move command. Returns 1 for a chunk (added to got[*n_got]), 0 for an empty queue, -1 for a
- * lost connection or an error reply. An unreadable chunk goes straight to the committer, which moves it to dead. */
-static int fetch_take(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_got)
+/* Takes one chunk of a fetch.lua reply (an element of its array): takes its text over from the reply and adds it
+ * to got[*n_got]. An unreadable chunk goes straight to the committer, which moves it to dead. */
+static void fetch_take(fetch_t *f, redisReply *e, work_chunk_t **got, size_t *n_got)
+{
+    metrics_add(M_CHUNKS_FETCHED, 1);
+    /* The chunk text is kept byte for byte (the commit script matches it in the processing list); it is taken from
+     * the reply rather than copied, so a large chunk is not held twice (hiredis NUL-terminates it). */
+    char *raw = e->str;
+    size_t raw_len = e->len;
+    e->str = NULL;
+    e->len = 0;
+    work_chunk_t *w = work_chunk_new(raw, raw_len, clock_now_ms());
+    if (w->dead_reason) {
+        window_add(f->window, 1, w->raw_len);
+        window_finish(f->window, 1);
+        commit_push_chunk(f->commit, w);
+    } else {
+        got[(*n_got)++] = w;
+    }
+}
+
+/* Takes the reply of one fetch.lua call. Returns how many chunks it moved to this worker (added to got), or -1
+ * for a lost connection or an error reply. Chunks over --max-chunk-bytes never reach the worker: the script moved
+ * them to dead, and says how many. */
+static int fetch_take_reply(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_got)
 {
     if (!r) {
         LOG_LIMITED(LL_WARN, "fetch: Redis connection lost: %s", rconn_error(f->conn));
@@ -137,31 +156,26 @@ static int fetch_take(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_g
         atomic_store(&f->connected, false);
         return -1;
     }
-    int rc = 0;
-    if (r->type == REDIS_REPLY_STRING) {
-        rc = 1;
-        metrics_add(M_CHUNKS_FETCHED, 1);
-        /* The chunk text is kept byte for byte: the commit script matches it in the processing list. */
-        work_chunk_t *w = work_chunk_new(xstrndup(r->str, r->len), r->len, clock_now_ms());
-        if (!w->dead_reason && r->len > (size_t)f->settings->max_chunk_bytes) {
-            char why[160];
-            snprintf(why, sizeof why, "chunk of %zu bytes is larger than --max-chunk-bytes %lld", r->len,
-                     f->settings->max_chunk_bytes);
-            work_chunk_make_dead(w, why);
+    int moved = -1;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[r->elements - 1]->type == REDIS_REPLY_INTEGER) {
+        moved = 0;
+        for (size_t i = 0; i + 1 < r->elements; i++) {
+            if (r->element[i]->type != REDIS_REPLY_STRING) continue;
+            fetch_take(f, r->element[i], got, n_got);
+            moved++;
         }
-        if (w->dead_reason) {
-            window_add(f->window, 1, w->raw_len);
-            window_finish(f->window, 1);
-            commit_push_chunk(f->commit, w);
-        } else {
-            got[(*n_got)++] = w;
+        long long refused = r->element[r->elements - 1]->integer;
+        if (refused > 0) {
+            metrics_add(M_CHUNKS_DEAD, (uint64_t)refused);
+            LOG(LL_WARN, "%lld chunks larger than --max-chunk-bytes %lld went from %s to %s unread, whole (their "
+                         "items can be requeued with chunkd requeue)", refused, f->settings->max_chunk_bytes,
+                f->keys.pending, f->keys.dead);
         }
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        LOG_LIMITED(LL_ERROR, "fetch: moving a chunk failed: %.300s", r->str);
-        rc = -1;
+    } else {
+        LOG_LIMITED(LL_ERROR, "fetch: moving chunks failed: %.300s", r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
     }
     freeReplyObject(r);
-    return rc;
+    return moved;
 }
 
 /* Learns, in one round trip, each fetched chunk's delivery count and checkpoint. Returns 0, or -1 when the
@@ -268,16 +282,17 @@ static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
 static void *fetch_main(void *arg)
 {
     fetch_t *f = arg;
-    char timeout[32];
-    snprintf(timeout, sizeof timeout, "%.3f", (double)f->settings->fetch_block_ms / 1000.0);
-    const char *lmove[] = {"LMOVE", f->keys.pending, f->keys.processing, "RIGHT", "LEFT"};
-    const char *blmove[] = {"BLMOVE", f->keys.pending, f->keys.processing, "RIGHT", "LEFT", timeout};
+    char cap[32];
+    snprintf(cap, sizeof cap, "%lld", f->settings->max_chunk_bytes);
     /* The largest chunk seen: the room the next one may need. Until a chunk is seen, take one at a time, so
      * --concurrency holds from the first fetch. */
     size_t largest = 0, largest_bytes = 0;
     const char *xlen[] = {"XLEN", f->keys.results};
     const bool backlog_cap = f->settings->max_results_backlog > 0;
     bool paused = false;
+    /* No blocking move: BLMOVE would hand over a chunk over --max-chunk-bytes before anything could refuse it.
+     * An empty queue is looked at again after FETCH_POLL_MIN_MS, doubling up to --fetch-block-ms. */
+    int64_t poll_ms = FETCH_POLL_MIN_MS, last_reclaim_ms = 0;
     work_chunk_t *got[FETCH_PIPELINE_MAX];
     while (!atomic_load(&f->stop)) {
         if (!window_wait_room(f->window, largest ? largest : 1, 200)) continue;
@@ -294,59 +309,57 @@ static void *fetch_main(void *arg)
             fetch_note_backlog(f, rconn_command_argv(f->conn, 2, xlen, NULL), &paused);
             continue;
         }
-        /* Ask for as many chunks as surely fit, in one round trip, without blocking. */
+        /* Ask for as many chunks as surely fit, in one round trip. */
         size_t want = largest ? window_room(f->window) / largest : 1;
         size_t want_bytes = largest_bytes ? window_room_bytes(f->window) / largest_bytes : want;
         if (want_bytes < want) want = want_bytes;
         if (want < 1) want = 1;
         if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
+        char want_s[24];
+        snprintf(want_s, sizeof want_s, "%zu", want);
+        const char *move[] = {"EVAL", script_fetch, "4", f->keys.pending, f->keys.processing, f->keys.dead,
+                              f->keys.stats, want_s, cap};
         /* The backlog is checked in the same round trip, so it overshoots by at most one window. */
         if (backlog_cap) rconn_append_argv(f->conn, 2, xlen, NULL);
-        for (size_t i = 0; i < want; i++) rconn_append_argv(f->conn, 5, lmove, NULL);
+        rconn_append_argv(f->conn, 9, move, NULL);
         if (backlog_cap) fetch_note_backlog(f, rconn_get_reply(f->conn), &paused);
-        /* Every reply goes through fetch_take, even after an error reply: a later LMOVE may still have moved a
-         * chunk, which must not be dropped. Only a lost connection ends the round. */
-        int got_n = 0;
         size_t n = 0;
-        bool failed = false;
-        for (size_t i = 0; i < want && rconn_connected(f->conn); i++) {
-            int rc = fetch_take(f, rconn_get_reply(f->conn), got, &n);
-            if (rc > 0) got_n++;
-            if (rc < 0) failed = true;
-        }
+        int moved = rconn_connected(f->conn) ? fetch_take_reply(f, rconn_get_reply(f->conn), got, &n) : -1;
         fetch_deliver(f, got, n, &largest, &largest_bytes);
-        if (failed && got_n == 0) {
-            fetch_pause(f, 500);
+        if (moved < 0) {
+            if (rconn_connected(f->conn)) fetch_pause(f, 500);
             continue;
         }
-        if (got_n > 0) {
+        if (moved > 0) {
             atomic_store(&f->found_empty, false);
+            poll_ms = FETCH_POLL_MIN_MS;
             continue;
         }
         /* Pending is empty. With --exit-when-empty the worker is done once it holds nothing and its processing list
-         * has no orphans: poll briefly instead of blocking, so it exits as soon as its last chunk is committed. */
+         * has no orphans: poll briefly, so it exits as soon as its last chunk is committed. */
         if (f->settings->exit_when_empty) {
             if (window_held(f->window) == 0) {
-                long long moved = fetch_reclaim(f->conn, &f->keys);
+                long long reclaimed = fetch_reclaim(f->conn, &f->keys);
                 /* Chunks held by other workers are not done yet: one of them may die, and its chunks come back
                  * here when its lease expires. */
-                /* Pending again last: a reaper may have moved a dead worker's chunks there since the LMOVEs. */
-                if (moved == 0 && fetch_others_idle(f) && fetch_pending_empty(f) &&
+                /* Pending again last: a reaper may have moved a dead worker's chunks there since the fetch. */
+                if (reclaimed == 0 && fetch_others_idle(f) && fetch_pending_empty(f) &&
                     !atomic_exchange(&f->found_empty, true))
                     sig_wake(); /* the main thread polls worker_idle() in sig_wait(): it exits now */
-                if (moved != 0) fetch_pause(f, moved < 0 ? 500 : 0);
+                if (reclaimed != 0) fetch_pause(f, reclaimed < 0 ? 500 : 0);
             }
             if (atomic_load(&f->found_empty)) fetch_pause(f, 200);
             else if (window_held(f->window) == 0) fetch_pause(f, 20); /* others' chunks: look again soon */
             else window_wait_empty(f->window, clock_now_ms() + 20); /* back as soon as the last commit is done */
             continue;
         }
-        n = 0;
-        int rc = fetch_take(f, rconn_command_argv(f->conn, 6, blmove, NULL), got, &n);
-        fetch_deliver(f, got, n, &largest, &largest_bytes);
-        if (rc > 0) atomic_store(&f->found_empty, false);
-        else if (rc == 0 && window_held(f->window) == 0) fetch_reclaim(f->conn, &f->keys);
-        else if (rc < 0 && rconn_connected(f->conn)) fetch_pause(f, 500);
+        /* Orphans of a lost reply are given back while this worker holds nothing, once per --fetch-block-ms. */
+        if (window_held(f->window) == 0 && clock_now_ms() - last_reclaim_ms >= f->settings->fetch_block_ms) {
+            fetch_reclaim(f->conn, &f->keys);
+            last_reclaim_ms = clock_now_ms();
+        }
+        fetch_pause(f, poll_ms);
+        poll_ms = poll_ms * 2 > f->settings->fetch_block_ms ? f->settings->fetch_block_ms : poll_ms * 2;
     }
     return NULL;
 }
@@ -367,17 +380,6 @@ void fetch_stop(fetch_t *f)
 {
     if (!f->started) return;
     atomic_store(&f->stop, true);
-    /* Wake a BLMOVE that is blocked on an empty queue, so a drain does not wait for its timeout. If this fails,
-     * the BLMOVE still returns within --fetch-block-ms. */
-    long long id = atomic_load(&f->client_id);
-    if (id > 0) {
-        rconn_t *c = rconn_new(f->settings->redis_url, f->settings->redis_timeout_ms);
-        if (rconn_connect(c, NULL, 0) == 0) {
-            redisReply *r = rconn_command(c, "CLIENT UNBLOCK %lld", id);
-            if (r) freeReplyObject(r);
-        }
-        rconn_free(c);
-    }
     pthread_join(f->thread, NULL);
     f->started = false;
 }

@@ -1,9 +1,12 @@
 /* fetch: the thread that takes chunks from the pending list.
  *
- * Reliable fetch: BLMOVE moves a chunk from the right of pending to the left of this worker's processing list in
- * one atomic step, so a chunk is always in exactly one list, even if the worker dies the next instant. fetch asks
- * for another chunk only when the window has room for it, hands each chunk to the least loaded loop, and sends
- * chunks that do not parse straight to the committer, which moves them to the dead list. */
+ * Reliable fetch: one script (fetch.lua) moves chunks from the right of pending to the left of this worker's
+ * processing list, each in one atomic step, so a chunk is always in exactly one list, even if the worker dies the
+ * next instant. The same script moves a chunk larger than --max-chunk-bytes from pending to the dead list, whole,
+ * before the worker reads a byte of it. fetch asks for another chunk only when the window has room for it, hands
+ * each chunk to the least loaded loop, and sends chunks that do not parse straight to the committer, which moves
+ * them to the dead list. An empty queue is polled (5 ms doubling up to --fetch-block-ms): a blocking move would
+ * hand over an oversized chunk unchecked. */
 #ifndef CHUNKD_FETCH_H
 #define CHUNKD_FETCH_H
 
@@ -24,7 +27,7 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, lo
                    commit_t *commit, const struct handler *handler, void *handler_shared);
 /* Connects and starts the thread. Returns 0, or -1 with a reason in err. */
 int fetch_start(fetch_t *f, char *err, size_t errlen);
-/* Stops fetching and waits for the thread (at most about --fetch-block-ms). */
+/* Stops fetching and waits for the thread (at most about one round trip). */
 void fetch_stop(fetch_t *f);
 /* True once a fetch found pending empty while the window was empty (for --exit-when-empty). */
 bool fetch_found_empty(fetch_t *f);

@@ -25,6 +25,7 @@
 
 #define LOOP_IDLE_WAKE_MS 1000 /* longest epoll wait, so a stuck loop is visible to liveness checks */
 #define LOOP_ACQUIRE_RETRY_MS 5 /* items waiting for a token or slot try again this often */
+#define LOOP_KEEP_VALUES_BYTES ((size_t)1 << 20) /* a larger chunk parses its items twice rather than hold their values */
 
 /* An intrusive FIFO of items, linked through the work_link_t at link_off in each item. */
 typedef struct item_fifo {
@@ -403,7 +404,15 @@ void loop_item_done(loop_t *l, work_item_t *it, bool ok, const char *result_json
     loop_out(l, it);
 }
 
-static void loop_start_item(loop_t *l, work_item_t *it) { l->handler->start(l->handler_state, l, it); }
+/* Handlers read an item's parsed value only while they start it (they copy what they keep), so it is dropped
+ * right after: a running chunk holds its items' texts, not their values too. The item stays the loop's until
+ * loop_flush(), even when the handler finished it inside start. */
+static void loop_start_item(loop_t *l, work_item_t *it)
+{
+    chunk_item_parse(it->in); /* again, when the chunk was too large to keep its values while waiting */
+    l->handler->start(l->handler_state, l, it);
+    chunk_item_drop_value(it->in);
+}
 
 static void loop_item_timeout(loop_t *l, work_item_t *it)
 {
@@ -522,11 +531,14 @@ static void loop_start_chunk(loop_t *l, work_chunk_t *c)
         if (it->done_before) continue;
         it->started_ms = l->now_ms;
         it->attempts++;
+        if (!c->poison) chunk_item_parse(it->in);
         if (c->poison) {
             loop_item_done(l, it, false, NULL, 0, c->poison);
         } else if (it->in->error) {
             loop_item_done(l, it, false, NULL, 0, it->in->error);
         } else {
+            /* A large chunk's items are only checked here; each is parsed again when it starts. */
+            if (c->raw_len > LOOP_KEEP_VALUES_BYTES) chunk_item_drop_value(it->in);
             loop_admit(l, it);
         }
     }

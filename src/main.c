@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 #include "log.h"
 #include "settings.h"
 #include "sig.h"
+
+#define MAIN_MMAP_THRESHOLD (64 * 1024) /* bytes: larger blocks get their own mapping (mallopt) */
 
 
 extern char **environ;
@@ -132,6 +135,11 @@ int main(int argc, char **argv)
         settings_free(&s);
         return EXIT_USAGE;
     }
+    /* Blocks of 64 KiB and more (a large chunk's texts and result lines, Redis replies) are mapped and unmapped
+     * whole, so RSS follows what is held: by default glibc raises this threshold up to 32 MiB after the first
+     * large free, and later large blocks freed by one thread stay resident in its arena while another thread's
+     * arena grows. */
+    mallopt(M_MMAP_THRESHOLD, MAIN_MMAP_THRESHOLD);
     sig_init();
     raise_fd_limit(&s);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { /* before any thread */

@@ -1,17 +1,23 @@
 /* rconn: see rconn.h. */
 #include "rconn.h"
 
+#include <errno.h>
+#include <hiredis/sds.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "clock.h"
 #include "log.h"
 #include "redis_url.h"
 #include "xalloc.h"
+
+#define RCONN_DIRECT_BYTES ((size_t)1 << 20) /* commands larger than this are written without copies */
 
 struct rconn {
     redis_url_t url;
@@ -169,6 +175,19 @@ void rconn_set_extra_timeout(rconn_t *c, long long extra_ms)
     if (c->ctx) redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + extra_ms));
 }
 
+/* hiredis keeps its read buffer's capacity until the next read, so after a 60 MB reply 60 MB more stay held
+ * while the caller uses the reply. Released as soon as everything in the buffer has been consumed. */
+static void rconn_trim_reader(rconn_t *c)
+{
+    redisReader *r = c->ctx ? c->ctx->reader : NULL;
+    if (r && r->buf && r->len == 0 && sdsavail(r->buf) > RCONN_DIRECT_BYTES) {
+        sdsfree(r->buf);
+        r->buf = sdsempty();
+        r->pos = 0;
+        if (!r->buf) abort(); /* out of memory, as xmalloc */
+    }
+}
+
 static redisReply *rconn_check(rconn_t *c, void *reply)
 {
     if (!reply) {
@@ -182,7 +201,64 @@ static redisReply *rconn_check(rconn_t *c, void *reply)
         snprintf(rconn_refusal_text, sizeof rconn_refusal_text, "%s", r->str);
         pthread_mutex_unlock(&rconn_refusal_mu);
     }
+    rconn_trim_reader(c);
     return reply;
+}
+
+static size_t rconn_command_bytes(int argc, const char **argv, const size_t *lens)
+{
+    size_t total = 0;
+    for (int i = 0; i < argc; i++) total += lens ? lens[i] : strlen(argv[i]);
+    return total;
+}
+
+/* Writes a command straight from its arguments to the socket, after what hiredis holds in its output buffer:
+ * redisAppendCommandArgv would make two whole copies (the formatted command, then the output buffer), 120 MB more
+ * for the commit of a 60 MB chunk. The socket is blocking, with the command timeout. Returns 0, or -1 with the
+ * connection dropped (the reply then reads as a lost connection). */
+static int rconn_write_direct(rconn_t *c, int argc, const char **argv, const size_t *lens)
+{
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(c->ctx, &done) != REDIS_OK) goto fail;
+    size_t n_iov = 1 + 3 * (size_t)argc, at = 0, n = 0;
+    struct iovec *iov = xmalloc(n_iov * sizeof *iov);
+    char(*head)[32] = xmalloc(((size_t)argc + 1) * sizeof *head);
+    iov[n++] = (struct iovec){head[0], (size_t)snprintf(head[0], sizeof head[0], "*%d\r\n", argc)};
+    for (int i = 0; i < argc; i++) {
+        size_t len = lens ? lens[i] : strlen(argv[i]);
+        iov[n++] = (struct iovec){head[i + 1], (size_t)snprintf(head[i + 1], sizeof head[i + 1], "$%zu\r\n", len)};
+        iov[n++] = (struct iovec){(void *)argv[i], len};
+        iov[n++] = (struct iovec){(void *)"\r\n", 2};
+    }
+    int rc = 0;
+    while (at < n) {
+        if (iov[at].iov_len == 0) {
+            at++;
+            continue;
+        }
+        ssize_t w = writev(c->ctx->fd, iov + at, (int)(n - at < IOV_MAX ? n - at : IOV_MAX));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            snprintf(c->err, sizeof c->err, "writing a command of %zu bytes: %s",
+                     rconn_command_bytes(argc, argv, lens), w < 0 ? strerror(errno) : "nothing written");
+            rc = -1;
+            break;
+        }
+        for (size_t left = (size_t)w; left > 0;) {
+            size_t take = left < iov[at].iov_len ? left : iov[at].iov_len;
+            iov[at].iov_base = (char *)iov[at].iov_base + take;
+            iov[at].iov_len -= take;
+            left -= take;
+            if (iov[at].iov_len == 0) at++;
+        }
+    }
+    free(iov);
+    free(head);
+    if (rc == 0) return 0;
+fail:
+    rconn_drop(c);
+    return -1;
 }
 
 redisReply *rconn_command(rconn_t *c, const char *fmt, ...)
@@ -198,12 +274,17 @@ redisReply *rconn_command(rconn_t *c, const char *fmt, ...)
 redisReply *rconn_command_argv(rconn_t *c, int argc, const char **argv, const size_t *lens)
 {
     if (!c->ctx) return NULL;
-    return rconn_check(c, redisCommandArgv(c->ctx, argc, argv, lens));
+    if (rconn_command_bytes(argc, argv, lens) <= RCONN_DIRECT_BYTES)
+        return rconn_check(c, redisCommandArgv(c->ctx, argc, argv, lens));
+    if (rconn_write_direct(c, argc, argv, lens)) return NULL;
+    return rconn_get_reply(c);
 }
 
 void rconn_append_argv(rconn_t *c, int argc, const char **argv, const size_t *lens)
 {
-    if (c->ctx) redisAppendCommandArgv(c->ctx, argc, argv, lens);
+    if (!c->ctx) return;
+    if (rconn_command_bytes(argc, argv, lens) <= RCONN_DIRECT_BYTES) redisAppendCommandArgv(c->ctx, argc, argv, lens);
+    else rconn_write_direct(c, argc, argv, lens);
 }
 
 redisReply *rconn_get_reply(rconn_t *c)

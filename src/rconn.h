@@ -48,7 +48,9 @@ redisReply *rconn_command_argv(rconn_t *c, int argc, const char **argv, const si
 void rconn_set_extra_timeout(rconn_t *c, long long extra_ms);
 
 /* Pipelining: queue commands, then read one reply per command. rconn_get_reply returns NULL on connection
- * failure. */
+ * failure. A command of more than 1 MiB of arguments (a large chunk's commit) is written to the socket at once,
+ * straight from argv (after the commands queued before it), instead of being copied twice into hiredis's
+ * buffers; so are such commands of rconn_command_argv. */
 void rconn_append_argv(rconn_t *c, int argc, const char **argv, const size_t *lens);
 redisReply *rconn_get_reply(rconn_t *c);
 

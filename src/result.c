@@ -294,3 +294,17 @@ int result_dead_item(const char *record, size_t len, json_t **id, char **text, s
     json_decref(root);
     return 0;
 }
+
+int result_dead_chunk_raw(const char *record, size_t len, char **raw, size_t *raw_len)
+{
+    json_t *root = json_loadb(record, len, JSON_ALLOW_NUL, NULL);
+    json_t *text = json_object_get(root, "raw");
+    int rc = -1;
+    if (json_is_object(root) && !json_object_get(root, "id") && json_is_string(text)) {
+        *raw_len = json_string_length(text);
+        *raw = xstrndup(json_string_value(text), *raw_len);
+        rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}

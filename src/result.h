@@ -42,4 +42,8 @@ char *result_dead_record(const char *id_json, const char *item_text, size_t item
  * not an item record (a dead chunk, or not JSON). */
 int result_dead_item(const char *record, size_t len, json_t **id, char **text, size_t *text_len);
 
+/* Reads the text of a chunk back from the dead record of a chunk ({"error":...,"raw":"<chunk text>"}, no "id").
+ * Returns 0 and sets *raw (malloc'd) and *raw_len, or -1 when the record is not one. */
+int result_dead_chunk_raw(const char *record, size_t len, char **raw, size_t *raw_len);
+
 #endif

@@ -14,5 +14,6 @@ extern const char script_dead_put[];
 extern const char script_reap[];
 extern const char script_ratelimit[];
 extern const char script_collector[];
+extern const char script_fetch[];
 
 #endif

@@ -17,7 +17,8 @@ work_chunk_t *work_chunk_new(char *raw, size_t raw_len, int64_t now_ms)
     c->fetched_ms = now_ms;
     c->marker.chunk = c;
     char err[512];
-    if (chunk_decode(raw, raw_len, &c->decoded, err, sizeof err)) {
+    /* Items are parsed by the loop that runs them (loop.c), not all at once here. */
+    if (chunk_decode_texts(raw, raw_len, &c->decoded, err, sizeof err)) {
         c->dead_reason = xstrdup(err);
         return c;
     }
@@ -81,9 +82,14 @@ void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t 
     it->ok = ok;
     it->result_line = result_encode(it->in->id_json, ok, result_json, result_len, error, it->status, it->attempts,
                                     ms, &it->result_len);
-    if (!ok)
-        it->dead_record = result_dead_record(it->in->id_json, it->in->text, it->in->text_len, it->in->value != NULL,
+    if (!ok) {
+        chunk_item_parse(it->in); /* an item that failed before it started (poison, timeout): is it JSON? */
+        it->dead_record = result_dead_record(it->in->id_json, it->in->text, it->in->text_len, it->in->error == NULL,
                                              error, it->attempts, it->chunk->decoded.id, &it->dead_len);
+    }
+    /* The result line (and dead record) hold what is still needed of the item: its text and value go now, so a
+     * large chunk's finished items are not held twice while they wait for their commit. */
+    chunk_item_release(it->in);
 }
 
 char *work_chunk_dead_record(const work_chunk_t *c, size_t *len)
@@ -92,11 +98,8 @@ char *work_chunk_dead_record(const work_chunk_t *c, size_t *len)
     dynbuf_init(&b, (size_t)-1 / 2);
     dynbuf_addstr(&b, "{\"error\":");
     dynbuf_add_json_string(&b, c->dead_reason, strlen(c->dead_reason));
-    dynbuf_addstr(&b, ",\"raw\":");
-    /* Capped, so that a huge junk element cannot make a commit too large for Redis. */
-    size_t keep = c->raw_len > WORK_DEAD_RAW_MAX ? WORK_DEAD_RAW_MAX : c->raw_len;
-    dynbuf_add_json_string(&b, c->raw, keep);
-    if (keep < c->raw_len) dynbuf_printf(&b, ",\"truncated\":true,\"bytes\":%zu", c->raw_len);
+    dynbuf_printf(&b, ",\"bytes\":%zu,\"raw\":", c->raw_len);
+    dynbuf_add_json_string(&b, c->raw, c->raw_len);
     dynbuf_addstr(&b, "}");
     return dynbuf_take(&b, len);
 }

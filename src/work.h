@@ -111,15 +111,14 @@ void work_chunk_free(work_chunk_t *c);
 /* Turns a decoded chunk into one that cannot run (it goes to dead with why). */
 void work_chunk_make_dead(work_chunk_t *c, const char *why);
 
-/* Records an item's outcome and encodes its result line (and dead record when it failed). result_json is the
- * result as JSON text when ok; error the reason otherwise. Both are borrowed. */
+/* Records an item's outcome and encodes its result line (and dead record when it failed), then releases the
+ * item's text and value (chunk_item_release). result_json is the result as JSON text when ok (it may be the
+ * item's own text); error the reason otherwise. Both are borrowed. */
 void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t result_len, const char *error,
                       int64_t now_ms);
 
-#define WORK_DEAD_RAW_MAX ((size_t)64 * 1024) /* bytes of an unreadable chunk kept in its dead record */
-
-/* The dead record of a chunk that cannot run (dead_reason set): {"error":"...","raw":"<chunk text>"}, with
- * "truncated":true and "bytes":N when the text was longer than WORK_DEAD_RAW_MAX. */
+/* The dead record of a chunk that cannot run (dead_reason set): {"error":"...","bytes":N,"raw":"<chunk text>"},
+ * whole (the worker only reads chunks up to --max-chunk-bytes; fetch.lua moves larger ones to dead itself). */
 char *work_chunk_dead_record(const work_chunk_t *c, size_t *len);
 
 #endif

@@ -1350,6 +1350,69 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
         else:
             log(f"wrote {png}")
 
+    # -- chunkmem: a worker's peak RSS against the size of the chunk it holds
+    def case_chunkmem(self):
+        """One chunk of 100 items per run, at several sizes up to just under the default --max-chunk-bytes
+        (64 MiB), and one over it; an echo worker (--threads 1) with --exit-when-empty, and once a sleep worker
+        (items held 100 ms); its peak RSS (ru_maxrss, the same as /proc VmHWM at exit) against the chunk's bytes. A measurement, not an assertion: the row
+        says how far from the target (peak below 3 x the chunk plus the idle worker's peak) each size is."""
+        r = self.get_redis()
+        env = child_env(r.url)
+        cap = 64 * 1024 * 1024
+        # The producer is told a larger cap (environment, so an older build without the enqueue setting still
+        # runs): each file below becomes one chunk, and the last one is over the worker's cap.
+        enq_env = dict(env, CHUNKD_MAX_CHUNK_BYTES=str(2 * cap), CHUNKD_MAX_ITEM_BYTES=str(4 * 1024 * 1024))
+        sizes = [0.01, 8, 32, 63, 70] if not self.a.quick else [0.01, 32, 63, 70]  # MB; 10 KB: the baseline
+        # (MB, handler): echo returns each item at once; sleep holds all 100 for 100 ms (its default) first.
+        runs = [(mb, "echo") for mb in sizes] + [(63, "sleep")]
+        rows = []
+        for mb, handler in runs:
+            r.cmd("FLUSHALL")
+            path = os.path.join(self.tmp, f"chunkmem-{mb}.jsonl")
+            per_item = int(mb * 1000 * 1000) // 100
+            with open(path, "w") as f:
+                for i in range(100):
+                    head = f'{{"id":{i},"pad":"'
+                    f.write(head + "x" * (per_item - len(head) - 2) + '"}\n')
+            p, logp = self.run_chunkd(f"chunkmem.enqueue{mb}.{handler}", ["enqueue", "--queue", "mem", "--chunk-size", "100",
+                                                                path], enq_env, 300)
+            code, _, _ = self.procs.wait(p, 300)
+            self.check_exit("chunkd enqueue", code, logp)
+            chunk_bytes = int(r.cmd("EVAL", "return #redis.call('LINDEX', KEYS[1], 0)", 1, "chunkd:{mem}:pending"))
+            p, logp = self.run_chunkd(f"chunkmem.worker{mb}.{handler}", ["worker", "--queue", "mem", "--handler", handler,
+                                                               "--threads", "1", "--exit-when-empty",
+                                                               "--http-port", "0"], env, 300)
+            code, ru, wall = self.procs.wait(p, 300)
+            self.check_exit("chunkd worker", code, logp)
+            st = r.stats("mem")
+            refused = chunk_bytes > cap
+            if refused and st.get("dead_chunks") != 1 or not refused and st.get("chunks_done") != 1:
+                raise BenchError(f"chunkmem {mb} MB: stats {st}")
+            rows.append((mb, chunk_bytes, ru.ru_maxrss * 1024, wall, refused, handler))
+            os.unlink(path)
+            log(f"chunkmem: chunk of {chunk_bytes / 1e6:.1f} MB{' (over the cap)' if refused else ''}, {handler}: "
+                f"worker peak RSS {ru.ru_maxrss / 1024:.0f} MiB, {wall:.2f} s")
+        idle = rows[0][2]  # the 10 KB chunk's run: the worker's own baseline
+        lines = ["chunkmem: a worker's peak RSS (ru_maxrss = VmHWM at exit) holding one chunk of 100 items "
+                 "(--threads 1)",
+                 f"  baseline: the peak with a 10 KB chunk (echo), {idle / 2**20:.0f} MiB"]
+        for mb, chunk_bytes, peak, wall, refused, handler in rows[1:]:
+            over = (peak - idle) / chunk_bytes
+            if refused:
+                target = idle * 1.1
+                verdict = self.verdict(peak, target, higher=False)
+                what = f"worker peak RSS, a {chunk_bytes / 1e6:.0f} MB chunk over --max-chunk-bytes"
+                tgt = "refused unread (~ baseline)"
+            else:
+                target = 3 * chunk_bytes + idle
+                verdict = self.verdict(peak, target, higher=False)
+                what = f"worker peak RSS, a {chunk_bytes / 1e6:.0f} MB chunk, {handler}"
+                tgt = "< 3 x chunk + baseline"
+            self.rows.append(("chunkmem", what, f"{peak / 2**20:.0f} MiB (+{over:.2f} x chunk)", tgt, verdict))
+            lines.append(f"  {chunk_bytes:>11,} bytes{' (refused)' if refused else '          '}, {handler:5}: peak "
+                         f"{peak / 2**20:6.0f} MiB = baseline + {over:.2f} x the chunk; {wall:.2f} s")
+        self.sections.append("\n".join(lines))
+
     # -- reporting
     @staticmethod
     def verdict(value, target, higher):
@@ -1446,8 +1509,10 @@ def main():
     ap.add_argument("chunkd", help="path to the chunkd binary")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
-    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES", "original,million,sweep,http,exec,ratelimit"),
-                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit (also BENCH_CASES)")
+    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES",
+                                                      "original,million,sweep,http,exec,ratelimit,chunkmem"),
+                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem (also "
+                         "BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
     ap.add_argument("--million", type=int, help="items of the big worker run (1000000; quick 100000)")
@@ -1494,7 +1559,7 @@ def main():
     a.rate_seconds = a.rate_seconds or (10 if q else 30)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit"):
+        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if a.baseline:

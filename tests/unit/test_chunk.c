@@ -537,6 +537,70 @@ static void test_flat_item_values_match_jansson(void **state)
     }
 }
 
+/* chunk_decode_texts leaves items unparsed; chunk_item_parse parses (again after a drop); release frees the text. */
+static void test_lazy_parse_drop_release(void **state)
+{
+    (void)state;
+    const char *raw = "{\"v\":1,\"chunk\":\"c\",\"items\":[{\"id\":1,\"item\":\"{\\\"a\\\":\\n1}\"},"
+                      "{\"id\":2,\"item\":\"{nope\"}]}";
+    chunk_t c;
+    char err[256];
+    assert_int_equal(chunk_decode_texts(raw, strlen(raw), &c, err, sizeof err), 0);
+    assert_int_equal(c.n_items, 2);
+    assert_null(c.items[0].value);
+    assert_null(c.items[0].error);
+    assert_memory_equal(c.items[0].text, "{\"a\":\n1}", 9); /* not parsed: the line break is still there */
+    chunk_item_parse(&c.items[0]);
+    chunk_item_parse(&c.items[1]);
+    assert_non_null(c.items[0].value);
+    assert_string_equal(c.items[0].text, "{\"a\": 1}");
+    assert_null(c.items[1].value);
+    assert_non_null(c.items[1].error);
+    chunk_item_drop_value(&c.items[0]);
+    assert_null(c.items[0].value);
+    chunk_item_parse(&c.items[0]);
+    assert_int_equal(json_integer_value(json_object_get(c.items[0].value, "a")), 1);
+    chunk_item_release(&c.items[0]);
+    assert_null(c.items[0].text);
+    assert_null(c.items[0].value);
+    chunk_item_parse(&c.items[0]); /* released: nothing to parse */
+    assert_null(c.items[0].value);
+    assert_null(c.items[0].error);
+    chunk_clear(&c);
+}
+
+/* The builder closes a chunk before an entry would take it over max_bytes or past max_items. */
+static void test_builder_caps_items_and_bytes(void **state)
+{
+    (void)state;
+    chunk_builder_t b;
+    chunk_builder_init(&b, 3, CHUNK_FRAME_MAX + 100);
+    char text[41];
+    memset(text, 'x', 40);
+    text[40] = '\0';
+    json_t *e = chunk_entry_new(json_integer(1), text, 40);
+    size_t bytes = chunk_entry_bytes(e); /* {"id":1,"item":"xx...x"} and a comma */
+    assert_int_equal(bytes, strlen("{\"id\":1,\"item\":\"\"}") + 40 + 1);
+    assert_true(chunk_builder_fits_alone(&b, bytes));
+    assert_false(chunk_builder_must_close(&b, bytes));
+    assert_false(chunk_builder_add(&b, e, bytes));
+    assert_true(chunk_builder_must_close(&b, bytes)); /* a second one would pass 100 bytes */
+    size_t len;
+    char *s = chunk_builder_take(&b, "c1", &len);
+    assert_non_null(s);
+    assert_true(len <= CHUNK_FRAME_MAX + 100);
+    assert_int_equal(chunk_builder_items(&b), 0);
+    free(s);
+    assert_false(chunk_builder_fits_alone(&b, 101));
+    chunk_builder_free(&b);
+
+    chunk_builder_init(&b, 2, 1 << 20);
+    assert_false(chunk_builder_add(&b, chunk_entry_new(json_integer(1), "1", 1), 10));
+    assert_true(chunk_builder_add(&b, chunk_entry_new(json_integer(2), "2", 1), 10)); /* full by items */
+    assert_true(chunk_builder_must_close(&b, 10));
+    chunk_builder_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -560,6 +624,8 @@ int main(void)
         cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_direct_reader_matches_jansson),
+        cmocka_unit_test(test_lazy_parse_drop_release),
+        cmocka_unit_test(test_builder_caps_items_and_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -392,6 +392,24 @@ static void test_reset(void **state)
     dynbuf_free(&b);
 }
 
+/* dynbuf_take gives back the unused part of a large buffer (doubling may leave half of it unused). */
+static void test_take_trims_large_slack(void **state)
+{
+    (void)state;
+    dynbuf_t b;
+    dynbuf_init(&b, 1 << 24);
+    char block[1000];
+    memset(block, 'a', sizeof block);
+    for (int i = 0; i < 70; i++) assert_int_equal(dynbuf_add(&b, block, sizeof block), 0); /* 70,000 in 131,072 */
+    assert_true(b.alloc - b.len > 4096);
+    size_t len;
+    char *s = dynbuf_take(&b, &len);
+    assert_int_equal(len, 70000);
+    assert_int_equal(s[69999], 'a');
+    assert_int_equal(s[70000], '\0');
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_json_string_beyond_cap_fails_unchanged),
         cmocka_unit_test(test_take),
         cmocka_unit_test(test_take_empty),
+        cmocka_unit_test(test_take_trims_large_slack),
         cmocka_unit_test(test_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

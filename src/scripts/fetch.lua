@@ -1,0 +1,36 @@
+-- Move up to N chunks from the right of pending to the left of this worker's processing list, in one atomic step
+-- per chunk (a chunk is always in exactly one list), and refuse the ones larger than --max-chunk-bytes before the
+-- worker reads them: such a chunk goes from pending straight to the dead list, whole, as
+-- {"error":"...","bytes":B,"items":K,"raw":"<the chunk text>"}, so its items can be requeued. K counts the
+-- entries ('{"id":'; exact for chunks that enqueue built) and is added to stats dead_chunk_items, which
+-- collect --until-done counts as finished.
+-- KEYS[1] pending list, KEYS[2] processing list, KEYS[3] dead list, KEYS[4] stats hash
+-- ARGV[1] N, ARGV[2] --max-chunk-bytes
+-- Returns an array: the chunks moved, oldest first, then one integer: how many chunks went to dead.
+local n, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out, refused = {}, 0
+for _ = 1, n do
+  local chunk = redis.call('RPOP', KEYS[1])
+  if not chunk then break end
+  if #chunk > cap then
+    local items, at = 0, 1
+    while true do
+      local found = string.find(chunk, '{"id":', at, true)
+      if not found then break end
+      items = items + 1
+      at = found + 6
+    end
+    local why = 'chunk of ' .. #chunk .. ' bytes is larger than --max-chunk-bytes ' .. ARGV[2] ..
+                '; moved to dead unread'
+    redis.call('LPUSH', KEYS[3], '{"error":' .. cjson.encode(why) .. ',"bytes":' .. #chunk .. ',"items":' ..
+               items .. ',"raw":' .. cjson.encode(chunk) .. '}')
+    redis.call('HINCRBY', KEYS[4], 'dead_chunks', 1)
+    redis.call('HINCRBY', KEYS[4], 'dead_chunk_items', items)
+    refused = refused + 1
+  else
+    redis.call('LPUSH', KEYS[2], chunk)
+    out[#out + 1] = chunk
+  end
+end
+out[#out + 1] = refused
+return out
