@@ -25,7 +25,7 @@ struct fetch {
     const settings_t *settings;
     keys_t keys;
     window_t *window;
-    loop_t **loops;
+    sched_t **loops;
     size_t n_loops;
     commit_t *commit;
     const handler_t *handler;
@@ -38,7 +38,7 @@ struct fetch {
     atomic_bool connected;    /* for /readyz */
 };
 
-fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, loop_t **loops, size_t n_loops,
+fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
                    commit_t *commit, const handler_t *handler, void *handler_shared)
 {
     fetch_t *f = xcalloc(1, sizeof *f);
@@ -60,12 +60,12 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, lo
     return f;
 }
 
-static loop_t *least_loaded(fetch_t *f)
+static sched_t *least_loaded(fetch_t *f)
 {
-    loop_t *best = f->loops[0];
-    size_t best_load = loop_load(best);
+    sched_t *best = f->loops[0];
+    size_t best_load = sched_load(best);
     for (size_t i = 1; i < f->n_loops; i++) {
-        size_t load = loop_load(f->loops[i]);
+        size_t load = sched_load(f->loops[i]);
         if (load < best_load) best = f->loops[i], best_load = load;
     }
     return best;
@@ -256,7 +256,7 @@ static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *larg
         if (w->raw_len > *largest_bytes) *largest_bytes = w->raw_len;
         LOG(LL_DEBUG, "fetched chunk %s (%zu items, %zu to run, delivery %lld)", w->decoded.id, w->decoded.n_items,
             w->n_run, w->deliveries);
-        loop_submit(least_loaded(f), w);
+        sched_submit(least_loaded(f), w);
     }
 }
 

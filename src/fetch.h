@@ -15,7 +15,7 @@
 
 #include "commit.h"
 #include "keys.h"
-#include "loop.h"
+#include "scheduler.h"
 #include "rconn.h"
 #include "settings.h"
 #include "window.h"
@@ -23,7 +23,7 @@
 typedef struct fetch fetch_t;
 
 /* handler/handler_shared (borrowed): fetching waits while the handler says it cannot run items (its ready op). */
-fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, loop_t **loops, size_t n_loops,
+fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
                    commit_t *commit, const struct handler *handler, void *handler_shared);
 /* Connects and starts the thread. Returns 0, or -1 with a reason in err. */
 int fetch_start(fetch_t *f, char *err, size_t errlen);

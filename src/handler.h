@@ -1,10 +1,11 @@
 /* handler: what runs one item. fetch and commit never see which handler is in use.
  *
- * A handler keeps per-loop state (for libcurl: multi handles; for exec: a pool of subprocesses) created by
- * loop_start() before the loop's thread runs; afterwards it is only touched on that thread. start() must not
- * block: it arms timers or watches file descriptors on the loop and calls loop_item_done() exactly once per item,
- * possibly from inside start() itself. loop_free() releases everything, including items still running when a
- * drain abandons them. */
+ * A handler keeps per-loop state (for libcurl: multi handles; for exec: a pool of subprocesses) created by its
+ * loop_init() (from sched_start(), before the loop's thread runs); afterwards it is only touched on that thread.
+ * start() must not block: it arms timers or watches file descriptors on the loop (loop.h) and calls
+ * sched_item_done() exactly once per item, possibly from inside start() itself; each further call an item makes
+ * takes the queue's limits through sched_acquire() (scheduler.h). loop_free() (on the loop's thread, as it stops)
+ * releases everything, including items still running when a drain abandons them. */
 #ifndef CHUNKD_HANDLER_H
 #define CHUNKD_HANDLER_H
 
@@ -31,7 +32,7 @@ typedef struct handler {
     /* Optional, called from any thread (the HTTP server's, the monitor's): false, with the reason in why, while
      * the handler cannot run items (exec: its command keeps failing at start), so that /readyz answers 503. */
     bool (*ready)(void *shared, char *why, size_t whylen);
-    /* True when the handler takes each call's token and slot of the queue's limits (loop_acquire) itself, when the
+    /* True when the handler takes each call's token and slot of the queue's limits (sched_acquire) itself, when the
      * call really starts (exec: once a subprocess is free for it); otherwise the loop takes them before start(). */
     bool gates_calls;
 } handler_t;

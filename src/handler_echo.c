@@ -13,7 +13,7 @@ static void echo_loop_free(void *state) { (void)state; }
 static void echo_start(void *state, loop_t *loop, work_item_t *item)
 {
     (void)state;
-    loop_item_done(loop, item, true, item->in->text, item->in->text_len, NULL);
+    sched_item_done(loop, item, true, item->in->text, item->in->text_len, NULL);
 }
 
 /* echo finishes every item inside start(): nothing to cancel. */

@@ -306,7 +306,7 @@ static void job_finish(exec_loop_t *el, exec_job_t *job, bool ok, const char *te
     work_item_t *item = job->item;
     loop_timer_stop(el->loop, &item->timer);
     job_free(el, job);
-    loop_item_done(el->loop, item, ok, text, len, error);
+    sched_item_done(el->loop, item, ok, text, len, error);
 }
 
 static void job_retry_fired(loop_t *loop, loop_timer_t *t)
@@ -325,7 +325,7 @@ static void job_attempt_failed(exec_loop_t *el, exec_job_t *job, const char *why
 {
     work_item_t *item = job->item;
     job->proc = NULL;
-    loop_release(el->loop, item); /* the attempt's slot of --max-inflight-global */
+    sched_release(el->loop, item); /* the attempt's slot of --max-inflight-global */
     char error[512];
     snprintf(error, sizeof error, "exec: the subprocess %s", why);
     if (item->attempts < el->s->max_attempts) {
@@ -704,7 +704,7 @@ static size_t procs_free(const exec_loop_t *el)
     return n;
 }
 
-/* The job has its token and slot (loop_acquire): it goes to a free subprocess. When the subprocess counted for it
+/* The job has its token and slot (sched_acquire): it goes to a free subprocess. When the subprocess counted for it
  * has failed meanwhile, the job goes back to the head of the queue and gives its slot back (the token is spent:
  * a rate limit errs on the slow side). */
 static void job_go(loop_t *loop, work_item_t *item)
@@ -717,7 +717,7 @@ static void job_go(loop_t *loop, work_item_t *item)
     for (size_t i = 0; i < el->n_procs && !p; i++)
         if (proc_free(&el->procs[i])) p = &el->procs[i];
     if (!p) {
-        loop_release(loop, item);
+        sched_release(loop, item);
         queue_push(el, job, true);
         return;
     }
@@ -742,7 +742,7 @@ static void dispatch(exec_loop_t *el)
         queue_remove(el, job);
         job->acquiring = true;
         el->n_acquiring++;
-        loop_acquire(el->loop, job->item, job_go); /* may call job_go at once */
+        sched_acquire(el->loop, job->item, job_go); /* may call job_go at once */
     }
 }
 

@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "dynbuf.h"
 #include "handler.h"
+#include "list.h"
 #include "http_request.h"
 #include "log.h"
 #include "metrics.h"
@@ -83,7 +84,7 @@ struct http_loop {
     size_t n_shards;
     CURL **pool;             /* idle easy handles */
     size_t pool_len;
-    http_call_t *calls;      /* every call of this loop (running or waiting to retry) */
+    list_t calls;            /* every call of this loop (running or waiting to retry), by link */
     http_socket_t **sockets; /* indexed by socket number; NULL where none was used yet */
     size_t sockets_cap;
     unsigned int rng;        /* for jitter */
@@ -102,7 +103,7 @@ struct http_call {
     long retry_after_ms;     /* from a Retry-After header, or -1 */
     int64_t call_started_ms;
     char errbuf[CURL_ERROR_SIZE];
-    http_call_t *prev, *next;
+    list_node_t link;        /* in the loop's calls */
 };
 
 static void http_check_done(http_shard_t *sh);
@@ -110,7 +111,7 @@ static void http_check_done(http_shard_t *sh);
 static void http_on_timer(loop_t *loop, loop_timer_t *t)
 {
     (void)loop;
-    http_shard_t *sh = (http_shard_t *)(void *)((char *)t - offsetof(http_shard_t, timer));
+    http_shard_t *sh = container_of(t, http_shard_t, timer);
     int running;
     curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     http_check_done(sh);
@@ -203,6 +204,7 @@ static int http_loop_init(loop_t *loop, const settings_t *s, void *shared, void 
     http_loop_t *hl = xcalloc(1, sizeof *hl);
     hl->cfg = shared;
     hl->loop = loop;
+    list_init(&hl->calls);
     hl->rng = (unsigned int)loop_now_ms(loop) ^ (unsigned int)(uintptr_t)hl;
     long n_loops = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
     long per_loop = s->concurrency / (n_loops > 0 ? n_loops : 1) + 1;
@@ -229,10 +231,7 @@ static int http_loop_init(loop_t *loop, const settings_t *s, void *shared, void 
 
 static void http_call_free(http_call_t *call)
 {
-    http_loop_t *hl = call->hl;
-    if (call->prev) call->prev->next = call->next;
-    else hl->calls = call->next;
-    if (call->next) call->next->prev = call->prev;
+    list_remove(&call->link);
     if (call->easy) {
         if (call->shard) {
             curl_multi_remove_handle(call->shard->multi, call->easy);
@@ -251,7 +250,8 @@ static void http_loop_free(void *state)
 {
     http_loop_t *hl = state;
     if (!hl) return;
-    while (hl->calls) http_call_free(hl->calls); /* calls abandoned by a drain */
+    list_for_each_safe(n, tmp, &hl->calls) /* calls abandoned by a drain */
+        http_call_free(container_of(n, http_call_t, link));
     for (size_t i = 0; i < hl->n_shards; i++)
         if (hl->shards[i].multi) curl_multi_cleanup(hl->shards[i].multi);
     for (size_t i = 0; i < hl->pool_len; i++) curl_easy_cleanup(hl->pool[i]);
@@ -394,7 +394,7 @@ static void http_send(http_call_t *call)
     if (!e) {
         work_item_t *it = call->item;
         http_call_free(call);
-        loop_item_done(hl->loop, it, false, NULL, 0, "cannot create a libcurl handle");
+        sched_item_done(hl->loop, it, false, NULL, 0, "cannot create a libcurl handle");
         return;
     }
     call->easy = e;
@@ -443,7 +443,7 @@ static void http_send(http_call_t *call)
         char msg[160];
         snprintf(msg, sizeof msg, "libcurl refused the transfer: %s", curl_multi_strerror(mc));
         http_call_free(call);
-        loop_item_done(hl->loop, it, false, NULL, 0, msg);
+        sched_item_done(hl->loop, it, false, NULL, 0, msg);
     }
 }
 
@@ -460,7 +460,7 @@ static void http_retry_go(loop_t *loop, work_item_t *item)
  * loop before http_start). */
 static void http_retry_fired(loop_t *loop, loop_timer_t *t)
 {
-    loop_acquire(loop, (work_item_t *)(void *)((char *)t - offsetof(work_item_t, timer)), http_retry_go);
+    sched_acquire(loop, container_of(t, work_item_t, timer), http_retry_go);
 }
 
 /* The result of a successful call: {"status":N,"body":...,"headers":{...},"ms":N}. A JSON body is embedded as
@@ -509,9 +509,9 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
     work_item_t *item = call->item;
     int64_t ms = clock_now_ms() - call->call_started_ms;
     item->status = (int)status;
-    loop_release(hl->loop, item); /* the call's slot of --max-inflight-global */
+    sched_release(hl->loop, item); /* the call's slot of --max-inflight-global */
     if (code == CURLE_OK && (status == 429 || (status == 503 && call->retry_after_ms >= 0)))
-        loop_throttled(hl->loop, call->retry_after_ms);
+        sched_throttled(hl->loop, call->retry_after_ms);
     metrics_observe(H_HTTP_CALL_SECONDS, (uint64_t)ms * 1000);
     metrics_add(code != CURLE_OK || status < 100 || status > 599 ? M_HTTP_ERROR
                                                                   : (metrics_counter_t)(M_HTTP_1XX + status / 100 - 1),
@@ -523,7 +523,7 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
         size_t len;
         char *result = http_result(call, status, ms, &len);
         http_call_free(call);
-        loop_item_done(hl->loop, item, true, result, len, NULL);
+        sched_item_done(hl->loop, item, true, result, len, NULL);
         free(result);
         return;
     }
@@ -552,7 +552,7 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
         snprintf(error + n, sizeof error - n, " (gave up after %d attempts)", item->attempts);
     }
     http_call_free(call);
-    loop_item_done(hl->loop, item, false, NULL, 0, error);
+    sched_item_done(hl->loop, item, false, NULL, 0, error);
 }
 
 static void http_check_done(http_shard_t *sh)
@@ -570,9 +570,7 @@ static void http_start(void *state, loop_t *loop, work_item_t *item)
     call->hl = hl;
     call->item = item;
     dynbuf_init(&call->response, (size_t)hl->cfg->settings->max_result_bytes);
-    call->next = hl->calls;
-    if (hl->calls) hl->calls->prev = call;
-    hl->calls = call;
+    list_push_back(&hl->calls, &call->link);
     item->handler_data = call;
     item->status = 0;
     char why[320];
@@ -581,7 +579,7 @@ static void http_start(void *state, loop_t *loop, work_item_t *item)
         char msg[400];
         snprintf(msg, sizeof msg, "%s", error);
         http_call_free(call);
-        loop_item_done(loop, item, false, NULL, 0, msg);
+        sched_item_done(loop, item, false, NULL, 0, msg);
         return;
     }
     http_send(call);

@@ -25,8 +25,8 @@ static void sleep_loop_free(void *state) { free(state); }
 
 static void sleep_fired(loop_t *loop, loop_timer_t *t)
 {
-    work_item_t *item = (work_item_t *)(void *)((char *)t - offsetof(work_item_t, timer));
-    loop_item_done(loop, item, true, item->in->text, item->in->text_len, NULL);
+    work_item_t *item = container_of(t, work_item_t, timer);
+    sched_item_done(loop, item, true, item->in->text, item->in->text_len, NULL);
 }
 
 static void sleep_start(void *state, loop_t *loop, work_item_t *item)
@@ -36,7 +36,7 @@ static void sleep_start(void *state, loop_t *loop, work_item_t *item)
     json_t *v = json_is_object(item->in->value) ? json_object_get(item->in->value, "sleep_ms") : NULL;
     if (v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > SLEEP_MS_MAX) {
-            loop_item_done(loop, item, false, NULL, 0, "\"sleep_ms\" must be an integer from 0 to 86400000");
+            sched_item_done(loop, item, false, NULL, 0, "\"sleep_ms\" must be an integer from 0 to 86400000");
             return;
         }
         ms = json_integer_value(v);

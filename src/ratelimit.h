@@ -5,7 +5,7 @@
  * a token bucket of capacity --rate-burst (default 100 ms worth, at least 1) refilled at the current rate. A call
  * never costs a round trip: this module's thread leases small blocks of tokens (about 100 ms of what this worker
  * has been granted lately, at least 1, never more than the items waiting) and hands them to the event loops
- * through an atomic counter. Loops gate every call (an item's start and each http retry, loop_acquire): without
+ * through an atomic counter. Loops gate every call (an item's start and each http retry, sched_acquire): without
  * a token the item waits in the loop's FIFO, retried on a short loop timer. A block may be reserved ahead while
  * the bucket is empty (it goes negative, by at most 200 ms of the rate, as GCRA's theoretical arrival time runs
  * ahead): the script grants it with the delay after which it may be used, and the thread hands it over then and
@@ -19,7 +19,7 @@
  * reporting worker drops its own leased tokens at once; others see the pause at their next lease (their leased
  * tokens, about 50 ms worth, are spent). The current shared rate is the gauge chunkd_rate_limit_current.
  *
- * Concurrency. chunkd:{Q}:inflight is a hash: worker id -> slots it holds. A call holds a slot from loop_acquire
+ * Concurrency. chunkd:{Q}:inflight is a hash: worker id -> slots it holds. A call holds a slot from sched_acquire
  * until it ends (loop_release, or the item's end). Slots are leased and given back in blocks, like tokens: free
  * slots go back to Redis when no item of this worker waits; while slots are contended (someone asked in vain in
  * the last second) a worker holding more than the cap divided by the registered workers gives back its excess

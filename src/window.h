@@ -36,7 +36,7 @@ size_t window_room_bytes(window_t *w);
 
 /* Pure: may a chunk of `want` more items be fetched, with `running` running (fetched and not finished: started, or
  * waiting in a loop for a place) and `held` held, under `capacity`? While running items are at most the capacity:
- * the loops start at most --concurrency items at once (loop_places_t), and a chunk fetched ahead waits there,
+ * the loops start at most --concurrency items at once (sched_places_t, scheduler.h), and a chunk fetched ahead waits there,
  * so a finished item's place is refilled at once instead of after a fetch round trip. Held items (running plus
  * finished and not yet committed) stay under twice the capacity. A chunk always fits into an empty window, so a
  * chunk larger than the capacity still runs (--concurrency items at a time). */

@@ -1,6 +1,6 @@
 /* work: a chunk and its items while a worker holds them, from fetch to commit.
  *
- * Fetch creates a work_chunk and hands it to one event loop (loop_submit). The loop hands each item to the committer
+ * Fetch creates a work_chunk and hands it to one scheduler (sched_submit). Its loop hands each item to the committer
  * as it finishes (through the commit queue's mutex), and with the last item (or the chunk's marker, on a drain)
  * the chunk itself; the committer frees it once Redis has everything. While items still run, loop and committer
  * share the chunk but each writes only its own fields (grouped below), so no field needs a lock. */
@@ -12,7 +12,9 @@
 #include <stdint.h>
 
 #include "chunk.h"
+#include "list.h"
 #include "loop.h"
+#include "scheduler.h"
 
 typedef struct work_chunk work_chunk_t;
 
@@ -25,12 +27,6 @@ typedef enum {
  * checkpointed) while its other items still run. A work_item_t in the committer's queue is either a finished item
  * or its chunk's marker (work_item_is_marker): the marker carries a chunk-level event, a dead chunk, a chunk with
  * nothing left to run, or a drain's requeue. */
-
-/* A link of an item in one of its loop's FIFOs (loop.c: deadlines, waiting for a place, waiting for a token). */
-typedef struct work_link {
-    struct work_item *prev, *next;
-    bool linked;
-} work_link_t;
 
 typedef struct work_item {
     chunk_item_t *in;        /* borrowed from chunk->decoded */
@@ -46,18 +42,8 @@ typedef struct work_item {
     char *dead_record;       /* owned: set when the item failed, for the dead list */
     size_t dead_len;
     loop_timer_t timer;      /* for the handler's use while the item runs */
-    /* The loop's: --item-timeout-ms. Every item gets the same timeout, so the loop keeps running items in a FIFO
-     * (deadline order) instead of a timer each. */
-    int64_t deadline_ms;
-    work_link_t deadline_link;
     void *handler_data;      /* for the handler's use while the item runs */
-    /* The loop's: waiting for a token or slot of the queue's limits (loop_acquire), and holding a slot. */
-    loop_acquire_cb acquire_cb;
-    work_link_t acquire_link;
-    bool holds_slot;
-    /* The loop's: waiting for one of the --concurrency places (fetched ahead), and holding one. */
-    work_link_t ready_link;
-    bool holds_place;
+    sched_item_t sched;      /* the scheduler's alone (scheduler.c) */
     struct work_item *commit_next; /* link in the committer's queue, then in its round */
 } work_item_t;
 
@@ -91,7 +77,7 @@ struct work_chunk {
     work_chunk_t *round_next;
     int commit_sends;        /* times the committer sent it (more than 1 after a lost connection) */
     int64_t fetched_ms;      /* monotonic */
-    work_chunk_t *next, *prev; /* links in the current owner's list */
+    list_node_t sched_link;  /* the scheduler's: in its inbox or its running chunks; sched_take_unfinished's list */
 };
 
 /* How much of the window a chunk takes: the items it runs, or 1 for a chunk that runs none (a dead one, or one

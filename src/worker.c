@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
+#include "scheduler.h"
 #include "ratelimit.h"
 #include "rconn.h"
 #include "scripts.h"
@@ -33,12 +34,12 @@ struct worker {
     char id[256];
     keys_t keys;
     window_t *window;
-    loop_t **loops;
+    sched_t **loops;              /* one scheduler per event-loop thread */
     size_t n_loops;
     commit_t *commit;
     fetch_t *fetch;
     ratelimit_t *ratelimit;      /* NULL without --rate-limit and --max-inflight-global */
-    loop_places_t *places;       /* --concurrency, shared by the loops */
+    sched_places_t *places;      /* --concurrency, shared by the loops */
     bool registered;
     const handler_t *handler;
     void *handler_shared;        /* owned: from handler->init */
@@ -63,9 +64,9 @@ static bool worker_live(void *arg, char *why, size_t whylen)
     if (atomic_load(&w->starting)) return true;
     int64_t now = clock_now_ms();
     for (size_t i = 0; i < w->n_loops; i++) {
-        if (w->loops[i] && now - loop_heartbeat_ms(w->loops[i]) > WORKER_LOOP_STALL_MS) {
+        if (w->loops[i] && now - loop_heartbeat_ms(sched_loop(w->loops[i])) > WORKER_LOOP_STALL_MS) {
             snprintf(why, whylen, "event loop %zu has not turned for %lld ms", i,
-                     (long long)(now - loop_heartbeat_ms(w->loops[i])));
+                     (long long)(now - loop_heartbeat_ms(sched_loop(w->loops[i]))));
             return false;
         }
     }
@@ -221,10 +222,10 @@ worker_t *worker_new(const settings_t *s)
     long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
     if (w->handler->max_loops && w->handler->max_loops(s) < n) n = w->handler->max_loops(s);
     if (n > s->concurrency) n = s->concurrency; /* every loop gets at least one place */
-    /* --threads 0 is the number of CPUs, which can be more than the loops one loop_places_t holds. */
-    if (n > LOOP_PLACES_MAX_LOOPS) n = LOOP_PLACES_MAX_LOOPS;
+    /* --threads 0 is the number of CPUs, which can be more than the loops one sched_places_t holds. */
+    if (n > SCHED_PLACES_MAX_LOOPS) n = SCHED_PLACES_MAX_LOOPS;
     w->n_loops = n > 0 ? (size_t)n : 1;
-    w->loops = xcalloc(w->n_loops, sizeof(loop_t *));
+    w->loops = xcalloc(w->n_loops, sizeof(sched_t *));
     w->commit = commit_new(s, &w->keys, w->window);
     return w;
 }
@@ -330,11 +331,11 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     int waited = worker_wait_for_redis(w, err, errlen);
     if (waited) return waited;
     w->ratelimit = ratelimit_new(s, &w->keys, w->id);
-    w->places = loop_places_new((size_t)s->concurrency);
+    w->places = sched_places_new((size_t)s->concurrency);
     for (size_t i = 0; i < w->n_loops; i++) {
-        w->loops[i] = loop_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
-        loop_set_ratelimit(w->loops[i], w->ratelimit);
-        loop_set_places(w->loops[i], w->places); /* n_loops is at most LOOP_PLACES_MAX_LOOPS */
+        w->loops[i] = sched_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
+        sched_set_ratelimit(w->loops[i], w->ratelimit);
+        sched_set_places(w->loops[i], w->places); /* n_loops is at most SCHED_PLACES_MAX_LOOPS */
     }
     w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit, w->handler, w->handler_shared);
     if (worker_register(w, true, err, errlen)) return -1;
@@ -345,7 +346,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
         return -1;
     }
     for (size_t i = 0; i < w->n_loops; i++) {
-        if (loop_start(w->loops[i])) {
+        if (sched_start(w->loops[i])) {
             snprintf(err, errlen, "cannot start event loop %zu", i);
             return -1;
         }
@@ -380,15 +381,18 @@ int worker_drain(worker_t *w)
     if (held) LOG(LL_INFO, "draining: %zu items held (running or committing), waiting up to %lld ms", held, w->settings->drain_timeout_ms);
     bool empty = window_wait_empty(w->window, deadline);
     size_t requeued = 0;
-    for (size_t i = 0; i < w->n_loops && w->loops[i]; i++) loop_request_stop(w->loops[i]);
+    for (size_t i = 0; i < w->n_loops && w->loops[i]; i++) sched_request_stop(w->loops[i]);
     for (size_t i = 0; i < w->n_loops && w->loops[i]; i++) {
-        loop_stop(w->loops[i]);
-        for (work_chunk_t *c = loop_take_unfinished(w->loops[i]); c;) {
-            work_chunk_t *next = c->next;
+        sched_stop(w->loops[i]);
+        list_t unfinished;
+        list_init(&unfinished);
+        sched_take_unfinished(w->loops[i], &unfinished);
+        list_for_each_safe(n, tmp, &unfinished) {
+            list_remove(n);
+            work_chunk_t *c = container_of(n, work_chunk_t, sched_link);
             c->disposition = WORK_REQUEUE;
             commit_push_chunk(w->commit, c);
             requeued++;
-            c = next;
         }
     }
     if (!empty) LOG(LL_WARN, "drain timeout: %zu unfinished chunks go back to pending", requeued);
@@ -423,12 +427,12 @@ void worker_free(worker_t *w)
     if (w->fetch) fetch_free(w->fetch);
     /* The committer's queue may hold items of chunks a loop still owns: free it while those chunks exist. */
     for (size_t i = 0; i < w->n_loops; i++)
-        if (w->loops[i]) loop_stop(w->loops[i]);
+        if (w->loops[i]) sched_stop(w->loops[i]);
     commit_free(w->commit);
     for (size_t i = 0; i < w->n_loops; i++)
-        if (w->loops[i]) loop_free(w->loops[i]);
+        if (w->loops[i]) sched_free(w->loops[i]);
     ratelimit_free(w->ratelimit); /* after the loops, which use it */
-    loop_places_free(w->places);
+    sched_places_free(w->places);
     if (w->handler->fini && w->handler_shared) w->handler->fini(w->handler_shared);
     free(w->loops);
     window_free(w->window);
