@@ -56,6 +56,7 @@
 #include "keeper.h"
 #include "log.h"
 #include "metrics.h"
+#include "proctab.h"
 #include "xalloc.h"
 
 #define EXEC_UP_MS 3000              /* a subprocess alive this long (or that wrote a line) has started */
@@ -145,6 +146,9 @@ static int exec_init(const settings_t *s, void **shared, char *err, size_t errle
                               "cannot be run: %s (is /proc mounted?)", strerror(errno));
         return -1;
     }
+    if (!proctab_is_ours())
+        LOG(LL_WARN, "exec: /proc is not this pid namespace's (mount it, e.g. unshare --mount-proc): what a "
+                     "subprocess leaves outside its process group (setsid, double forks) is not killed");
     sh->procs = exec_procs(s);
     LOG(LL_INFO, "exec handler: `%s`, %ld subprocesses on one event loop, environment: %s; max %lld attempts, "
         "--exec-timeout-ms %lld", s->cmd, sh->procs, passed[0] ? passed : "(empty)", s->max_attempts,
