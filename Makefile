@@ -18,7 +18,7 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c scheduler.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
-        collect.c sig.c children.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
+        collect.c sig.c children.c proctab.c keeper.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
         ratelimit.c ratelimit_math.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))

@@ -24,21 +24,21 @@
  * one slot the worker is not ready (/readyz 503, with the reason, and an error log line) until a subprocess of
  * that slot is up again.
  *
- * Hygiene: argv from --cmd, never a shell; posix_spawnp with the child's stdin/stdout/stderr on pipes, every other
- * descriptor closed (closefrom), a new process group, an empty signal mask and default dispositions; the
- * environment is only PATH, HOME, LANG and the --env names that are set. Each subprocess is claimed from the child
- * reaper (children.h) as it is spawned, so the reaper never takes its status; exits are seen through a pidfd
- * (Linux 5.3+) on the loop's epoll and reaped here with waitpid(pid, WNOHANG): never waitpid(-1), never SIGCHLD.
- * A reaped subprocess's process group is SIGKILLed and the reaper is asked to kill the orphans (chunkd is a
- * subreaper, so what it left, setsid() or not, is chunkd's child by then). loop_free() closes every stdin, gives
- * the subprocesses EXEC_EXIT_GRACE_MS to exit, SIGKILLs their process groups and reaps them; children_stop()
- * kills what they left, so a drained worker leaves no process behind. A SIGKILLed worker cannot: its
- * subprocesses see EOF on stdin (the README's loop then ends). */
+ * Hygiene: argv from --cmd, never a shell; each subprocess runs under a keeper of its own (keeper.h: chunkd again,
+ * a subreaper that kills whatever the command leaves behind, setsid() or not, and exits as the command did), with
+ * stdin/stdout/stderr on pipes, every other descriptor closed, a new process group, an empty signal mask and
+ * default dispositions; the environment is only PATH, HOME, LANG and the --env names that are set. In this file
+ * "the subprocess" and its pid are the keeper's: its exit status is the command's. Each keeper is claimed from the
+ * child reaper (children.h) as it is spawned, so the reaper never takes its status; exits are seen through a
+ * pidfd (Linux 5.3+) on the loop's epoll and reaped here with waitpid(pid, WNOHANG): never waitpid(-1), never
+ * SIGCHLD. A subprocess is killed by keeper_stop() (its keeper SIGKILLs the command and all it left, then exits).
+ * loop_free() closes every stdin, gives the subprocesses EXEC_EXIT_GRACE_MS to exit, stops the rest and reaps
+ * them, so a drained worker leaves no process of theirs behind. A SIGKILLed worker cannot: its subprocesses see
+ * EOF on stdin (the README's loop then ends) and their keepers then kill what they left. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,8 +53,10 @@
 #include "dynbuf.h"
 #include "exec_proto.h"
 #include "handler.h"
+#include "keeper.h"
 #include "log.h"
 #include "metrics.h"
+#include "proctab.h"
 #include "xalloc.h"
 
 #define EXEC_UP_MS 3000              /* a subprocess alive this long (or that wrote a line) has started */
@@ -62,8 +64,8 @@
 #define EXEC_RESTART_BASE_MS 100     /* restart delay after a start failure, doubled per failure in a row */
 #define EXEC_RESTART_MAX_MS 10000
 #define EXEC_EOF_GRACE_MS 2000       /* a subprocess that closed stdout or stdin is killed if still alive then */
-#define EXEC_EXIT_GRACE_MS 200       /* loop_free: time to exit after stdin closes, before SIGKILL */
-#define EXEC_REAP_WAIT_MS 2000       /* loop_free: longest wait for killed subprocesses to be reaped */
+#define EXEC_EXIT_GRACE_MS 200       /* loop_free: time to exit after stdin closes, before a stop */
+#define EXEC_REAP_WAIT_MS 2000       /* loop_free: longest wait for stopped keepers to exit (theirs: 1 s) */
 #define EXEC_STDERR_LINE_MAX 2048    /* longer stderr lines are logged in pieces */
 #define EXEC_STDERR_LINES_PER_S 200  /* per loop; the rest are counted, not logged */
 #define EXEC_READ_BYTES 65536
@@ -139,6 +141,14 @@ static int exec_init(const settings_t *s, void **shared, char *err, size_t errle
         snprintf(passed + used, sizeof passed - used, "%s%s", used ? " " : "", name);
     }
     exec_proto_argv_free(names);
+    if (access("/proc/self/exe", X_OK) != 0) {
+        snprintf(err, errlen, "the exec handler runs each subprocess under chunkd itself (/proc/self/exe), which "
+                              "cannot be run: %s (is /proc mounted?)", strerror(errno));
+        return -1;
+    }
+    if (!proctab_is_ours())
+        LOG(LL_WARN, "exec: /proc is not this pid namespace's (mount it, e.g. unshare --mount-proc): what a "
+                     "subprocess leaves outside its process group (setsid, double forks) is not killed");
     sh->procs = exec_procs(s);
     LOG(LL_INFO, "exec handler: `%s`, %ld subprocesses on one event loop, environment: %s; max %lld attempts, "
         "--exec-timeout-ms %lld", s->cmd, sh->procs, passed[0] ? passed : "(empty)", s->max_attempts,
@@ -497,8 +507,8 @@ static void on_err(loop_t *loop, loop_watch_t *w, uint32_t events)
     proc_read_err(CONTAINER(w, exec_proc_t, err_watch), false);
 }
 
-/* Closes the slot's subprocess: stops its watches and timers, closes our pipe ends and SIGKILLs its process group
- * (a subprocess that already exited may have left children in it). The item it held is the caller's. The child
+/* Closes the slot's subprocess: stops its watches and timers, closes our pipe ends and stops its keeper (which
+ * SIGKILLs the command, if it still runs, and everything it left). The item it held is the caller's. The child
  * entry stays until the process is reaped. */
 static void proc_close(exec_proc_t *p)
 {
@@ -515,8 +525,7 @@ static void proc_close(exec_proc_t *p)
     loop_timer_stop(el->loop, &p->up_timer);
     loop_timer_stop(el->loop, &p->timer);
     if (p->child) {
-        kill(-p->pid, SIGKILL);
-        kill(p->pid, SIGKILL);
+        keeper_stop(p->pid);
         p->child->proc = NULL;
         p->child = NULL;
     }
@@ -760,12 +769,14 @@ static void on_child_exit(loop_t *loop, loop_watch_t *w, uint32_t events)
         if (p->err_fd >= 0) proc_read_err(p, true);
         p = c->proc;
     }
-    kill(-c->pid, SIGKILL); /* whatever it left in its process group */
-    int status = 0;
+    int status = 0; /* the keeper's: it exits as its command did, once it has killed what the command left */
     pid_t r = waitpid(c->pid, &status, WNOHANG);
     if (r == 0) return; /* not yet */
     children_release(c->pid);
-    children_kill_orphans(); /* its children are orphans now (setsid() ones too, which kill(-pid) missed) */
+    if (p) { /* reaped: its pid may be reused from now on, so proc_close() must not signal it */
+        p->child = NULL;
+        c->proc = NULL;
+    }
     char why[128];
     if (r < 0) snprintf(why, sizeof why, "exited (status unknown: %s)", strerror(errno));
     else describe_status(status, why, sizeof why);
@@ -793,29 +804,8 @@ static void proc_spawn(exec_proc_t *p)
         proc_failed(p, why, true);
         return;
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    sigemptyset(&defaults);
-    static const int reset[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD};
-    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++) sigaddset(&defaults, reset[i]);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
     pid_t pid = 0;
-    children_spawn_begin(); /* the child reaper leaves it to us from its first instant */
-    int rc = posix_spawnp(&pid, el->sh->argv[0], &fa, &attr, el->sh->argv, el->sh->envp);
-    children_spawn_end(rc ? 0 : pid);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    int rc = keeper_spawn(el->sh->argv, el->sh->envp, (const int[3]){in[0], out[1], err[1]}, &pid);
     close_fd(&in[0]);
     close_fd(&out[1]);
     close_fd(&err[1]);
@@ -826,7 +816,7 @@ static void proc_spawn(exec_proc_t *p)
         } else {
             snprintf(why, sizeof why, "could not be watched: pidfd_open: %s (Linux 5.3 or later is needed)",
                      strerror(errno));
-            kill(-pid, SIGKILL);
+            keeper_stop(pid);
             waitpid(pid, NULL, 0);
             children_release(pid);
         }
@@ -894,7 +884,7 @@ static void sleep_ms(long ms)
 }
 
 /* Stops every subprocess of the loop: stdin closed (the README's loop ends), EXEC_EXIT_GRACE_MS to exit, then
- * SIGKILL to each process group, and every child reaped. Items still held are abandoned (a drain requeues their
+ * keeper_stop() (SIGKILL to the command and all it left), and every keeper reaped. Items still held are abandoned (a drain requeues their
  * chunks). */
 static void exec_loop_free(void *state)
 {
@@ -923,14 +913,17 @@ static void exec_loop_free(void *state)
     }
     int waited_ms = 0;
     for (exec_child_t *c = el->children; c;) {
-        kill(-c->pid, SIGKILL);
-        kill(c->pid, SIGKILL);
+        keeper_stop(c->pid);
         pid_t r;
         while ((r = waitpid(c->pid, NULL, WNOHANG)) == 0 && waited_ms < EXEC_REAP_WAIT_MS) {
             sleep_ms(2);
             waited_ms += 2;
         }
-        if (r == 0) LOG(LL_WARN, "exec: subprocess %d did not die on SIGKILL; left to the child reaper", (int)c->pid);
+        if (r == 0) {
+            LOG(LL_WARN, "exec: the keeper of a subprocess (%d) did not exit %d ms after it was told to stop; "
+                         "SIGKILLed, left to the child reaper", (int)c->pid, EXEC_REAP_WAIT_MS);
+            kill(c->pid, SIGKILL);
+        }
         children_release(c->pid);
         loop_watch_stop(el->loop, &c->watch);
         close(c->watch.fd);

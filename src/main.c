@@ -15,6 +15,7 @@
 
 #include "children.h"
 #include "cmd.h"
+#include "keeper.h"
 #include "log.h"
 #include "settings.h"
 #include "sig.h"
@@ -92,6 +93,8 @@ static int std_fds_open(void)
 
 int main(int argc, char **argv)
 {
+    /* The exec handler runs each subprocess under chunkd itself as its keeper (keeper.h), before anything else. */
+    if (argc > 0 && strcmp(argv[0], KEEPER_ARGV0) == 0) return keeper_main(argc - 1, argv + 1);
     int closed_fds = std_fds_open();
     if (closed_fds < 0) return EXIT_RUNTIME; /* nowhere safe to say why */
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
