@@ -31,23 +31,22 @@ typedef struct setting_def {
     const char *help;
 } setting_def_t;
 
-#define ALL (CMD_ENQUEUE | CMD_WORKER | CMD_COLLECT | CMD_STATUS | CMD_RUN | CMD_REQUEUE | CMD_RECOVER)
 #define OFF(field) offsetof(settings_t, field)
 
 static const setting_def_t setting_defs[] = {
-    {.name = "redis", .env = "REDIS_URL", .type = ST_STR, .offset = OFF(redis_url), .cmds = ALL, .secret = true,
+    {.name = "redis", .env = "REDIS_URL", .type = ST_STR, .offset = OFF(redis_url), .cmds = CMD_ALL, .secret = true,
      .help = "Redis address: redis://[user:password@]host[:port][/db] or unix:///path[?db=N] (run: a private server "
              "when unset)"},
-    {.name = "queue", .env = "CHUNKD_QUEUE", .type = ST_STR, .offset = OFF(queue), .def = "default", .cmds = ALL,
+    {.name = "queue", .env = "CHUNKD_QUEUE", .type = ST_STR, .offset = OFF(queue), .def = "default", .cmds = CMD_ALL,
      .help = "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
     {.name = "log-level", .env = "CHUNKD_LOG_LEVEL", .type = ST_STR, .offset = OFF(log_level), .def = "info",
-     .choices = "debug info warn error", .cmds = ALL,
+     .choices = "debug info warn error", .cmds = CMD_ALL,
      .help = "least severe level logged"},
     {.name = "log-format", .env = "CHUNKD_LOG_FORMAT", .type = ST_STR, .offset = OFF(log_format), .def = "text",
-     .choices = "text json", .cmds = ALL,
+     .choices = "text json", .cmds = CMD_ALL,
      .help = "log lines as text or as JSON objects (for cluster log collectors)"},
     {.name = "redis-timeout-ms", .env = "CHUNKD_REDIS_TIMEOUT_MS", .type = ST_INT, .offset = OFF(redis_timeout_ms),
-     .def = "5000", .min = 100, .max = 600000, .cmds = ALL,
+     .def = "5000", .min = 100, .max = 600000, .cmds = CMD_ALL,
      .help = "Redis connect and command timeout"},
     {.name = "redis-wait-ms", .env = "CHUNKD_REDIS_WAIT_MS", .type = ST_INT, .offset = OFF(redis_wait_ms), .def = "0",
      .min = 0, .max = 86400000, .cmds = CMD_WORKER,
@@ -222,22 +221,6 @@ static const setting_def_t setting_defs[] = {
 };
 
 #define N_SETTINGS (sizeof setting_defs / sizeof setting_defs[0])
-
-static const struct {
-    const char *name;
-    int bit;
-} commands[] = {
-    {"enqueue", CMD_ENQUEUE}, {"worker", CMD_WORKER}, {"collect", CMD_COLLECT},
-    {"status", CMD_STATUS},   {"run", CMD_RUN},         {"requeue", CMD_REQUEUE},
-    {"recover", CMD_RECOVER},
-};
-
-int settings_command(const char *name)
-{
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(commands[i].name, name) == 0) return commands[i].bit;
-    return 0;
-}
 
 static char **str_field(settings_t *s, const setting_def_t *d) { return (char **)((char *)s + d->offset); }
 static long long *int_field(settings_t *s, const setting_def_t *d) { return (long long *)((char *)s + d->offset); }

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Subcommands, as bits, so one setting can belong to several. */
+/* Subcommands, as bits, so one setting can belong to several. main.c's table of subcommands gives each its bit. */
 enum {
     CMD_ENQUEUE = 1 << 0,
     CMD_WORKER = 1 << 1,
@@ -19,6 +19,7 @@ enum {
     CMD_RUN = 1 << 4,
     CMD_REQUEUE = 1 << 5,
     CMD_RECOVER = 1 << 6,
+    CMD_ALL = ~0, /* every subcommand, a new one included: the Redis address, the queue, logging */
 };
 
 typedef struct settings {
@@ -103,9 +104,6 @@ typedef struct settings {
 #define SETTINGS_NO_WAIT (-1LL) /* redis_wait_ms of commands that fail at once when Redis cannot be reached */
 
 typedef enum { SETTINGS_OK = 0, SETTINGS_ERROR = -1, SETTINGS_HELP = 1 } settings_rc_t;
-
-/* Returns the command bit for a subcommand name, or 0. */
-int settings_command(const char *name);
 
 /* Fills *s from defaults, then envp, then argv (argv[0] is the subcommand name). On SETTINGS_ERROR, err holds a
  * message naming the setting. Warnings (unknown CHUNKD_* variables) are logged. *s must be freed with
