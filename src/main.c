@@ -129,6 +129,7 @@ int main(int argc, char **argv)
         settings_free(&s);
         return EXIT_USAGE;
     }
+    settings_apply_log(&s);
     if ((closed_fds & (1 << STDOUT_FILENO)) && !s.out && (bit & (CMD_COLLECT | CMD_RUN))) {
         /* Results written to /dev/null would be acknowledged and deleted from the stream: lost. */
         fprintf(stderr, "chunkd %s: stdout is closed, so results have nowhere to go: give --out FILE\n", cmd->name);

@@ -306,25 +306,79 @@ static bool env_known(const char *name, size_t len)
     return false;
 }
 
-settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char **envp, char *err, size_t errlen)
+/* Sets one setting from text, as setting_set() does, and notes the settings whose being given at all matters. */
+static int setting_apply(settings_t *s, const setting_def_t *d, const char *v, const char *source, char *err,
+                         size_t errlen)
 {
-    memset(s, 0, sizeof *s);
+    if (setting_set(s, d, v, source, err, errlen)) return -1;
+    if (d->offset == OFF(queue)) s->queue_set = true;
+    if (d->offset == OFF(http_port)) s->http_port_set = true;
+    return 0;
+}
+
+/* Every setting's default. */
+static int settings_defaults(settings_t *s, char *err, size_t errlen)
+{
     for (size_t i = 0; i < N_SETTINGS; i++)
         if (setting_defs[i].def && setting_set(s, &setting_defs[i], setting_defs[i].def, "default", err, errlen))
-            return SETTINGS_ERROR;
+            return -1;
+    return 0;
+}
 
-    /* Flags are read first and applied last, so that a flag wins over the environment and an environment value
-     * that a flag replaces is not even checked. */
-    const char *flag_value[N_SETTINGS] = {0};
-    const char *bad = NULL;
+/* Reads the flag argv[*i] ("--name", "--name=value", "--no-name" or "--name value", which advances *i) into
+ * flag_value[] at its table index. Returns 0, or -1 with err. */
+static int settings_read_flag(int cmd, int argc, char **argv, int *i, const char **flag_value, char *err,
+                              size_t errlen)
+{
+    const char *name = argv[*i] + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    bool negated = false;
+    const setting_def_t *d = setting_by_flag(name, len);
+    if (!d && len > 3 && strncmp(name, "no-", 3) == 0) {
+        d = setting_by_flag(name + 3, len - 3);
+        negated = d && d->type == ST_BOOL && !eq;
+        if (!negated) d = NULL;
+    }
+    if (!d || !(d->cmds & cmd)) {
+        snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)(len > 64 ? 64 : len), name);
+        return -1;
+    }
+    if (d->env_only) {
+        snprintf(err, errlen, "--%s holds secrets and is not accepted on the command line: set %s or use "
+                 "--header-file", d->name, d->env);
+        return -1;
+    }
+    const char *v;
+    if (negated) v = "false";
+    else if (eq) v = eq + 1;
+    else if (d->type == ST_BOOL) v = "true";
+    else if (*i + 1 < argc) v = argv[++*i];
+    else {
+        snprintf(err, errlen, "option --%s (%s) needs a value", d->name, d->env);
+        return -1;
+    }
+    flag_value[d - setting_defs] = v;
+    return 0;
+}
+
+static settings_rc_t settings_unexpected(const char *arg, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "unexpected argument '%.64s' (see --help)", arg);
+    return SETTINGS_ERROR;
+}
+
+/* Reads the command line (argv[0] is the subcommand): each flag's text into flag_value[], applied later; the
+ * positional FILE (enqueue and run only) into s->input. Returns SETTINGS_OK, SETTINGS_HELP, or SETTINGS_ERROR with
+ * err. */
+static settings_rc_t settings_read_argv(settings_t *s, int cmd, int argc, char **argv, const char **flag_value,
+                                        char *err, size_t errlen)
+{
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return SETTINGS_HELP;
         if (strcmp(a, "--") == 0) {
-            if (i + 1 < argc && (s->input || i + 2 < argc || !(cmd & (CMD_ENQUEUE | CMD_RUN)))) {
-                bad = argv[argc - 1];
-                goto extra;
-            }
+            if (i + 1 < argc && (s->input || i + 2 < argc || !(cmd & (CMD_ENQUEUE | CMD_RUN))))
+                return settings_unexpected(argv[argc - 1], err, errlen);
             if (i + 1 < argc) s->input = argv[i + 1];
             break;
         }
@@ -333,44 +387,20 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
             return SETTINGS_ERROR;
         }
         if (strncmp(a, "--", 2) != 0) {
-            if (s->input || !(cmd & (CMD_ENQUEUE | CMD_RUN))) {
-                bad = a;
-                goto extra;
-            }
+            if (s->input || !(cmd & (CMD_ENQUEUE | CMD_RUN))) return settings_unexpected(a, err, errlen);
             s->input = a;
             continue;
         }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        bool negated = false;
-        const setting_def_t *d = setting_by_flag(name, len);
-        if (!d && len > 3 && strncmp(name, "no-", 3) == 0) {
-            d = setting_by_flag(name + 3, len - 3);
-            negated = d && d->type == ST_BOOL && !eq;
-            if (!negated) d = NULL;
-        }
-        if (!d || !(d->cmds & cmd)) {
-            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)(len > 64 ? 64 : len), name);
-            return SETTINGS_ERROR;
-        }
-        if (d->env_only) {
-            snprintf(err, errlen, "--%s holds secrets and is not accepted on the command line: set %s or use "
-                     "--header-file", d->name, d->env);
-            return SETTINGS_ERROR;
-        }
-        const char *v;
-        if (negated) v = "false";
-        else if (eq) v = eq + 1;
-        else if (d->type == ST_BOOL) v = "true";
-        else if (i + 1 < argc) v = argv[++i];
-        else {
-            snprintf(err, errlen, "option --%s (%s) needs a value", d->name, d->env);
-            return SETTINGS_ERROR;
-        }
-        flag_value[d - setting_defs] = v;
+        if (settings_read_flag(cmd, argc, argv, &i, flag_value, err, errlen)) return SETTINGS_ERROR;
     }
+    return SETTINGS_OK;
+}
 
-    /* Environment: known variables of this command apply; unknown CHUNKD_* ones are warned about. */
+/* Applies the environment's known variables of this command, except those a flag replaces (not even checked);
+ * warns about unknown CHUNKD_* ones. */
+static int settings_read_env(settings_t *s, int cmd, char **envp, const char *const *flag_value, char *err,
+                             size_t errlen)
+{
     for (char **e = envp; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq) continue;
@@ -379,72 +409,83 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
             const setting_def_t *d = &setting_defs[i];
             if (!(d->cmds & cmd) || flag_value[i] || strlen(d->env) != len || strncmp(d->env, *e, len) != 0)
                 continue;
-            if (setting_set(s, d, eq + 1, "environment", err, errlen)) return SETTINGS_ERROR;
-            if (d->offset == OFF(queue)) s->queue_set = true;
-            if (d->offset == OFF(http_port)) s->http_port_set = true;
+            if (setting_apply(s, d, eq + 1, "environment", err, errlen)) return -1;
         }
         if (len > 7 && strncmp(*e, "CHUNKD_", 7) == 0 && !env_known(*e, len))
             LOG(LL_WARN, "ignoring unknown environment variable %.*s", (int)len, *e);
     }
+    return 0;
+}
 
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        if (!flag_value[i]) continue;
-        if (setting_set(s, &setting_defs[i], flag_value[i], "command line", err, errlen)) return SETTINGS_ERROR;
-        if (setting_defs[i].offset == OFF(queue)) s->queue_set = true;
-        if (setting_defs[i].offset == OFF(http_port)) s->http_port_set = true;
-    }
-
-    /* Checks across settings. */
+/* Checks across settings, once all are read. */
+static int settings_check(const settings_t *s, char *err, size_t errlen)
+{
     if (s->queue[0] == '\0' || strpbrk(s->queue, "{}") || strlen(s->queue) > 200) {
         snprintf(err, errlen, "invalid value for --queue (CHUNKD_QUEUE): 1 to 200 characters without '{' or '}'");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->until_done && s->follow) {
         snprintf(err, errlen, "--until-done (CHUNKD_UNTIL_DONE) and --follow (CHUNKD_FOLLOW) exclude each other");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->rotate_lines > 0 && !s->out) {
         snprintf(err, errlen, "--rotate-lines (CHUNKD_ROTATE_LINES) needs --out DIRECTORY");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->base_url && strncmp(s->base_url, "http://", 7) != 0 && strncmp(s->base_url, "https://", 8) != 0) {
         snprintf(err, errlen, "invalid value for --base-url (CHUNKD_BASE_URL): must start with http:// or https://");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (strcmp(s->handler, "http") == 0 && !s->base_url && !s->allow_hosts[0]) {
         snprintf(err, errlen, "--handler http needs --base-url (CHUNKD_BASE_URL), or --allow-hosts for items with an "
                               "absolute \"url\"");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (strcmp(s->handler, "exec") == 0 && (!s->cmd || !s->cmd[0])) {
         snprintf(err, errlen, "--handler exec needs --cmd (CHUNKD_CMD), the command of its subprocesses");
-        return SETTINGS_ERROR;
+        return -1;
     }
     double per_s;
     if (s->rate_limit && s->rate_limit[0] && ratelimit_parse_rate(s->rate_limit, &per_s)) {
         snprintf(err, errlen, "invalid value '%.64s' for --rate-limit (CHUNKD_RATE_LIMIT): expected N/s or N/m with "
                  "N > 0, e.g. 200/s or 30/m", s->rate_limit);
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->retry_max_ms < s->retry_base_ms) {
         snprintf(err, errlen, "--retry-max-ms (CHUNKD_RETRY_MAX_MS) must not be less than --retry-base-ms");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->redis_url) {
         redis_url_t url;
         char uerr[256];
         if (redis_url_parse(s->redis_url, &url, uerr, sizeof uerr)) {
             snprintf(err, errlen, "invalid value for --redis (REDIS_URL): %s", uerr);
-            return SETTINGS_ERROR;
+            return -1;
         }
     }
+    return 0;
+}
+
+settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char **envp, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    if (settings_defaults(s, err, errlen)) return SETTINGS_ERROR;
+    /* Flags are read first and applied last, so that a flag wins over the environment and an environment value
+     * that a flag replaces is not even checked. */
+    const char *flag_value[N_SETTINGS] = {0};
+    settings_rc_t rc = settings_read_argv(s, cmd, argc, argv, flag_value, err, errlen);
+    if (rc != SETTINGS_OK) return rc;
+    if (settings_read_env(s, cmd, envp, flag_value, err, errlen)) return SETTINGS_ERROR;
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (flag_value[i] && setting_apply(s, &setting_defs[i], flag_value[i], "command line", err, errlen))
+            return SETTINGS_ERROR;
+    return settings_check(s, err, errlen) ? SETTINGS_ERROR : SETTINGS_OK;
+}
+
+void settings_apply_log(const settings_t *s)
+{
     log_level_parse(s->log_level, &log_min_level);
     log_set_json(strcmp(s->log_format, "json") == 0);
-    return SETTINGS_OK;
-
-extra:
-    snprintf(err, errlen, "unexpected argument '%.64s' (see --help)", bad);
-    return SETTINGS_ERROR;
 }
 
 void settings_free(settings_t *s)

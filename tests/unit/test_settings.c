@@ -25,7 +25,7 @@ static settings_rc_t parse(settings_t *s, int cmd, char **argv, char **envp)
 {
     int argc = 0;
     while (argv[argc]) argc++;
-    log_min_level = LL_INFO; /* settings_parse() applies --log-level globally; start each parse the same */
+    log_min_level = LL_INFO; /* the level its warnings are checked against: the same for each parse */
     memset(err, 0, sizeof err);
     return settings_parse(s, cmd, argc, argv, envp, err, sizeof err);
 }
