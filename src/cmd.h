@@ -25,6 +25,12 @@ int cmd_recover(settings_t *s);
 /* A connection for a subcommand, or NULL after logging the one-line reason (the caller exits 1). */
 rconn_t *cmd_connect(const settings_t *s);
 
+/* Runs job(arg) on a thread of its own while the main thread keeps taking SIGTERM and SIGINT (sig_wait): until job
+ * returns, on_wake(arg, sig) runs on the main thread for each signal, and with sig 0 about every 100 ms. Returns 0
+ * once job has returned and its thread is joined, or -1 with the reason in err when no thread could be started
+ * (job did not run). */
+int cmd_run_job(void (*job)(void *arg), void (*on_wake)(void *arg, int sig), void *arg, char *err, size_t errlen);
+
 struct worker;
 /* Drains a worker while the main thread keeps taking signals: a second signal exits at once. Returns
  * worker_drain()'s result. */
