@@ -318,7 +318,7 @@ static const char *request_url(const http_config_t *c, const json_t *item, http_
     /* The URL must still name the allowed host (a crafted path or query cannot move it). A URL built on
      * --base-url needs no parsing for that: what follows base_url starts with '/' (the path) or '?' (the query;
      * '&' only after a '?'), so the authority part, and with it the host, ends where base_url ends. */
-    if (!error && jurl) {
+    if (!error && host) {
         char *final_host = http_url_host(url.data);
         if (!final_host || strcmp(final_host, host) != 0) error = "the URL built from the item changes its host";
         free(final_host);
