@@ -29,6 +29,11 @@ struct collect_progress;
 /* Logs how many items of the queue failed and were not requeued since, when any (collect --until-done, run): those
  * with an ok:false result and those of chunks that went to dead unread. */
 void cmd_report_failed(const settings_t *s, const struct collect_progress *p);
+/* Runs job(arg) on a thread of its own while the main thread keeps taking SIGTERM and SIGINT (sig_wait): until job
+ * returns, on_wake(arg, sig) runs on the main thread for each signal, and with sig 0 about every 100 ms. Returns 0
+ * once job has returned and its thread is joined, or -1 with the reason in err when no thread could be started
+ * (job did not run). */
+int cmd_run_job(void (*job)(void *arg), void (*on_wake)(void *arg, int sig), void *arg, char *err, size_t errlen);
 
 struct worker;
 /* Drains a worker while the main thread keeps taking signals: a second signal exits at once. Returns

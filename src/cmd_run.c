@@ -20,7 +20,6 @@
 #include "localredis.h"
 #include "log.h"
 #include "rconn.h"
-#include "sig.h"
 #include "sink.h"
 #include "worker.h"
 #include "xalloc.h"
@@ -30,9 +29,11 @@ typedef struct run_state {
     FILE *in;
     const char *input;
     sink_t *sink;
-    atomic_bool stop;          /* set by a signal */
+    localredis_t *local;       /* the private redis-server; NULL with --redis or REDIS_URL */
+    atomic_bool stop;          /* set on a signal, or when the private server dies */
     atomic_bool enqueue_done;  /* enqueue finished (successfully or not) */
-    atomic_bool collect_done;
+    bool interrupted;          /* main thread only: a signal, or the private server died */
+    bool redis_died;           /* main thread only */
     enqueue_result_t enq;
     int enq_rc;
     char enq_err[1024];
@@ -50,14 +51,34 @@ static void *run_enqueue_main(void *arg)
     return NULL;
 }
 
-static void *run_collect_main(void *arg)
+static void run_collect_job(void *arg)
 {
     run_state_t *st = arg;
     st->collect_rc = collect_run(st->settings, st->sink, COLLECT_UNTIL_DONE, &st->stop, &st->enqueue_done,
                                  &st->progress, st->collect_err, sizeof st->collect_err);
-    atomic_store(&st->collect_done, true);
-    sig_wake();
-    return NULL;
+}
+
+/* On the main thread while the collector runs: a first signal stops the job, a second exits at once; the private
+ * server dying stops it too. */
+static void run_on_wake(void *arg, int sig)
+{
+    run_state_t *st = arg;
+    if (sig) {
+        if (st->interrupted) {
+            LOG(LL_WARN, "second signal: exiting now");
+            _exit(EXIT_RUNTIME);
+        }
+        LOG(LL_WARN, "interrupted: stopping; results written so far stay in the output");
+        st->interrupted = true;
+        atomic_store(&st->stop, true);
+    }
+    char how[64];
+    if (st->local && !st->redis_died && localredis_exited(st->local, how, sizeof how)) {
+        LOG(LL_ERROR, "the private redis-server exited (%s): stopping; results written so far stay in the "
+                      "output, the rest of the job is lost with the server", how);
+        st->redis_died = st->interrupted = true;
+        atomic_store(&st->stop, true);
+    }
 }
 
 /* Removes a run's own queue from a shared Redis once all its results are out. */
@@ -74,21 +95,11 @@ static void run_delete_queue(const settings_t *s)
     rconn_free(c);
 }
 
-int cmd_run(settings_t *s)
+/* A fresh queue name unless one was given, and a private redis-server unless a Redis address was. Returns 0, or
+ * -1 with err. */
+static int run_prepare(run_state_t *st, char *err, size_t errlen)
 {
-    localredis_t *local = NULL;
-    char err[1024];
-    int rc = EXIT_RUNTIME;
-    run_state_t st = {.settings = s};
-    atomic_init(&st.stop, false);
-    atomic_init(&st.enqueue_done, false);
-    atomic_init(&st.collect_done, false);
-    st.input = s->input ? s->input : "-";
-    st.in = strcmp(st.input, "-") == 0 ? stdin : fopen(st.input, "r");
-    if (!st.in) {
-        LOG(LL_ERROR, "cannot open input %s: %s", st.input, strerror(errno));
-        return EXIT_RUNTIME;
-    }
+    settings_t *s = st->settings;
     if (!s->queue_set) {
         unsigned int rnd = 0;
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = (unsigned int)clock_now_ms();
@@ -96,95 +107,128 @@ int cmd_run(settings_t *s)
         s->queue = xasprintf("run-%08x", rnd);
     }
     if (!s->redis_url) {
-        local = localredis_start(s->redis_server, err, sizeof err);
-        if (!local) {
-            LOG(LL_ERROR, "%s", err);
-            goto out_input;
-        }
-        s->redis_url = xstrdup(localredis_url(local));
+        st->local = localredis_start(s->redis_server, err, errlen);
+        if (!st->local) return -1;
+        s->redis_url = xstrdup(localredis_url(st->local));
         LOG(LL_DEBUG, "private redis-server at %s", s->redis_url);
     }
-    st.sink = sink_open(s->out, s->rotate_lines, false, err, sizeof err);
-    if (!st.sink) {
-        LOG(LL_ERROR, "%s", err);
-        goto out_redis;
-    }
+    return 0;
+}
 
+/* Enqueues and collects, each on a thread of its own, until the collector is done (or a thread cannot start:
+ * then the job stops with that error). */
+static void run_enqueue_and_collect(run_state_t *st)
+{
+    pthread_t enq_thread;
+    int enq_started = pthread_create(&enq_thread, NULL, run_enqueue_main, st);
+    if (enq_started) {
+        st->enq_rc = -1;
+        snprintf(st->enq_err, sizeof st->enq_err, "cannot start the enqueue thread: %s", strerror(enq_started));
+        atomic_store(&st->stop, true);
+        atomic_store(&st->enqueue_done, true);
+    }
+    if (cmd_run_job(run_collect_job, run_on_wake, st, st->collect_err, sizeof st->collect_err)) {
+        st->collect_rc = -1;
+        atomic_store(&st->stop, true);
+    }
+    if (enq_started == 0) pthread_join(enq_thread, NULL);
+}
+
+/* After the collector: an interrupted job finishes or gives back what is in flight and then writes every result
+ * that was committed; a complete one has nothing left in flight. */
+static void run_wind_down(run_state_t *st, worker_t *w)
+{
+    const settings_t *s = st->settings;
+    if (!st->interrupted) {
+        worker_drain(w);
+        return;
+    }
+    cmd_drain_worker(w);
+    atomic_bool no_stop = false;
+    collect_progress_t more;
+    char err[1024];
+    if (collect_run(s, st->sink, COLLECT_AVAILABLE, &no_stop, NULL, &more, err, sizeof err) == 0)
+        st->progress.written += more.written;
+    else
+        LOG(LL_ERROR, "%s", err);
+    if (!st->local)
+        LOG(LL_WARN, "queue %s keeps the unfinished work (resume with chunkd worker --queue %s)", s->queue, s->queue);
+}
+
+/* Logs the job's errors and prints its summary. Returns the exit status. */
+static int run_report(const run_state_t *st, double secs)
+{
+    const settings_t *s = st->settings;
+    int rc = EXIT_RUNTIME;
+    if (st->enq_rc) LOG(LL_ERROR, "%s", st->enq_err);
+    if (st->collect_rc) LOG(LL_ERROR, "%s", st->collect_err);
+    bool complete = !st->interrupted && st->enq_rc == 0 && st->collect_rc == 0;
+    if (complete) {
+        rc = st->enq.rejected ? EXIT_REJECTED : 0;
+        if (!st->local && !s->queue_set) run_delete_queue(s);
+    }
+    fprintf(stderr, "chunkd run: %lld items, %.2f s, %.0f items/s; results: %s%s\n", st->progress.written, secs,
+            secs > 0 ? (double)st->progress.written / secs : 0.0, sink_where(st->sink),
+            complete ? "" : " (incomplete)");
+    if (st->enq.rejected)
+        fprintf(stderr, "chunkd run: %lld lines rejected; see %s\n", st->enq.rejected, st->enq.rejects_path);
+    if (st->collect_rc == 0) cmd_report_failed(s, &st->progress);
+    return rc;
+}
+
+/* The job: a worker, the enqueue thread and the collector, then the summary. Returns the exit status. */
+static int run_job(run_state_t *st)
+{
+    settings_t *s = st->settings;
     /* One machine, one job: no fixed port to collide with another run unless asked for, and no waiting for a
      * Redis that cannot be reached (like enqueue and collect, run fails at once). */
     if (!s->http_port_set) s->http_port = 0;
     s->redis_wait_ms = SETTINGS_NO_WAIT;
     double t0 = clock_now_s();
     worker_t *w = worker_new(s);
+    char err[1024];
     int started = worker_start(w, err, sizeof err);
     if (started) {
         LOG(LL_ERROR, "%s", err);
         worker_abort(w);
         worker_free(w);
-        if (started == WORKER_BAD_SETTINGS) rc = EXIT_USAGE;
-        goto out_sink;
+        return started == WORKER_BAD_SETTINGS ? EXIT_USAGE : EXIT_RUNTIME;
     }
-    pthread_t enq_thread, col_thread;
-    pthread_create(&enq_thread, NULL, run_enqueue_main, &st);
-    pthread_create(&col_thread, NULL, run_collect_main, &st);
-    bool interrupted = false, redis_died = false;
-    while (!atomic_load(&st.collect_done)) {
-        if (sig_wait(100)) {
-            if (interrupted) {
-                LOG(LL_WARN, "second signal: exiting now");
-                _exit(EXIT_RUNTIME);
-            }
-            LOG(LL_WARN, "interrupted: stopping; results written so far stay in the output");
-            interrupted = true;
-            atomic_store(&st.stop, true);
-        }
-        char how[64];
-        if (local && !redis_died && localredis_exited(local, how, sizeof how)) {
-            LOG(LL_ERROR, "the private redis-server exited (%s): stopping; results written so far stay in the "
-                          "output, the rest of the job is lost with the server", how);
-            redis_died = interrupted = true;
-            atomic_store(&st.stop, true);
-        }
-    }
-    pthread_join(col_thread, NULL);
-    pthread_join(enq_thread, NULL);
-    if (interrupted) {
-        /* Finish or give back what is in flight, then write every result that was committed. */
-        cmd_drain_worker(w);
-        atomic_bool no_stop = false;
-        collect_progress_t more;
-        if (collect_run(s, st.sink, COLLECT_AVAILABLE, &no_stop, NULL, &more, err, sizeof err) == 0)
-            st.progress.written += more.written;
-        else
-            LOG(LL_ERROR, "%s", err);
-        if (!local) LOG(LL_WARN, "queue %s keeps the unfinished work (resume with chunkd worker --queue %s)", s->queue, s->queue);
-    } else {
-        worker_drain(w);
-    }
+    run_enqueue_and_collect(st);
+    run_wind_down(st, w);
     worker_free(w);
-    double secs = clock_now_s() - t0;
+    return run_report(st, clock_now_s() - t0);
+}
 
-    if (st.enq_rc) LOG(LL_ERROR, "%s", st.enq_err);
-    if (st.collect_rc) LOG(LL_ERROR, "%s", st.collect_err);
-    bool complete = !interrupted && st.enq_rc == 0 && st.collect_rc == 0;
-    if (complete) {
-        rc = st.enq.rejected ? EXIT_REJECTED : 0;
-        if (!local && !s->queue_set) run_delete_queue(s);
+int cmd_run(settings_t *s)
+{
+    run_state_t st = {.settings = s};
+    atomic_init(&st.stop, false);
+    atomic_init(&st.enqueue_done, false);
+    st.input = s->input ? s->input : "-";
+    st.in = strcmp(st.input, "-") == 0 ? stdin : fopen(st.input, "r");
+    if (!st.in) {
+        LOG(LL_ERROR, "cannot open input %s: %s", st.input, strerror(errno));
+        return EXIT_RUNTIME;
     }
-    fprintf(stderr, "chunkd run: %lld items, %.2f s, %.0f items/s; results: %s%s\n", st.progress.written, secs,
-            secs > 0 ? (double)st.progress.written / secs : 0.0, sink_where(st.sink),
-            complete ? "" : " (incomplete)");
-    if (st.enq.rejected)
-        fprintf(stderr, "chunkd run: %lld lines rejected; see %s\n", st.enq.rejected, st.enq.rejects_path);
-    if (st.collect_rc == 0) cmd_report_failed(s, &st.progress);
-out_sink:
+    char err[1024];
+    int rc = EXIT_RUNTIME;
+    if (run_prepare(&st, err, sizeof err)) {
+        LOG(LL_ERROR, "%s", err);
+        goto out_redis;
+    }
+    st.sink = sink_open(s->out, s->rotate_lines, false, err, sizeof err);
+    if (!st.sink) {
+        LOG(LL_ERROR, "%s", err);
+        goto out_redis;
+    }
+    rc = run_job(&st);
     if (sink_close(st.sink) && rc != EXIT_RUNTIME) {
         LOG(LL_ERROR, "cannot finish writing results: %s", strerror(errno));
         rc = EXIT_RUNTIME;
     }
 out_redis:
-    localredis_stop(local);
-out_input:
+    localredis_stop(st.local);
     if (st.in != stdin) fclose(st.in);
     return rc;
 }

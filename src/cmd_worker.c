@@ -1,7 +1,5 @@
 /* cmd_worker: `chunkd worker`: run the pipeline until SIGTERM/SIGINT (or, with --exit-when-empty, until the
  * queue is empty), then drain. A second signal exits at once. */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,32 +12,31 @@
 typedef struct drain_job {
     worker_t *worker;
     int rc;
-    atomic_bool done;
 } drain_job_t;
 
-static void *drain_main(void *arg)
+static void drain_job(void *arg)
 {
     drain_job_t *job = arg;
     job->rc = worker_drain(job->worker);
-    atomic_store(&job->done, true);
-    sig_wake();
-    return NULL;
+}
+
+static void drain_on_wake(void *arg, int sig)
+{
+    (void)arg;
+    if (!sig) return;
+    LOG(LL_WARN, "second signal: exiting now; unsettled chunks stay in this worker's processing list");
+    _exit(EXIT_RUNTIME);
 }
 
 int cmd_drain_worker(worker_t *w)
 {
     worker_begin_drain(w);
     drain_job_t job = {.worker = w};
-    atomic_init(&job.done, false);
-    pthread_t t;
-    pthread_create(&t, NULL, drain_main, &job);
-    while (!atomic_load(&job.done)) {
-        if (sig_wait(100)) {
-            LOG(LL_WARN, "second signal: exiting now; unsettled chunks stay in this worker's processing list");
-            _exit(EXIT_RUNTIME);
-        }
+    char err[128];
+    if (cmd_run_job(drain_job, drain_on_wake, &job, err, sizeof err)) {
+        LOG(LL_WARN, "%s: draining on the main thread, where a second signal waits for the drain", err);
+        drain_job(&job);
     }
-    pthread_join(t, NULL);
     return job.rc;
 }
 

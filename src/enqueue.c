@@ -22,10 +22,8 @@
 #define ENQUEUE_REJECTS_LOGGED 100            /* reject messages on stderr before they are only counted */
 
 typedef struct enqueue_state {
-    const settings_t *settings;
     keys_t keys;
     rconn_t *conn;
-    const atomic_bool *stop;
     char run_id[20];        /* random prefix of this run's chunk ids */
     long long chunk_seq;
     chunk_builder_t chunk;  /* the chunk being built: --chunk-size items, --max-chunk-bytes */
@@ -136,7 +134,7 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
     else if (is_stdin) snprintf(res->rejects_path, sizeof res->rejects_path, "chunkd-rejected.jsonl");
     else snprintf(res->rejects_path, sizeof res->rejects_path, "%s.rejected", input_name);
 
-    enqueue_state_t st = {.settings = s, .stop = stop, .res = res};
+    enqueue_state_t st = {.res = res};
     keys_init(&st.keys, s->queue);
     unsigned char rnd[6];
     if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) memset(rnd, (int)clock_now_ms(), sizeof rnd);

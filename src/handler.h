@@ -41,6 +41,10 @@ typedef struct handler {
  * from 0 to min(--retry-max-ms, --retry-base-ms * 2^(attempt-1)); rng is the calling loop's rand_r() state. */
 int64_t handler_retry_delay_ms(const settings_t *s, unsigned int *rng, int attempt);
 
+/* The number of event loops a worker runs with handler h: --threads (0: the CPU count), at most h's max_loops, at
+ * most --concurrency (every loop gets at least one place) and SCHED_PLACES_MAX_LOOPS; at least 1. */
+size_t handler_loop_count(const handler_t *h, const settings_t *s);
+
 /* Returns the handler called name, or NULL. */
 const handler_t *handler_find(const char *name);
 

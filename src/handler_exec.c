@@ -792,23 +792,76 @@ static void on_child_exit(loop_t *loop, loop_watch_t *w, uint32_t events)
 
 static int set_nonblock(int fd) { return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-static void proc_spawn(exec_proc_t *p)
+/* The subprocess's stdin, stdout and stderr pipes, close-on-exec, our ends non-blocking. Returns 0, or -1 with why
+ * (every end closed). */
+static int proc_pipes(int in[2], int out[2], int err[2], char *why, size_t whylen)
 {
-    exec_loop_t *el = p->el;
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
-    char why[200];
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || set_nonblock(in[1]) ||
         set_nonblock(out[0]) || set_nonblock(err[0])) {
-        snprintf(why, sizeof why, "could not get pipes: %s", strerror(errno));
+        snprintf(why, whylen, "could not get pipes: %s", strerror(errno));
         for (int i = 0; i < 2; i++) close_fd(&in[i]), close_fd(&out[i]), close_fd(&err[i]);
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts --cmd under its keeper (keeper.h) on the pipes' child ends (then closed here). Returns keeper_spawn()'s
+ * result (0: *pid is the keeper, the subprocess as the handler sees it). */
+static int proc_start_child(const exec_loop_t *el, int in[2], int out[2], int err[2], pid_t *pid)
+{
+    int rc = keeper_spawn(el->sh->argv, el->sh->envp, (const int[3]){in[0], out[1], err[1]}, pid);
+    close_fd(&in[0]);
+    close_fd(&out[1]);
+    close_fd(&err[1]);
+    return rc;
+}
+
+/* Makes the started child p's subprocess: linked into the loop's children, watched (its pidfd, stdout, stderr),
+ * given EXEC_UP_MS to come up. Takes pidfd and our pipe ends. */
+static void proc_attach(exec_proc_t *p, pid_t pid, int pidfd, int in_fd, int out_fd, int err_fd)
+{
+    exec_loop_t *el = p->el;
+    exec_child_t *c = xcalloc(1, sizeof *c);
+    c->el = el;
+    c->proc = p;
+    c->pid = pid;
+    c->next = el->children;
+    if (el->children) el->children->prev = c;
+    el->children = c;
+    p->child = c;
+    p->pid = pid;
+    p->in_fd = in_fd;
+    p->out_fd = out_fd;
+    p->err_fd = err_fd;
+    p->state = PROC_IDLE;
+    p->up = false;
+    p->closing = false;
+    p->written = 0;
+    dynbuf_init(&p->line, (size_t)el->s->max_result_bytes);
+    if (loop_watch_start(el->loop, &c->watch, pidfd, EPOLLIN, on_child_exit) ||
+        loop_watch_start(el->loop, &p->out_watch, p->out_fd, EPOLLIN, on_out) ||
+        loop_watch_start(el->loop, &p->err_watch, p->err_fd, EPOLLIN, on_err)) {
+        char why[200];
+        c->watch.fd = pidfd;
+        snprintf(why, sizeof why, "could not be watched: %s", strerror(errno));
+        proc_failed(p, why, true);
+        return;
+    }
+    loop_timer_start(el->loop, &p->up_timer, loop_now_ms(el->loop) + EXEC_UP_MS, proc_up_fired);
+    LOG(LL_DEBUG, "exec: started subprocess %d", (int)pid);
+    dispatch(el);
+}
+
+static void proc_spawn(exec_proc_t *p)
+{
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    char why[200];
+    if (proc_pipes(in, out, err, why, sizeof why)) {
         proc_failed(p, why, true);
         return;
     }
     pid_t pid = 0;
-    int rc = keeper_spawn(el->sh->argv, el->sh->envp, (const int[3]){in[0], out[1], err[1]}, &pid);
-    close_fd(&in[0]);
-    close_fd(&out[1]);
-    close_fd(&err[1]);
+    int rc = proc_start_child(p->el, in, out, err, &pid);
     int pidfd = rc ? -1 : pidfd_open(pid, 0);
     if (rc || pidfd < 0) {
         if (rc) {
@@ -826,34 +879,7 @@ static void proc_spawn(exec_proc_t *p)
         proc_failed(p, why, true);
         return;
     }
-    exec_child_t *c = xcalloc(1, sizeof *c);
-    c->el = el;
-    c->proc = p;
-    c->pid = pid;
-    c->next = el->children;
-    if (el->children) el->children->prev = c;
-    el->children = c;
-    p->child = c;
-    p->pid = pid;
-    p->in_fd = in[1];
-    p->out_fd = out[0];
-    p->err_fd = err[0];
-    p->state = PROC_IDLE;
-    p->up = false;
-    p->closing = false;
-    p->written = 0;
-    dynbuf_init(&p->line, (size_t)el->s->max_result_bytes);
-    if (loop_watch_start(el->loop, &c->watch, pidfd, EPOLLIN, on_child_exit) ||
-        loop_watch_start(el->loop, &p->out_watch, p->out_fd, EPOLLIN, on_out) ||
-        loop_watch_start(el->loop, &p->err_watch, p->err_fd, EPOLLIN, on_err)) {
-        c->watch.fd = pidfd;
-        snprintf(why, sizeof why, "could not be watched: %s", strerror(errno));
-        proc_failed(p, why, true);
-        return;
-    }
-    loop_timer_start(el->loop, &p->up_timer, loop_now_ms(el->loop) + EXEC_UP_MS, proc_up_fired);
-    LOG(LL_DEBUG, "exec: started subprocess %d", (int)pid);
-    dispatch(el);
+    proc_attach(p, pid, pidfd, in[1], out[0], err[0]);
 }
 
 static int exec_loop_init(loop_t *loop, const settings_t *s, void *shared, void **state)

@@ -206,8 +206,7 @@ static int http_loop_init(loop_t *loop, const settings_t *s, void *shared, void 
     hl->loop = loop;
     list_init(&hl->calls);
     hl->rng = (unsigned int)loop_now_ms(loop) ^ (unsigned int)(uintptr_t)hl;
-    long n_loops = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
-    long per_loop = s->concurrency / (n_loops > 0 ? n_loops : 1) + 1;
+    long per_loop = s->concurrency / (long)handler_loop_count(&handler_http, s) + 1;
     hl->n_shards = (size_t)((per_loop + HTTP_SHARD_CONNS - 1) / HTTP_SHARD_CONNS);
     if (hl->n_shards < 1) hl->n_shards = 1;
     hl->shards = xcalloc(hl->n_shards, sizeof *hl->shards);

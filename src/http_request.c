@@ -265,57 +265,62 @@ static bool header_forbidden(const http_config_t *c, const char *name)
     return false;
 }
 
-static const char *request_fill(const http_config_t *c, const json_t *item, const char *id_json, http_request_t *req,
-                                char *why, size_t whylen)
+/* Appends the item's absolute "url" to url; *host gets its host (malloc'd) on success. Returns NULL, or an error
+ * message (a constant or why[]). */
+static const char *url_absolute(const http_config_t *c, const json_t *jurl, dynbuf_t *url, char **host, char *why,
+                                size_t whylen)
 {
-    const settings_t *s = c->settings;
-    if (!json_is_object(item)) return "an http item must be a JSON object";
-    json_t *jmethod = json_object_get(item, "method"), *jpath = json_object_get(item, "path"),
-           *jurl = json_object_get(item, "url"), *jquery = json_object_get(item, "query"),
-           *jheaders = json_object_get(item, "headers"), *jbody = json_object_get(item, "body");
+    if (!json_is_string(jurl)) return "\"url\" must be a string";
+    const char *u = json_string_value(jurl);
+    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) return "\"url\" must be http or https";
+    char *h = http_url_host(u);
+    if (!h) return "\"url\" is not a valid URL";
+    if (!host_allowed(c, h)) {
+        snprintf(why, whylen, "host %.200s of \"url\" is not in --allow-hosts; no request was made", h);
+        free(h);
+        return why;
+    }
+    if (dynbuf_addstr(url, u)) {
+        free(h);
+        return "\"url\" is too long";
+    }
+    *host = h;
+    return NULL;
+}
 
+/* Appends --base-url and the item's "path" (if any) to url. Returns NULL, or an error message. */
+static const char *url_from_base(const http_config_t *c, const json_t *jpath, dynbuf_t *url)
+{
+    if (!c->base_url) return "item has no \"url\" and no --base-url is set";
+    const char *path = "";
+    if (jpath) {
+        if (!json_is_string(jpath)) return "\"path\" must be a string";
+        path = json_string_value(jpath);
+        if (path[0] != '/') return "\"path\" must start with '/'";
+        for (const char *p = path; *p; p++)
+            if ((unsigned char)*p <= ' ' || *p == 0x7f) return "\"path\" must not contain spaces or control characters";
+    }
+    if (dynbuf_addstr(url, c->base_url) || dynbuf_addstr(url, path)) return "URL too long";
+    return NULL;
+}
+
+/* Sets req->url from the item's "url" or "path", and its "query". Returns NULL, or an error message. */
+static const char *request_url(const http_config_t *c, const json_t *item, http_request_t *req, char *why,
+                               size_t whylen)
+{
+    json_t *jurl = json_object_get(item, "url");
     dynbuf_t url;
     dynbuf_init(&url, 65536);
-    const char *allowed_host = NULL;
-    char *host = NULL;
-    const char *error = NULL;
-    if (jurl) {
-        if (!json_is_string(jurl)) return "\"url\" must be a string";
-        const char *u = json_string_value(jurl);
-        if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) return "\"url\" must be http or https";
-        host = http_url_host(u);
-        if (!host) return "\"url\" is not a valid URL";
-        if (!host_allowed(c, host)) {
-            snprintf(why, whylen, "host %.200s of \"url\" is not in --allow-hosts; no request was made", host);
-            free(host);
-            return why;
-        }
-        if (dynbuf_addstr(&url, u)) {
-            free(host);
-            dynbuf_free(&url);
-            return "\"url\" is too long";
-        }
-        allowed_host = host;
-    } else {
-        if (!c->base_url) return "item has no \"url\" and no --base-url is set";
-        const char *path = "";
-        if (jpath) {
-            if (!json_is_string(jpath)) return "\"path\" must be a string";
-            path = json_string_value(jpath);
-            if (path[0] != '/') return "\"path\" must start with '/'";
-            for (const char *p = path; *p; p++)
-                if ((unsigned char)*p <= ' ' || *p == 0x7f) return "\"path\" must not contain spaces or control characters";
-        }
-        if (dynbuf_addstr(&url, c->base_url) || dynbuf_addstr(&url, path)) error = "URL too long";
-        allowed_host = c->base_host;
-    }
-    if (!error) error = add_query(&url, jquery);
+    char *host = NULL; /* of an absolute "url": allowed */
+    const char *error = jurl ? url_absolute(c, jurl, &url, &host, why, whylen)
+                             : url_from_base(c, json_object_get(item, "path"), &url);
+    if (!error) error = add_query(&url, json_object_get(item, "query"));
     /* The URL must still name the allowed host (a crafted path or query cannot move it). A URL built on
      * --base-url needs no parsing for that: what follows base_url starts with '/' (the path) or '?' (the query;
      * '&' only after a '?'), so the authority part, and with it the host, ends where base_url ends. */
-    if (!error && jurl) {
+    if (!error && host) {
         char *final_host = http_url_host(url.data);
-        if (!final_host || strcmp(final_host, allowed_host) != 0) error = "the URL built from the item changes its host";
+        if (!final_host || strcmp(final_host, host) != 0) error = "the URL built from the item changes its host";
         free(final_host);
     }
     free(host);
@@ -324,46 +329,70 @@ static const char *request_fill(const http_config_t *c, const json_t *item, cons
         return error;
     }
     req->url = dynbuf_take(&url, NULL);
+    return NULL;
+}
 
-    if (jmethod) {
-        if (!json_is_string(jmethod) || json_string_length(jmethod) == 0 || json_string_length(jmethod) > 16)
-            return "\"method\" must be a short string";
-        for (const char *p = json_string_value(jmethod); *p; p++)
-            if (!isupper((unsigned char)*p)) return "\"method\" must be upper-case letters, like GET or POST";
-        req->method = xstrdup(json_string_value(jmethod));
-    }
+/* Sets req->method from the item's "method", if any. Returns NULL, or an error message. */
+static const char *request_method(const json_t *jmethod, http_request_t *req)
+{
+    if (!jmethod) return NULL;
+    if (!json_is_string(jmethod) || json_string_length(jmethod) == 0 || json_string_length(jmethod) > 16)
+        return "\"method\" must be a short string";
+    for (const char *p = json_string_value(jmethod); *p; p++)
+        if (!isupper((unsigned char)*p)) return "\"method\" must be upper-case letters, like GET or POST";
+    req->method = xstrdup(json_string_value(jmethod));
+    return NULL;
+}
 
-    bool has_content_type = false;
-    if (jheaders) {
-        if (!json_is_object(jheaders)) return "\"headers\" must be an object of strings";
-        const char *name;
-        json_t *v;
-        json_object_foreach(jheaders, name, v) {
-            if (!json_is_string(v) || !http_header_ok(name, strlen(name), json_string_value(v), json_string_length(v)))
-                return "\"headers\" must map valid header names to strings without line breaks";
-            if (header_forbidden(c, name)) {
-                snprintf(why, whylen, "header %.100s may not be set by an item", name);
-                return why;
-            }
-            if (strcasecmp(name, "content-type") == 0) has_content_type = true;
-            char *line = xasprintf("%s: %s", name, json_string_value(v));
-            req->headers = curl_slist_append(req->headers, line);
-            free(line);
+/* Adds the item's "headers" to req; *has_content_type tells whether they set one. Returns NULL, or an error
+ * message (a constant or why[]). */
+static const char *request_item_headers(const http_config_t *c, json_t *jheaders, http_request_t *req,
+                                        bool *has_content_type, char *why, size_t whylen)
+{
+    *has_content_type = false;
+    if (!jheaders) return NULL;
+    if (!json_is_object(jheaders)) return "\"headers\" must be an object of strings";
+    const char *name;
+    json_t *v;
+    json_object_foreach(jheaders, name, v) {
+        if (!json_is_string(v) || !http_header_ok(name, strlen(name), json_string_value(v), json_string_length(v)))
+            return "\"headers\" must map valid header names to strings without line breaks";
+        if (header_forbidden(c, name)) {
+            snprintf(why, whylen, "header %.100s may not be set by an item", name);
+            return why;
         }
+        if (strcasecmp(name, "content-type") == 0) *has_content_type = true;
+        char *line = xasprintf("%s: %s", name, json_string_value(v));
+        req->headers = curl_slist_append(req->headers, line);
+        free(line);
     }
-    if (jbody) {
-        if (json_is_string(jbody)) {
-            req->body_len = json_string_length(jbody);
-            req->body = xstrndup(json_string_value(jbody), req->body_len);
-        } else {
-            req->body = json_dumps(jbody, JSON_COMPACT | JSON_ENCODE_ANY);
-            if (!req->body) return "\"body\" cannot be encoded";
-            req->body_len = strlen(req->body);
-            if (!has_content_type) req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
-        }
+    return NULL;
+}
+
+/* Sets req->body from the item's "body", if any: a string as it is, any other value as JSON (with a Content-Type
+ * unless the item gave one). Returns NULL, or an error message. */
+static const char *request_body(const json_t *jbody, bool has_content_type, http_request_t *req)
+{
+    if (!jbody) return NULL;
+    if (json_is_string(jbody)) {
+        req->body_len = json_string_length(jbody);
+        req->body = xstrndup(json_string_value(jbody), req->body_len);
+        return NULL;
     }
+    req->body = json_dumps(jbody, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!req->body) return "\"body\" cannot be encoded";
+    req->body_len = strlen(req->body);
+    if (!has_content_type) req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
+    return NULL;
+}
+
+/* Adds the headers chunkd sets itself: the secret ones (only to --base-url, so with to_base_url), the
+ * Idempotency-Key, and an empty Expect. */
+static void request_own_headers(const http_config_t *c, bool to_base_url, const char *id_json, http_request_t *req)
+{
+    const settings_t *s = c->settings;
     /* Secrets go only to --base-url: an item's absolute url (even to an allowed host) never carries them. */
-    if (!jurl)
+    if (to_base_url)
         for (size_t i = 0; i < c->n_secret; i++)
             req->headers = curl_slist_append(req->headers, c->secret_headers[i]);
     if (s->idempotency_key) {
@@ -383,6 +412,20 @@ static const char *request_fill(const http_config_t *c, const json_t *item, cons
     }
     /* No "Expect: 100-continue" round trip before a large body (only bodies can trigger it). */
     if (req->body) req->headers = curl_slist_append(req->headers, "Expect:");
+}
+
+static const char *request_fill(const http_config_t *c, const json_t *item, const char *id_json, http_request_t *req,
+                                char *why, size_t whylen)
+{
+    if (!json_is_object(item)) return "an http item must be a JSON object";
+    const char *error = request_url(c, item, req, why, whylen);
+    if (!error) error = request_method(json_object_get(item, "method"), req);
+    bool has_content_type = false;
+    if (!error)
+        error = request_item_headers(c, json_object_get(item, "headers"), req, &has_content_type, why, whylen);
+    if (!error) error = request_body(json_object_get(item, "body"), has_content_type, req);
+    if (error) return error;
+    request_own_headers(c, !json_object_get(item, "url"), id_json, req);
     return NULL;
 }
 

@@ -60,20 +60,52 @@ static void localredis_log_tail(const char *dir, char *out, size_t outlen)
     snprintf(out, outlen, "%s", last ? last + 1 : buf);
 }
 
-localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
+/* A private directory for the socket and the log: under $TMPDIR when the socket path fits sun_path. */
+static int localredis_make_dir(localredis_t *r, char *err, size_t errlen)
 {
-    localredis_t *r = xcalloc(1, sizeof *r);
     const char *tmp = getenv("TMPDIR");
     /* The socket path must fit sun_path (108 bytes): a longer $TMPDIR falls back to /tmp. */
     if (!tmp || !*tmp || strlen(tmp) + sizeof "/chunkd-XXXXXX/redis.sock" > 108) tmp = "/tmp";
     snprintf(r->dir, sizeof r->dir, "%s/chunkd-XXXXXX", tmp);
     if (!mkdtemp(r->dir)) {
         snprintf(err, errlen, "cannot create a temporary directory for redis-server: %s", strerror(errno));
-        free(r);
-        return NULL;
+        return -1;
     }
     snprintf(r->socket, sizeof r->socket, "%s/redis.sock", r->dir);
     snprintf(r->url, sizeof r->url, "unix://%s", r->socket);
+    return 0;
+}
+
+/* In the forked child: becomes redis-server, or exits 127. logpath is made before the fork (only a few
+ * async-signal-safe calls between fork and exec). */
+_Noreturn static void localredis_exec_child(const localredis_t *r, const char *server_bin, const char *logpath,
+                                            pid_t parent)
+{
+    /* A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group) or `timeout` must
+     * reach chunkd only, which drains into this server and stops it last. */
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+    }
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    char *argv[] = {(char *)server_bin, "--port", "0", "--unixsocket", (char *)r->socket, "--unixsocketperm", "700",
+                    "--save", "", "--appendonly", "no", "--dir", (char *)r->dir, "--daemonize", "no", NULL};
+    execvp(server_bin, argv);
+    fprintf(stderr, "cannot run %s: %s\n", server_bin, strerror(errno));
+    _exit(127);
+}
+
+/* Forks the server (r->pid). Returns 0 in the parent, or -1 with err. */
+static int localredis_fork(localredis_t *r, const char *server_bin, char *err, size_t errlen)
+{
     char logpath[192];
     snprintf(logpath, sizeof logpath, "%s/redis.log", r->dir);
     pid_t parent = getpid();
@@ -82,31 +114,32 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
     if (r->pid != 0) children_spawn_end(r->pid);
     if (r->pid < 0) {
         snprintf(err, errlen, "cannot fork redis-server: %s", strerror(errno));
-        goto fail;
+        return -1;
     }
-    if (r->pid == 0) {
-        /* A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group) or `timeout` must
-         * reach chunkd only, which drains into this server and stops it last. */
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(127);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) dup2(devnull, STDIN_FILENO);
-        char *argv[] = {(char *)server_bin, "--port", "0", "--unixsocket", r->socket, "--unixsocketperm", "700",
-                        "--save", "", "--appendonly", "no", "--dir", r->dir, "--daemonize", "no", NULL};
-        execvp(server_bin, argv);
-        fprintf(stderr, "cannot run %s: %s\n", server_bin, strerror(errno));
-        _exit(127);
-    }
+    if (r->pid == 0) localredis_exec_child(r, server_bin, logpath, parent);
     setpgid(r->pid, r->pid); /* as the child does: whichever runs first */
+    return 0;
+}
+
+/* True once the server answers PING on its socket. */
+static bool localredis_answers(const localredis_t *r)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectUnixWithTimeout(r->socket, tv);
+    bool up = false;
+    if (c && !c->err) {
+        redisReply *rep = redisCommand(c, "PING");
+        up = rep && rep->type == REDIS_REPLY_STATUS;
+        if (rep) freeReplyObject(rep);
+    }
+    if (c) redisFree(c);
+    return up;
+}
+
+/* Waits up to LOCALREDIS_START_MS for the server to answer. Returns 0, or -1 with err (the server exited: with the
+ * last line of its log; r->pid is then 0). */
+static int localredis_wait_up(localredis_t *r, const char *server_bin, char *err, size_t errlen)
+{
     int64_t deadline = clock_now_ms() + LOCALREDIS_START_MS;
     while (clock_now_ms() < deadline) {
         int status;
@@ -120,26 +153,28 @@ localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
                          ? " (install Debian's redis-server, or give --redis / REDIS_URL)"
                          : "");
             r->pid = 0;
-            goto fail;
+            return -1;
         }
-        struct timeval tv = {1, 0};
-        redisContext *c = redisConnectUnixWithTimeout(r->socket, tv);
-        if (c && !c->err) {
-            redisReply *rep = redisCommand(c, "PING");
-            bool up = rep && rep->type == REDIS_REPLY_STATUS;
-            if (rep) freeReplyObject(rep);
-            redisFree(c);
-            if (up) return r;
-        } else if (c) {
-            redisFree(c);
-        }
+        if (localredis_answers(r)) return 0;
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
     snprintf(err, errlen, "private redis-server did not answer within %d ms", LOCALREDIS_START_MS);
-fail:
-    localredis_stop(r);
-    return NULL;
+    return -1;
+}
+
+localredis_t *localredis_start(const char *server_bin, char *err, size_t errlen)
+{
+    localredis_t *r = xcalloc(1, sizeof *r);
+    if (localredis_make_dir(r, err, errlen)) {
+        free(r);
+        return NULL;
+    }
+    if (localredis_fork(r, server_bin, err, errlen) || localredis_wait_up(r, server_bin, err, errlen)) {
+        localredis_stop(r);
+        return NULL;
+    }
+    return r;
 }
 
 const char *localredis_url(const localredis_t *r) { return r->url; }

@@ -25,25 +25,33 @@
 
 extern char **environ;
 
+/* The subcommands: this one table drives dispatch, the settings each one accepts (its bit: a setting belongs to the
+ * subcommands whose bits its row in settings.c names), `chunkd --help` and `chunkd COMMAND --help`. A new subcommand
+ * is a row here, its bit in settings.h and its cmd_<name>() in cmd.h (the compiler asks for both). */
 typedef struct command {
     const char *name;
-    int (*run)(settings_t *s);
-    const char *usage;
-    const char *summary;
+    int bit;                   /* CMD_* */
+    int (*run)(settings_t *s); /* cmd_<name>(): the process's exit status */
+    const char *usage;         /* what follows "chunkd <name>" */
+    const char *summary;       /* the --help paragraph */
 } command_t;
 
 static const command_t commands[] = {
-    {"run", cmd_run, "[options] [FILE|-]",
-     "Run a whole job on this machine: read JSON Lines, write one result line per item. Uses REDIS_URL when set,\n"
-     "otherwise a private redis-server on a unix socket."},
-    {"enqueue", cmd_enqueue, "[options] [FILE|-]", "Read JSON Lines and push them as chunks onto the pending list."},
-    {"worker", cmd_worker, "[options]",
-     "Take chunks from the pending list, run their items, commit results to the stream. SIGTERM drains."},
-    {"collect", cmd_collect, "[options]", "Write results from the stream as JSON Lines (stdout, --out FILE or DIR)."},
-    {"status", cmd_status, "[options]", "Show a queue's counters."},
-    {"requeue", cmd_requeue, "[options]", "Move failed items from the dead list back to pending."},
-    {"recover", cmd_recover, "[options]",
-     "Run the reaper once: give the chunks of workers whose lease expired back to pending."},
+    {.name = "run", .bit = CMD_RUN, .run = cmd_run, .usage = "[options] [FILE|-]",
+     .summary = "Run a whole job on this machine: read JSON Lines, write one result line per item. Uses REDIS_URL "
+                "when set,\notherwise a private redis-server on a unix socket."},
+    {.name = "enqueue", .bit = CMD_ENQUEUE, .run = cmd_enqueue, .usage = "[options] [FILE|-]",
+     .summary = "Read JSON Lines and push them as chunks onto the pending list."},
+    {.name = "worker", .bit = CMD_WORKER, .run = cmd_worker, .usage = "[options]",
+     .summary = "Take chunks from the pending list, run their items, commit results to the stream. SIGTERM drains."},
+    {.name = "collect", .bit = CMD_COLLECT, .run = cmd_collect, .usage = "[options]",
+     .summary = "Write results from the stream as JSON Lines (stdout, --out FILE or DIR)."},
+    {.name = "status", .bit = CMD_STATUS, .run = cmd_status, .usage = "[options]",
+     .summary = "Show a queue's counters."},
+    {.name = "requeue", .bit = CMD_REQUEUE, .run = cmd_requeue, .usage = "[options]",
+     .summary = "Move failed items from the dead list back to pending."},
+    {.name = "recover", .bit = CMD_RECOVER, .run = cmd_recover, .usage = "[options]",
+     .summary = "Run the reaper once: give the chunks of workers whose lease expired back to pending."},
 };
 
 static void usage(FILE *f)
@@ -113,7 +121,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
-    int bit = settings_command(cmd->name);
+    int bit = cmd->bit;
     settings_t s;
     char err[1024];
     settings_rc_t prc = settings_parse(&s, bit, argc - 1, argv + 1, environ, err, sizeof err);
@@ -127,6 +135,7 @@ int main(int argc, char **argv)
         settings_free(&s);
         return EXIT_USAGE;
     }
+    settings_apply_log(&s);
     if ((closed_fds & (1 << STDOUT_FILENO)) && !s.out && (bit & (CMD_COLLECT | CMD_RUN))) {
         /* Results written to /dev/null would be acknowledged and deleted from the stream: lost. */
         fprintf(stderr, "chunkd %s: stdout is closed, so results have nowhere to go: give --out FILE\n", cmd->name);

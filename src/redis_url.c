@@ -69,71 +69,69 @@ static int parse_int(const char *s, size_t len, int min, int max, int *out)
     return 0;
 }
 
-int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen)
+/* unix:///path[?db=N], p just past "unix://". */
+static int parse_unix(const char *p, redis_url_t *out, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
-    out->port = 6379;
-    if (strncmp(text, "unix://", 7) == 0) {
-        const char *p = text + 7, *q = strchr(p, '?');
-        size_t len = q ? (size_t)(q - p) : strlen(p);
-        if (len == 0 || p[0] != '/') {
-            snprintf(err, errlen, "unix:// needs an absolute socket path, as in unix:///run/redis.sock");
-            return -1;
-        }
-        if (pct_decode(p, len, out->path, sizeof out->path)) {
-            snprintf(err, errlen, "unix socket path is invalid or longer than %zu bytes", sizeof out->path - 1);
-            return -1;
-        }
-        if (q) {
-            if (strncmp(q, "?db=", 4) != 0 || parse_int(q + 4, strlen(q + 4), 0, 100000, &out->db)) {
-                snprintf(err, errlen, "unix:// accepts only ?db=N after the path");
-                return -1;
-            }
-        }
-        out->is_unix = true;
-        return 0;
-    }
-    if (strncmp(text, "rediss://", 9) == 0) {
-        snprintf(err, errlen, "rediss:// (TLS) is not supported by this build; use redis:// or unix://");
+    const char *q = strchr(p, '?');
+    size_t len = q ? (size_t)(q - p) : strlen(p);
+    if (len == 0 || p[0] != '/') {
+        snprintf(err, errlen, "unix:// needs an absolute socket path, as in unix:///run/redis.sock");
         return -1;
     }
-    if (strncmp(text, "redis://", 8) != 0) {
-        snprintf(err, errlen, "expected redis://host[:port][/db] or unix:///path");
+    if (pct_decode(p, len, out->path, sizeof out->path)) {
+        snprintf(err, errlen, "unix socket path is invalid or longer than %zu bytes", sizeof out->path - 1);
         return -1;
     }
-    const char *p = text + 8;
-    const char *slash = strchr(p, '/');
-    size_t auth_end = slash ? (size_t)(slash - p) : strlen(p);
+    if (q) {
+        if (strncmp(q, "?db=", 4) != 0 || parse_int(q + 4, strlen(q + 4), 0, 100000, &out->db)) {
+            snprintf(err, errlen, "unix:// accepts only ?db=N after the path");
+            return -1;
+        }
+    }
+    out->is_unix = true;
+    return 0;
+}
+
+/* The userinfo of redis://[user:password@]host..., p just past "redis://" and auth_end the length before the path.
+ * Sets *host_start past the '@' (or to p without one). */
+static int parse_userinfo(const char *p, size_t auth_end, redis_url_t *out, const char **host_start, char *err,
+                          size_t errlen)
+{
+    *host_start = p;
     /* The last '@' before the path separates the userinfo, so a password may contain '@' when encoded or not. */
     const char *at = NULL;
     for (size_t i = 0; i < auth_end; i++)
         if (p[i] == '@') at = p + i;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (pct_decode(p, (size_t)(colon - p), out->user, sizeof out->user) ||
-                pct_decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password)) {
-                snprintf(err, errlen, "user or password is invalid (bad %%-escape) or too long");
-                return -1;
-            }
-        } else if (pct_decode(p, (size_t)(at - p), out->password, sizeof out->password)) {
-            /* redis://secret@host: a password alone, as redis-cli reads it. */
-            snprintf(err, errlen, "password is invalid (bad %%-escape) or too long");
+    if (!at) return 0;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon) {
+        if (pct_decode(p, (size_t)(colon - p), out->user, sizeof out->user) ||
+            pct_decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof out->password)) {
+            snprintf(err, errlen, "user or password is invalid (bad %%-escape) or too long");
             return -1;
         }
-        p = at + 1;
+    } else if (pct_decode(p, (size_t)(at - p), out->password, sizeof out->password)) {
+        /* redis://secret@host: a password alone, as redis-cli reads it. */
+        snprintf(err, errlen, "password is invalid (bad %%-escape) or too long");
+        return -1;
     }
-    const char *hostport_end = slash ? slash : p + strlen(p);
+    *host_start = at + 1;
+    return 0;
+}
+
+/* host[:port] or [ipv6][:port] in p..end. */
+static int parse_hostport(const char *p, const char *end, redis_url_t *out, char *err, size_t errlen)
+{
     const char *host = p, *host_end, *port = NULL;
     if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(hostport_end - p));
+        const char *rb = memchr(p, ']', (size_t)(end - p));
         if (!rb) {
             snprintf(err, errlen, "unterminated [ipv6] host");
             return -1;
         }
         host = p + 1;
         host_end = rb;
-        if (rb + 1 < hostport_end) {
+        if (rb + 1 < end) {
             if (rb[1] != ':') {
                 snprintf(err, errlen, "unexpected text after ]");
                 return -1;
@@ -141,8 +139,8 @@ int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen
             port = rb + 2;
         }
     } else {
-        const char *colon = memchr(p, ':', (size_t)(hostport_end - p));
-        host_end = colon ? colon : hostport_end;
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        host_end = colon ? colon : end;
         if (colon) port = colon + 1;
     }
     size_t host_len = (size_t)(host_end - host);
@@ -160,10 +158,30 @@ int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen
     }
     memcpy(out->host, host, host_len);
     out->host[host_len] = '\0';
-    if (port && parse_int(port, (size_t)(hostport_end - port), 1, 65535, &out->port)) {
+    if (port && parse_int(port, (size_t)(end - port), 1, 65535, &out->port)) {
         snprintf(err, errlen, "port must be a number from 1 to 65535");
         return -1;
     }
+    return 0;
+}
+
+int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (strncmp(text, "unix://", 7) == 0) return parse_unix(text + 7, out, err, errlen);
+    if (strncmp(text, "rediss://", 9) == 0) {
+        snprintf(err, errlen, "rediss:// (TLS) is not supported by this build; use redis:// or unix://");
+        return -1;
+    }
+    if (strncmp(text, "redis://", 8) != 0) {
+        snprintf(err, errlen, "expected redis://host[:port][/db] or unix:///path");
+        return -1;
+    }
+    const char *p = text + 8;
+    const char *slash = strchr(p, '/');
+    if (parse_userinfo(p, slash ? (size_t)(slash - p) : strlen(p), out, &p, err, errlen)) return -1;
+    if (parse_hostport(p, slash ? slash : p + strlen(p), out, err, errlen)) return -1;
     if (slash && slash[1] != '\0' && parse_int(slash + 1, strlen(slash + 1), 0, 100000, &out->db)) {
         snprintf(err, errlen, "database after / must be a number");
         return -1;

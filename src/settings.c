@@ -31,160 +31,196 @@ typedef struct setting_def {
     const char *help;
 } setting_def_t;
 
-#define ALL (CMD_ENQUEUE | CMD_WORKER | CMD_COLLECT | CMD_STATUS | CMD_RUN | CMD_REQUEUE | CMD_RECOVER)
 #define OFF(field) offsetof(settings_t, field)
 
 static const setting_def_t setting_defs[] = {
-    {"redis", "REDIS_URL", ST_STR, OFF(redis_url), NULL, 0, 0, NULL, ALL, true, false,
-     "Redis address: redis://[user:password@]host[:port][/db] or unix:///path[?db=N] (run: a private server when unset)"},
-    {"queue", "CHUNKD_QUEUE", ST_STR, OFF(queue), "default", 0, 0, NULL, ALL, false, false,
-     "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
-    {"log-level", "CHUNKD_LOG_LEVEL", ST_STR, OFF(log_level), "info", 0, 0, "debug info warn error", ALL, false, false,
-     "least severe level logged"},
-    {"log-format", "CHUNKD_LOG_FORMAT", ST_STR, OFF(log_format), "text", 0, 0, "text json", ALL, false, false,
-     "log lines as text or as JSON objects (for cluster log collectors)"},
-    {"redis-timeout-ms", "CHUNKD_REDIS_TIMEOUT_MS", ST_INT, OFF(redis_timeout_ms), "5000", 100, 600000, NULL, ALL,
-     false, false, "Redis connect and command timeout"},
-    {"redis-wait-ms", "CHUNKD_REDIS_WAIT_MS", ST_INT, OFF(redis_wait_ms), "0", 0, 86400000, NULL, CMD_WORKER, false,
-     false, "at start, how long to wait for a Redis that cannot be reached (not ready meanwhile) before exiting 1 "
-            "(0: forever)"},
-    {"chunk-size", "CHUNKD_CHUNK_SIZE", ST_INT, OFF(chunk_size), "100", 1, 100000, NULL, CMD_ENQUEUE | CMD_RUN | CMD_REQUEUE, false, false,
-     "items per chunk"},
-    {"max-item-bytes", "CHUNKD_MAX_ITEM_BYTES", ST_INT, OFF(max_item_bytes), "1048576", 16, 67108864, NULL,
-     CMD_ENQUEUE | CMD_RUN, false, false, "longest input line accepted; longer lines are rejected"},
-    {"rejects", "CHUNKD_REJECTS", ST_STR, OFF(rejects), NULL, 0, 0, NULL, CMD_ENQUEUE | CMD_RUN, false, false,
-     "file for rejected lines (default <input>.rejected, or chunkd-rejected.jsonl for stdin)"},
-    {"handler", "CHUNKD_HANDLER", ST_STR, OFF(handler), "sleep", 0, 0, "sleep echo http exec", CMD_WORKER | CMD_RUN, false, false,
-     "what runs each item"},
-    {"sleep-ms", "CHUNKD_SLEEP_MS", ST_INT, OFF(sleep_ms), "100", 0, 86400000, NULL, CMD_WORKER | CMD_RUN, false, false,
-     "sleep handler: delay for items without a \"sleep_ms\" field"},
-    {"concurrency", "CHUNKD_CONCURRENCY", ST_INT, OFF(concurrency), "1000", 1, 1000000, NULL, CMD_WORKER | CMD_RUN,
-     false, false, "items held in flight by this process"},
-    {"threads", "CHUNKD_THREADS", ST_INT, OFF(threads), "0", 0, 256, NULL, CMD_WORKER | CMD_RUN, false, false,
-     "event-loop threads (0: the number of CPUs)"},
-    {"exit-when-empty", "CHUNKD_EXIT_WHEN_EMPTY", ST_BOOL, OFF(exit_when_empty), "false", 0, 0, NULL, CMD_WORKER,
-     false, false, "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
-    {"drain-timeout-ms", "CHUNKD_DRAIN_TIMEOUT_MS", ST_INT, OFF(drain_timeout_ms), "20000", 0, 3600000, NULL,
-     CMD_WORKER | CMD_RUN, false, false, "on SIGTERM, how long in-flight items may take before their chunks go back"},
-    {"fetch-block-ms", "CHUNKD_FETCH_BLOCK_MS", ST_INT, OFF(fetch_block_ms), "1000", 10, 60000, NULL,
-     CMD_WORKER | CMD_RUN, false, false, "longest pause between two looks at an empty queue (from 5 ms, doubling)"},
-    {"commit-batch", "CHUNKD_COMMIT_BATCH", ST_INT, OFF(commit_batch), "2000", 1, 1000000, NULL,
-     CMD_WORKER | CMD_RUN, false, false, "results per commit round trip (several chunks are pipelined)"},
-    {"commit-interval-ms", "CHUNKD_COMMIT_INTERVAL_MS", ST_INT, OFF(commit_interval_ms), "20", 0, 60000, NULL,
-     CMD_WORKER | CMD_RUN, false, false, "longest a finished chunk waits for a fuller batch"},
-    {"lease-ms", "CHUNKD_LEASE_MS", ST_INT, OFF(lease_ms), "10000", 1000, 600000, NULL, CMD_WORKER | CMD_RUN, false,
-     false, "a worker renews its lease every third of this; one silent this long has its chunks given back"},
-    {"item-timeout-ms", "CHUNKD_ITEM_TIMEOUT_MS", ST_INT, OFF(item_timeout_ms), "600000", 0, 86400000, NULL,
-     CMD_WORKER | CMD_RUN, false, false, "an item still running after this fails with a timeout error (0: never)"},
-    {"checkpoint-ms", "CHUNKD_CHECKPOINT_MS", ST_INT, OFF(checkpoint_ms), "1000", 0, 3600000, NULL,
-     CMD_WORKER | CMD_RUN, false, false,
-     "a chunk older than this commits its finished items as they finish; a younger one commits once, when complete"},
-    {"max-deliveries", "CHUNKD_MAX_DELIVERIES", ST_INT, OFF(max_deliveries), "5", 0, 1000000, NULL,
-     CMD_WORKER | CMD_RUN, false, false,
-     "a chunk fetched more often than this (its workers died) is not run again: its items go to dead (0: no limit)"},
-    {"max-chunk-bytes", "CHUNKD_MAX_CHUNK_BYTES", ST_INT, OFF(max_chunk_bytes), "67108864", 1024, 536870912, NULL,
-     CMD_ENQUEUE | CMD_WORKER | CMD_RUN | CMD_REQUEUE, false, false,
-     "enqueue and requeue build no larger chunk; a worker moves a larger one to dead unread, whole (requeue-able)"},
-    {"max-held-bytes", "CHUNKD_MAX_HELD_BYTES", ST_INT, OFF(max_held_bytes), "268435456", 1048576, 68719476736LL,
-     NULL, CMD_WORKER | CMD_RUN, false, false,
-     "fetching waits while the chunks held take more bytes than this (besides --concurrency)"},
-    {"max-results-backlog", "CHUNKD_MAX_RESULTS_BACKLOG", ST_INT, OFF(max_results_backlog), "1000000", 0,
-     1000000000, NULL, CMD_WORKER | CMD_RUN, false, false,
-     "fetching pauses while the results stream holds more entries than this (0: no limit)"},
-    {"rate-limit", "CHUNKD_RATE_LIMIT", ST_STR, OFF(rate_limit), "", 0, 0, NULL, CMD_WORKER | CMD_RUN, false, false,
-     "calls per second (N/s) or minute (N/m) across every worker of the queue, adaptive to 429s (empty: none)"},
-    {"rate-burst", "CHUNKD_RATE_BURST", ST_INT, OFF(rate_burst), "0", 0, 1000000, NULL, CMD_WORKER | CMD_RUN, false,
-     false, "calls --rate-limit lets through at once after a quiet spell (0: 100 ms worth, at least 1)"},
-    {"max-inflight-global", "CHUNKD_MAX_INFLIGHT_GLOBAL", ST_INT, OFF(max_inflight_global), "0", 0, 1000000, NULL,
-     CMD_WORKER | CMD_RUN, false, false, "calls in flight at once across every worker of the queue (0: no cap)"},
-    {"http-port", "CHUNKD_HTTP_PORT", ST_INT, OFF(http_port), "8080", 0, 65535, NULL, CMD_WORKER | CMD_RUN, false,
-     false, "port of /healthz, /readyz and /metrics (0: no HTTP server; run: none unless given)"},
-    {"http-addr", "CHUNKD_HTTP_ADDR", ST_STR, OFF(http_addr), "0.0.0.0", 0, 0, NULL, CMD_WORKER | CMD_RUN, false, false,
-     "IPv4 address the HTTP server listens on"},
-    {"test-stall-ms", "CHUNKD_TEST_STALL_MS", ST_INT, OFF(test_stall_ms), "0", 0, 600000, NULL, CMD_WORKER, false,
-     false, "for tests only: event loop 0 blocks this long after start, so /healthz must turn 503"},
-    {"worker-id", "CHUNKD_WORKER_ID", ST_STR, OFF(worker_id), NULL, 0, 0, NULL, CMD_WORKER, false, false,
-     "this worker's id (default hostname-pid-random)"},
+    {.name = "redis", .env = "REDIS_URL", .type = ST_STR, .offset = OFF(redis_url), .cmds = CMD_ALL, .secret = true,
+     .help = "Redis address: redis://[user:password@]host[:port][/db] or unix:///path[?db=N] (run: a private server "
+             "when unset)"},
+    {.name = "queue", .env = "CHUNKD_QUEUE", .type = ST_STR, .offset = OFF(queue), .def = "default", .cmds = CMD_ALL,
+     .help = "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
+    {.name = "log-level", .env = "CHUNKD_LOG_LEVEL", .type = ST_STR, .offset = OFF(log_level), .def = "info",
+     .choices = "debug info warn error", .cmds = CMD_ALL,
+     .help = "least severe level logged"},
+    {.name = "log-format", .env = "CHUNKD_LOG_FORMAT", .type = ST_STR, .offset = OFF(log_format), .def = "text",
+     .choices = "text json", .cmds = CMD_ALL,
+     .help = "log lines as text or as JSON objects (for cluster log collectors)"},
+    {.name = "redis-timeout-ms", .env = "CHUNKD_REDIS_TIMEOUT_MS", .type = ST_INT, .offset = OFF(redis_timeout_ms),
+     .def = "5000", .min = 100, .max = 600000, .cmds = CMD_ALL,
+     .help = "Redis connect and command timeout"},
+    {.name = "redis-wait-ms", .env = "CHUNKD_REDIS_WAIT_MS", .type = ST_INT, .offset = OFF(redis_wait_ms), .def = "0",
+     .min = 0, .max = 86400000, .cmds = CMD_WORKER,
+     .help = "at start, how long to wait for a Redis that cannot be reached (not ready meanwhile) before exiting 1 "
+             "(0: forever)"},
+    {.name = "chunk-size", .env = "CHUNKD_CHUNK_SIZE", .type = ST_INT, .offset = OFF(chunk_size), .def = "100",
+     .min = 1, .max = 100000, .cmds = CMD_ENQUEUE | CMD_RUN | CMD_REQUEUE,
+     .help = "items per chunk"},
+    {.name = "max-item-bytes", .env = "CHUNKD_MAX_ITEM_BYTES", .type = ST_INT, .offset = OFF(max_item_bytes),
+     .def = "1048576", .min = 16, .max = 67108864, .cmds = CMD_ENQUEUE | CMD_RUN,
+     .help = "longest input line accepted; longer lines are rejected"},
+    {.name = "rejects", .env = "CHUNKD_REJECTS", .type = ST_STR, .offset = OFF(rejects), .cmds = CMD_ENQUEUE | CMD_RUN,
+     .help = "file for rejected lines (default <input>.rejected, or chunkd-rejected.jsonl for stdin)"},
+    {.name = "handler", .env = "CHUNKD_HANDLER", .type = ST_STR, .offset = OFF(handler), .def = "sleep",
+     .choices = "sleep echo http exec", .cmds = CMD_WORKER | CMD_RUN,
+     .help = "what runs each item"},
+    {.name = "sleep-ms", .env = "CHUNKD_SLEEP_MS", .type = ST_INT, .offset = OFF(sleep_ms), .def = "100", .min = 0,
+     .max = 86400000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "sleep handler: delay for items without a \"sleep_ms\" field"},
+    {.name = "concurrency", .env = "CHUNKD_CONCURRENCY", .type = ST_INT, .offset = OFF(concurrency), .def = "1000",
+     .min = 1, .max = 1000000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "items held in flight by this process"},
+    {.name = "threads", .env = "CHUNKD_THREADS", .type = ST_INT, .offset = OFF(threads), .def = "0", .min = 0,
+     .max = 256, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "event-loop threads (0: the number of CPUs)"},
+    {.name = "exit-when-empty", .env = "CHUNKD_EXIT_WHEN_EMPTY", .type = ST_BOOL, .offset = OFF(exit_when_empty),
+     .def = "false", .cmds = CMD_WORKER,
+     .help = "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
+    {.name = "drain-timeout-ms", .env = "CHUNKD_DRAIN_TIMEOUT_MS", .type = ST_INT, .offset = OFF(drain_timeout_ms),
+     .def = "20000", .min = 0, .max = 3600000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "on SIGTERM, how long in-flight items may take before their chunks go back"},
+    {.name = "fetch-block-ms", .env = "CHUNKD_FETCH_BLOCK_MS", .type = ST_INT, .offset = OFF(fetch_block_ms),
+     .def = "1000", .min = 10, .max = 60000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "longest pause between two looks at an empty queue (from 5 ms, doubling)"},
+    {.name = "commit-batch", .env = "CHUNKD_COMMIT_BATCH", .type = ST_INT, .offset = OFF(commit_batch), .def = "2000",
+     .min = 1, .max = 1000000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "results per commit round trip (several chunks are pipelined)"},
+    {.name = "commit-interval-ms", .env = "CHUNKD_COMMIT_INTERVAL_MS", .type = ST_INT,
+     .offset = OFF(commit_interval_ms), .def = "20", .min = 0, .max = 60000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "longest a finished chunk waits for a fuller batch"},
+    {.name = "lease-ms", .env = "CHUNKD_LEASE_MS", .type = ST_INT, .offset = OFF(lease_ms), .def = "10000", .min = 1000,
+     .max = 600000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "a worker renews its lease every third of this; one silent this long has its chunks given back"},
+    {.name = "item-timeout-ms", .env = "CHUNKD_ITEM_TIMEOUT_MS", .type = ST_INT, .offset = OFF(item_timeout_ms),
+     .def = "600000", .min = 0, .max = 86400000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "an item still running after this fails with a timeout error (0: never)"},
+    {.name = "checkpoint-ms", .env = "CHUNKD_CHECKPOINT_MS", .type = ST_INT, .offset = OFF(checkpoint_ms),
+     .def = "1000", .min = 0, .max = 3600000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "a chunk older than this commits its finished items as they finish; a younger one commits once, when "
+             "complete"},
+    {.name = "max-deliveries", .env = "CHUNKD_MAX_DELIVERIES", .type = ST_INT, .offset = OFF(max_deliveries),
+     .def = "5", .min = 0, .max = 1000000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "a chunk fetched more often than this (its workers died) is not run again: its items go to dead (0: no "
+             "limit)"},
+    {.name = "max-chunk-bytes", .env = "CHUNKD_MAX_CHUNK_BYTES", .type = ST_INT, .offset = OFF(max_chunk_bytes),
+     .def = "67108864", .min = 1024, .max = 536870912, .cmds = CMD_ENQUEUE | CMD_WORKER | CMD_RUN | CMD_REQUEUE,
+     .help = "enqueue and requeue build no larger chunk; a worker moves a larger one to dead unread, whole (requeue-able)"},
+    {.name = "max-held-bytes", .env = "CHUNKD_MAX_HELD_BYTES", .type = ST_INT, .offset = OFF(max_held_bytes),
+     .def = "268435456", .min = 1048576, .max = 68719476736LL, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "fetching waits while the chunks held take more bytes than this (besides --concurrency)"},
+    {.name = "max-results-backlog", .env = "CHUNKD_MAX_RESULTS_BACKLOG", .type = ST_INT,
+     .offset = OFF(max_results_backlog), .def = "1000000", .min = 0, .max = 1000000000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "fetching pauses while the results stream holds more entries than this (0: no limit)"},
+    {.name = "rate-limit", .env = "CHUNKD_RATE_LIMIT", .type = ST_STR, .offset = OFF(rate_limit), .def = "",
+     .cmds = CMD_WORKER | CMD_RUN,
+     .help = "calls per second (N/s) or minute (N/m) across every worker of the queue, adaptive to 429s (empty: "
+             "none)"},
+    {.name = "rate-burst", .env = "CHUNKD_RATE_BURST", .type = ST_INT, .offset = OFF(rate_burst), .def = "0", .min = 0,
+     .max = 1000000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "calls --rate-limit lets through at once after a quiet spell (0: 100 ms worth, at least 1)"},
+    {.name = "max-inflight-global", .env = "CHUNKD_MAX_INFLIGHT_GLOBAL", .type = ST_INT,
+     .offset = OFF(max_inflight_global), .def = "0", .min = 0, .max = 1000000, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "calls in flight at once across every worker of the queue (0: no cap)"},
+    {.name = "http-port", .env = "CHUNKD_HTTP_PORT", .type = ST_INT, .offset = OFF(http_port), .def = "8080", .min = 0,
+     .max = 65535, .cmds = CMD_WORKER | CMD_RUN,
+     .help = "port of /healthz, /readyz and /metrics (0: no HTTP server; run: none unless given)"},
+    {.name = "http-addr", .env = "CHUNKD_HTTP_ADDR", .type = ST_STR, .offset = OFF(http_addr), .def = "0.0.0.0",
+     .cmds = CMD_WORKER | CMD_RUN,
+     .help = "IPv4 address the HTTP server listens on"},
+    {.name = "test-stall-ms", .env = "CHUNKD_TEST_STALL_MS", .type = ST_INT, .offset = OFF(test_stall_ms), .def = "0",
+     .min = 0, .max = 600000, .cmds = CMD_WORKER,
+     .help = "for tests only: event loop 0 blocks this long after start, so /healthz must turn 503"},
+    {.name = "worker-id", .env = "CHUNKD_WORKER_ID", .type = ST_STR, .offset = OFF(worker_id), .cmds = CMD_WORKER,
+     .help = "this worker's id (default hostname-pid-random)"},
 #define HTTP (CMD_WORKER | CMD_RUN)
-    {"base-url", "CHUNKD_BASE_URL", ST_STR, OFF(base_url), NULL, 0, 0, NULL, HTTP, false, false,
-     "http handler: URL that each item's \"path\" is joined to"},
-    {"allow-hosts", "CHUNKD_ALLOW_HOSTS", ST_STR, OFF(allow_hosts), "", 0, 0, NULL, HTTP, false, false,
-     "http handler: hosts an item's absolute \"url\" may name (comma-separated; empty: none)"},
-    {"http-timeout-ms", "CHUNKD_HTTP_TIMEOUT_MS", ST_INT, OFF(http_timeout_ms), "30000", 1, 3600000, NULL, HTTP, false,
-     false, "http handler: total time of one call"},
-    {"connect-timeout-ms", "CHUNKD_CONNECT_TIMEOUT_MS", ST_INT, OFF(connect_timeout_ms), "5000", 1, 600000, NULL, HTTP,
-     false, false, "http handler: time to connect"},
-    {"max-result-bytes", "CHUNKD_MAX_RESULT_BYTES", ST_INT, OFF(max_result_bytes), "1048576", 0, 268435456, NULL, HTTP,
-     false, false, "http handler: largest response body; a larger one fails the item (exec: longest reply line)"},
-    {"keep-headers", "CHUNKD_KEEP_HEADERS", ST_STR, OFF(keep_headers), "", 0, 0, NULL, HTTP, false, false,
-     "http handler: response headers kept in results (comma-separated)"},
-    {"max-attempts", "CHUNKD_MAX_ATTEMPTS", ST_INT, OFF(max_attempts), "5", 1, 100, NULL, HTTP, false, false,
-     "http and exec handlers: attempts per item, retries included"},
-    {"retry-base-ms", "CHUNKD_RETRY_BASE_MS", ST_INT, OFF(retry_base_ms), "500", 1, 3600000, NULL, HTTP, false, false,
-     "http and exec handlers: first retry delay (exponential backoff with full jitter)"},
-    {"retry-max-ms", "CHUNKD_RETRY_MAX_MS", ST_INT, OFF(retry_max_ms), "30000", 1, 86400000, NULL, HTTP, false, false,
-     "http and exec handlers: longest retry delay (http: a Retry-After header may ask for more, up to 10 minutes)"},
-    {"retry-statuses", "CHUNKD_RETRY_STATUSES", ST_STR, OFF(retry_statuses), "429,5xx", 0, 0, NULL, HTTP, false, false,
-     "http handler: statuses retried (codes or classes like 5xx; connection errors and timeouts always are)"},
-    {"idempotency-key", "CHUNKD_IDEMPOTENCY_KEY", ST_BOOL, OFF(idempotency_key), "true", 0, 0, NULL, HTTP, false, false,
-     "http handler: send an Idempotency-Key header derived from queue and item id"},
-    {"insecure", "CHUNKD_INSECURE", ST_BOOL, OFF(insecure), "false", 0, 0, NULL, HTTP, false, false,
-     "http handler: do not verify TLS certificates (logs a warning)"},
-    {"ca-file", "CHUNKD_CA_FILE", ST_STR, OFF(ca_file), NULL, 0, 0, NULL, HTTP, false, false,
-     "http handler: CA certificates to verify servers with"},
-    {"header-file", "CHUNKD_HEADER_FILE", ST_STR, OFF(header_file), NULL, 0, 0, NULL, HTTP, false, false,
-     "http handler: file of secret request headers, one \"Name: value\" per line (e.g. a Kubernetes Secret)"},
-    {"http-headers", "CHUNKD_HTTP_HEADERS", ST_STR, OFF(http_headers), NULL, 0, 0, NULL, HTTP, true, true,
-     "http handler: secret request headers, \"Name: value\" lines (environment only, never a flag)"},
-    {"cmd", "CHUNKD_CMD", ST_STR, OFF(cmd), NULL, 0, 0, NULL, HTTP, false, false,
-     "exec handler: command of the long-lived subprocesses, split on blanks ('...' and \"...\" group; never a shell)"},
-    {"procs", "CHUNKD_PROCS", ST_INT, OFF(procs), "0", 0, 4096, NULL, HTTP, false, false,
-     "exec handler: subprocesses of this worker process, on one event loop (0: the number of CPUs)"},
-    {"env", "CHUNKD_ENV", ST_STR, OFF(env), "", 0, 0, NULL, HTTP, false, false,
-     "exec handler: names of environment variables passed to the subprocesses (comma-separated; PATH, HOME and "
-     "LANG always are)"},
-    {"exec-timeout-ms", "CHUNKD_EXEC_TIMEOUT_MS", ST_INT, OFF(exec_timeout_ms), "60000", 0, 86400000, NULL, HTTP,
-     false, false, "exec handler: a subprocess silent this long on an item is killed and the item retried (0: never)"},
-    {"out", "CHUNKD_OUT", ST_STR, OFF(out), NULL, 0, 0, NULL, CMD_COLLECT | CMD_RUN, false, false,
-     "result file (a directory with --rotate-lines); default stdout"},
-    {"rotate-lines", "CHUNKD_ROTATE_LINES", ST_INT, OFF(rotate_lines), "0", 0, 1000000000, NULL,
-     CMD_COLLECT | CMD_RUN, false, false, "lines per file results-NNNNNN.jsonl in the --out directory (0: one file)"},
-    {"until-done", "CHUNKD_UNTIL_DONE", ST_BOOL, OFF(until_done), "false", 0, 0, NULL, CMD_COLLECT, false, false,
-     "exit once every enqueued item has a result written"},
-    {"follow", "CHUNKD_FOLLOW", ST_BOOL, OFF(follow), "false", 0, 0, NULL, CMD_COLLECT, false, false,
-     "keep collecting until SIGTERM"},
-    {"collect-batch", "CHUNKD_COLLECT_BATCH", ST_INT, OFF(collect_batch), "1000", 1, 100000, NULL,
-     CMD_COLLECT | CMD_RUN, false, false, "stream entries read, written and acknowledged at a time"},
-    {"consumer", "CHUNKD_CONSUMER", ST_STR, OFF(consumer), "collector", 0, 0, NULL, CMD_COLLECT | CMD_RUN, false, false,
-     "consumer name in the group chunkd-collect (a restarted collector with the same name re-reads its batch)"},
-    {"watch", "CHUNKD_WATCH", ST_BOOL, OFF(watch), "false", 0, 0, NULL, CMD_STATUS, false, false,
-     "keep showing progress until interrupted (a live screen on a terminal, else one line per interval)"},
-    {"interval-ms", "CHUNKD_INTERVAL_MS", ST_INT, OFF(interval_ms), "2000", 100, 3600000, NULL, CMD_STATUS, false,
-     false, "status --watch: time between updates"},
-    {"json", "CHUNKD_JSON", ST_BOOL, OFF(json), "false", 0, 0, NULL, CMD_STATUS, false, false, "print one JSON object"},
-    {"limit", "CHUNKD_LIMIT", ST_INT, OFF(limit), "0", 0, 1000000000000LL, NULL, CMD_REQUEUE, false, false,
-     "requeue: most dead records to move (0: all)"},
-    {"redis-server", "CHUNKD_REDIS_SERVER", ST_STR, OFF(redis_server), "redis-server", 0, 0, NULL, CMD_RUN, false, false,
-     "redis-server binary for the private server"},
+    {.name = "base-url", .env = "CHUNKD_BASE_URL", .type = ST_STR, .offset = OFF(base_url), .cmds = HTTP,
+     .help = "http handler: URL that each item's \"path\" is joined to"},
+    {.name = "allow-hosts", .env = "CHUNKD_ALLOW_HOSTS", .type = ST_STR, .offset = OFF(allow_hosts), .def = "",
+     .cmds = HTTP,
+     .help = "http handler: hosts an item's absolute \"url\" may name (comma-separated; empty: none)"},
+    {.name = "http-timeout-ms", .env = "CHUNKD_HTTP_TIMEOUT_MS", .type = ST_INT, .offset = OFF(http_timeout_ms),
+     .def = "30000", .min = 1, .max = 3600000, .cmds = HTTP,
+     .help = "http handler: total time of one call"},
+    {.name = "connect-timeout-ms", .env = "CHUNKD_CONNECT_TIMEOUT_MS", .type = ST_INT,
+     .offset = OFF(connect_timeout_ms), .def = "5000", .min = 1, .max = 600000, .cmds = HTTP,
+     .help = "http handler: time to connect"},
+    {.name = "max-result-bytes", .env = "CHUNKD_MAX_RESULT_BYTES", .type = ST_INT, .offset = OFF(max_result_bytes),
+     .def = "1048576", .min = 0, .max = 268435456, .cmds = HTTP,
+     .help = "http handler: largest response body; a larger one fails the item (exec: longest reply line)"},
+    {.name = "keep-headers", .env = "CHUNKD_KEEP_HEADERS", .type = ST_STR, .offset = OFF(keep_headers), .def = "",
+     .cmds = HTTP,
+     .help = "http handler: response headers kept in results (comma-separated)"},
+    {.name = "max-attempts", .env = "CHUNKD_MAX_ATTEMPTS", .type = ST_INT, .offset = OFF(max_attempts), .def = "5",
+     .min = 1, .max = 100, .cmds = HTTP,
+     .help = "http and exec handlers: attempts per item, retries included"},
+    {.name = "retry-base-ms", .env = "CHUNKD_RETRY_BASE_MS", .type = ST_INT, .offset = OFF(retry_base_ms), .def = "500",
+     .min = 1, .max = 3600000, .cmds = HTTP,
+     .help = "http and exec handlers: first retry delay (exponential backoff with full jitter)"},
+    {.name = "retry-max-ms", .env = "CHUNKD_RETRY_MAX_MS", .type = ST_INT, .offset = OFF(retry_max_ms), .def = "30000",
+     .min = 1, .max = 86400000, .cmds = HTTP,
+     .help = "http and exec handlers: longest retry delay (http: a Retry-After header may ask for more, up to 10 "
+             "minutes)"},
+    {.name = "retry-statuses", .env = "CHUNKD_RETRY_STATUSES", .type = ST_STR, .offset = OFF(retry_statuses),
+     .def = "429,5xx", .cmds = HTTP,
+     .help = "http handler: statuses retried (codes or classes like 5xx; connection errors and timeouts always are)"},
+    {.name = "idempotency-key", .env = "CHUNKD_IDEMPOTENCY_KEY", .type = ST_BOOL, .offset = OFF(idempotency_key),
+     .def = "true", .cmds = HTTP,
+     .help = "http handler: send an Idempotency-Key header derived from queue and item id"},
+    {.name = "insecure", .env = "CHUNKD_INSECURE", .type = ST_BOOL, .offset = OFF(insecure), .def = "false",
+     .cmds = HTTP,
+     .help = "http handler: do not verify TLS certificates (logs a warning)"},
+    {.name = "ca-file", .env = "CHUNKD_CA_FILE", .type = ST_STR, .offset = OFF(ca_file), .cmds = HTTP,
+     .help = "http handler: CA certificates to verify servers with"},
+    {.name = "header-file", .env = "CHUNKD_HEADER_FILE", .type = ST_STR, .offset = OFF(header_file), .cmds = HTTP,
+     .help = "http handler: file of secret request headers, one \"Name: value\" per line (e.g. a Kubernetes Secret)"},
+    {.name = "http-headers", .env = "CHUNKD_HTTP_HEADERS", .type = ST_STR, .offset = OFF(http_headers), .cmds = HTTP,
+     .secret = true, .env_only = true,
+     .help = "http handler: secret request headers, \"Name: value\" lines (environment only, never a flag)"},
+    {.name = "cmd", .env = "CHUNKD_CMD", .type = ST_STR, .offset = OFF(cmd), .cmds = HTTP,
+     .help = "exec handler: command of the long-lived subprocesses, split on blanks ('...' and \"...\" group; never "
+             "a shell)"},
+    {.name = "procs", .env = "CHUNKD_PROCS", .type = ST_INT, .offset = OFF(procs), .def = "0", .min = 0, .max = 4096,
+     .cmds = HTTP,
+     .help = "exec handler: subprocesses of this worker process, on one event loop (0: the number of CPUs)"},
+    {.name = "env", .env = "CHUNKD_ENV", .type = ST_STR, .offset = OFF(env), .def = "", .cmds = HTTP,
+     .help = "exec handler: names of environment variables passed to the subprocesses (comma-separated; PATH, HOME "
+             "and LANG always are)"},
+    {.name = "exec-timeout-ms", .env = "CHUNKD_EXEC_TIMEOUT_MS", .type = ST_INT, .offset = OFF(exec_timeout_ms),
+     .def = "60000", .min = 0, .max = 86400000, .cmds = HTTP,
+     .help = "exec handler: a subprocess silent this long on an item is killed and the item retried (0: never)"},
+    {.name = "out", .env = "CHUNKD_OUT", .type = ST_STR, .offset = OFF(out), .cmds = CMD_COLLECT | CMD_RUN,
+     .help = "result file (a directory with --rotate-lines); default stdout"},
+    {.name = "rotate-lines", .env = "CHUNKD_ROTATE_LINES", .type = ST_INT, .offset = OFF(rotate_lines), .def = "0",
+     .min = 0, .max = 1000000000, .cmds = CMD_COLLECT | CMD_RUN,
+     .help = "lines per file results-NNNNNN.jsonl in the --out directory (0: one file)"},
+    {.name = "until-done", .env = "CHUNKD_UNTIL_DONE", .type = ST_BOOL, .offset = OFF(until_done), .def = "false",
+     .cmds = CMD_COLLECT,
+     .help = "exit once every enqueued item has a result written"},
+    {.name = "follow", .env = "CHUNKD_FOLLOW", .type = ST_BOOL, .offset = OFF(follow), .def = "false",
+     .cmds = CMD_COLLECT,
+     .help = "keep collecting until SIGTERM"},
+    {.name = "collect-batch", .env = "CHUNKD_COLLECT_BATCH", .type = ST_INT, .offset = OFF(collect_batch),
+     .def = "1000", .min = 1, .max = 100000, .cmds = CMD_COLLECT | CMD_RUN,
+     .help = "stream entries read, written and acknowledged at a time"},
+    {.name = "consumer", .env = "CHUNKD_CONSUMER", .type = ST_STR, .offset = OFF(consumer), .def = "collector",
+     .cmds = CMD_COLLECT | CMD_RUN,
+     .help = "consumer name in the group chunkd-collect (a restarted collector with the same name re-reads its "
+             "batch)"},
+    {.name = "watch", .env = "CHUNKD_WATCH", .type = ST_BOOL, .offset = OFF(watch), .def = "false", .cmds = CMD_STATUS,
+     .help = "keep showing progress until interrupted (a live screen on a terminal, else one line per interval)"},
+    {.name = "interval-ms", .env = "CHUNKD_INTERVAL_MS", .type = ST_INT, .offset = OFF(interval_ms), .def = "2000",
+     .min = 100, .max = 3600000, .cmds = CMD_STATUS,
+     .help = "status --watch: time between updates"},
+    {.name = "json", .env = "CHUNKD_JSON", .type = ST_BOOL, .offset = OFF(json), .def = "false", .cmds = CMD_STATUS,
+     .help = "print one JSON object"},
+    {.name = "limit", .env = "CHUNKD_LIMIT", .type = ST_INT, .offset = OFF(limit), .def = "0", .min = 0,
+     .max = 1000000000000LL, .cmds = CMD_REQUEUE,
+     .help = "requeue: most dead records to move (0: all)"},
+    {.name = "redis-server", .env = "CHUNKD_REDIS_SERVER", .type = ST_STR, .offset = OFF(redis_server),
+     .def = "redis-server", .cmds = CMD_RUN,
+     .help = "redis-server binary for the private server"},
 };
 
 #define N_SETTINGS (sizeof setting_defs / sizeof setting_defs[0])
-
-static const struct {
-    const char *name;
-    int bit;
-} commands[] = {
-    {"enqueue", CMD_ENQUEUE}, {"worker", CMD_WORKER}, {"collect", CMD_COLLECT},
-    {"status", CMD_STATUS},   {"run", CMD_RUN},         {"requeue", CMD_REQUEUE},
-    {"recover", CMD_RECOVER},
-};
-
-int settings_command(const char *name)
-{
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(commands[i].name, name) == 0) return commands[i].bit;
-    return 0;
-}
 
 static char **str_field(settings_t *s, const setting_def_t *d) { return (char **)((char *)s + d->offset); }
 static long long *int_field(settings_t *s, const setting_def_t *d) { return (long long *)((char *)s + d->offset); }
@@ -270,25 +306,79 @@ static bool env_known(const char *name, size_t len)
     return false;
 }
 
-settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char **envp, char *err, size_t errlen)
+/* Sets one setting from text, as setting_set() does, and notes the settings whose being given at all matters. */
+static int setting_apply(settings_t *s, const setting_def_t *d, const char *v, const char *source, char *err,
+                         size_t errlen)
 {
-    memset(s, 0, sizeof *s);
+    if (setting_set(s, d, v, source, err, errlen)) return -1;
+    if (d->offset == OFF(queue)) s->queue_set = true;
+    if (d->offset == OFF(http_port)) s->http_port_set = true;
+    return 0;
+}
+
+/* Every setting's default. */
+static int settings_defaults(settings_t *s, char *err, size_t errlen)
+{
     for (size_t i = 0; i < N_SETTINGS; i++)
         if (setting_defs[i].def && setting_set(s, &setting_defs[i], setting_defs[i].def, "default", err, errlen))
-            return SETTINGS_ERROR;
+            return -1;
+    return 0;
+}
 
-    /* Flags are read first and applied last, so that a flag wins over the environment and an environment value
-     * that a flag replaces is not even checked. */
-    const char *flag_value[N_SETTINGS] = {0};
-    const char *bad = NULL;
+/* Reads the flag argv[*i] ("--name", "--name=value", "--no-name" or "--name value", which advances *i) into
+ * flag_value[] at its table index. Returns 0, or -1 with err. */
+static int settings_read_flag(int cmd, int argc, char **argv, int *i, const char **flag_value, char *err,
+                              size_t errlen)
+{
+    const char *name = argv[*i] + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    bool negated = false;
+    const setting_def_t *d = setting_by_flag(name, len);
+    if (!d && len > 3 && strncmp(name, "no-", 3) == 0) {
+        d = setting_by_flag(name + 3, len - 3);
+        negated = d && d->type == ST_BOOL && !eq;
+        if (!negated) d = NULL;
+    }
+    if (!d || !(d->cmds & cmd)) {
+        snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)(len > 64 ? 64 : len), name);
+        return -1;
+    }
+    if (d->env_only) {
+        snprintf(err, errlen, "--%s holds secrets and is not accepted on the command line: set %s or use "
+                 "--header-file", d->name, d->env);
+        return -1;
+    }
+    const char *v;
+    if (negated) v = "false";
+    else if (eq) v = eq + 1;
+    else if (d->type == ST_BOOL) v = "true";
+    else if (*i + 1 < argc) v = argv[++*i];
+    else {
+        snprintf(err, errlen, "option --%s (%s) needs a value", d->name, d->env);
+        return -1;
+    }
+    flag_value[d - setting_defs] = v;
+    return 0;
+}
+
+static settings_rc_t settings_unexpected(const char *arg, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "unexpected argument '%.64s' (see --help)", arg);
+    return SETTINGS_ERROR;
+}
+
+/* Reads the command line (argv[0] is the subcommand): each flag's text into flag_value[], applied later; the
+ * positional FILE (enqueue and run only) into s->input. Returns SETTINGS_OK, SETTINGS_HELP, or SETTINGS_ERROR with
+ * err. */
+static settings_rc_t settings_read_argv(settings_t *s, int cmd, int argc, char **argv, const char **flag_value,
+                                        char *err, size_t errlen)
+{
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return SETTINGS_HELP;
         if (strcmp(a, "--") == 0) {
-            if (i + 1 < argc && (s->input || i + 2 < argc || !(cmd & (CMD_ENQUEUE | CMD_RUN)))) {
-                bad = argv[argc - 1];
-                goto extra;
-            }
+            if (i + 1 < argc && (s->input || i + 2 < argc || !(cmd & (CMD_ENQUEUE | CMD_RUN))))
+                return settings_unexpected(argv[argc - 1], err, errlen);
             if (i + 1 < argc) s->input = argv[i + 1];
             break;
         }
@@ -297,44 +387,20 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
             return SETTINGS_ERROR;
         }
         if (strncmp(a, "--", 2) != 0) {
-            if (s->input || !(cmd & (CMD_ENQUEUE | CMD_RUN))) {
-                bad = a;
-                goto extra;
-            }
+            if (s->input || !(cmd & (CMD_ENQUEUE | CMD_RUN))) return settings_unexpected(a, err, errlen);
             s->input = a;
             continue;
         }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        bool negated = false;
-        const setting_def_t *d = setting_by_flag(name, len);
-        if (!d && len > 3 && strncmp(name, "no-", 3) == 0) {
-            d = setting_by_flag(name + 3, len - 3);
-            negated = d && d->type == ST_BOOL && !eq;
-            if (!negated) d = NULL;
-        }
-        if (!d || !(d->cmds & cmd)) {
-            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)(len > 64 ? 64 : len), name);
-            return SETTINGS_ERROR;
-        }
-        if (d->env_only) {
-            snprintf(err, errlen, "--%s holds secrets and is not accepted on the command line: set %s or use "
-                     "--header-file", d->name, d->env);
-            return SETTINGS_ERROR;
-        }
-        const char *v;
-        if (negated) v = "false";
-        else if (eq) v = eq + 1;
-        else if (d->type == ST_BOOL) v = "true";
-        else if (i + 1 < argc) v = argv[++i];
-        else {
-            snprintf(err, errlen, "option --%s (%s) needs a value", d->name, d->env);
-            return SETTINGS_ERROR;
-        }
-        flag_value[d - setting_defs] = v;
+        if (settings_read_flag(cmd, argc, argv, &i, flag_value, err, errlen)) return SETTINGS_ERROR;
     }
+    return SETTINGS_OK;
+}
 
-    /* Environment: known variables of this command apply; unknown CHUNKD_* ones are warned about. */
+/* Applies the environment's known variables of this command, except those a flag replaces (not even checked);
+ * warns about unknown CHUNKD_* ones. */
+static int settings_read_env(settings_t *s, int cmd, char **envp, const char *const *flag_value, char *err,
+                             size_t errlen)
+{
     for (char **e = envp; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq) continue;
@@ -343,72 +409,83 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
             const setting_def_t *d = &setting_defs[i];
             if (!(d->cmds & cmd) || flag_value[i] || strlen(d->env) != len || strncmp(d->env, *e, len) != 0)
                 continue;
-            if (setting_set(s, d, eq + 1, "environment", err, errlen)) return SETTINGS_ERROR;
-            if (d->offset == OFF(queue)) s->queue_set = true;
-            if (d->offset == OFF(http_port)) s->http_port_set = true;
+            if (setting_apply(s, d, eq + 1, "environment", err, errlen)) return -1;
         }
         if (len > 7 && strncmp(*e, "CHUNKD_", 7) == 0 && !env_known(*e, len))
             LOG(LL_WARN, "ignoring unknown environment variable %.*s", (int)len, *e);
     }
+    return 0;
+}
 
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        if (!flag_value[i]) continue;
-        if (setting_set(s, &setting_defs[i], flag_value[i], "command line", err, errlen)) return SETTINGS_ERROR;
-        if (setting_defs[i].offset == OFF(queue)) s->queue_set = true;
-        if (setting_defs[i].offset == OFF(http_port)) s->http_port_set = true;
-    }
-
-    /* Checks across settings. */
+/* Checks across settings, once all are read. */
+static int settings_check(const settings_t *s, char *err, size_t errlen)
+{
     if (s->queue[0] == '\0' || strpbrk(s->queue, "{}") || strlen(s->queue) > 200) {
         snprintf(err, errlen, "invalid value for --queue (CHUNKD_QUEUE): 1 to 200 characters without '{' or '}'");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->until_done && s->follow) {
         snprintf(err, errlen, "--until-done (CHUNKD_UNTIL_DONE) and --follow (CHUNKD_FOLLOW) exclude each other");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->rotate_lines > 0 && !s->out) {
         snprintf(err, errlen, "--rotate-lines (CHUNKD_ROTATE_LINES) needs --out DIRECTORY");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->base_url && strncmp(s->base_url, "http://", 7) != 0 && strncmp(s->base_url, "https://", 8) != 0) {
         snprintf(err, errlen, "invalid value for --base-url (CHUNKD_BASE_URL): must start with http:// or https://");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (strcmp(s->handler, "http") == 0 && !s->base_url && !s->allow_hosts[0]) {
         snprintf(err, errlen, "--handler http needs --base-url (CHUNKD_BASE_URL), or --allow-hosts for items with an "
                               "absolute \"url\"");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (strcmp(s->handler, "exec") == 0 && (!s->cmd || !s->cmd[0])) {
         snprintf(err, errlen, "--handler exec needs --cmd (CHUNKD_CMD), the command of its subprocesses");
-        return SETTINGS_ERROR;
+        return -1;
     }
     double per_s;
     if (s->rate_limit && s->rate_limit[0] && ratelimit_parse_rate(s->rate_limit, &per_s)) {
         snprintf(err, errlen, "invalid value '%.64s' for --rate-limit (CHUNKD_RATE_LIMIT): expected N/s or N/m with "
                  "N > 0, e.g. 200/s or 30/m", s->rate_limit);
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->retry_max_ms < s->retry_base_ms) {
         snprintf(err, errlen, "--retry-max-ms (CHUNKD_RETRY_MAX_MS) must not be less than --retry-base-ms");
-        return SETTINGS_ERROR;
+        return -1;
     }
     if (s->redis_url) {
         redis_url_t url;
         char uerr[256];
         if (redis_url_parse(s->redis_url, &url, uerr, sizeof uerr)) {
             snprintf(err, errlen, "invalid value for --redis (REDIS_URL): %s", uerr);
-            return SETTINGS_ERROR;
+            return -1;
         }
     }
+    return 0;
+}
+
+settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char **envp, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    if (settings_defaults(s, err, errlen)) return SETTINGS_ERROR;
+    /* Flags are read first and applied last, so that a flag wins over the environment and an environment value
+     * that a flag replaces is not even checked. */
+    const char *flag_value[N_SETTINGS] = {0};
+    settings_rc_t rc = settings_read_argv(s, cmd, argc, argv, flag_value, err, errlen);
+    if (rc != SETTINGS_OK) return rc;
+    if (settings_read_env(s, cmd, envp, flag_value, err, errlen)) return SETTINGS_ERROR;
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (flag_value[i] && setting_apply(s, &setting_defs[i], flag_value[i], "command line", err, errlen))
+            return SETTINGS_ERROR;
+    return settings_check(s, err, errlen) ? SETTINGS_ERROR : SETTINGS_OK;
+}
+
+void settings_apply_log(const settings_t *s)
+{
     log_level_parse(s->log_level, &log_min_level);
     log_set_json(strcmp(s->log_format, "json") == 0);
-    return SETTINGS_OK;
-
-extra:
-    snprintf(err, errlen, "unexpected argument '%.64s' (see --help)", bad);
-    return SETTINGS_ERROR;
 }
 
 void settings_free(settings_t *s)

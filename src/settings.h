@@ -3,14 +3,16 @@
  * Every setting has a name (the flag --name), an environment variable (CHUNKD_NAME, or REDIS_URL for the Redis
  * address), a type, a default, bounds and a help line, and belongs to the subcommands that use it. The table drives
  * parsing, validation, --help and the "effective settings" log line. Precedence: default < environment < flag.
- * Parsing is pure apart from reading the given environment array, so it is unit-tested without I/O. */
+ * Parsing reads only its arguments (the environment is an array it is given) and writes only the settings, apart
+ * from logging a warning per unknown CHUNKD_* variable, so it is unit-tested without I/O; settings_apply_log() then
+ * sets the process's log level and format. */
 #ifndef CHUNKD_SETTINGS_H
 #define CHUNKD_SETTINGS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Subcommands, as bits, so one setting can belong to several. */
+/* Subcommands, as bits, so one setting can belong to several. main.c's table of subcommands gives each its bit. */
 enum {
     CMD_ENQUEUE = 1 << 0,
     CMD_WORKER = 1 << 1,
@@ -19,6 +21,7 @@ enum {
     CMD_RUN = 1 << 4,
     CMD_REQUEUE = 1 << 5,
     CMD_RECOVER = 1 << 6,
+    CMD_ALL = ~0, /* every subcommand, a new one included: the Redis address, the queue, logging */
 };
 
 typedef struct settings {
@@ -104,13 +107,12 @@ typedef struct settings {
 
 typedef enum { SETTINGS_OK = 0, SETTINGS_ERROR = -1, SETTINGS_HELP = 1 } settings_rc_t;
 
-/* Returns the command bit for a subcommand name, or 0. */
-int settings_command(const char *name);
-
 /* Fills *s from defaults, then envp, then argv (argv[0] is the subcommand name). On SETTINGS_ERROR, err holds a
  * message naming the setting. Warnings (unknown CHUNKD_* variables) are logged. *s must be freed with
  * settings_free() whatever the result. */
 settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char **envp, char *err, size_t errlen);
+/* Sets the process's log level and format (log.h) from --log-level and --log-format. */
+void settings_apply_log(const settings_t *s);
 void settings_free(settings_t *s);
 
 /* Prints the usage of a subcommand and its settings, with defaults and bounds. */

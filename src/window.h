@@ -1,7 +1,7 @@
 /* window: how many items this process holds, from fetch until their chunk is committed.
  *
  * fetch takes another chunk only when the window has room, so a slow handler or a slow Redis stops fetching
- * instead of growing memory: backpressure replaces the old recipe's sleep between chunks. Thread-safe. */
+ * instead of growing memory, and takes one as soon as there is: no fixed pause between chunks. Thread-safe. */
 #ifndef CHUNKD_WINDOW_H
 #define CHUNKD_WINDOW_H
 

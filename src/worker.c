@@ -83,7 +83,7 @@ static bool worker_live(void *arg, char *why, size_t whylen)
 static long long worker_refusal_window_ms(const worker_t *w)
 {
     long long renew = w->settings->lease_ms / 3;
-    return (renew > WORKER_PING_MS ? renew : WORKER_PING_MS) + 2 * WORKER_PING_MS;
+    return (renew > WORKER_PING_MS ? renew : WORKER_PING_MS) + 2LL * WORKER_PING_MS;
 }
 
 static bool worker_ready(void *arg, char *why, size_t whylen)
@@ -106,7 +106,8 @@ static void *worker_monitor_main(void *arg)
 {
     worker_t *w = arg;
     rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
-    /* A short timeout: a stalled Redis must show on /readyz within a few seconds. */
+    /* PING, the lease and the reaper on a connection of their own, never behind the gauges' round trips: a stalled
+     * Redis shows on /readyz within --redis-timeout-ms plus WORKER_PING_MS. */
     rconn_t *ping = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
     int64_t next_gauges = 0, next_renew = clock_now_ms() + w->settings->lease_ms / 3;
     while (!atomic_load(&w->monitor_stop)) {
@@ -219,12 +220,7 @@ worker_t *worker_new(const settings_t *s)
     keys_lease(w->keys.lease, sizeof w->keys.lease, s->queue, w->id);
     w->window = window_new((size_t)s->concurrency, (size_t)s->max_held_bytes);
     w->handler = handler_find(s->handler);
-    long n = s->threads ? s->threads : sysconf(_SC_NPROCESSORS_ONLN);
-    if (w->handler->max_loops && w->handler->max_loops(s) < n) n = w->handler->max_loops(s);
-    if (n > s->concurrency) n = s->concurrency; /* every loop gets at least one place */
-    /* --threads 0 is the number of CPUs, which can be more than the loops one sched_places_t holds. */
-    if (n > SCHED_PLACES_MAX_LOOPS) n = SCHED_PLACES_MAX_LOOPS;
-    w->n_loops = n > 0 ? (size_t)n : 1;
+    w->n_loops = handler_loop_count(w->handler, s);
     w->loops = xcalloc(w->n_loops, sizeof(sched_t *));
     w->commit = commit_new(s, &w->keys, w->window);
     return w;

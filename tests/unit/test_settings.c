@@ -25,7 +25,7 @@ static settings_rc_t parse(settings_t *s, int cmd, char **argv, char **envp)
 {
     int argc = 0;
     while (argv[argc]) argc++;
-    log_min_level = LL_INFO; /* settings_parse() applies --log-level globally; start each parse the same */
+    log_min_level = LL_INFO; /* the level its warnings are checked against: the same for each parse */
     memset(err, 0, sizeof err);
     return settings_parse(s, cmd, argc, argv, envp, err, sizeof err);
 }
@@ -86,17 +86,21 @@ static const char *capture_end(capture_t *c)
     return text;
 }
 
-static void test_command_names(void **state)
+/* The settings every subcommand has (CMD_ALL) apply to each command bit, one added later included; the others only
+ * to the commands their rows name. */
+static void test_common_settings_scope(void **state)
 {
     (void)state;
-    assert_int_equal(settings_command("enqueue"), CMD_ENQUEUE);
-    assert_int_equal(settings_command("worker"), CMD_WORKER);
-    assert_int_equal(settings_command("collect"), CMD_COLLECT);
-    assert_int_equal(settings_command("status"), CMD_STATUS);
-    assert_int_equal(settings_command("run"), CMD_RUN);
-    assert_int_equal(settings_command("frobnicate"), 0);
-    assert_int_equal(settings_command(""), 0);
-    assert_int_equal(settings_command("Worker"), 0);
+    const int bits[] = {CMD_ENQUEUE, CMD_WORKER, CMD_COLLECT, CMD_STATUS, CMD_RUN, CMD_REQUEUE, CMD_RECOVER, 1 << 7};
+    for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) {
+        settings_t s;
+        parse_ok(&s, bits[i], ARGV("cmd", "--queue", "q", "--log-level", "warn", "--redis-timeout-ms", "200"), NOENV);
+        assert_string_equal(s.queue, "q");
+        assert_int_equal(s.redis_timeout_ms, 200);
+        settings_free(&s);
+    }
+    parse_error(1 << 7, ARGV("cmd", "--concurrency", "3"), NOENV, "unknown option '--concurrency'", NULL, NULL);
+    parse_error(CMD_STATUS, ARGV("status", "--concurrency", "3"), NOENV, "unknown option '--concurrency'", NULL, NULL);
 }
 
 static void test_defaults(void **state)
@@ -672,7 +676,7 @@ static void test_log_effective_masks_password(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_command_names),
+        cmocka_unit_test(test_common_settings_scope),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_free_clears),
         cmocka_unit_test(test_environment_applies),
