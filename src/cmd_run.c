@@ -24,6 +24,8 @@
 #include "worker.h"
 #include "xalloc.h"
 
+#define RUN_FINAL_COLLECT_MS 30000 /* longest the last collect of an interrupted run may take */
+
 typedef struct run_state {
     settings_t *settings;
     FILE *in;
@@ -66,6 +68,7 @@ static void run_on_wake(void *arg, int sig)
     if (sig) {
         if (st->interrupted) {
             LOG(LL_WARN, "second signal: exiting now");
+            localredis_kill_now(st->local); /* its directory too; exec subprocesses' keepers clean up on our death */
             _exit(EXIT_RUNTIME);
         }
         LOG(LL_WARN, "interrupted: stopping; results written so far stay in the output");
@@ -134,6 +137,44 @@ static void run_enqueue_and_collect(run_state_t *st)
     if (enq_started == 0) pthread_join(enq_thread, NULL);
 }
 
+/* The last collect of an interrupted job: what was committed, within RUN_FINAL_COLLECT_MS (Redis may be gone or
+ * refusing: the collector would wait for it forever); a further signal exits at once. */
+typedef struct run_final {
+    run_state_t *st;
+    atomic_bool stop;
+    int64_t deadline_ms;
+    collect_progress_t more;
+    int rc;
+    char err[1024];
+} run_final_t;
+
+static void run_final_job(void *arg)
+{
+    run_final_t *f = arg;
+    f->rc = collect_run(f->st->settings, f->st->sink, COLLECT_AVAILABLE, &f->stop, NULL, &f->more, f->err,
+                        sizeof f->err);
+}
+
+static void run_final_on_wake(void *arg, int sig)
+{
+    run_final_t *f = arg;
+    run_on_wake(f->st, sig); /* interrupted already: a signal exits at once */
+    if (!atomic_load(&f->stop) && clock_now_ms() > f->deadline_ms) {
+        LOG(LL_ERROR, "the last collect did not finish within %d ms (Redis gone or refusing?): results committed "
+                      "and not written stay in the queue's results stream", RUN_FINAL_COLLECT_MS);
+        atomic_store(&f->stop, true);
+    }
+}
+
+static void run_final_collect(run_state_t *st)
+{
+    run_final_t f = {.st = st, .deadline_ms = clock_now_ms() + RUN_FINAL_COLLECT_MS};
+    atomic_init(&f.stop, false);
+    if (cmd_run_job(run_final_job, run_final_on_wake, &f, f.err, sizeof f.err)) f.rc = -1;
+    if (f.rc == 0) st->progress.written += f.more.written;
+    else LOG(LL_ERROR, "%s", f.err);
+}
+
 /* After the collector: an interrupted job finishes or gives back what is in flight and then writes every result
  * that was committed; a complete one has nothing left in flight. */
 static void run_wind_down(run_state_t *st, worker_t *w)
@@ -143,14 +184,10 @@ static void run_wind_down(run_state_t *st, worker_t *w)
         worker_drain(w);
         return;
     }
+    /* With the private server gone nothing can be committed: give up at once instead of at the drain timeout. */
+    if (st->redis_died) worker_abort(w);
     cmd_drain_worker(w);
-    atomic_bool no_stop = false;
-    collect_progress_t more;
-    char err[1024];
-    if (collect_run(s, st->sink, COLLECT_AVAILABLE, &no_stop, NULL, &more, err, sizeof err) == 0)
-        st->progress.written += more.written;
-    else
-        LOG(LL_ERROR, "%s", err);
+    if (!st->redis_died) run_final_collect(st);
     if (!st->local)
         LOG(LL_WARN, "queue %s keeps the unfinished work (resume with chunkd worker --queue %s)", s->queue, s->queue);
 }

@@ -191,6 +191,9 @@ int keeper_main(int argc, char **argv)
     sigaddset(&acted_on, SIGINT);
     sigaddset(&acted_on, SIGHUP);
     sigprocmask(SIG_BLOCK, &acted_on, &old_mask);
+    /* chunkd gone without stopping us (a second signal's _exit, kill -9, a crash): the same clean-up as a stop.
+     * The signal comes when the thread that spawned us ends: the exec handler's loop, which stops us first. */
+    prctl(PR_SET_PDEATHSIG, KEEPER_STOP_SIGNAL);
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
         fprintf(stderr, "%s: cannot become a child subreaper (%s): what the command leaves escapes\n", KEEPER_ARGV0,
                 strerror(errno));

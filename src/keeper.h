@@ -17,7 +17,9 @@
  * the process group only, and the rest go to the nearest subreaper (or init), which reaps them.
  *
  * A keeper that is SIGKILLed itself cannot clean up: the command and what it left then go on to chunkd's
- * nearest subreaper or init (the command still sees EOF on stdin once chunkd closes it). Send it SIGTERM.
+ * nearest subreaper or init (the command still sees EOF on stdin once chunkd closes it). Send it SIGTERM. When
+ * chunkd itself ends without stopping it (a second signal's _exit, kill -9, a crash), the keeper gets
+ * KEEPER_STOP_SIGNAL as its parent-death signal and cleans up as on a stop.
  *
  * Descriptors: the command gets the keeper's 0, 1 and 2. KEEPER_STATUS_FD, when open, is a pipe to the spawner:
  * closed without a byte when the command has been exec'd, or given the exec's errno (an int) when it could not be.

@@ -190,6 +190,18 @@ bool localredis_exited(localredis_t *r, char *why, size_t whylen)
     return true;
 }
 
+void localredis_kill_now(localredis_t *r)
+{
+    if (!r) return;
+    if (r->pid > 0) {
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        children_release(r->pid);
+        r->pid = 0;
+    }
+    localredis_rmdir(r->dir);
+}
+
 void localredis_stop(localredis_t *r)
 {
     if (!r) return;

@@ -20,5 +20,7 @@ const char *localredis_url(const localredis_t *r);
  * Call from the thread that started it. */
 bool localredis_exited(localredis_t *r, char *why, size_t whylen);
 void localredis_stop(localredis_t *r);
+/* For an exit at once (a second signal): SIGKILLs the server and removes its directory, without freeing r. */
+void localredis_kill_now(localredis_t *r);
 
 #endif
