@@ -25,7 +25,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request
+              http_request commit_script
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -39,6 +39,8 @@ UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 UNIT_exec_proto := exec_proto.c dynbuf.c xalloc.c
 UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
+UNIT_commit_script :=
+UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in $(BUILD) it links too
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
@@ -100,8 +102,10 @@ $(BUILD)/scripts.o: $(BUILD)/scripts.c
 $(BUILD):
 	@mkdir -p $(BUILD)
 
+# Every header is a prerequisite: with several sources in one command, -MMD records only the last one's headers.
 define unit_rule
-$(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) | $(BUILD)
+$(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) $(addprefix $(BUILD)/,$(UNIT_BUILT_$(1))) \
+                    $(wildcard src/*.h) | $(BUILD)
 	$$(CC) $$(ALL_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(LDFLAGS) $$(LDLIBS_ALL) -lcmocka
 endef
 $(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))

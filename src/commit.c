@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "commit_script.h"
 #include "log.h"
 #include "metrics.h"
 #include "rconn.h"
@@ -127,26 +128,51 @@ static work_chunk_t *commit_group(work_item_t *list, work_item_t **carry)
     return round;
 }
 
-/* Appends the script call that settles one chunk's group to the pipeline. */
-static void commit_append(commit_t *c, work_chunk_t *w)
+/* Whether the group gives the chunk back to pending (requeue.lua) instead of committing it (commit.lua). */
+static bool group_requeues(const work_chunk_t *w) { return w->round_marker && w->disposition == WORK_REQUEUE; }
+
+/* The first three entries of an EVAL call's argv. */
+static void eval_head(const char **argv, const char *script, const char *n_keys)
+{
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = n_keys;
+}
+
+/* Appends the requeue.lua call that gives the chunk back to pending. */
+static void commit_append_requeue(commit_t *c, const work_chunk_t *w)
+{
+    const keys_t *k = &c->keys;
+    const char *argv[SCRIPT_EVAL_ARGC(REQUEUE_N_KEYS, REQUEUE_N_ARGS)];
+    size_t lens[SCRIPT_EVAL_ARGC(REQUEUE_N_KEYS, REQUEUE_N_ARGS)];
+    const size_t argc = sizeof argv / sizeof argv[0];
+    eval_head(argv, script_requeue, SCRIPT_TEXT(REQUEUE_N_KEYS));
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_PROCESSING)] = k->processing;
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_PENDING)] = k->pending;
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_STATS)] = k->stats;
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_DELIVERIES)] = k->deliveries;
+    argv[SCRIPT_EVAL_ARG(REQUEUE_N_KEYS, REQUEUE_ARG_CHUNK)] = w->raw;
+    argv[SCRIPT_EVAL_ARG(REQUEUE_N_KEYS, REQUEUE_ARG_CKPT_NAME)] = w->ckpt;
+    for (size_t i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
+    lens[SCRIPT_EVAL_ARG(REQUEUE_N_KEYS, REQUEUE_ARG_CHUNK)] = w->raw_len;
+    rconn_append_argv(c->conn, (int)argc, argv, lens);
+}
+
+/* Where commit.lua's ARGV[a] goes in its EVAL call. */
+#define COMMIT_EVAL_ARG(a) SCRIPT_EVAL_ARG(COMMIT_N_KEYS, a)
+
+/* Appends the commit.lua call that settles one chunk's group: its result lines, dead records and (with the
+ * checkpoint) item tags, after the keys and the head arguments. */
+static void commit_append_commit(commit_t *c, work_chunk_t *w)
 {
     const keys_t *k = &c->keys;
     const char *id = w->ckpt;
-    if (group_ends_chunk(w)) w->commit_sends++;
-    if (w->round_marker && w->disposition == WORK_REQUEUE) {
-        const char *argv[] = {"EVAL", script_requeue, "4", k->processing, k->pending, k->stats, k->deliveries,
-                              w->raw, id};
-        size_t lens[9];
-        for (size_t i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
-        lens[7] = w->raw_len;
-        rconn_append_argv(c->conn, 9, argv, lens);
-        return;
-    }
     char done_key[KEYS_MAX];
     keys_done(done_key, sizeof done_key, c->settings->queue, id);
-    const char *mode = w->dead_reason ? "x" : group_ends_chunk(w) ? "f" : "p";
+    const bool ends = group_ends_chunk(w);
+    const char *mode = w->dead_reason ? COMMIT_MODE_DEAD : ends ? COMMIT_MODE_FINAL : COMMIT_MODE_PARTIAL;
     /* A partial commit may be retried after a lost reply: only the checkpoint bits make that exactly-once. */
-    if (*mode == 'p') w->checkpointed = true;
+    if (!w->dead_reason && !ends) w->checkpointed = true;
     const bool bits = w->checkpointed;
     size_t n = w->round_n, n_ok = 0, n_dead = w->dead_reason != NULL;
     for (work_item_t *it = w->round_items; it; it = it->commit_next) {
@@ -157,19 +183,28 @@ static void commit_append(commit_t *c, work_chunk_t *w)
     snprintf(counts[0], sizeof counts[0], "%zu", n);
     snprintf(counts[1], sizeof counts[1], "%zu", n_ok);
     snprintf(counts[2], sizeof counts[2], "%zu", n_dead);
-    const char *head[] = {"EVAL", script_commit, "6", k->processing, k->results, k->stats, k->dead, done_key,
-                          k->deliveries, w->raw, mode, id, bits ? "1" : "0", counts[0], counts[1], counts[2]};
-    const size_t n_head = sizeof head / sizeof head[0];
+    const size_t n_head = SCRIPT_EVAL_ARGC(COMMIT_N_KEYS, COMMIT_N_HEAD_ARGS);
     size_t argc = n_head + n + n_dead + (bits ? n : 0);
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
     char(*tags)[24] = bits ? xmalloc((n ? n : 1) * sizeof *tags) : NULL;
+    eval_head(argv, script_commit, SCRIPT_TEXT(COMMIT_N_KEYS));
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_PROCESSING)] = k->processing;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_RESULTS)] = k->results;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_STATS)] = k->stats;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DEAD)] = k->dead;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_CHECKPOINT)] = done_key;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DELIVERIES)] = k->deliveries;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_CHUNK)] = w->raw;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_MODE)] = mode;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_CKPT_NAME)] = id;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_USE_CKPT)] = bits ? COMMIT_CKPT_ON : COMMIT_CKPT_OFF;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_N)] = counts[0];
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_N_OK)] = counts[1];
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_N_DEAD)] = counts[2];
     size_t a = 0;
-    for (; a < n_head; a++) {
-        argv[a] = head[a];
-        lens[a] = strlen(head[a]);
-    }
-    lens[9] = w->raw_len;
+    for (; a < n_head; a++) lens[a] = strlen(argv[a]);
+    lens[COMMIT_EVAL_ARG(COMMIT_ARG_CHUNK)] = w->raw_len;
     for (work_item_t *it = w->round_items; it; it = it->commit_next, a++) {
         argv[a] = it->result_line;
         lens[a] = it->result_len;
@@ -186,8 +221,8 @@ static void commit_append(commit_t *c, work_chunk_t *w)
     }
     size_t j = 0;
     for (work_item_t *it = bits ? w->round_items : NULL; it; it = it->commit_next, j++) {
-        lens[a] = (size_t)snprintf(tags[j], sizeof tags[j], "%c%td", it->ok ? 'o' : it->dead_record ? 'd' : 'f',
-                                   it - w->items);
+        char tag = it->ok ? COMMIT_TAG_OK : it->dead_record ? COMMIT_TAG_DEAD : COMMIT_TAG_FAILED;
+        lens[a] = (size_t)snprintf(tags[j], sizeof tags[j], "%c%td", tag, it - w->items);
         argv[a++] = tags[j];
     }
     rconn_append_argv(c->conn, (int)a, argv, lens);
@@ -196,6 +231,18 @@ static void commit_append(commit_t *c, work_chunk_t *w)
     free(tags);
     free(dead_chunk);
 }
+
+/* Appends the script call that settles one chunk's group to the pipeline. */
+static void commit_append(commit_t *c, work_chunk_t *w)
+{
+    if (group_ends_chunk(w)) w->commit_sends++;
+    if (group_requeues(w)) commit_append_requeue(c, w);
+    else commit_append_commit(c, w);
+}
+
+/* commit_settle reads requeue.lua's replies as commit.lua's. */
+_Static_assert(REQUEUE_REPLY_OK == COMMIT_REPLY_OK && REQUEUE_REPLY_GONE == COMMIT_REPLY_FENCED,
+               "requeue.lua and commit.lua reply alike");
 
 /* Logs what one reply says about one chunk's group. Returns 0 when it is settled, -1 to send it again, -2 to send
  * it again after a transient error (Redis loading after a restart) that says nothing against the chunk. */
@@ -206,22 +253,23 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
         LOG_LIMITED(transient ? LL_WARN : LL_ERROR, "commit of chunk %s failed: %.300s", chunk_name(w), r->str);
         return transient ? -2 : -1;
     }
-    bool requeue = w->round_marker && w->disposition == WORK_REQUEUE;
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+    bool requeue = group_requeues(w);
+    bool is_int = r->type == REDIS_REPLY_INTEGER;
+    if (is_int && r->integer == COMMIT_REPLY_CKPT_EXISTS) {
         LOG(LL_WARN, "chunk %s has a checkpoint from another delivery; committing again with it", chunk_name(w));
         w->checkpointed = true;
         return -2; /* sent again at once, not a failure of the chunk */
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+    if (is_int && r->integer == COMMIT_REPLY_OK) {
         if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
         else if (requeue) metrics_add(M_CHUNKS_REQUEUED, 1);
         else if (group_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
         for (work_item_t *it = w->round_items; it; it = it->commit_next)
             metrics_add(M_DEAD_ITEMS, it->dead_record != NULL);
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0 && w->commit_sends > 1 && group_ends_chunk(w)) {
+    if (is_int && r->integer == COMMIT_REPLY_FENCED && w->commit_sends > 1 && group_ends_chunk(w)) {
         LOG(LL_INFO, "chunk %s was settled by an earlier attempt whose reply was lost", chunk_name(w));
-    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+    } else if (is_int && r->integer == COMMIT_REPLY_FENCED) {
         /* Fenced: the reaper gave the chunk to another worker (this one was paused or cut off past its lease). */
         LOG(LL_WARN, "chunk %s is no longer in %s (taken over by recovery?); this worker's results for it are dropped",
             chunk_name(w), c->keys.processing);
