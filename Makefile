@@ -17,7 +17,7 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
                 valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl tmux
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c \
-        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
+        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c commit_round.c worker.c sink.c \
         collect.c sig.c children.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
         ratelimit.c ratelimit_math.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
@@ -25,7 +25,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request commit_script
+              http_request commit_script commit_round
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -41,6 +41,7 @@ UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
 UNIT_commit_script :=
 UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in $(BUILD) it links too
+UNIT_commit_round := commit_round.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "commit_round.h"
 #include "commit_script.h"
 #include "log.h"
 #include "metrics.h"
@@ -83,50 +84,9 @@ void commit_push_chunk(commit_t *c, work_chunk_t *chunk)
     commit_push(c, &chunk->marker);
 }
 
-/* ---- one round: the taken entries grouped by chunk ---- */
-
-/* Whether settling this chunk's group ends the chunk (the committer then frees it). */
-static bool group_ends_chunk(const work_chunk_t *w) { return w->round_marker || w->n_received == w->n_run; }
+/* ---- sending a round: one script call per group, in one pipeline ---- */
 
 static const char *chunk_name(const work_chunk_t *w) { return w->decoded.id ? w->decoded.id : "(unparsed)"; }
-
-/* Adds the entries of list to the round (a list of chunks linked by round_next). A marker whose chunk already
- * has items in the round waits for the next round (*carry), so that a chunk is settled at most once per round. */
-static work_chunk_t *commit_group(work_item_t *list, work_item_t **carry)
-{
-    work_chunk_t *round = NULL, **tail = &round;
-    *carry = NULL;
-    for (work_item_t *it = list; it;) {
-        work_item_t *next = it->commit_next;
-        work_chunk_t *w = it->chunk;
-        bool marker = work_item_is_marker(it);
-        if (marker && w->in_round) {
-            it->commit_next = *carry;
-            *carry = it;
-            it = next;
-            continue;
-        }
-        if (!w->in_round) {
-            w->in_round = true;
-            w->round_items = NULL;
-            w->round_n = 0;
-            w->round_marker = false;
-            w->round_next = NULL;
-            *tail = w;
-            tail = &w->round_next;
-        }
-        if (marker) {
-            w->round_marker = true;
-        } else {
-            it->commit_next = w->round_items;
-            w->round_items = it;
-            w->round_n++;
-            w->n_received++;
-        }
-        it = next;
-    }
-    return round;
-}
 
 /* Whether the group gives the chunk back to pending (requeue.lua) instead of committing it (commit.lua). */
 static bool group_requeues(const work_chunk_t *w) { return w->round_marker && w->disposition == WORK_REQUEUE; }
@@ -169,7 +129,7 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
     const char *id = w->ckpt;
     char done_key[KEYS_MAX];
     keys_done(done_key, sizeof done_key, c->settings->queue, id);
-    const bool ends = group_ends_chunk(w);
+    const bool ends = commit_round_ends_chunk(w);
     const char *mode = w->dead_reason ? COMMIT_MODE_DEAD : ends ? COMMIT_MODE_FINAL : COMMIT_MODE_PARTIAL;
     /* A partial commit may be retried after a lost reply: only the checkpoint bits make that exactly-once. */
     if (!w->dead_reason && !ends) w->checkpointed = true;
@@ -235,7 +195,7 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
 /* Appends the script call that settles one chunk's group to the pipeline. */
 static void commit_append(commit_t *c, work_chunk_t *w)
 {
-    if (group_ends_chunk(w)) w->commit_sends++;
+    if (commit_round_ends_chunk(w)) w->commit_sends++;
     if (group_requeues(w)) commit_append_requeue(c, w);
     else commit_append_commit(c, w);
 }
@@ -263,11 +223,11 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
     if (is_int && r->integer == COMMIT_REPLY_OK) {
         if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
         else if (requeue) metrics_add(M_CHUNKS_REQUEUED, 1);
-        else if (group_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
+        else if (commit_round_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
         for (work_item_t *it = w->round_items; it; it = it->commit_next)
             metrics_add(M_DEAD_ITEMS, it->dead_record != NULL);
     }
-    if (is_int && r->integer == COMMIT_REPLY_FENCED && w->commit_sends > 1 && group_ends_chunk(w)) {
+    if (is_int && r->integer == COMMIT_REPLY_FENCED && w->commit_sends > 1 && commit_round_ends_chunk(w)) {
         LOG(LL_INFO, "chunk %s was settled by an earlier attempt whose reply was lost", chunk_name(w));
     } else if (is_int && r->integer == COMMIT_REPLY_FENCED) {
         /* Fenced: the reaper gave the chunk to another worker (this one was paused or cut off past its lease). */
@@ -307,7 +267,7 @@ static void commit_drop(commit_t *c, work_chunk_t *w)
     w->in_round = false;
     w->round_items = NULL;
     w->round_n = 0;
-    if (!group_ends_chunk(w)) return;
+    if (!commit_round_ends_chunk(w)) return;
     size_t unfinished = w->n_run - w->n_received; /* a drain's requeue: items that never finished */
     window_release(c->window, unfinished, false);
     window_release(c->window, work_chunk_weight(w) - w->n_released - unfinished, true);
@@ -410,46 +370,22 @@ static void commit_send(commit_t *c, work_chunk_t *list)
     }
 }
 
-/* Whether a chunk's marker waits in the carry list (the chunk's group must then go now, so the marker can). */
-static bool commit_marker_carried(const work_item_t *carry, const work_chunk_t *w)
+/* Takes up to batch entries off the queue (under mu), in order. */
+static work_item_t *commit_take(commit_t *c, size_t batch)
 {
-    for (; carry; carry = carry->commit_next)
-        if (carry->chunk == w) return true;
-    return false;
-}
-
-/* Splits off, into *deferred, the groups of chunks younger than --checkpoint-ms that do not end their chunk: a
- * chunk that finishes quickly is committed once, whole, instead of once per batch its items fall into (each
- * partial commit sends the whole chunk text for its fence). Older chunks checkpoint their finished items. */
-static work_chunk_t *commit_defer(commit_t *c, work_chunk_t *round, work_chunk_t **deferred, const work_item_t *carry,
-                                  bool stopping, int64_t now)
-{
-    const int64_t young_ms = c->settings->checkpoint_ms;
-    work_chunk_t *send = NULL, **send_tail = &send;
-    while (round) {
-        work_chunk_t *w = round;
-        round = w->round_next;
-        w->round_next = NULL;
-        bool defer = !stopping && young_ms > 0 && !group_ends_chunk(w) && !w->commit_dead &&
-                     now - w->fetched_ms < young_ms && !commit_marker_carried(carry, w);
-        if (defer) {
-            w->round_next = *deferred;
-            *deferred = w;
-        } else {
-            *send_tail = w;
-            send_tail = &w->round_next;
-        }
+    work_item_t *list = NULL, **tail = &list;
+    size_t taken = 0;
+    while (c->head && taken < batch) {
+        work_item_t *it = c->head;
+        c->head = it->commit_next;
+        it->commit_next = NULL;
+        *tail = it;
+        tail = &it->commit_next;
+        taken++;
     }
-    return send;
-}
-
-/* When the first deferred group falls due (INT64_MAX: none). */
-static int64_t commit_deferred_due(const commit_t *c, const work_chunk_t *deferred)
-{
-    int64_t due = INT64_MAX;
-    for (; deferred; deferred = deferred->round_next)
-        if (deferred->fetched_ms + c->settings->checkpoint_ms < due) due = deferred->fetched_ms + c->settings->checkpoint_ms;
-    return due;
+    if (!c->head) c->tail = NULL;
+    c->queued -= taken;
+    return list;
 }
 
 static void *commit_main(void *arg)
@@ -457,11 +393,12 @@ static void *commit_main(void *arg)
     commit_t *c = arg;
     const size_t batch = (size_t)c->settings->commit_batch;
     const int64_t interval_ms = c->settings->commit_interval_ms;
+    const int64_t checkpoint_ms = c->settings->checkpoint_ms;
     work_item_t *carry = NULL;       /* markers held back from the last round */
-    work_chunk_t *deferred = NULL;   /* groups of young chunks waiting for more items (commit_defer) */
+    work_chunk_t *deferred = NULL;   /* groups of young chunks waiting for more items (commit_round.h) */
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        int64_t due = commit_deferred_due(c, deferred);
+        int64_t due = commit_round_due(deferred, checkpoint_ms);
         while (!c->stopping && !c->head && !carry && clock_now_ms() < due) {
             atomic_store(&c->heartbeat_ms, clock_now_ms());
             int64_t wake = clock_now_ms() + 1000;
@@ -478,32 +415,11 @@ static void *commit_main(void *arg)
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
             continue;
         }
-        /* Take up to a batch of entries, after the held-back markers. */
-        work_item_t *list = carry, **tail = &list;
-        while (*tail) tail = &(*tail)->commit_next;
-        size_t taken = 0;
-        while (c->head && taken < batch) {
-            work_item_t *it = c->head;
-            c->head = it->commit_next;
-            it->commit_next = NULL;
-            *tail = it;
-            tail = &it->commit_next;
-            taken++;
-        }
-        if (!c->head) c->tail = NULL;
-        c->queued -= taken;
+        work_item_t *taken = commit_take(c, batch);
         c->oldest_ms = now;
         bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);
-        /* Deferred groups (their chunks still in_round) take their new items in commit_group, then rejoin. */
-        work_chunk_t *round = commit_group(list, &carry);
-        while (deferred) {
-            work_chunk_t *w = deferred;
-            deferred = w->round_next;
-            w->round_next = round;
-            round = w;
-        }
-        commit_send(c, commit_defer(c, round, &deferred, carry, stopping, now));
+        commit_send(c, commit_round_build(taken, &carry, &deferred, stopping, now, checkpoint_ms));
         pthread_mutex_lock(&c->mu);
     }
     c->exited = true;
