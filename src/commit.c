@@ -1,6 +1,7 @@
 /* commit: see commit.h. */
 #include "commit.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -185,6 +186,7 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
         lens[a] = (size_t)snprintf(tags[j], sizeof tags[j], "%c%td", tag, it - w->items);
         argv[a++] = tags[j];
     }
+    assert(a == argc);
     rconn_append_argv(c->conn, (int)a, argv, lens);
     free(argv);
     free(lens);
@@ -195,6 +197,7 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
 /* Appends the script call that settles one chunk's group to the pipeline. */
 static void commit_append(commit_t *c, work_chunk_t *w)
 {
+    assert(w->in_round);
     if (commit_round_ends_chunk(w)) w->commit_sends++;
     if (group_requeues(w)) commit_append_requeue(c, w);
     else commit_append_commit(c, w);
@@ -254,25 +257,144 @@ static void commit_backoff(commit_t *c, long long *backoff_ms)
 }
 
 /* A chunk's group is done with (settled, fenced, given up or abandoned): its items leave the window and free
- * their results; when the group ends the chunk, the rest of its weight leaves too and the chunk is freed. */
+ * their results; when the group ends the chunk, the rest of its weight leaves too and the chunk is freed. Each
+ * group is dropped once per round: this ends the chunk's round. */
 static void commit_drop(commit_t *c, work_chunk_t *w)
 {
+    assert(w->in_round);
     for (work_item_t *it = w->round_items; it; it = it->commit_next) {
         free(it->result_line);
         free(it->dead_record);
         it->result_line = it->dead_record = NULL;
     }
+    assert(w->n_released + w->round_n <= work_chunk_weight(w));
     window_release(c->window, w->round_n, true);
     w->n_released += w->round_n;
     w->in_round = false;
     w->round_items = NULL;
     w->round_n = 0;
     if (!commit_round_ends_chunk(w)) return;
+    assert(w->n_received <= w->n_run);
     size_t unfinished = w->n_run - w->n_received; /* a drain's requeue: items that never finished */
+    assert(w->n_released + unfinished <= work_chunk_weight(w));
     window_release(c->window, unfinished, false);
     window_release(c->window, work_chunk_weight(w) - w->n_released - unfinished, true);
     window_release_bytes(c->window, w->raw_len);
     work_chunk_free(w);
+}
+
+/* Drops the groups of chunks already lost to recovery (fenced, or given up): they are not sent again. Returns the
+ * rest, in order. */
+static work_chunk_t *commit_drop_dead(commit_t *c, work_chunk_t *list)
+{
+    for (work_chunk_t **p = &list; *p;) {
+        work_chunk_t *w = *p;
+        if (!w->commit_dead) {
+            p = &w->round_next;
+            continue;
+        }
+        *p = w->round_next;
+        commit_drop(c, w);
+    }
+    return list;
+}
+
+/* Reconnects when the connection is down. Returns 0 when connected, -1 on abort. */
+static int commit_connect(commit_t *c)
+{
+    if (!rconn_connected(c->conn)) {
+        atomic_store(&c->connected, false);
+        if (rconn_reconnect(c->conn, &c->abort, &c->heartbeat_ms)) return -1;
+        metrics_add(M_REDIS_RECONNECTS, 1);
+    }
+    atomic_store(&c->connected, true);
+    return 0;
+}
+
+/* Appends one script call per group of the round to the pipeline. Returns the results they carry. */
+static size_t commit_append_round(commit_t *c, work_chunk_t *round)
+{
+    size_t results = 0;
+    for (work_chunk_t *w = round; w; w = w->round_next) {
+        commit_append(c, w);
+        results += w->round_n;
+    }
+    return results;
+}
+
+/* What went wrong in one round. */
+typedef struct commit_failure {
+    bool lost;      /* the connection was lost: the groups without a reply go again */
+    bool failed;    /* some group goes again */
+    bool transient; /* some group goes again for a reason that says nothing against it */
+} commit_failure_t;
+
+/* Reads one reply per group of the round sent and settles each group (dropping it) or puts it on the list to
+ * send again. Returns that list, in order, followed by rest (the groups held back from the round). */
+static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_chunk_t *rest, commit_failure_t *f)
+{
+    *f = (commit_failure_t){0};
+    work_chunk_t *retry = NULL, **retry_tail = &retry;
+    for (work_chunk_t *w = sent; w;) {
+        work_chunk_t *next = w->round_next;
+        redisReply *r = f->lost ? NULL : rconn_get_reply(c->conn);
+        if (!r && !f->lost) {
+            LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
+            f->lost = true;
+        }
+        int settled = r ? commit_settle(c, w, r) : -2;
+        if (settled == 0) {
+            commit_drop(c, w);
+        } else {
+            f->transient |= settled == -2;
+            f->failed = true;
+            w->round_next = NULL;
+            *retry_tail = w;
+            retry_tail = &w->round_next;
+        }
+        if (r) freeReplyObject(r);
+        w = next;
+    }
+    *retry_tail = rest;
+    return retry;
+}
+
+/* How the committer is doing with the groups it keeps sending. */
+typedef struct commit_tries {
+    long long backoff_ms; /* before the next try after a failed round */
+    int failed_rounds;    /* rounds in a row with an error reply that may be a chunk's own fault */
+    int alone_failures;   /* such failures of the first group, sent alone */
+} commit_tries_t;
+
+/* After a failed round: counts it and, once the first group sent alone has failed COMMIT_GIVE_UP times, gives it
+ * up. A lost connection or a Redis still loading is retried for as long as it takes: only error replies that may
+ * be the chunk's own fault lead to sending it alone and, in the end, giving it up. Returns the groups to send. */
+static work_chunk_t *commit_count_failure(commit_t *c, work_chunk_t *list, const commit_failure_t *f, bool alone,
+                                          commit_tries_t *tries)
+{
+    if (f->transient) return list;
+    tries->failed_rounds++;
+    if (!alone || ++tries->alone_failures < COMMIT_GIVE_UP) return list;
+    work_chunk_t *w = list;
+    LOG(LL_ERROR, "chunk %s could not be committed after %d tries alone; giving up on it here (it stays in %s)",
+        chunk_name(w), tries->alone_failures, c->keys.processing);
+    list = w->round_next;
+    w->commit_dead = true;
+    commit_drop(c, w);
+    tries->alone_failures = 0;
+    return list;
+}
+
+/* Gives up on every group left (only on abort): the chunks stay in the processing list for recovery. */
+static void commit_abandon(commit_t *c, work_chunk_t *list)
+{
+    while (list) {
+        work_chunk_t *next = list->round_next;
+        atomic_fetch_add(&c->abandoned, (long long)list->round_n);
+        list->commit_dead = true;
+        commit_drop(c, list);
+        list = next;
+    }
 }
 
 /* Sends a round until every group is settled (or abort). After two failed rounds it sends the first group alone,
@@ -280,94 +402,34 @@ static void commit_drop(commit_t *c, work_chunk_t *w)
  * given up (its chunk stays in the processing list, and its later items are dropped). */
 static void commit_send(commit_t *c, work_chunk_t *list)
 {
-    long long backoff_ms = 100;
-    int failed_rounds = 0, alone_failures = 0;
+    commit_tries_t tries = {.backoff_ms = 100};
     while (list && !atomic_load(&c->abort)) {
         atomic_store(&c->heartbeat_ms, clock_now_ms());
-        /* Chunks already lost to recovery are not sent again. */
-        for (work_chunk_t **p = &list; *p;) {
-            work_chunk_t *w = *p;
-            if (!w->commit_dead) {
-                p = &w->round_next;
-                continue;
-            }
-            *p = w->round_next;
-            commit_drop(c, w);
-        }
-        if (!list) break;
-        if (!rconn_connected(c->conn)) {
-            atomic_store(&c->connected, false);
-            if (rconn_reconnect(c->conn, &c->abort, &c->heartbeat_ms)) break;
-            metrics_add(M_REDIS_RECONNECTS, 1);
-        }
-        atomic_store(&c->connected, true);
-        bool alone = failed_rounds >= 2;
-        int64_t round_start = clock_now_ms();
-        size_t round_results = 0;
+        list = commit_drop_dead(c, list);
+        if (!list || commit_connect(c)) break;
+        bool alone = tries.failed_rounds >= 2;
         work_chunk_t *rest = NULL;
         if (alone) {
             rest = list->round_next;
             list->round_next = NULL;
         }
-        for (work_chunk_t *w = list; w; w = w->round_next) {
-            commit_append(c, w);
-            round_results += w->round_n;
-        }
-        work_chunk_t *retry = NULL, **retry_tail = &retry;
-        bool lost = false, failed = false, transient = false;
-        for (work_chunk_t *w = list; w;) {
-            work_chunk_t *next = w->round_next;
-            redisReply *r = lost ? NULL : rconn_get_reply(c->conn);
-            if (!r && !lost) {
-                LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
-                lost = true;
-            }
-            int settled = r ? commit_settle(c, w, r) : -2;
-            if (settled == 0) {
-                commit_drop(c, w);
-            } else {
-                transient |= settled == -2;
-                failed = true;
-                w->round_next = NULL;
-                *retry_tail = w;
-                retry_tail = &w->round_next;
-            }
-            if (r) freeReplyObject(r);
-            w = next;
-        }
-        *retry_tail = rest;
-        list = retry;
-        if (lost || failed) metrics_add(M_REDIS_ERRORS, 1);
-        if (lost) atomic_store(&c->connected, false);
+        int64_t round_start = clock_now_ms();
+        size_t round_results = commit_append_round(c, list);
+        commit_failure_t f;
+        list = commit_read_replies(c, list, rest, &f);
+        if (f.lost || f.failed) metrics_add(M_REDIS_ERRORS, 1);
+        if (f.lost) atomic_store(&c->connected, false);
         metrics_observe(H_COMMIT_SECONDS, (uint64_t)(clock_now_ms() - round_start) * 1000);
         metrics_observe(H_COMMIT_BATCH_SIZE, round_results);
-        if (!failed) {
-            failed_rounds = alone_failures = 0;
-            backoff_ms = 100;
+        if (!f.failed) {
+            tries = (commit_tries_t){.backoff_ms = 100};
             continue;
         }
-        /* A lost connection or a Redis still loading is retried for as long as it takes: only error replies that
-         * may be the chunk's own fault lead to sending it alone and, in the end, giving it up. */
-        if (!transient) failed_rounds++;
-        if (alone && !transient && ++alone_failures >= COMMIT_GIVE_UP) {
-            work_chunk_t *w = list;
-            LOG(LL_ERROR, "chunk %s could not be committed after %d tries alone; giving up on it here (it stays in "
-                          "%s)", chunk_name(w), alone_failures, c->keys.processing);
-            list = w->round_next;
-            w->commit_dead = true;
-            commit_drop(c, w);
-            alone_failures = 0;
-        }
+        list = commit_count_failure(c, list, &f, alone, &tries);
         if (atomic_load(&c->abort)) break;
-        commit_backoff(c, &backoff_ms);
+        commit_backoff(c, &tries.backoff_ms);
     }
-    while (list) { /* only on abort: the chunks stay in the processing list for recovery */
-        work_chunk_t *next = list->round_next;
-        atomic_fetch_add(&c->abandoned, (long long)list->round_n);
-        list->commit_dead = true;
-        commit_drop(c, list);
-        list = next;
-    }
+    commit_abandon(c, list);
 }
 
 /* Takes up to batch entries off the queue (under mu), in order. */
