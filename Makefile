@@ -25,7 +25,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request commit_script commit_round
+              http_request commit_script commit_round window
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -42,6 +42,7 @@ UNIT_http_request := http_request.c dynbuf.c xalloc.c
 UNIT_commit_script :=
 UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in $(BUILD) it links too
 UNIT_commit_round := commit_round.c
+UNIT_window     := window.c metrics.c dynbuf.c xalloc.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
