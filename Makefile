@@ -17,7 +17,7 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
                 valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl tmux
 
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c scheduler.c \
-        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
+        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c commit_round.c worker.c sink.c \
         collect.c sig.c children.c proctab.c keeper.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
         ratelimit.c ratelimit_math.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
@@ -25,7 +25,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request cmd
+              http_request cmd commit_script commit_round window
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -40,6 +40,10 @@ UNIT_exec_proto := exec_proto.c dynbuf.c xalloc.c
 UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
 UNIT_cmd        := cmd.c sig.c rconn.c log.c redis_url.c xalloc.c
+UNIT_commit_script :=
+UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in $(BUILD) it links too
+UNIT_commit_round := commit_round.c
+UNIT_window     := window.c metrics.c dynbuf.c xalloc.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         lint-deps \
@@ -102,8 +106,10 @@ $(BUILD)/scripts.o: $(BUILD)/scripts.c
 $(BUILD):
 	@mkdir -p $(BUILD)
 
+# Every header is a prerequisite: with several sources in one command, -MMD records only the last one's headers.
 define unit_rule
-$(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) | $(BUILD)
+$(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) $(addprefix $(BUILD)/,$(UNIT_BUILT_$(1))) \
+                    $(wildcard src/*.h) | $(BUILD)
 	$$(CC) $$(ALL_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(LDFLAGS) $$(LDLIBS_ALL) -lcmocka
 endef
 $(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))

@@ -1,6 +1,7 @@
 /* commit: see commit.h. */
 #include "commit.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include <time.h>
 
 #include "clock.h"
+#include "commit_round.h"
+#include "commit_script.h"
 #include "log.h"
 #include "metrics.h"
 #include "rconn.h"
@@ -34,6 +37,7 @@ struct commit {
     pthread_cond_t exited_cv;   /* signalled when exited is set */
     atomic_bool abort;
     atomic_llong abandoned;     /* results given up on at abort (they stay uncommitted; their chunks are reaped) */
+    atomic_llong abandoned_groups; /* chunks' groups given up on at abort, results or not (a requeue, a dead chunk) */
     atomic_llong heartbeat_ms;  /* monotonic: the thread's last sign of life, for /healthz */
     atomic_bool connected;      /* for /readyz */
 };
@@ -50,6 +54,7 @@ commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
     clock_cond_init(&c->exited_cv);
     atomic_init(&c->abort, false);
     atomic_init(&c->abandoned, 0);
+    atomic_init(&c->abandoned_groups, 0);
     atomic_init(&c->heartbeat_ms, clock_now_ms());
     atomic_init(&c->connected, false);
     return c;
@@ -82,71 +87,55 @@ void commit_push_chunk(commit_t *c, work_chunk_t *chunk)
     commit_push(c, &chunk->marker);
 }
 
-/* ---- one round: the taken entries grouped by chunk ---- */
-
-/* Whether settling this chunk's group ends the chunk (the committer then frees it). */
-static bool group_ends_chunk(const work_chunk_t *w) { return w->round_marker || w->n_received == w->n_run; }
+/* ---- sending a round: one script call per group, in one pipeline ---- */
 
 static const char *chunk_name(const work_chunk_t *w) { return w->decoded.id ? w->decoded.id : "(unparsed)"; }
 
-/* Adds the entries of list to the round (a list of chunks linked by round_next). A marker whose chunk already
- * has items in the round waits for the next round (*carry), so that a chunk is settled at most once per round. */
-static work_chunk_t *commit_group(work_item_t *list, work_item_t **carry)
+/* Whether the group gives the chunk back to pending (requeue.lua) instead of committing it (commit.lua). */
+static bool group_requeues(const work_chunk_t *w) { return w->round_marker && w->disposition == WORK_REQUEUE; }
+
+/* The first three entries of an EVAL call's argv. */
+static void eval_head(const char **argv, const char *script, const char *n_keys)
 {
-    work_chunk_t *round = NULL, **tail = &round;
-    *carry = NULL;
-    for (work_item_t *it = list; it;) {
-        work_item_t *next = it->commit_next;
-        work_chunk_t *w = it->chunk;
-        bool marker = work_item_is_marker(it);
-        if (marker && w->in_round) {
-            it->commit_next = *carry;
-            *carry = it;
-            it = next;
-            continue;
-        }
-        if (!w->in_round) {
-            w->in_round = true;
-            w->round_items = NULL;
-            w->round_n = 0;
-            w->round_marker = false;
-            w->round_next = NULL;
-            *tail = w;
-            tail = &w->round_next;
-        }
-        if (marker) {
-            w->round_marker = true;
-        } else {
-            it->commit_next = w->round_items;
-            w->round_items = it;
-            w->round_n++;
-            w->n_received++;
-        }
-        it = next;
-    }
-    return round;
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = n_keys;
 }
 
-/* Appends the script call that settles one chunk's group to the pipeline. */
-static void commit_append(commit_t *c, work_chunk_t *w)
+/* Appends the requeue.lua call that gives the chunk back to pending. */
+static void commit_append_requeue(commit_t *c, const work_chunk_t *w)
+{
+    const keys_t *k = &c->keys;
+    const char *argv[SCRIPT_EVAL_ARGC(REQUEUE_N_KEYS, REQUEUE_N_ARGS)];
+    size_t lens[SCRIPT_EVAL_ARGC(REQUEUE_N_KEYS, REQUEUE_N_ARGS)];
+    const size_t argc = sizeof argv / sizeof argv[0];
+    eval_head(argv, script_requeue, SCRIPT_TEXT(REQUEUE_N_KEYS));
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_PROCESSING)] = k->processing;
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_PENDING)] = k->pending;
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_STATS)] = k->stats;
+    argv[SCRIPT_EVAL_KEY(REQUEUE_KEY_DELIVERIES)] = k->deliveries;
+    argv[SCRIPT_EVAL_ARG(REQUEUE_N_KEYS, REQUEUE_ARG_CHUNK)] = w->raw;
+    argv[SCRIPT_EVAL_ARG(REQUEUE_N_KEYS, REQUEUE_ARG_CKPT_NAME)] = w->ckpt;
+    for (size_t i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
+    lens[SCRIPT_EVAL_ARG(REQUEUE_N_KEYS, REQUEUE_ARG_CHUNK)] = w->raw_len;
+    rconn_append_argv(c->conn, (int)argc, argv, lens);
+}
+
+/* Where commit.lua's ARGV[a] goes in its EVAL call. */
+#define COMMIT_EVAL_ARG(a) SCRIPT_EVAL_ARG(COMMIT_N_KEYS, a)
+
+/* Appends the commit.lua call that settles one chunk's group: its result lines, dead records and (with the
+ * checkpoint) item tags, after the keys and the head arguments. */
+static void commit_append_commit(commit_t *c, work_chunk_t *w)
 {
     const keys_t *k = &c->keys;
     const char *id = w->ckpt;
-    if (group_ends_chunk(w)) w->commit_sends++;
-    if (w->round_marker && w->disposition == WORK_REQUEUE) {
-        const char *argv[] = {"EVAL", script_requeue, "4", k->processing, k->pending, k->stats, k->deliveries,
-                              w->raw, id};
-        size_t lens[9];
-        for (size_t i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
-        lens[7] = w->raw_len;
-        rconn_append_argv(c->conn, 9, argv, lens);
-        return;
-    }
     char done_key[KEYS_MAX];
     keys_done(done_key, sizeof done_key, c->settings->queue, id);
-    const char *mode = w->dead_reason ? "x" : group_ends_chunk(w) ? "f" : "p";
+    const bool ends = commit_round_ends_chunk(w);
+    const char *mode = w->dead_reason ? COMMIT_MODE_DEAD : ends ? COMMIT_MODE_FINAL : COMMIT_MODE_PARTIAL;
     /* A partial commit may be retried after a lost reply: only the checkpoint bits make that exactly-once. */
-    if (*mode == 'p') w->checkpointed = true;
+    if (!w->dead_reason && !ends) w->checkpointed = true;
     const bool bits = w->checkpointed;
     size_t n = w->round_n, n_ok = 0, n_dead = w->dead_reason != NULL;
     for (work_item_t *it = w->round_items; it; it = it->commit_next) {
@@ -157,19 +146,28 @@ static void commit_append(commit_t *c, work_chunk_t *w)
     snprintf(counts[0], sizeof counts[0], "%zu", n);
     snprintf(counts[1], sizeof counts[1], "%zu", n_ok);
     snprintf(counts[2], sizeof counts[2], "%zu", n_dead);
-    const char *head[] = {"EVAL", script_commit, "6", k->processing, k->results, k->stats, k->dead, done_key,
-                          k->deliveries, w->raw, mode, id, bits ? "1" : "0", counts[0], counts[1], counts[2]};
-    const size_t n_head = sizeof head / sizeof head[0];
+    const size_t n_head = SCRIPT_EVAL_ARGC(COMMIT_N_KEYS, COMMIT_N_HEAD_ARGS);
     size_t argc = n_head + n + n_dead + (bits ? n : 0);
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
     char(*tags)[24] = bits ? xmalloc((n ? n : 1) * sizeof *tags) : NULL;
+    eval_head(argv, script_commit, SCRIPT_TEXT(COMMIT_N_KEYS));
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_PROCESSING)] = k->processing;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_RESULTS)] = k->results;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_STATS)] = k->stats;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DEAD)] = k->dead;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_CHECKPOINT)] = done_key;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DELIVERIES)] = k->deliveries;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_CHUNK)] = w->raw;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_MODE)] = mode;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_CKPT_NAME)] = id;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_USE_CKPT)] = bits ? COMMIT_CKPT_ON : COMMIT_CKPT_OFF;
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_N)] = counts[0];
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_N_OK)] = counts[1];
+    argv[COMMIT_EVAL_ARG(COMMIT_ARG_N_DEAD)] = counts[2];
     size_t a = 0;
-    for (; a < n_head; a++) {
-        argv[a] = head[a];
-        lens[a] = strlen(head[a]);
-    }
-    lens[9] = w->raw_len;
+    for (; a < n_head; a++) lens[a] = strlen(argv[a]);
+    lens[COMMIT_EVAL_ARG(COMMIT_ARG_CHUNK)] = w->raw_len;
     for (work_item_t *it = w->round_items; it; it = it->commit_next, a++) {
         argv[a] = it->result_line;
         lens[a] = it->result_len;
@@ -186,16 +184,30 @@ static void commit_append(commit_t *c, work_chunk_t *w)
     }
     size_t j = 0;
     for (work_item_t *it = bits ? w->round_items : NULL; it; it = it->commit_next, j++) {
-        lens[a] = (size_t)snprintf(tags[j], sizeof tags[j], "%c%td", it->ok ? 'o' : it->dead_record ? 'd' : 'f',
-                                   it - w->items);
+        char tag = it->ok ? COMMIT_TAG_OK : it->dead_record ? COMMIT_TAG_DEAD : COMMIT_TAG_FAILED;
+        lens[a] = (size_t)snprintf(tags[j], sizeof tags[j], "%c%td", tag, it - w->items);
         argv[a++] = tags[j];
     }
+    assert(a == argc);
     rconn_append_argv(c->conn, (int)a, argv, lens);
     free(argv);
     free(lens);
     free(tags);
     free(dead_chunk);
 }
+
+/* Appends the script call that settles one chunk's group to the pipeline. */
+static void commit_append(commit_t *c, work_chunk_t *w)
+{
+    assert(w->in_round);
+    if (commit_round_ends_chunk(w)) w->commit_sends++;
+    if (group_requeues(w)) commit_append_requeue(c, w);
+    else commit_append_commit(c, w);
+}
+
+/* commit_settle reads requeue.lua's replies as commit.lua's. */
+_Static_assert(REQUEUE_REPLY_OK == COMMIT_REPLY_OK && REQUEUE_REPLY_GONE == COMMIT_REPLY_FENCED,
+               "requeue.lua and commit.lua reply alike");
 
 /* Logs what one reply says about one chunk's group. Returns 0 when it is settled, -1 to send it again, -2 to send
  * it again after a transient error (Redis loading after a restart) that says nothing against the chunk. */
@@ -206,22 +218,23 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
         LOG_LIMITED(transient ? LL_WARN : LL_ERROR, "commit of chunk %s failed: %.300s", chunk_name(w), r->str);
         return transient ? -2 : -1;
     }
-    bool requeue = w->round_marker && w->disposition == WORK_REQUEUE;
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+    bool requeue = group_requeues(w);
+    bool is_int = r->type == REDIS_REPLY_INTEGER;
+    if (is_int && r->integer == COMMIT_REPLY_CKPT_EXISTS) {
         LOG(LL_WARN, "chunk %s has a checkpoint from another delivery; committing again with it", chunk_name(w));
         w->checkpointed = true;
         return -2; /* sent again at once, not a failure of the chunk */
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+    if (is_int && r->integer == COMMIT_REPLY_OK) {
         if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
         else if (requeue) metrics_add(M_CHUNKS_REQUEUED, 1);
-        else if (group_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
+        else if (commit_round_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
         for (work_item_t *it = w->round_items; it; it = it->commit_next)
             metrics_add(M_DEAD_ITEMS, it->dead_record != NULL);
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0 && w->commit_sends > 1 && group_ends_chunk(w)) {
+    if (is_int && r->integer == COMMIT_REPLY_FENCED && w->commit_sends > 1 && commit_round_ends_chunk(w)) {
         LOG(LL_INFO, "chunk %s was settled by an earlier attempt whose reply was lost", chunk_name(w));
-    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+    } else if (is_int && r->integer == COMMIT_REPLY_FENCED) {
         /* Fenced: the reaper gave the chunk to another worker (this one was paused or cut off past its lease). */
         LOG(LL_WARN, "chunk %s is no longer in %s (taken over by recovery?); this worker's results for it are dropped",
             chunk_name(w), c->keys.processing);
@@ -246,25 +259,145 @@ static void commit_backoff(commit_t *c, long long *backoff_ms)
 }
 
 /* A chunk's group is done with (settled, fenced, given up or abandoned): its items leave the window and free
- * their results; when the group ends the chunk, the rest of its weight leaves too and the chunk is freed. */
+ * their results; when the group ends the chunk, the rest of its weight leaves too and the chunk is freed. Each
+ * group is dropped once per round: this ends the chunk's round. */
 static void commit_drop(commit_t *c, work_chunk_t *w)
 {
+    assert(w->in_round);
     for (work_item_t *it = w->round_items; it; it = it->commit_next) {
         free(it->result_line);
         free(it->dead_record);
         it->result_line = it->dead_record = NULL;
     }
+    assert(w->n_released + w->round_n <= work_chunk_weight(w));
     window_release(c->window, w->round_n, true);
     w->n_released += w->round_n;
     w->in_round = false;
     w->round_items = NULL;
     w->round_n = 0;
-    if (!group_ends_chunk(w)) return;
+    if (!commit_round_ends_chunk(w)) return;
+    assert(w->n_received <= w->n_run);
     size_t unfinished = w->n_run - w->n_received; /* a drain's requeue: items that never finished */
+    assert(w->n_released + unfinished <= work_chunk_weight(w));
     window_release(c->window, unfinished, false);
     window_release(c->window, work_chunk_weight(w) - w->n_released - unfinished, true);
     window_release_bytes(c->window, w->raw_len);
     work_chunk_free(w);
+}
+
+/* Drops the groups of chunks already lost to recovery (fenced, or given up): they are not sent again. Returns the
+ * rest, in order. */
+static work_chunk_t *commit_drop_dead(commit_t *c, work_chunk_t *list)
+{
+    for (work_chunk_t **p = &list; *p;) {
+        work_chunk_t *w = *p;
+        if (!w->commit_dead) {
+            p = &w->round_next;
+            continue;
+        }
+        *p = w->round_next;
+        commit_drop(c, w);
+    }
+    return list;
+}
+
+/* Reconnects when the connection is down. Returns 0 when connected, -1 on abort. */
+static int commit_connect(commit_t *c)
+{
+    if (!rconn_connected(c->conn)) {
+        atomic_store(&c->connected, false);
+        if (rconn_reconnect(c->conn, &c->abort, &c->heartbeat_ms)) return -1;
+        metrics_add(M_REDIS_RECONNECTS, 1);
+    }
+    atomic_store(&c->connected, true);
+    return 0;
+}
+
+/* Appends one script call per group of the round to the pipeline. Returns the results they carry. */
+static size_t commit_append_round(commit_t *c, work_chunk_t *round)
+{
+    size_t results = 0;
+    for (work_chunk_t *w = round; w; w = w->round_next) {
+        commit_append(c, w);
+        results += w->round_n;
+    }
+    return results;
+}
+
+/* What went wrong in one round. */
+typedef struct commit_failure {
+    bool lost;      /* the connection was lost: the groups without a reply go again */
+    bool failed;    /* some group goes again */
+    bool transient; /* some group goes again for a reason that says nothing against it */
+} commit_failure_t;
+
+/* Reads one reply per group of the round sent and settles each group (dropping it) or puts it on the list to
+ * send again. Returns that list, in order, followed by rest (the groups held back from the round). */
+static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_chunk_t *rest, commit_failure_t *f)
+{
+    *f = (commit_failure_t){0};
+    work_chunk_t *retry = NULL, **retry_tail = &retry;
+    for (work_chunk_t *w = sent; w;) {
+        work_chunk_t *next = w->round_next;
+        redisReply *r = f->lost ? NULL : rconn_get_reply(c->conn);
+        if (!r && !f->lost) {
+            LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
+            f->lost = true;
+        }
+        int settled = r ? commit_settle(c, w, r) : -2;
+        if (settled == 0) {
+            commit_drop(c, w);
+        } else {
+            f->transient |= settled == -2;
+            f->failed = true;
+            w->round_next = NULL;
+            *retry_tail = w;
+            retry_tail = &w->round_next;
+        }
+        if (r) freeReplyObject(r);
+        w = next;
+    }
+    *retry_tail = rest;
+    return retry;
+}
+
+/* How the committer is doing with the groups it keeps sending. */
+typedef struct commit_tries {
+    long long backoff_ms; /* before the next try after a failed round */
+    int failed_rounds;    /* rounds in a row with an error reply that may be a chunk's own fault */
+    int alone_failures;   /* such failures of the first group, sent alone */
+} commit_tries_t;
+
+/* After a failed round: counts it and, once the first group sent alone has failed COMMIT_GIVE_UP times, gives it
+ * up. A lost connection or a Redis still loading is retried for as long as it takes: only error replies that may
+ * be the chunk's own fault lead to sending it alone and, in the end, giving it up. Returns the groups to send. */
+static work_chunk_t *commit_count_failure(commit_t *c, work_chunk_t *list, const commit_failure_t *f, bool alone,
+                                          commit_tries_t *tries)
+{
+    if (f->transient) return list;
+    tries->failed_rounds++;
+    if (!alone || ++tries->alone_failures < COMMIT_GIVE_UP) return list;
+    work_chunk_t *w = list;
+    LOG(LL_ERROR, "chunk %s could not be committed after %d tries alone; giving up on it here (it stays in %s)",
+        chunk_name(w), tries->alone_failures, c->keys.processing);
+    list = w->round_next;
+    w->commit_dead = true;
+    commit_drop(c, w);
+    tries->alone_failures = 0;
+    return list;
+}
+
+/* Gives up on every group left (only on abort): the chunks stay in the processing list for recovery. */
+static void commit_abandon(commit_t *c, work_chunk_t *list)
+{
+    while (list) {
+        work_chunk_t *next = list->round_next;
+        atomic_fetch_add(&c->abandoned, (long long)list->round_n);
+        atomic_fetch_add(&c->abandoned_groups, 1);
+        list->commit_dead = true;
+        commit_drop(c, list);
+        list = next;
+    }
 }
 
 /* Sends a round until every group is settled (or abort). After two failed rounds it sends the first group alone,
@@ -272,136 +405,52 @@ static void commit_drop(commit_t *c, work_chunk_t *w)
  * given up (its chunk stays in the processing list, and its later items are dropped). */
 static void commit_send(commit_t *c, work_chunk_t *list)
 {
-    long long backoff_ms = 100;
-    int failed_rounds = 0, alone_failures = 0;
+    commit_tries_t tries = {.backoff_ms = 100};
     while (list && !atomic_load(&c->abort)) {
         atomic_store(&c->heartbeat_ms, clock_now_ms());
-        /* Chunks already lost to recovery are not sent again. */
-        for (work_chunk_t **p = &list; *p;) {
-            work_chunk_t *w = *p;
-            if (!w->commit_dead) {
-                p = &w->round_next;
-                continue;
-            }
-            *p = w->round_next;
-            commit_drop(c, w);
-        }
-        if (!list) break;
-        if (!rconn_connected(c->conn)) {
-            atomic_store(&c->connected, false);
-            if (rconn_reconnect(c->conn, &c->abort, &c->heartbeat_ms)) break;
-            metrics_add(M_REDIS_RECONNECTS, 1);
-        }
-        atomic_store(&c->connected, true);
-        bool alone = failed_rounds >= 2;
-        int64_t round_start = clock_now_ms();
-        size_t round_results = 0;
+        list = commit_drop_dead(c, list);
+        if (!list || commit_connect(c)) break;
+        bool alone = tries.failed_rounds >= 2;
         work_chunk_t *rest = NULL;
         if (alone) {
             rest = list->round_next;
             list->round_next = NULL;
         }
-        for (work_chunk_t *w = list; w; w = w->round_next) {
-            commit_append(c, w);
-            round_results += w->round_n;
-        }
-        work_chunk_t *retry = NULL, **retry_tail = &retry;
-        bool lost = false, failed = false, transient = false;
-        for (work_chunk_t *w = list; w;) {
-            work_chunk_t *next = w->round_next;
-            redisReply *r = lost ? NULL : rconn_get_reply(c->conn);
-            if (!r && !lost) {
-                LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
-                lost = true;
-            }
-            int settled = r ? commit_settle(c, w, r) : -2;
-            if (settled == 0) {
-                commit_drop(c, w);
-            } else {
-                transient |= settled == -2;
-                failed = true;
-                w->round_next = NULL;
-                *retry_tail = w;
-                retry_tail = &w->round_next;
-            }
-            if (r) freeReplyObject(r);
-            w = next;
-        }
-        *retry_tail = rest;
-        list = retry;
-        if (lost || failed) metrics_add(M_REDIS_ERRORS, 1);
-        if (lost) atomic_store(&c->connected, false);
+        int64_t round_start = clock_now_ms();
+        size_t round_results = commit_append_round(c, list);
+        commit_failure_t f;
+        list = commit_read_replies(c, list, rest, &f);
+        if (f.lost || f.failed) metrics_add(M_REDIS_ERRORS, 1);
+        if (f.lost) atomic_store(&c->connected, false);
         metrics_observe(H_COMMIT_SECONDS, (uint64_t)(clock_now_ms() - round_start) * 1000);
         metrics_observe(H_COMMIT_BATCH_SIZE, round_results);
-        if (!failed) {
-            failed_rounds = alone_failures = 0;
-            backoff_ms = 100;
+        if (!f.failed) {
+            tries = (commit_tries_t){.backoff_ms = 100};
             continue;
         }
-        /* A lost connection or a Redis still loading is retried for as long as it takes: only error replies that
-         * may be the chunk's own fault lead to sending it alone and, in the end, giving it up. */
-        if (!transient) failed_rounds++;
-        if (alone && !transient && ++alone_failures >= COMMIT_GIVE_UP) {
-            work_chunk_t *w = list;
-            LOG(LL_ERROR, "chunk %s could not be committed after %d tries alone; giving up on it here (it stays in "
-                          "%s)", chunk_name(w), alone_failures, c->keys.processing);
-            list = w->round_next;
-            w->commit_dead = true;
-            commit_drop(c, w);
-            alone_failures = 0;
-        }
+        list = commit_count_failure(c, list, &f, alone, &tries);
         if (atomic_load(&c->abort)) break;
-        commit_backoff(c, &backoff_ms);
+        commit_backoff(c, &tries.backoff_ms);
     }
-    while (list) { /* only on abort: the chunks stay in the processing list for recovery */
-        work_chunk_t *next = list->round_next;
-        atomic_fetch_add(&c->abandoned, (long long)list->round_n);
-        list->commit_dead = true;
-        commit_drop(c, list);
-        list = next;
-    }
+    commit_abandon(c, list);
 }
 
-/* Whether a chunk's marker waits in the carry list (the chunk's group must then go now, so the marker can). */
-static bool commit_marker_carried(const work_item_t *carry, const work_chunk_t *w)
+/* Takes up to batch entries off the queue (under mu), in order. */
+static work_item_t *commit_take(commit_t *c, size_t batch)
 {
-    for (; carry; carry = carry->commit_next)
-        if (carry->chunk == w) return true;
-    return false;
-}
-
-/* Splits off, into *deferred, the groups of chunks younger than --checkpoint-ms that do not end their chunk: a
- * chunk that finishes quickly is committed once, whole, instead of once per batch its items fall into (each
- * partial commit sends the whole chunk text for its fence). Older chunks checkpoint their finished items. */
-static work_chunk_t *commit_defer(commit_t *c, work_chunk_t *round, work_chunk_t **deferred, const work_item_t *carry,
-                                  bool stopping, int64_t now)
-{
-    const int64_t young_ms = c->settings->checkpoint_ms;
-    work_chunk_t *send = NULL, **send_tail = &send;
-    while (round) {
-        work_chunk_t *w = round;
-        round = w->round_next;
-        w->round_next = NULL;
-        bool defer = !stopping && young_ms > 0 && !group_ends_chunk(w) && !w->commit_dead &&
-                     now - w->fetched_ms < young_ms && !commit_marker_carried(carry, w);
-        if (defer) {
-            w->round_next = *deferred;
-            *deferred = w;
-        } else {
-            *send_tail = w;
-            send_tail = &w->round_next;
-        }
+    work_item_t *list = NULL, **tail = &list;
+    size_t taken = 0;
+    while (c->head && taken < batch) {
+        work_item_t *it = c->head;
+        c->head = it->commit_next;
+        it->commit_next = NULL;
+        *tail = it;
+        tail = &it->commit_next;
+        taken++;
     }
-    return send;
-}
-
-/* When the first deferred group falls due (INT64_MAX: none). */
-static int64_t commit_deferred_due(const commit_t *c, const work_chunk_t *deferred)
-{
-    int64_t due = INT64_MAX;
-    for (; deferred; deferred = deferred->round_next)
-        if (deferred->fetched_ms + c->settings->checkpoint_ms < due) due = deferred->fetched_ms + c->settings->checkpoint_ms;
-    return due;
+    if (!c->head) c->tail = NULL;
+    c->queued -= taken;
+    return list;
 }
 
 static void *commit_main(void *arg)
@@ -409,11 +458,12 @@ static void *commit_main(void *arg)
     commit_t *c = arg;
     const size_t batch = (size_t)c->settings->commit_batch;
     const int64_t interval_ms = c->settings->commit_interval_ms;
+    const int64_t checkpoint_ms = c->settings->checkpoint_ms;
     work_item_t *carry = NULL;       /* markers held back from the last round */
-    work_chunk_t *deferred = NULL;   /* groups of young chunks waiting for more items (commit_defer) */
+    work_chunk_t *deferred = NULL;   /* groups of young chunks waiting for more items (commit_round.h) */
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        int64_t due = commit_deferred_due(c, deferred);
+        int64_t due = commit_round_due(deferred, checkpoint_ms);
         while (!c->stopping && !c->head && !carry && clock_now_ms() < due) {
             atomic_store(&c->heartbeat_ms, clock_now_ms());
             int64_t wake = clock_now_ms() + 1000;
@@ -430,32 +480,11 @@ static void *commit_main(void *arg)
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
             continue;
         }
-        /* Take up to a batch of entries, after the held-back markers. */
-        work_item_t *list = carry, **tail = &list;
-        while (*tail) tail = &(*tail)->commit_next;
-        size_t taken = 0;
-        while (c->head && taken < batch) {
-            work_item_t *it = c->head;
-            c->head = it->commit_next;
-            it->commit_next = NULL;
-            *tail = it;
-            tail = &it->commit_next;
-            taken++;
-        }
-        if (!c->head) c->tail = NULL;
-        c->queued -= taken;
+        work_item_t *taken = commit_take(c, batch);
         c->oldest_ms = now;
         bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);
-        /* Deferred groups (their chunks still in_round) take their new items in commit_group, then rejoin. */
-        work_chunk_t *round = commit_group(list, &carry);
-        while (deferred) {
-            work_chunk_t *w = deferred;
-            deferred = w->round_next;
-            w->round_next = round;
-            round = w;
-        }
-        commit_send(c, commit_defer(c, round, &deferred, carry, stopping, now));
+        commit_send(c, commit_round_build(taken, &carry, &deferred, stopping, now, checkpoint_ms));
         pthread_mutex_lock(&c->mu);
     }
     c->exited = true;
@@ -482,7 +511,7 @@ int commit_start(commit_t *c, char *err, size_t errlen)
 
 int commit_stop(commit_t *c, int64_t deadline_ms)
 {
-    if (!c->started) return atomic_load(&c->abandoned) ? -1 : 0;
+    if (!c->started) return atomic_load(&c->abandoned_groups) ? -1 : 0;
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_cond_signal(&c->changed);
@@ -499,9 +528,12 @@ int commit_stop(commit_t *c, int64_t deadline_ms)
     }
     pthread_join(c->thread, NULL);
     c->started = false;
-    long long abandoned = atomic_load(&c->abandoned);
-    if (abandoned) LOG(LL_WARN, "%lld results were not committed; their items run again after recovery", abandoned);
-    return abandoned ? -1 : 0;
+    long long abandoned = atomic_load(&c->abandoned), groups = atomic_load(&c->abandoned_groups);
+    /* A requeue or a dead chunk's marker carries no result but is given up all the same: count groups. */
+    if (groups)
+        LOG(LL_WARN, "%lld results (%lld chunks' commits or requeues) were not committed; their items run again "
+                     "after recovery", abandoned, groups);
+    return groups ? -1 : 0;
 }
 
 void commit_abort(commit_t *c) { atomic_store(&c->abort, true); }

@@ -11,36 +11,65 @@
 -- checkpoint, ARGV[5] result lines N, ARGV[6] of which ok, ARGV[7] dead records D, then the N lines, the D dead
 -- records, and with the checkpoint N tags, one per line: 'o' (ok), 'f' (failed) or 'd' (failed, with the next
 -- dead record) followed by the item's index in the chunk. For 'x' the one dead record is the chunk's.
+-- Replies: 1 written, 0 fenced (nothing written), 2 a final commit without the checkpoint while one exists.
+-- The names below are shared with src/commit_script.h, which commit.c uses: tests/unit/test_commit_script.c
+-- checks that both carry the same values.
+local COMMIT_KEY_PROCESSING = 1
+local COMMIT_KEY_RESULTS = 2
+local COMMIT_KEY_STATS = 3
+local COMMIT_KEY_DEAD = 4
+local COMMIT_KEY_CHECKPOINT = 5
+local COMMIT_KEY_DELIVERIES = 6
+local COMMIT_ARG_CHUNK = 1
+local COMMIT_ARG_MODE = 2
+local COMMIT_ARG_CKPT_NAME = 3
+local COMMIT_ARG_USE_CKPT = 4
+local COMMIT_ARG_N = 5
+local COMMIT_ARG_N_OK = 6
+local COMMIT_ARG_N_DEAD = 7
+local COMMIT_N_HEAD_ARGS = 7
+local COMMIT_MODE_PARTIAL = 'p'
+local COMMIT_MODE_FINAL = 'f'
+local COMMIT_MODE_DEAD = 'x'
+local COMMIT_CKPT_ON = '1'
+local COMMIT_TAG_OK = 'o'
+local COMMIT_TAG_DEAD = 'd'
+local COMMIT_REPLY_FENCED = 0
+local COMMIT_REPLY_OK = 1
+local COMMIT_REPLY_CKPT_EXISTS = 2
+local processing, results, stats = KEYS[COMMIT_KEY_PROCESSING], KEYS[COMMIT_KEY_RESULTS], KEYS[COMMIT_KEY_STATS]
+local dead, checkpoint, deliveries = KEYS[COMMIT_KEY_DEAD], KEYS[COMMIT_KEY_CHECKPOINT], KEYS[COMMIT_KEY_DELIVERIES]
+local chunk, mode, ckpt_name = ARGV[COMMIT_ARG_CHUNK], ARGV[COMMIT_ARG_MODE], ARGV[COMMIT_ARG_CKPT_NAME]
+local bits = ARGV[COMMIT_ARG_USE_CKPT] == COMMIT_CKPT_ON
 -- Redis does not roll a script back when a command fails half way, so check everything that could fail before
 -- the first write: keys of the wrong type (someone overwrote them) make the whole commit fail untouched.
 local function type_ok(key, want)
   local t = redis.call('TYPE', key)['ok']
   return t == 'none' or t == want
 end
-if not (type_ok(KEYS[1], 'list') and type_ok(KEYS[2], 'stream') and type_ok(KEYS[3], 'hash') and
-        type_ok(KEYS[4], 'list') and type_ok(KEYS[5], 'string') and type_ok(KEYS[6], 'hash')) then
+if not (type_ok(processing, 'list') and type_ok(results, 'stream') and type_ok(stats, 'hash') and
+        type_ok(dead, 'list') and type_ok(checkpoint, 'string') and type_ok(deliveries, 'hash')) then
   return redis.error_reply('WRONGTYPE a key of this queue has the wrong type; nothing was committed')
 end
-local mode = ARGV[2]
 -- A final commit sent without the checkpoint while one exists (another delivery of the same chunk text wrote it:
 -- this worker lost the chunk to the reaper and fetched it again) must use it, or it would write items twice.
 -- Nothing is written; the worker sends it again with the checkpoint.
-if mode == 'f' and ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[5]) == 1 then
-  return 2
+if mode == COMMIT_MODE_FINAL and not bits and redis.call('EXISTS', checkpoint) == 1 then
+  return COMMIT_REPLY_CKPT_EXISTS
 end
-if mode == 'p' then
-  if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
-elseif redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
-  return 0
+if mode == COMMIT_MODE_PARTIAL then
+  if not redis.call('LPOS', processing, chunk) then return COMMIT_REPLY_FENCED end
+elseif redis.call('LREM', processing, -1, chunk) == 0 then
+  return COMMIT_REPLY_FENCED
 end
-local n, n_ok, n_dead = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local lines, deads = 7, 7 + n
-if mode == 'x' then
-  redis.call('LPUSH', KEYS[4], ARGV[deads + 1])
-  redis.call('HINCRBY', KEYS[3], 'dead_chunks', 1)
-  return 1
+local n, n_ok = tonumber(ARGV[COMMIT_ARG_N]), tonumber(ARGV[COMMIT_ARG_N_OK])
+local n_dead = tonumber(ARGV[COMMIT_ARG_N_DEAD])
+local lines, deads = COMMIT_N_HEAD_ARGS, COMMIT_N_HEAD_ARGS + n
+if mode == COMMIT_MODE_DEAD then
+  redis.call('LPUSH', dead, ARGV[deads + 1])
+  redis.call('HINCRBY', stats, 'dead_chunks', 1)
+  return COMMIT_REPLY_OK
 end
-local bits = ARGV[4] == '1'
 if bits then
   -- Only items whose bit was clear are written: the rest are in the stream already.
   local tags, d = deads + n_dead, 0
@@ -49,28 +78,28 @@ if bits then
   for i = 1, n do
     local tag = ARGV[tags + i]
     local kind = string.sub(tag, 1, 1)
-    if kind == 'd' then d = d + 1 end
-    if redis.call('SETBIT', KEYS[5], tonumber(string.sub(tag, 2)), 1) == 0 then
-      redis.call('XADD', KEYS[2], '*', 'r', ARGV[lines + i])
+    if kind == COMMIT_TAG_DEAD then d = d + 1 end
+    if redis.call('SETBIT', checkpoint, tonumber(string.sub(tag, 2)), 1) == 0 then
+      redis.call('XADD', results, '*', 'r', ARGV[lines + i])
       n_written = n_written + 1
-      if kind == 'o' then n_ok = n_ok + 1 end
-      if kind == 'd' then
-        redis.call('LPUSH', KEYS[4], ARGV[deads + d])
+      if kind == COMMIT_TAG_OK then n_ok = n_ok + 1 end
+      if kind == COMMIT_TAG_DEAD then
+        redis.call('LPUSH', dead, ARGV[deads + d])
         n_dead = n_dead + 1
       end
     end
   end
   n = n_written
 else
-  for i = 1, n do redis.call('XADD', KEYS[2], '*', 'r', ARGV[lines + i]) end
-  for i = 1, n_dead do redis.call('LPUSH', KEYS[4], ARGV[deads + i]) end
+  for i = 1, n do redis.call('XADD', results, '*', 'r', ARGV[lines + i]) end
+  for i = 1, n_dead do redis.call('LPUSH', dead, ARGV[deads + i]) end
 end
-if n_ok > 0 then redis.call('HINCRBY', KEYS[3], 'done', n_ok) end
-if n > n_ok then redis.call('HINCRBY', KEYS[3], 'failed', n - n_ok) end
-if n_dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead', n_dead) end
-if mode == 'f' then
-  redis.call('HINCRBY', KEYS[3], 'chunks_done', 1)
-  if bits then redis.call('DEL', KEYS[5]) end
-  redis.call('HDEL', KEYS[6], ARGV[3])
+if n_ok > 0 then redis.call('HINCRBY', stats, 'done', n_ok) end
+if n > n_ok then redis.call('HINCRBY', stats, 'failed', n - n_ok) end
+if n_dead > 0 then redis.call('HINCRBY', stats, 'dead', n_dead) end
+if mode == COMMIT_MODE_FINAL then
+  redis.call('HINCRBY', stats, 'chunks_done', 1)
+  if bits then redis.call('DEL', checkpoint) end
+  redis.call('HDEL', deliveries, ckpt_name)
 end
-return 1
+return COMMIT_REPLY_OK

@@ -3,12 +3,26 @@
 -- chunk's delivery count goes back down (--max-deliveries counts only workers that died holding it).
 -- KEYS[1] processing list, KEYS[2] pending list, KEYS[3] stats hash, KEYS[4] deliveries hash
 -- ARGV[1] the chunk exactly as fetched, ARGV[2] its checkpoint name (id:hash; '' when it has none)
-if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
-  return 0
+-- Replies: 1 moved, 0 no longer ours (nothing happened).
+-- The names below are shared with src/commit_script.h, which commit.c uses: tests/unit/test_commit_script.c
+-- checks that both carry the same values.
+local REQUEUE_KEY_PROCESSING = 1
+local REQUEUE_KEY_PENDING = 2
+local REQUEUE_KEY_STATS = 3
+local REQUEUE_KEY_DELIVERIES = 4
+local REQUEUE_ARG_CHUNK = 1
+local REQUEUE_ARG_CKPT_NAME = 2
+local REQUEUE_REPLY_GONE = 0
+local REQUEUE_REPLY_OK = 1
+local processing, pending = KEYS[REQUEUE_KEY_PROCESSING], KEYS[REQUEUE_KEY_PENDING]
+local stats, deliveries = KEYS[REQUEUE_KEY_STATS], KEYS[REQUEUE_KEY_DELIVERIES]
+local chunk, ckpt_name = ARGV[REQUEUE_ARG_CHUNK], ARGV[REQUEUE_ARG_CKPT_NAME]
+if redis.call('LREM', processing, -1, chunk) == 0 then
+  return REQUEUE_REPLY_GONE
 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[3], 'requeued_chunks', 1)
-if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[4], ARGV[2], -1)
+redis.call('RPUSH', pending, chunk)
+redis.call('HINCRBY', stats, 'requeued_chunks', 1)
+if ckpt_name ~= '' and redis.call('HEXISTS', deliveries, ckpt_name) == 1 then
+  redis.call('HINCRBY', deliveries, ckpt_name, -1)
 end
-return 1
+return REQUEUE_REPLY_OK
