@@ -54,6 +54,7 @@
 #include "exec_proto.h"
 #include "handler.h"
 #include "keeper.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "proctab.h"
@@ -181,7 +182,7 @@ typedef struct exec_child {
     exec_loop_t *el;
     exec_proc_t *proc;           /* its slot while it is the slot's current subprocess, else NULL */
     pid_t pid;                   /* also its process group */
-    struct exec_child *prev, *next;
+    list_node_t link;            /* in the loop's children */
 } exec_child_t;
 
 typedef enum { PROC_DOWN = 0, PROC_IDLE, PROC_BUSY } exec_proc_state_t;
@@ -219,11 +220,10 @@ struct exec_job {
     char *request;               /* the request line */
     size_t request_len;
     exec_proc_t *proc;           /* while on a subprocess */
-    bool queued;
     bool acquiring;              /* taken from the queue for a free subprocess, waiting for its token and slot */
     int64_t call_started_ms;     /* the attempt in flight's, for chunkd_exec_call_duration_seconds */
-    exec_job_t *q_prev, *q_next; /* the loop's queue */
-    exec_job_t *prev, *next;     /* every job of the loop */
+    list_node_t queue_link;      /* in the loop's queue while waiting for a subprocess */
+    list_node_t link;            /* in the loop's jobs */
 };
 
 struct exec_loop {
@@ -232,10 +232,10 @@ struct exec_loop {
     loop_t *loop;
     exec_proc_t *procs;
     size_t n_procs;
-    exec_job_t *q_head, *q_tail; /* items waiting for an idle subprocess, oldest first */
+    list_t queue;                /* jobs waiting for an idle subprocess, oldest first (by queue_link) */
     size_t n_acquiring;          /* jobs with acquiring set: each has an idle subprocess counted for it */
-    exec_job_t *jobs;
-    exec_child_t *children;      /* not yet reaped */
+    list_t jobs;                 /* every job of the loop (by link) */
+    list_t children;             /* not yet reaped (by link) */
     unsigned int rng;            /* for jitter */
     int64_t stderr_window_ms;
     unsigned stderr_lines, stderr_dropped;
@@ -245,8 +245,6 @@ static void proc_spawn(exec_proc_t *p);
 static void proc_failed(exec_proc_t *p, const char *why, bool at_start);
 static void proc_write(exec_proc_t *p);
 static void dispatch(exec_loop_t *el);
-
-#define CONTAINER(ptr, type, field) ((type *)(void *)((char *)(ptr) - offsetof(type, field)))
 
 static const char *cmd_text(const exec_loop_t *el) { return el->s->cmd; }
 
@@ -262,40 +260,17 @@ static void describe_status(int status, char *out, size_t len)
 
 static void queue_push(exec_loop_t *el, exec_job_t *job, bool front)
 {
-    job->queued = true;
-    if (front) {
-        job->q_prev = NULL;
-        job->q_next = el->q_head;
-        if (el->q_head) el->q_head->q_prev = job;
-        else el->q_tail = job;
-        el->q_head = job;
-    } else {
-        job->q_next = NULL;
-        job->q_prev = el->q_tail;
-        if (el->q_tail) el->q_tail->q_next = job;
-        else el->q_head = job;
-        el->q_tail = job;
-    }
+    if (front) list_push_front(&el->queue, &job->queue_link);
+    else list_push_back(&el->queue, &job->queue_link);
 }
 
-static void queue_remove(exec_loop_t *el, exec_job_t *job)
-{
-    if (!job->queued) return;
-    if (job->q_prev) job->q_prev->q_next = job->q_next;
-    else el->q_head = job->q_next;
-    if (job->q_next) job->q_next->q_prev = job->q_prev;
-    else el->q_tail = job->q_prev;
-    job->q_prev = job->q_next = NULL;
-    job->queued = false;
-}
+static void queue_remove(exec_job_t *job) { list_remove(&job->queue_link); }
 
 static void job_free(exec_loop_t *el, exec_job_t *job)
 {
-    queue_remove(el, job);
+    queue_remove(job);
     if (job->acquiring) el->n_acquiring--;
-    if (job->prev) job->prev->next = job->next;
-    else el->jobs = job->next;
-    if (job->next) job->next->prev = job->prev;
+    list_remove(&job->link);
     json_decref(job->id);
     free(job->request);
     if (job->item) job->item->handler_data = NULL;
@@ -322,7 +297,7 @@ static void job_finish(exec_loop_t *el, exec_job_t *job, bool ok, const char *te
 static void job_retry_fired(loop_t *loop, loop_timer_t *t)
 {
     (void)loop;
-    work_item_t *item = CONTAINER(t, work_item_t, timer);
+    work_item_t *item = container_of(t, work_item_t, timer);
     exec_job_t *job = item->handler_data;
     item->attempts++;
     metrics_add(M_ITEMS_RETRIED, 1);
@@ -360,9 +335,7 @@ static void exec_start(void *state, loop_t *loop, work_item_t *item)
     job->id = json_loads(item->in->id_json, JSON_DECODE_ANY, NULL);
     job->request = exec_proto_request(item->in->id_json, item->in->text, item->in->text_len, item->in->value,
                                       &job->request_len);
-    job->next = el->jobs;
-    if (el->jobs) el->jobs->prev = job;
-    el->jobs = job;
+    list_push_back(&el->jobs, &job->link);
     item->handler_data = job;
     queue_push(el, job, false);
     dispatch(el);
@@ -420,7 +393,7 @@ static void proc_is_up(exec_proc_t *p)
 static void proc_up_fired(loop_t *loop, loop_timer_t *t)
 {
     (void)loop;
-    exec_proc_t *p = CONTAINER(t, exec_proc_t, up_timer);
+    exec_proc_t *p = container_of(t, exec_proc_t, up_timer);
     if (p->state == PROC_DOWN) return;
     bool was_waiting = p->on_probation;
     proc_is_up(p);
@@ -430,7 +403,7 @@ static void proc_up_fired(loop_t *loop, loop_timer_t *t)
 static void proc_restart_or_grace(loop_t *loop, loop_timer_t *t)
 {
     (void)loop;
-    exec_proc_t *p = CONTAINER(t, exec_proc_t, timer);
+    exec_proc_t *p = container_of(t, exec_proc_t, timer);
     if (p->state == PROC_DOWN) proc_spawn(p);
     else proc_failed(p, p->grace_why ? p->grace_why : "stopped reading or writing", !p->up);
 }
@@ -504,7 +477,7 @@ static void proc_read_err(exec_proc_t *p, bool drain)
 static void on_err(loop_t *loop, loop_watch_t *w, uint32_t events)
 {
     (void)loop, (void)events;
-    proc_read_err(CONTAINER(w, exec_proc_t, err_watch), false);
+    proc_read_err(container_of(w, exec_proc_t, err_watch), false);
 }
 
 /* Closes the slot's subprocess: stops its watches and timers, closes our pipe ends and stops its keeper (which
@@ -655,13 +628,13 @@ static void proc_read_out(exec_proc_t *p, bool drain)
 static void on_out(loop_t *loop, loop_watch_t *w, uint32_t events)
 {
     (void)loop, (void)events;
-    proc_read_out(CONTAINER(w, exec_proc_t, out_watch), false);
+    proc_read_out(container_of(w, exec_proc_t, out_watch), false);
 }
 
 static void on_in(loop_t *loop, loop_watch_t *w, uint32_t events)
 {
     (void)events;
-    exec_proc_t *p = CONTAINER(w, exec_proc_t, in_watch);
+    exec_proc_t *p = container_of(w, exec_proc_t, in_watch);
     if (p->job && p->in_fd >= 0 && p->written < p->job->request_len) proc_write(p);
     else loop_watch_stop(loop, w);
 }
@@ -697,7 +670,7 @@ static void proc_write(exec_proc_t *p)
 static void on_deadline(loop_t *loop, loop_timer_t *t)
 {
     (void)loop;
-    exec_proc_t *p = CONTAINER(t, exec_proc_t, deadline);
+    exec_proc_t *p = container_of(t, exec_proc_t, deadline);
     char why[128];
     snprintf(why, sizeof why, "did not answer within %lld ms (--exec-timeout-ms)", p->el->s->exec_timeout_ms);
     proc_failed(p, why, false);
@@ -746,9 +719,9 @@ static void job_go(loop_t *loop, work_item_t *item)
  * calls that waited for a subprocess do not go out in a burst. */
 static void dispatch(exec_loop_t *el)
 {
-    while (el->q_head && el->n_acquiring < procs_free(el)) {
-        exec_job_t *job = el->q_head;
-        queue_remove(el, job);
+    exec_job_t *job;
+    while (el->n_acquiring < procs_free(el) && (job = list_first_entry(&el->queue, exec_job_t, queue_link))) {
+        queue_remove(job);
         job->acquiring = true;
         el->n_acquiring++;
         sched_acquire(el->loop, job->item, job_go); /* may call job_go at once */
@@ -760,8 +733,7 @@ static void dispatch(exec_loop_t *el)
 static void on_child_exit(loop_t *loop, loop_watch_t *w, uint32_t events)
 {
     (void)events;
-    exec_child_t *c = (exec_child_t *)(void *)w;
-    exec_loop_t *el = c->el;
+    exec_child_t *c = container_of(w, exec_child_t, watch);
     exec_proc_t *p = c->proc;
     if (p) {
         p->closing = true; /* no new item for it while its last lines are read */
@@ -784,9 +756,7 @@ static void on_child_exit(loop_t *loop, loop_watch_t *w, uint32_t events)
     else LOG(LL_DEBUG, "exec: subprocess %d reaped: %s", (int)c->pid, why);
     loop_watch_stop(loop, &c->watch);
     close(c->watch.fd);
-    if (c->prev) c->prev->next = c->next;
-    else el->children = c->next;
-    if (c->next) c->next->prev = c->prev;
+    list_remove(&c->link);
     loop_defer_free(loop, c);
 }
 
@@ -825,9 +795,7 @@ static void proc_attach(exec_proc_t *p, pid_t pid, int pidfd, int in_fd, int out
     c->el = el;
     c->proc = p;
     c->pid = pid;
-    c->next = el->children;
-    if (el->children) el->children->prev = c;
-    el->children = c;
+    list_push_back(&el->children, &c->link);
     p->child = c;
     p->pid = pid;
     p->in_fd = in_fd;
@@ -889,6 +857,9 @@ static int exec_loop_init(loop_t *loop, const settings_t *s, void *shared, void 
     el->sh = sh;
     el->s = s;
     el->loop = loop;
+    list_init(&el->queue);
+    list_init(&el->jobs);
+    list_init(&el->children);
     el->rng = (unsigned int)loop_now_ms(loop) ^ (unsigned int)(uintptr_t)el;
     el->n_procs = (size_t)sh->procs;
     el->procs = xcalloc(el->n_procs, sizeof *el->procs);
@@ -920,7 +891,8 @@ static void exec_loop_free(void *state)
     int64_t deadline = loop_now_ms(el->loop) + EXEC_EXIT_GRACE_MS;
     for (bool all_exited = false; !all_exited;) {
         all_exited = true;
-        for (exec_child_t *c = el->children; c; c = c->next) {
+        list_for_each_safe(n, tmp, &el->children) {
+            const exec_child_t *c = container_of(n, exec_child_t, link);
             siginfo_t info = {0};
             if (waitid(P_PID, (id_t)c->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0)
                 all_exited = false;
@@ -938,7 +910,8 @@ static void exec_loop_free(void *state)
         dynbuf_free(&p->line);
     }
     int waited_ms = 0;
-    for (exec_child_t *c = el->children; c;) {
+    list_for_each_safe(n, tmp, &el->children) {
+        exec_child_t *c = container_of(n, exec_child_t, link);
         keeper_stop(c->pid);
         pid_t r;
         while ((r = waitpid(c->pid, NULL, WNOHANG)) == 0 && waited_ms < EXEC_REAP_WAIT_MS) {
@@ -953,12 +926,12 @@ static void exec_loop_free(void *state)
         children_release(c->pid);
         loop_watch_stop(el->loop, &c->watch);
         close(c->watch.fd);
-        exec_child_t *next = c->next;
+        list_remove(&c->link);
         free(c);
-        c = next;
     }
-    for (exec_job_t *job = el->jobs, *next; job; job = next) {
-        next = job->next;
+    list_for_each_safe(n, tmp, &el->jobs) {
+        exec_job_t *job = container_of(n, exec_job_t, link);
+        list_remove(&job->link);
         if (job->item) {
             loop_timer_stop(el->loop, &job->item->timer);
             job->item->handler_data = NULL;
@@ -967,7 +940,6 @@ static void exec_loop_free(void *state)
         free(job->request);
         free(job);
     }
-    el->jobs = NULL;
     for (size_t i = 0; i < el->n_procs; i++) {
         exec_proc_t *p = &el->procs[i];
         if (p->start_failures >= EXEC_NOT_READY_AFTER) atomic_fetch_sub(&el->sh->failing_slots, 1);

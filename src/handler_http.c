@@ -129,7 +129,7 @@ static int http_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 static void http_on_socket(loop_t *loop, loop_watch_t *w, uint32_t events)
 {
     (void)loop;
-    http_socket_t *hs = (http_socket_t *)(void *)w;
+    http_socket_t *hs = container_of(w, http_socket_t, watch);
     int flags = 0;
     if (events & EPOLLIN) flags |= CURL_CSELECT_IN;
     if (events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
