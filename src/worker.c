@@ -101,7 +101,11 @@ static bool worker_ready(void *arg, char *why, size_t whylen)
     return true;
 }
 
-/* Reads the queue-wide gauges in one pipelined round trip every WORKER_MONITOR_MS. */
+/* The monitor thread, the worker's liveness towards Redis and the others: every WORKER_PING_MS it PINGs (for
+ * /readyz), renews this worker's lease when a third of --lease-ms has passed (through the drain too: worker_drain
+ * stops this thread before releasing the lease) and takes its turn as the lease reaper (lease_reap: the workers
+ * whose lease expired get their chunks given back); every WORKER_MONITOR_MS it reads the queue-wide gauges in one
+ * pipelined round trip. */
 static void *worker_monitor_main(void *arg)
 {
     worker_t *w = arg;
