@@ -8,7 +8,14 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-format-truncation
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = $(WARN) $(CFLAGS) -D_GNU_SOURCE -DCHUNKD_VERSION='"$(VERSION)"' -Isrc -I$(BUILD) $(PKG_CFLAGS) -MMD -MP
+# src/ holds the data path; src/lib/ the infrastructure, src/handler/ the handlers, src/cmd/ the subcommands.
+# Sources are named by file name alone below: vpath and $(call src,...) find them in these directories.
+SRC_DIRS := src src/lib src/handler src/cmd
+SRC_INC  := $(addprefix -I,$(SRC_DIRS))
+SRC_HDRS  = $(wildcard $(addsuffix /*.h,$(SRC_DIRS)))
+src = $(foreach f,$(1),$(firstword $(wildcard $(addsuffix /$(f),$(SRC_DIRS))) src/$(f)))
+vpath %.c $(SRC_DIRS)
+ALL_CFLAGS = $(WARN) $(CFLAGS) -D_GNU_SOURCE -DCHUNKD_VERSION='"$(VERSION)"' $(SRC_INC) -I$(BUILD) $(PKG_CFLAGS) -MMD -MP
 LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
 BUILD    ?= build
 
@@ -16,10 +23,15 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
                 redis-tools python3 libmicrohttpd-dev prometheus \
                 valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl tmux
 
-SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c scheduler.c \
-        enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c commit_round.c worker.c sink.c \
-        collect.c sig.c children.c proctab.c keeper.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
-        ratelimit.c ratelimit_math.c
+# The data path (src/): enqueue -> fetch -> scheduler on loop -> handler -> commit -> collect.
+SRCS_PIPELINE := main.c settings.c enqueue.c chunk.c fetch.c window.c scheduler.c loop.c work.c result.c commit.c \
+                 commit_round.c collect.c sink.c worker.c lease.c ratelimit.c ratelimit_math.c metrics.c httpd.c
+SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c rconn.c redis_url.c proctab.c children.c progress.c
+SRCS_HANDLER  := handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c \
+                 keeper.c
+SRCS_CMD      := cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c \
+                 localredis.c
+SRCS := $(SRCS_PIPELINE) $(SRCS_LIB) $(SRCS_HANDLER) $(SRCS_CMD)
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))
 
@@ -88,7 +100,7 @@ CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
 $(BUILD)/curlfloor: tests/bench/curlfloor.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -pthread -o $@ $< $(LDFLAGS) $(CURL_LIBS)
 
-$(BUILD)/%.o: src/%.c | $(BUILD)
+$(BUILD)/%.o: %.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 # The Lua scripts, embedded as C strings (one per file, named script_<file>).
@@ -108,8 +120,8 @@ $(BUILD):
 
 # Every header is a prerequisite: with several sources in one command, -MMD records only the last one's headers.
 define unit_rule
-$(BUILD)/test_$(1): tests/unit/test_$(1).c $(addprefix src/,$(UNIT_$(1))) $(addprefix $(BUILD)/,$(UNIT_BUILT_$(1))) \
-                    $(wildcard src/*.h) | $(BUILD)
+$(BUILD)/test_$(1): tests/unit/test_$(1).c $(call src,$(UNIT_$(1))) $(addprefix $(BUILD)/,$(UNIT_BUILT_$(1))) \
+                    $(SRC_HDRS) | $(BUILD)
 	$$(CC) $$(ALL_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(LDFLAGS) $$(LDLIBS_ALL) -lcmocka
 endef
 $(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
@@ -227,7 +239,7 @@ FUZZ_exec_proto := exec_proto.c result.c dynbuf.c xalloc.c
 FUZZ_http_request := http_request.c dynbuf.c xalloc.c
 FUZZ_LIBS_http_request := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 FUZZ_CFLAGS   = $(filter-out -Wno-format-truncation,$(WARN)) -O1 -g -fno-omit-frame-pointer \
-                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -Isrc \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE $(SRC_INC) \
                 $(shell pkg-config --cflags jansson 2>/dev/null)
 FUZZ_FLAGS   := -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 -print_final_stats=1
 
@@ -235,7 +247,7 @@ fuzz-deps:
 	$(call install_missing,$(FUZZ_PACKAGES) libjansson-dev libcurl4-openssl-dev pkg-config)
 
 define fuzz_rule
-$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/fuzz.h $(addprefix src/,$(FUZZ_$(1))) $(wildcard src/*.h)
+$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/fuzz.h $(call src,$(FUZZ_$(1))) $(SRC_HDRS)
 	@mkdir -p $(FUZZ_BUILD)
 	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(shell pkg-config --libs jansson 2>/dev/null) $$(FUZZ_LIBS_$(1)) -lpthread -lm
 endef
@@ -274,13 +286,13 @@ lint-deps:
 lint: lint-deps
 	@for tool in clang-tidy cppcheck; do \
 	  command -v $$tool >/dev/null || { echo "lint: $$tool not found on PATH"; exit 1; }; done
-	@out=$$(clang-tidy --quiet $(addprefix src/,$(SRCS)) -- $(filter-out -Wno-format-truncation,$(WARN)) \
-	  -D_GNU_SOURCE -Isrc -I$(BUILD) $(PKG_CFLAGS) 2>&1); rc=$$?; \
+	@out=$$(clang-tidy --quiet $(call src,$(SRCS)) -- $(filter-out -Wno-format-truncation,$(WARN)) \
+	  -D_GNU_SOURCE $(SRC_INC) -I$(BUILD) $(PKG_CFLAGS) 2>&1); rc=$$?; \
 	if [ $$rc -ne 0 ] || printf '%s\n' "$$out" | grep -qE 'warning:|error:'; then \
 	  printf '%s\n' "$$out"; echo "lint: clang-tidy failed (exit $$rc)"; exit 1; fi; \
 	echo "lint: clang-tidy clean ($(words $(SRCS)) files)"
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
-	  -D_GNU_SOURCE -Isrc --suppress=missingIncludeSystem --suppress=ctuuninitvar src
+	  -D_GNU_SOURCE $(SRC_INC) --suppress=missingIncludeSystem --suppress=ctuuninitvar src
 	@echo "lint: cppcheck clean"
 
 clean:

@@ -1,5 +1,5 @@
 /* curlfloor: the floor under the http benchmark -- what libcurl (7.88 here) alone does on this machine, driven
- * the way chunkd's http handler (src/handler_http.c) drives it, with no Redis, no JSON, no queue, no results.
+ * the way chunkd's http handler (src/handler/handler_http.c) drives it, with no Redis, no JSON, no queue, no results.
  *
  *   curlfloor URL CONCURRENCY SECONDS [THREADS]
  *
@@ -33,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SHARD_CONNS 50 /* transfers per multi handle: HTTP_SHARD_CONNS of src/handler_http.c */
+#define SHARD_CONNS 50 /* transfers per multi handle: HTTP_SHARD_CONNS of src/handler/handler_http.c */
 #define BODY_MAX 4096  /* the answer is {"ok":true}; a longer one fails its transfer */
 
 typedef struct floor_loop floor_loop_t;

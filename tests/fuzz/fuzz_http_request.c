@@ -1,4 +1,4 @@
-/* Fuzz target: http_request_build() (src/http_request.c), which turns an untrusted item into an HTTP request.
+/* Fuzz target: http_request_build() (src/handler/http_request.c), which turns an untrusted item into an HTTP request.
  *
  * Input: the item's id as JSON text, a NUL byte, then the item (inputs without the NUL use the id "1"); only items
  * that are valid JSON reach the handler. The config is fixed: --base-url http://api.test:8080/v1/, --allow-hosts

@@ -1,5 +1,5 @@
 """Processes that exec subprocesses leave behind (README: Guarantees, "A failing subprocess loses no item and leaves no
-process"; src/children.c).
+process"; src/lib/children.c).
 
 The subprocess is a small sh script: per item it can leave orphans (background jobs of a subshell that exits), crash
 after it backgrounded a job, or detach a `sleep MARKER` into a session of its own (setsid, which a process-group

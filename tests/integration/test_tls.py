@@ -32,7 +32,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 ECHO_DELAY_S = 0.2
-HANDLER_SRC = Path(__file__).resolve().parents[2] / "src" / "handler_http.c"
+HANDLER_SRC = Path(__file__).resolve().parents[2] / "src" / "handler" / "handler_http.c"
 
 NGINX_CONF = """\
 load_module {module};
@@ -188,7 +188,7 @@ def _start_nginx(ctx):
 
 
 def _shard_conns():
-    """HTTP_SHARD_CONNS of src/handler_http.c: transfers per libcurl multi handle."""
+    """HTTP_SHARD_CONNS of src/handler/handler_http.c: transfers per libcurl multi handle."""
     m = re.search(r"^#define HTTP_SHARD_CONNS (\d+)\b", HANDLER_SRC.read_text(), re.M)
     check(m, f"no `#define HTTP_SHARD_CONNS N` in {HANDLER_SRC} (test set-up)")
     return int(m.group(1))

@@ -1,4 +1,4 @@
-/* Unit tests of src/progress.c: the progress line and the rate tracker. */
+/* Unit tests of src/lib/progress.c: the progress line and the rate tracker. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
