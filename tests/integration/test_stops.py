@@ -2,6 +2,7 @@
 beside other workers, Redis gone or refusing writes mid-run. Every stop ends in bounded time, keeps what was
 written, and no item runs twice because of it."""
 
+import json
 import os
 import shlex
 import shutil
@@ -11,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import (check, count_lines, id_key, read_jsonl, redis_servers_tagged, scaled,
+from harness import (check, count_lines, id_key, read_jsonl, redis_servers_tagged, scaled, skip,
                      wait_until)
 
 
@@ -306,3 +307,51 @@ def test_readyz_when_redis_refuses_writes(ctx):
     check("OOM" in err, f"the worker did not log the refusal: {err[-400:]!r}")
     check(err.count("cannot renew this worker's lease") <= 4,
           f"the refusal was logged more than once per interval: {err[-600:]!r}")
+
+
+def test_sigterm_under_memory_limit_is_bounded(ctx):
+    # A worker under an address-space limit (a pod's memory limit) holding a 60 MB chunk: allocations fail where
+    # it reads or commits the chunk (before: the committer retried an allocation that kept failing, and a SIGTERM
+    # was ignored for minutes). SIGTERM ends it within --drain-timeout-ms plus the committer's grace, and no item
+    # is lost: each is in the results or back in pending.
+    if os.environ.get("CHUNKD_IT_SANITIZER"):
+        skip("an address-space limit and ASan's shadow memory do not mix")
+    import resource
+    pad = "x" * 600_000
+    items = ctx.write_jsonl("big.jsonl", [{"id": i, "pad": pad} for i in range(100)])
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 100, items, timeout=60)
+    check(ctx.llen("pending") == 1, f"expected one 60 MB chunk, pending has {ctx.llen('pending')}")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))
+    err = ctx.path("worker.stderr")
+    with open(err, "wb") as e:
+        worker = subprocess.Popen([ctx.bin, "worker", "--queue", ctx.queue, "--handler", "echo",
+                                   "--drain-timeout-ms", "3000"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=e, env=ctx.env(), preexec_fn=limit)
+    try:
+        wait_until(lambda: ctx.llen("pending") == 0 or worker.poll() is not None, 30,
+                   lambda: f"the worker to take the chunk ({err.read_text()[-300:]!r})")
+        worker.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            rc = worker.wait(scaled(25))  # 3 s drain + 5 s grace + a command's --redis-timeout-ms, with margin
+        except subprocess.TimeoutExpired:
+            check(False, f"the worker ignored SIGTERM for 25 s under a 600 MiB address-space limit: "
+                         f"{err.read_text()[-400:]!r}")
+        elapsed = time.monotonic() - sent
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    check(rc in (0, 1), f"exit {rc}: {err.read_text()[-400:]!r}")
+    done = {id_key(r["id"]) for r in ctx.stream_results()}
+    todo = set(ctx.pending_todo())
+    # A drain that gave up (exit 1) leaves the chunk in its processing list for the reaper: count those items too.
+    held = set()
+    for key in ctx.processing_keys():
+        for text in ctx.r.lrange_all(key):
+            held |= {id_key(it["id"]) for it in json.loads(text)["items"]}
+    lost = {id_key(i) for i in range(100)} - done - todo - held
+    check(not lost, f"{len(lost)} items neither committed, pending nor held after the stop")
+    print(f"  exit {rc} {elapsed:.1f}s after SIGTERM")
