@@ -19,13 +19,13 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
 SRCS := main.c settings.c redis_url.c log.c xalloc.c dynbuf.c rconn.c chunk.c result.c work.c linereader.c scheduler.c \
         enqueue.c loop.c handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c window.c fetch.c commit.c worker.c sink.c \
         collect.c sig.c children.c localredis.c metrics.c httpd.c progress.c cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c lease.c \
-        ratelimit.c ratelimit_math.c
+        ratelimit.c ratelimit_math.c breaker.c
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
 LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request
+              http_request breaker
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -39,6 +39,7 @@ UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 UNIT_exec_proto := exec_proto.c dynbuf.c xalloc.c
 UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
+UNIT_breaker    := breaker.c xalloc.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         lint-deps \
