@@ -28,7 +28,7 @@ SRCS_PIPELINE := main.c settings.c enqueue.c chunk.c fetch.c window.c scheduler.
                  commit_round.c collect.c sink.c worker.c lease.c ratelimit.c ratelimit_math.c metrics.c httpd.c
 SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c rconn.c redis_url.c proctab.c children.c progress.c
 SRCS_HANDLER  := handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c \
-                 keeper.c
+                 keeper.c breaker.c
 SRCS_CMD      := cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c \
                  localredis.c
 SRCS := $(SRCS_PIPELINE) $(SRCS_LIB) $(SRCS_HANDLER) $(SRCS_CMD)
@@ -37,7 +37,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request cmd commit_script commit_round window
+              http_request cmd commit_script commit_round window breaker
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -56,6 +56,7 @@ UNIT_commit_script :=
 UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in $(BUILD) it links too
 UNIT_commit_round := commit_round.c
 UNIT_window     := window.c metrics.c dynbuf.c xalloc.c
+UNIT_breaker    := breaker.c xalloc.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         lint-deps \

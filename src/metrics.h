@@ -32,6 +32,9 @@ typedef enum {
     M_HTTP_4XX,
     M_HTTP_5XX,
     M_HTTP_ERROR,
+    M_CIRCUIT_OPENED,     /* the circuit breaker's transitions (breaker.h), by the state entered */
+    M_CIRCUIT_HALF_OPENED,
+    M_CIRCUIT_CLOSED,
     M_RATE_TOKENS,
     M_RATE_LEASES,
     M_RATE_WAITS,
@@ -48,6 +51,7 @@ typedef enum {
     G_ITEMS_RUNNING,
     G_READY,
     G_FETCH_PAUSED,
+    G_CIRCUIT_STATE,     /* breaker_state_t: 0 closed, 1 open, 2 half-open */
     G_QUEUE_PENDING_CHUNKS,
     G_QUEUE_PROCESSING_CHUNKS,
     G_QUEUE_RESULTS_LENGTH,

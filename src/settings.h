@@ -73,6 +73,10 @@ typedef struct settings {
     long long retry_max_ms;
     char *retry_statuses;         /* comma-separated codes or classes like 5xx */
     bool idempotency_key;
+    long long breaker_window_ms;  /* circuit breaker (breaker.h): it judges the last 100 calls within this span */
+    long long breaker_failure_percent; /* share of failed calls in the window that opens it; 0: no breaker */
+    long long breaker_min_calls;  /* outcomes the window must hold before it can open */
+    long long breaker_probe_max_ms; /* longest wait between probes of an open circuit */
     bool insecure;
     char *ca_file;
     char *header_file;            /* secret headers, "Name: value" per line */

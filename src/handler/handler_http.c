@@ -11,7 +11,13 @@
  *
  * Outcomes: 1xx-3xx are results; connection errors, timeouts and --retry-statuses (default 429 and 5xx) are
  * retried up to --max-attempts, waiting on a loop timer (exponential backoff with full jitter, or Retry-After);
- * anything else fails the item, which then also goes to the dead list. */
+ * anything else fails the item, which then also goes to the dead list.
+ *
+ * Circuit breaker (breaker.h, one per process shared by the loops): each call's outcome is reported to it (a
+ * connection error, a timeout or a 5xx is a failure), and each call asks it first. While it is open, calls wait on
+ * the item's timer (polling every HTTP_BREAKER_POLL_MS) before they take the queue's limits, fetching pauses (the
+ * handler's ready op says why, for /readyz too), and a failure it excuses (the one that opened it, probes, calls that
+ * were in flight) does not count against --max-attempts. */
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -24,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "clock.h"
 #include "dynbuf.h"
 #include "handler.h"
@@ -39,14 +46,49 @@
  * 109 k instructions per call, 100 -> 106 k, 50 -> 104.5 k, 20 -> 104.4 k. */
 #define HTTP_SHARD_CONNS 50
 #define HTTP_RETRY_AFTER_MAX_MS 600000   /* longest Retry-After honoured */
+#define HTTP_BREAKER_POLL_MS 100         /* how often a call held back by the open circuit asks again */
+#define HTTP_BREAKER_PROBE_BASE_MS 100   /* first wait of an open circuit before probing (then doubling) */
+#define HTTP_BREAKER_PROBES 3            /* probe calls of a half-open circuit, and the successes that close it */
 
-/* ---- process-wide state: the settings read once (http_request.h) ---- */
+/* ---- process-wide state: the settings read once (http_request.h) and the circuit breaker ---- */
+
+typedef struct http_shared {
+    http_config_t *cfg;
+    breaker_t *breaker;      /* NULL with --breaker-failure-percent 0 */
+} http_shared_t;
+
+/* The breaker's changes of state (any thread, under its mutex): a log line, the gauge and the counters. */
+static void http_breaker_changed(void *arg, breaker_state_t from, breaker_state_t to, int64_t next_probe_in_ms,
+                                 const char *why)
+{
+    (void)arg;
+    metrics_gauge_set(G_CIRCUIT_STATE, to);
+    metrics_add(to == BREAKER_OPEN ? M_CIRCUIT_OPENED : to == BREAKER_HALF_OPEN ? M_CIRCUIT_HALF_OPENED
+                                                                              : M_CIRCUIT_CLOSED, 1);
+    if (from == BREAKER_CLOSED)
+        LOG(LL_WARN, "http: circuit open: %s; no new call starts and fetching pauses until probes succeed (first in "
+                     "%lld ms)", why, (long long)next_probe_in_ms);
+    else if (to == BREAKER_OPEN)
+        LOG(LL_INFO, "http: circuit still open: %s; next probe in %lld ms", why, (long long)next_probe_in_ms);
+    else if (to == BREAKER_CLOSED)
+        LOG(LL_WARN, "http: circuit closed: %s; calls resume", why);
+    else
+        LOG(LL_DEBUG, "http: circuit half-open: %s; probing with %d calls", why, HTTP_BREAKER_PROBES);
+}
 
 static int http_init(const settings_t *s, void **shared, char *err, size_t errlen)
 {
     http_config_t *c = http_config_new(s, err, errlen);
     if (!c) return -1;
-    *shared = c;
+    http_shared_t *sh = xcalloc(1, sizeof *sh);
+    sh->cfg = c;
+    if (s->breaker_failure_percent > 0) {
+        breaker_config_t bc = {.window_ms = s->breaker_window_ms, .failure_percent = (int)s->breaker_failure_percent,
+                               .min_calls = (long)s->breaker_min_calls, .probe_max_ms = s->breaker_probe_max_ms,
+                               .probe_base_ms = HTTP_BREAKER_PROBE_BASE_MS, .probes = HTTP_BREAKER_PROBES};
+        sh->breaker = breaker_new(&bc, http_breaker_changed, NULL);
+    }
+    *shared = sh;
     if (s->insecure) LOG(LL_WARN, "--insecure: TLS certificates are NOT verified");
     char base[512];
     log_mask_userinfo(c->base_url ? c->base_url : "(none)", base, sizeof base);
@@ -55,7 +97,21 @@ static int http_init(const settings_t *s, void **shared, char *err, size_t errle
     return 0;
 }
 
-static void http_fini(void *shared) { http_config_free(shared); }
+static void http_fini(void *shared)
+{
+    http_shared_t *sh = shared;
+    http_config_free(sh->cfg);
+    breaker_free(sh->breaker);
+    free(sh);
+}
+
+/* Not ready while the circuit is open (fetching pauses; /readyz says why). Half-open is ready: it needs items to
+ * probe with. */
+static bool http_ready(void *shared, char *why, size_t whylen)
+{
+    const http_shared_t *sh = shared;
+    return !sh->breaker || breaker_state(sh->breaker, clock_now_ms(), why, whylen) != BREAKER_OPEN;
+}
 
 /* ---- per-loop state ---- */
 
@@ -79,6 +135,7 @@ typedef struct http_socket {
 
 struct http_loop {
     const http_config_t *cfg;
+    breaker_t *breaker;      /* the process's (http_shared_t), or NULL */
     loop_t *loop;
     http_shard_t *shards;
     size_t n_shards;
@@ -101,6 +158,8 @@ struct http_call {
     bool response_json;      /* Content-Type says JSON */
     json_t *kept;            /* kept response headers; NULL until the first one */
     long retry_after_ms;     /* from a Retry-After header, or -1 */
+    sched_acquire_cb go;     /* the call to make once the circuit breaker lets it start (http_gate) */
+    int64_t counted_failure_ms; /* when its last failure that counted against --max-attempts was; 0: none */
     int64_t call_started_ms;
     char errbuf[CURL_ERROR_SIZE];
     list_node_t link;        /* in the loop's calls */
@@ -202,7 +261,9 @@ static int http_close_socket_cb(void *userp, curl_socket_t fd)
 static int http_loop_init(loop_t *loop, const settings_t *s, void *shared, void **state)
 {
     http_loop_t *hl = xcalloc(1, sizeof *hl);
-    hl->cfg = shared;
+    const http_shared_t *ps = shared;
+    hl->cfg = ps->cfg;
+    hl->breaker = ps->breaker;
     hl->loop = loop;
     list_init(&hl->calls);
     hl->rng = (unsigned int)loop_now_ms(loop) ^ (unsigned int)(uintptr_t)hl;
@@ -455,11 +516,36 @@ static void http_retry_go(loop_t *loop, work_item_t *item)
     http_send(call);
 }
 
-/* Every call takes a token and a slot of the queue's limits, retries too (the first call's were taken by the
- * loop before http_start). */
-static void http_retry_fired(loop_t *loop, loop_timer_t *t)
+/* Gives back the item's last counted attempt once its failure proves to be one of the calls that opened the
+ * circuit. */
+static void http_breaker_refund(http_call_t *call)
 {
-    sched_acquire(loop, container_of(t, work_item_t, timer), http_retry_go);
+    if (call->counted_failure_ms && breaker_tripped_by(call->hl->breaker, call->counted_failure_ms)) {
+        call->item->attempts--;
+        call->counted_failure_ms = 0;
+    }
+}
+
+/* A first call the open circuit held back. */
+static void http_first_go(loop_t *loop, work_item_t *item)
+{
+    (void)loop;
+    http_send(item->handler_data);
+}
+
+/* Every call asks the circuit breaker first, waiting on the item's timer while it is open, then takes a token and
+ * a slot of the queue's limits, retries too (the first call's were taken by the loop before http_start), and goes
+ * (call->go). */
+static void http_gate(loop_t *loop, loop_timer_t *t)
+{
+    work_item_t *item = container_of(t, work_item_t, timer);
+    http_call_t *call = item->handler_data;
+    if (call->hl->breaker && !breaker_allow(call->hl->breaker, clock_now_ms())) {
+        loop_timer_start(loop, t, loop_now_ms(loop) + HTTP_BREAKER_POLL_MS, http_gate);
+        return;
+    }
+    if (call->hl->breaker) http_breaker_refund(call);
+    sched_acquire(loop, item, call->go);
 }
 
 /* The result of a successful call: {"status":N,"body":...,"headers":{...},"ms":N}. A JSON body is embedded as
@@ -519,6 +605,7 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
     char error[CURL_ERROR_SIZE + 128];
     bool retry = false;
     if (code == CURLE_OK && status >= 100 && status < 400) {
+        if (hl->breaker) breaker_record(hl->breaker, clock_now_ms(), false, NULL);
         size_t len;
         char *result = http_result(call, status, ms, &len);
         http_call_free(call);
@@ -538,12 +625,22 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
         snprintf(error, sizeof error, "%s%s%s", curl_easy_strerror(code), call->errbuf[0] ? ": " : "",
                  call->errbuf);
     }
-    if (retry && item->attempts < s->max_attempts) {
+    /* The upstream is failing (connection error, timeout, 5xx), or answering: the breaker judges which. */
+    bool excused = false;
+    if (hl->breaker) {
+        int64_t now = clock_now_ms();
+        excused = breaker_record(hl->breaker, now, code == CURLE_OK ? status >= 500 && status <= 599 : retry, error);
+        http_breaker_refund(call);
+        if (retry && !excused) call->counted_failure_ms = now;
+    }
+    if (retry && (excused || item->attempts < s->max_attempts)) {
         int64_t delay = call->retry_after_ms >= 0 && (status == 429 || status == 503) ? call->retry_after_ms
                                                                                        : handler_retry_delay_ms(s, &hl->rng, item->attempts);
-        LOG(LL_DEBUG, "http: item %s attempt %d failed (%s); retrying in %lld ms", item->in->id_json, item->attempts,
-            error, (long long)delay);
-        loop_timer_start(hl->loop, &item->timer, loop_now_ms(hl->loop) + delay, http_retry_fired);
+        LOG(LL_DEBUG, "http: item %s attempt %d failed (%s%s); retrying in %lld ms", item->in->id_json, item->attempts,
+            error, excused ? ", not counted: the circuit is open" : "", (long long)delay);
+        if (excused) item->attempts--; /* http_retry_go counts the retry again */
+        call->go = http_retry_go;
+        loop_timer_start(hl->loop, &item->timer, loop_now_ms(hl->loop) + delay, http_gate);
         return;
     }
     if (retry) {
@@ -581,6 +678,13 @@ static void http_start(void *state, loop_t *loop, work_item_t *item)
         sched_item_done(loop, item, false, NULL, 0, msg);
         return;
     }
+    if (hl->breaker && !breaker_allow(hl->breaker, clock_now_ms())) {
+        /* Held back by the open circuit: the slot taken for it goes back until the circuit lets it go. */
+        sched_release(loop, item);
+        call->go = http_first_go;
+        loop_timer_start(loop, &item->timer, loop_now_ms(loop) + HTTP_BREAKER_POLL_MS, http_gate);
+        return;
+    }
     http_send(call);
 }
 
@@ -598,4 +702,5 @@ const handler_t handler_http = {.name = "http",
                                 .loop_init = http_loop_init,
                                 .loop_free = http_loop_free,
                                 .start = http_start,
-                                .cancel = http_cancel};
+                                .cancel = http_cancel,
+                                .ready = http_ready};

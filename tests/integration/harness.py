@@ -306,9 +306,10 @@ class MockApi:
         """Base URL, without a trailing slash: http://127.0.0.1:PORT"""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=10):
+    def start(self, timeout=10, port=0):
+        """port 0 picks a free one; a given port lets a test bring the API back where it was."""
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen([self.binary, "--port", "0"], stdin=subprocess.DEVNULL, stdout=out,
+            self.proc = subprocess.Popen([self.binary, "--port", str(port)], stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=err, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
@@ -321,7 +322,7 @@ class MockApi:
             time.sleep(0.01)
         state = "still running" if self.proc.poll() is None else f"exit {self.proc.returncode}"
         self.stop()
-        raise RuntimeError(f"could not start {self.binary} --port 0 ({state}, no `port N` line on stdout); "
+        raise RuntimeError(f"could not start {self.binary} --port {port} ({state}, no `port N` line on stdout); "
                            f"stderr: {one_line(self.err_path.read_text(errors='replace')[-400:])}")
 
     def alive(self):

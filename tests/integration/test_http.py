@@ -423,8 +423,10 @@ def test_retries_exhausted_and_backoff(ctx):
     q = ctx.queue
     n = 40
     items = [{"id": f"a{i}", "path": f"/{q}/always/{i}", "query": {"status": 503}} for i in range(n)]
+    # Without the circuit breaker: an API that answers every call 503 is down, and the breaker would hold the
+    # items back instead of letting them spend their attempts (test_flaky_breaker.py).
     results, proc = _http(ctx, items, "--max-attempts", 4, "--retry-base-ms", 100, "--retry-max-ms", 10000,
-                          "--log-level", "debug", label="always503")
+                          "--log-level", "debug", "--breaker-failure-percent", 0, label="always503")
     for it in items:
         r = _failed(results, it["id"])
         check(r.get("status") == 503 and r["attempts"] == 4 and "HTTP 503" in r["error"],
@@ -466,7 +468,7 @@ def test_retries_exhausted_and_backoff(ctx):
     # machine (mean item time 573 ms under ASan with the CPUs shared, against about 300 ms of waits).
     items = [{"id": f"c{i}", "path": f"/{q}/capped/{i}", "query": {"status": 503}} for i in range(n)]
     results, proc = _http(ctx, items, "--max-attempts", 7, "--retry-base-ms", 100, "--retry-max-ms", 101,
-                          "--log-level", "debug", label="capped", queue=q + "-capped")
+                          "--log-level", "debug", "--breaker-failure-percent", 0, label="capped", queue=q + "-capped")
     check(all(r["attempts"] == 7 for r in results.values()), "capped run: not every item made 7 attempts")
     waits = _retry_waits(proc)
     for it in items:
@@ -542,7 +544,8 @@ def test_requeue_dead_items(ctx):
     text_by_id = {it["id"]: line for it, line in zip(items, lines)}
     failing = sorted(it["id"] for it in items[:10])
     worker_args = ["--queue", q, "--handler", "http", "--base-url", ctx.mock.url, "--max-attempts", 2,
-                   "--retry-base-ms", 1, "--retry-max-ms", 5, "--exit-when-empty"]
+                   "--retry-base-ms", 1, "--retry-max-ms", 5, "--exit-when-empty",
+                   "--breaker-failure-percent", 0]  # 20 of 21 calls fail: the circuit breaker would open
     ctx.run("worker", *worker_args, timeout=60, name="first worker")
     dead = ctx.dead_entries()
     check(sorted(d.get("id") for d in dead) == failing, f"dead ids {sorted(str(d.get('id')) for d in dead)}, "
