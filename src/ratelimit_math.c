@@ -55,6 +55,7 @@ static double clamp_rate(double rate, double limit)
 
 ratelimit_adapt_t ratelimit_adapt(ratelimit_aimd_t *a, const ratelimit_window_t *w, double limit_per_s)
 {
+    if (w->first) return RATELIMIT_WARMUP;
     double share = ratelimit_share(w);
     double seconds = w->seconds > 0 ? w->seconds : RATELIMIT_WINDOW_MS / 1000.0;
     double ok_per_s = (w->calls > w->throttled ? w->calls - w->throttled : 0) / seconds;
@@ -74,7 +75,7 @@ ratelimit_adapt_t ratelimit_adapt(ratelimit_aimd_t *a, const ratelimit_window_t 
         a->rate_per_s = clamp_rate(a->rate_per_s * RATELIMIT_DECREASE, limit_per_s);
         a->cut_share = share;
         a->cut_ok_per_s = ok_per_s;
-        a->ceiling_per_s = w->first ? 0 : ok_per_s;
+        a->ceiling_per_s = ok_per_s;
         return RATELIMIT_CUT;
     }
     /* Fast up to near the ceiling, then slowly; a ceiling left well behind without a cut is forgotten. */

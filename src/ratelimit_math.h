@@ -43,8 +43,9 @@ long ratelimit_block(double burst, long need);
  *   the limit, leaves the ok calls per second where they were: the limit's.) A share over
  *   RATELIMIT_MAX_BASELINE is always the load's: with a cut of x0.7, a true limit never shows a share that
  *   stays within RATELIMIT_SAME_SHARE under that bound, so the test cannot mistake one even when the ok calls
- *   per second were measured high, as they are in the queue's first window (an API with fixed windows lets a
- *   start-up burst through at up to twice its limit): a cut made on that window sets no ceiling. */
+ *   per second were measured high.
+ * - the queue's first window is a warm-up and decides nothing: its calls start in its middle, in a burst, and
+ *   an API with fixed windows lets a start-up burst through at up to twice its limit. */
 #define RATELIMIT_WINDOW_MS 1000
 #define RATELIMIT_SETTLE_MS_STR "1000" /* after a cut, the next window starts this much later (ratelimit.lua) */
 #define RATELIMIT_THRESHOLD 0.05
@@ -72,11 +73,12 @@ typedef struct ratelimit_window {
     double calls;          /* calls answered in the window (reported by the workers within 50 ms) */
     double throttled;      /* 429s (and 503s with Retry-After) reported in it */
     double seconds;        /* its length (at least RATELIMIT_WINDOW_MS; longer when nobody called meanwhile) */
-    bool first;            /* the queue's first window: a start-up burst, against an API whose own window was
-                            * unused before it, so its calls answered ok per second are no measure of a limit */
+    bool first;            /* the queue's first window: a warm-up, not measured (calls start in its middle, in
+                            * a burst, against an API whose own window was unused before it) */
 } ratelimit_window_t;
 
 typedef enum {
+    RATELIMIT_WARMUP,      /* the queue's first window: nothing changed */
     RATELIMIT_RAISED,      /* no cut: the rate grew (or stayed at the limit) */
     RATELIMIT_CUT,         /* the rate was cut: pause until the window's first Retry-After deadline, if any */
     RATELIMIT_UNDONE,      /* the last cut did not help: the baseline was raised and the cut undone */

@@ -160,6 +160,16 @@ static void random_429s_become_the_baseline(void **state)
     assert_int_equal(ratelimit_adapt(&a, &w, 2000), RATELIMIT_CUT);
 }
 
+static void the_first_window_is_a_warm_up(void **state)
+{
+    (void)state;
+    ratelimit_aimd_t a = {.rate_per_s = 1000};
+    ratelimit_window_t w = window(300, 200);
+    w.first = true;
+    assert_int_equal(ratelimit_adapt(&a, &w, 1000), RATELIMIT_WARMUP);
+    assert_true(a.rate_per_s == 1000 && a.baseline == 0 && a.cut_share == 0);
+}
+
 static void the_floor_holds(void **state)
 {
     (void)state;
@@ -178,7 +188,8 @@ int main(void)
         cmocka_unit_test(block_sizes), cmocka_unit_test(share_of_a_window),
         cmocka_unit_test(recovery_is_additive_up_to_the_limit), cmocka_unit_test(a_share_under_the_threshold_does_not_cut),
         cmocka_unit_test(a_true_limit_converges), cmocka_unit_test(far_above_a_true_limit_the_cut_stands),
-        cmocka_unit_test(random_429s_become_the_baseline), cmocka_unit_test(the_floor_holds),
+        cmocka_unit_test(random_429s_become_the_baseline), cmocka_unit_test(the_first_window_is_a_warm_up),
+        cmocka_unit_test(the_floor_holds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
