@@ -15,7 +15,9 @@ Cases (see README.md beside this file):
   exec      chunkd run --handler exec with the README's Python example (exec_fn.py) at
             --procs 200 and 20, against recipe.py on the same items: items/s, peak memory
   ratelimit 5 workers sharing --rate-limit 200/s against the mock API (build/mockapi, no
-            delay): the calls/s the mock saw over 30 s, and items per worker
+            delay): the calls/s the mock saw over 30 s, and items per worker; then the
+            adaptation to 429s: a true limit L with --rate-limit 2L, and 10 % random 429s,
+            the shared rate over time in ratelimit.png
 
 Numbers are printed and recorded, never asserted: the exit status is 0 when
 every run completed and produced correct output, whatever the speed; 1 when a
@@ -1712,8 +1714,9 @@ def main():
                     help="ratelimit case: the mock's true limit L in calls/s, with --rate-limit 2L (1000)")
     ap.add_argument("--rate-random-limit", type=int, default=2000,
                     help="ratelimit case: --rate-limit of the run with 10%% random 429s (2000)")
-    ap.add_argument("--rate-adapt-seconds", type=int, default=30,
-                    help="ratelimit case: items for this many seconds at L (and 0.9 x at the random run's limit) (30)")
+    ap.add_argument("--rate-adapt-seconds", type=int,
+                    help="ratelimit case: items for this many seconds at L (and 0.9 x at the random run's limit) "
+                         "(30; quick 15)")
     ap.add_argument("--rate-skip-adapt", action="store_true",
                     help="ratelimit case: only the five workers sharing a limit, not the adaptation's two runs")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
@@ -1735,6 +1738,7 @@ def main():
     a.exec_procs = [int(x) for x in (a.exec_procs or "200,20").split(",")]
     a.exec_items = a.exec_items or (2000 if q else 10000)
     a.rate_seconds = a.rate_seconds or (10 if q else 30)
+    a.rate_adapt_seconds = a.rate_adapt_seconds or (15 if q else 30)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
         if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem"):
