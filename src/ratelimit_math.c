@@ -62,7 +62,8 @@ ratelimit_adapt_t ratelimit_adapt(ratelimit_aimd_t *a, const ratelimit_window_t 
     double cut_share = a->cut_share, cut_ok_per_s = a->cut_ok_per_s;
     a->cut_share = 0;
     a->cut_ok_per_s = 0;
-    if (cut_share > 0 && w->calls >= 1 && share >= cut_share * RATELIMIT_SAME_SHARE && share <= RATELIMIT_MAX_BASELINE &&
+    if (cut_share > 0 && w->calls >= 1 && share >= cut_share * RATELIMIT_SAME_SHARE &&
+        share <= RATELIMIT_MAX_BASELINE &&
         ok_per_s < cut_ok_per_s * RATELIMIT_OK_FELL) {
         /* The cut lowered what the API accepted, not what it refused: these 429s are not the load's. */
         a->baseline = share;

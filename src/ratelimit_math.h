@@ -29,10 +29,11 @@ long ratelimit_block(double burst, long need);
  * ratelimit_adapt:
  * - the window's 429 share is throttled / calls answered. After a cut, the next window starts a settle time
  *   later (RATELIMIT_SETTLE_MS_STR, or when the pause ends): the calls made at the old rate, and the API's own
- *   window that they filled, are not counted against the new rate (TCP: one decrease per round trip). The rate is cut (x RATELIMIT_DECREASE, not below
- *   RATELIMIT_FLOOR of the limit) only when the share passes the baseline by RATELIMIT_THRESHOLD; otherwise it
- *   grows by RATELIMIT_RECOVER of the limit per second of the window, up to the limit. After a cut, the calls
- *   answered ok per second in the window that made it are the ceiling (against a true limit, that limit): the
+ *   window that they filled, are not counted against the new rate (TCP: one decrease per round trip). The
+ *   rate is cut (x RATELIMIT_DECREASE, not below RATELIMIT_FLOOR of the limit) only when the share passes the
+ *   baseline by RATELIMIT_THRESHOLD; otherwise it grows by RATELIMIT_RECOVER of the limit per second of the
+ *   window, up to the limit. After a cut, the calls answered ok per second in the window that made it are the
+ *   ceiling (against a true limit, that limit): the
  *   rate grows fast up to RATELIMIT_NEAR_CEILING of it, then RATELIMIT_PROBE_SLOWER as fast, probing; past
  *   RATELIMIT_PAST_CEILING of it without a cut, the ceiling is forgotten (the API takes more now).
  * - the baseline is the share of 429s that do not follow our rate (an API that refuses some calls whatever the

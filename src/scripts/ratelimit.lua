@@ -28,8 +28,8 @@
 --               while slots are contended: no worker should hold more than the cap divided by the workers.
 -- Rate hash fields: limit, rate (current, calls/s), tokens, ts (last refill, ms), paused_until (ms), win (the
 -- window's number), win_start (ms), win_calls, win_429, win_ra (its first Retry-After deadline, ms; 0: none),
--- win_first (1: the queue's first window), closing_until (ms: a worker is deciding), baseline, cut_share, cut_ok, ceiling (see ratelimit_math.h),
--- contended_until (ms).
+-- win_first (1: the queue's first window), closing_until (ms: a worker is deciding), baseline, cut_share, cut_ok,
+-- ceiling (see ratelimit_math.h), contended_until (ms).
 local WINDOW_MS = 1000      -- RATELIMIT_WINDOW_MS
 local CLOSING_MS = 1000     -- a worker that got a window to close and did not answer: another may, after this
 local LOOKAHEAD_MS = 200    -- how far ahead tokens may be reserved (the most the bucket owes)

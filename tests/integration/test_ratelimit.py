@@ -160,7 +160,8 @@ def test_429_lowers_the_shared_rate_and_pauses(ctx):
     # (200/s -> 140/s) and everyone pauses until that window's first 429 deadline, about 2 s after it.
     items = []
     for i in range(400):
-        q = {"fail_times": 1, "fail_status": 429, "retry_after": 2, "key": f"{ctx.queue}-{i}"} if i < 300 and i % 2 else {}
+        throttled = i < 300 and i % 2
+        q = {"fail_times": 1, "fail_status": 429, "retry_after": 2, "key": f"{ctx.queue}-{i}"} if throttled else {}
         items.append({"id": i, "path": f"/{ctx.queue}/t", **({"query": q} if q else {})})
     path = ctx.write_jsonl("items.jsonl", items)
     run, port = ctx.spawn_http("run", "--queue", ctx.queue, "--handler", "http", "--base-url", ctx.mock.url,

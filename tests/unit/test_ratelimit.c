@@ -186,7 +186,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parse_rates), cmocka_unit_test(parse_rejects), cmocka_unit_test(default_burst),
         cmocka_unit_test(block_sizes), cmocka_unit_test(share_of_a_window),
-        cmocka_unit_test(recovery_is_additive_up_to_the_limit), cmocka_unit_test(a_share_under_the_threshold_does_not_cut),
+        cmocka_unit_test(recovery_is_additive_up_to_the_limit),
+        cmocka_unit_test(a_share_under_the_threshold_does_not_cut),
         cmocka_unit_test(a_true_limit_converges), cmocka_unit_test(far_above_a_true_limit_the_cut_stands),
         cmocka_unit_test(random_429s_become_the_baseline), cmocka_unit_test(the_first_window_is_a_warm_up),
         cmocka_unit_test(the_floor_holds),
