@@ -1,9 +1,9 @@
 /* ratelimit: see ratelimit.h.
  *
  * Invariants: `tokens` are leased from Redis and not yet used (loops take them; a pause of the queue drops
- * them). For slots, held_slots (the thread's) = slots in use + slots_free + slots_returned: loops move a slot from free to
- * in use and back, or to returned while slots_owed > 0 (over the fair cap); only the thread changes held_slots,
- * after a round trip that also tells Redis. */
+ * them). For slots, held_slots (the thread's) = slots in use + slots_free + slots_returned: loops move a slot
+ * from free to in use and back, or to returned while slots_owed > 0 (over the fair cap); only the thread changes
+ * held_slots, after a round trip that also tells Redis. */
 #include "ratelimit.h"
 
 #include <assert.h>
