@@ -53,6 +53,9 @@ static const counter_def_t counter_defs[M_COUNTERS] = {
                       "Calls that waited for a token of --rate-limit or a slot of --max-inflight-global."},
     [M_RATE_THROTTLES] = {"chunkd_rate_throttles_total", NULL, NULL,
                           "429s (and 503s with Retry-After) this worker reported to the shared rate limit."},
+    [M_RATE_DECREASES] = {"chunkd_rate_decreases_total", NULL, NULL,
+                          "Cuts of the queue's shared rate decided by this worker (at most one per 1 s window for "
+                          "the whole queue, when the window's 429 share passed the threshold)."},
     [M_EXEC_OK] = {"chunkd_exec_calls_total", "outcome", "ok",
                    "Exec handler calls (one per attempt), by outcome: ok (a result), error (the error reply of the "
                    "item's code), failed (the subprocess exited, hung, wrote garbage or was killed)."},
@@ -82,6 +85,8 @@ static const counter_def_t gauge_defs[M_GAUGES] = {
     [G_QUEUE_DONE_ITEMS] = {"chunkd_queue_done_items", NULL, NULL, "Items of the queue finished (ok or failed)."},
     [G_RATE_LIMIT_CURRENT] = {"chunkd_rate_limit_current", NULL, NULL,
                               "The queue's current shared rate limit in calls/s (lowered by 429s; 0: none)."},
+    [G_RATE_PAUSED] = {"chunkd_rate_paused", NULL, NULL,
+                       "1 while the queue's calls are paused until a Retry-After deadline (as this worker last saw)."},
     [G_INFLIGHT_SLOTS] = {"chunkd_inflight_global_slots", NULL, NULL,
                           "Slots of --max-inflight-global this worker holds."},
     [G_EXEC_BUSY] = {"chunkd_exec_busy_subprocesses", NULL, NULL, "Exec subprocesses working on an item."},

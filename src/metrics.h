@@ -39,6 +39,7 @@ typedef enum {
     M_RATE_LEASES,
     M_RATE_WAITS,
     M_RATE_THROTTLES,
+    M_RATE_DECREASES,
     M_EXEC_OK,
     M_EXEC_ERROR,
     M_EXEC_FAILED,
@@ -60,6 +61,7 @@ typedef enum {
     G_QUEUE_ENQUEUED_ITEMS,
     G_QUEUE_DONE_ITEMS,
     G_RATE_LIMIT_CURRENT,  /* in thousandths (rendered divided by 1000) */
+    G_RATE_PAUSED,
     G_INFLIGHT_SLOTS,
     G_EXEC_BUSY,
     G_ITEMS_HELD_PEAK,   /* the window's highs since start (window.c), so a short peak is not missed */

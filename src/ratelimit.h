@@ -12,12 +12,19 @@
  * asks for the next one. So every lease round trip brings a whole block, and workers are served in the order
  * they ask; the long-run rate is exact because every token granted is paid for by refill time.
  *
- * Adaptive. A 429 (or a 503 with Retry-After) is reported by the loop (loop_throttled); this thread sends it to
- * the script, which multiplies the shared rate by 0.5 (at most once a second however many workers report, and
- * not below 5 % of the limit) and pauses everyone until Redis's now + Retry-After (the bucket is emptied and
- * nothing accrues meanwhile). Afterwards the rate grows back by 5 % of the limit per second up to the limit. The
- * reporting worker drops its own leased tokens at once; others see the pause at their next lease (their leased
- * tokens, about 50 ms worth, are spent). The current shared rate is the gauge chunkd_rate_limit_current.
+ * Adaptive, like TCP congestion control. Every call that ends (ratelimit_call_ended) and every 429 (or 503 with
+ * Retry-After, ratelimit_throttled) is counted by the loops in atomics; this thread reports the counts with its
+ * next lease, within 50 ms. ratelimit.lua adds them up in the queue's window (1 s, one for all workers); the
+ * first worker to lease after the window's end gets its counts and decides, once for the queue, with
+ * ratelimit_adapt (ratelimit_math.h): the rate is cut x0.7 only when the window's 429 share passes a baseline
+ * by 5 points, and otherwise grows by 5 % of the limit per second (slower near the last cut's ceiling), up to
+ * the limit. On a cut everyone pauses until the window's first Retry-After deadline (a deadline in Redis's
+ * clock, shared by all workers; the 429s that come after it in the same burst do not move it), and the next
+ * window starts after the pause and a settle time of 1 s, so the calls made at the old rate are not counted
+ * again. A single 429 among many calls changes nothing but its own item's retry. 429s that do not follow the
+ * rate (the share stays while the calls answered ok fall with a cut) become the baseline and the cut is undone.
+ * The gauges chunkd_rate_limit_current (the shared rate as this worker last saw it) and chunkd_rate_paused,
+ * and the counter chunkd_rate_decreases_total (cuts this worker decided), show it.
  *
  * Concurrency. chunkd:{Q}:inflight is a hash: worker id -> slots it holds. A call holds a slot from sched_acquire
  * until it ends (loop_release, or the item's end). Slots are leased and given back in blocks, like tokens: free
@@ -26,9 +33,9 @@
  * as calls end. A dead worker's slots are returned by the reaper (reap.lua) when its lease expires, and a
  * worker's are removed at a clean exit.
  *
- * Threads: ratelimit_try_acquire, ratelimit_release_slot, ratelimit_wait and ratelimit_throttled are called by
- * loops and only touch atomics (and a condition variable to wake the thread); everything else is this module's
- * own thread, with its own Redis connection. */
+ * Threads: ratelimit_try_acquire, ratelimit_release_slot, ratelimit_wait, ratelimit_call_ended and
+ * ratelimit_throttled are called by loops and only touch atomics (and a condition variable to wake the thread);
+ * everything else is this module's own thread, with its own Redis connection. */
 #ifndef CHUNKD_RATELIMIT_H
 #define CHUNKD_RATELIMIT_H
 
@@ -56,7 +63,10 @@ bool ratelimit_try_acquire(ratelimit_t *rl, bool *slot);
 void ratelimit_release_slot(ratelimit_t *rl);
 /* Items waiting in the loops' FIFOs: +1 when one starts waiting, -1 when it stops. */
 void ratelimit_wait(ratelimit_t *rl, long delta);
-/* The upstream answered 429 (or 503 with Retry-After); retry_after_ms -1 when there was no Retry-After. */
+/* A call ended (answered or not): counted in the queue's window, with the 429s. */
+void ratelimit_call_ended(ratelimit_t *rl);
+/* The upstream answered 429 (or 503 with Retry-After); retry_after_ms -1 when there was no Retry-After. Called
+ * after ratelimit_call_ended for the same call. */
 void ratelimit_throttled(ratelimit_t *rl, long retry_after_ms);
 
 #endif

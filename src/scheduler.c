@@ -177,7 +177,12 @@ static void slot_release(sched_t *s, work_item_t *it)
     ratelimit_release_slot(s->rl);
 }
 
-void sched_release(loop_t *loop, work_item_t *it) { slot_release(sched_of(loop), it); }
+void sched_release(loop_t *loop, work_item_t *it)
+{
+    sched_t *s = sched_of(loop);
+    if (s->rl) ratelimit_call_ended(s->rl);
+    slot_release(s, it);
+}
 
 void sched_throttled(loop_t *loop, long retry_after_ms)
 {

@@ -95,10 +95,12 @@ void sched_item_done(loop_t *loop, struct work_item *item, bool ok, const char *
  * or the item's end; an item that finishes or times out while waiting is simply dropped from the FIFO (its cb
  * never fires). */
 void sched_acquire(loop_t *loop, struct work_item *item, sched_acquire_cb cb);
-/* The item's call ended: gives its slot back (nothing when it holds none). */
+/* The item's call ended: gives its slot back (nothing when it holds none), and counts the call in the queue's
+ * window of the rate limit (ratelimit.h). */
 void sched_release(loop_t *loop, struct work_item *item);
-/* The upstream asked to slow down (a 429, or a 503 with Retry-After; retry_after_ms -1 when absent): lowers the
- * queue's shared rate and pauses every worker (see ratelimit.h). Nothing when no rate limit is set. */
+/* The upstream asked to slow down (a 429, or a 503 with Retry-After; retry_after_ms -1 when absent), after
+ * sched_release for the same call: counted in the queue's window, whose 429 share may cut the shared rate and
+ * pause every worker (see ratelimit.h). Nothing when no rate limit is set. */
 void sched_throttled(loop_t *loop, long retry_after_ms);
 
 #endif

@@ -15,7 +15,9 @@ Cases (see README.md beside this file):
   exec      chunkd run --handler exec with the README's Python example (exec_fn.py) at
             --procs 200 and 20, against recipe.py on the same items: items/s, peak memory
   ratelimit 5 workers sharing --rate-limit 200/s against the mock API (build/mockapi, no
-            delay): the calls/s the mock saw over 30 s, and items per worker
+            delay): the calls/s the mock saw over 30 s, and items per worker; then the
+            adaptation to 429s: a true limit L with --rate-limit 2L, and 10 % random 429s,
+            the shared rate over time in ratelimit.png
 
 Numbers are printed and recorded, never asserted: the exit status is 0 when
 every run completed and produced correct output, whatever the speed; 1 when a
@@ -806,6 +808,174 @@ class Bench:
             f"per-second rates {', '.join(f'{x:.0f}' for x in seconds)}; items ok per worker {per_worker}; tokens "
             f"leased per worker since start {[int(x) for x in leased]} in {[int(x) for x in leases]} lease round trips; EVAL calls in Redis over the whole run "
             f"(commit.lua included): {evals.group(1) if evals else '?'}")
+        if not self.a.rate_skip_adapt:
+            self.ratelimit_adapt(mockapi)
+
+    # -- case ratelimit, part 2: the adaptation to 429s (issue 14), two runs side by side:
+    #    "limit": build/mockapi with a true limit L (limit_rps) and --rate-limit 2L;
+    #    "random": 10 % of calls 429 with Retry-After: 1 whatever the load, --rate-limit R.
+    def ratelimit_adapt(self, mockapi):
+        L, R, n_s = self.a.rate_true_limit, self.a.rate_random_limit, self.a.rate_adapt_seconds
+        runs = [("limit", 2 * L, {"delay_ms": 80, "limit_rps": L, "limit_key": "bench"}, L * n_s),
+                ("random", R, {"delay_ms": 80, "fail_rate": 0.1, "fail_status": 429, "retry_after": 1},
+                 int(R * n_s * 0.9))]
+        results = {}
+        for name, limit, query, n in runs:
+            results[name] = self.ratelimit_adapt_run(mockapi, name, limit, query, n)
+        self.ratelimit_adapt_report(results, L, R)
+
+    def ratelimit_adapt_run(self, mockapi, name, limit, query, n):
+        import urllib.request
+        logm = open(os.path.join(self.tmp, f"ratelimit-{name}.mockapi.log"), "wb")
+        mock = self.procs.start([mockapi, "--port", "0", "--threads", "2"], stdout=subprocess.PIPE, stderr=logm)
+        line = mock.stdout.readline().decode()
+        if not line.startswith("port "):
+            raise BenchError(f"mockapi did not start: {line!r}")
+        mock_url = f"http://127.0.0.1:{int(line.split()[1])}"
+        path = os.path.join(self.tmp, f"ratelimit-{name}-items.jsonl")
+        q = json.dumps(query)
+        with open(path, "w") as f:
+            for i in range(1, n + 1):
+                f.write(f'{{"id":{i},"path":"/rl","query":{q}}}\n')
+        port = free_port()
+        env = child_env(None)
+        env["CHUNKD_HTTP_PORT"] = str(port)
+        out = os.path.join(self.tmp, f"ratelimit-{name}-results.jsonl")
+        samples = []  # (t, shared rate, calls at the mock, 429s by limit_rps at the mock, items done)
+
+        def get(url):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    return r.read().decode()
+            except OSError:
+                return None
+        try:
+            p, logp = self.run_chunkd(f"ratelimit.{name}",
+                                      ["run", "--handler", "http", "--base-url", mock_url, "--rate-limit", f"{limit}/s",
+                                       "--concurrency", "1000", "--max-attempts", "20", "--http-addr", "127.0.0.1",
+                                       "--out", out, path], env, 900)
+            t0 = time.monotonic()
+            while os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:  # running; not reaped
+                time.sleep(0.25)
+                met, cnt = get(f"http://127.0.0.1:{port}/metrics"), get(mock_url + "/_count")
+                if not met or not cnt:
+                    continue
+                m = re.search(r"^chunkd_rate_limit_current(?:\{[^}]*\})? ([0-9.e+-]+)$", met, re.M)
+                d = re.findall(r'^chunkd_items_total\{[^}]*outcome="ok"[^}]*\} ([0-9.e+-]+)$', met, re.M)
+                c = json.loads(cnt)
+                if m:
+                    samples.append((time.monotonic() - t0, float(m.group(1)), c["total"], c["limited"],
+                                    sum(float(x) for x in d)))
+            code, _, _ = self.procs.wait(p, 900)
+            wall = time.monotonic() - t0
+            self.check_exit(f"chunkd run ({name})", code, logp)
+        finally:
+            self.procs.kill(mock)
+            logm.close()
+        problem = verify_results(out, n, want_status=200)
+        if problem:
+            raise BenchError(f"ratelimit ({name}): {problem}")
+        with open(logp, errors="replace") as f:
+            text = f.read()
+        return {"n": n, "limit": limit, "wall": wall, "samples": samples, "log": logp,
+                "cuts": len(re.findall(r"answered 429 in the last", text)),
+                "undone": len(re.findall(r"still answered 429 after the cut", text))}
+
+    @staticmethod
+    def _between(samples, t_from, t_to):
+        """(seconds, calls, 429s by limit_rps, items done, mean shared rate) between two sample times."""
+        inside = [s for s in samples if t_from <= s[0] <= t_to]
+        if len(inside) < 2:
+            return None
+        a, b = inside[0], inside[-1]
+        return (b[0] - a[0], b[2] - a[2], b[3] - a[3], b[4] - a[4], sum(s[1] for s in inside) / len(inside))
+
+    def ratelimit_adapt_report(self, res, L, R):
+        lim, rnd = res["limit"], res["random"]
+        # The true limit: from 10 s on (the convergence allowed) to the last second of the run.
+        end = lim["samples"][-1][0] - 1 if lim["samples"] else 0
+        w = self._between(lim["samples"], 10, end)
+        first_ok = next((s[0] for s in lim["samples"] if s[1] <= 1.15 * L), None)
+        if w:
+            secs, calls, limited, _, mean_rate = w
+            good = (calls - limited) / secs
+            share = 100 * limited / max(calls, 1)
+            self.rows += [
+                ("ratelimit", f"true limit L={L}/s, --rate-limit {2 * L}/s: calls ok/s at the mock from 10 s on",
+                 f"{good:.0f} = {good / L:.2f} L", ">= 0.85 L", "met" if good >= 0.85 * L else
+                 f"MISSED by {100 * (0.85 * L - good) / (0.85 * L):.0f}%"),
+                ("ratelimit", "  429 share of the calls from 10 s on", f"{share:.1f}%", "<= 5%",
+                 "met" if share <= 5 else f"MISSED by {share - 5:.1f} points"),
+                ("ratelimit", "  shared rate (mean gauge from 10 s on); first at <= 1.15 L",
+                 f"{mean_rate:.0f}/s; {first_ok:.1f} s" if first_ok is not None else f"{mean_rate:.0f}/s; never", "",
+                 ""),
+                ("ratelimit", "  cuts logged (at most one per 5 s is logged)", f"{lim['cuts']}", "", ""),
+            ]
+        else:
+            self.error("ratelimit: the true-limit run was too short to measure from 10 s on")
+        # Random 429s: items ok per second over the run's middle (from 2 s on, without the last 2 s), and whole.
+        end = rnd["samples"][-1][0] - 2 if rnd["samples"] else 0
+        w = self._between(rnd["samples"], 2, end)
+        whole = rnd["n"] / rnd["wall"]
+        if w:
+            secs, calls, _, done, mean_rate = w
+            steady = done / secs
+            self.rows += [
+                ("ratelimit", f"10% random 429 (Retry-After: 1), --rate-limit {R}/s: items ok/s from 2 s on",
+                 f"{steady:.0f} = {steady / R:.2f}x", ">= 0.7x", "met" if steady >= 0.7 * R else
+                 f"MISSED by {100 * (0.7 * R - steady) / (0.7 * R):.0f}%"),
+                ("ratelimit", "  items ok/s over the whole run (start to exit); calls/s from 2 s on",
+                 f"{whole:.0f}; {calls / secs:.0f}", "", ""),
+                ("ratelimit", "  shared rate (mean gauge from 2 s on); cuts and undone cuts logged",
+                 f"{mean_rate:.0f}/s; {rnd['cuts']} / {rnd['undone']}", "", ""),
+            ]
+        else:
+            self.error("ratelimit: the random-429 run was too short to measure")
+        dat = os.path.join(self.a.outdir, "ratelimit.dat")
+        with open(dat, "w") as f:
+            f.write("# t_s shared_rate_per_s calls_per_s ok_calls_per_s share_429_pct  (one block per run: limit, random)\n")
+            for name in ("limit", "random"):
+                f.write(f"# {name}\n")
+                prev = None
+                for s in res[name]["samples"]:
+                    if prev and s[0] > prev[0]:
+                        dt, calls, limited = s[0] - prev[0], s[2] - prev[2], s[3] - prev[3]
+                        f.write(f"{s[0]:.2f} {s[1]:.1f} {calls / dt:.1f} {(calls - limited) / dt:.1f} "
+                                f"{100 * limited / max(calls, 1):.2f}\n")
+                    prev = s
+                f.write("\n\n")
+        self.plot_ratelimit(dat, L, R)
+        self.sections.append(
+            f"ratelimit (adaptation): chunkd run --handler http --concurrency 1000 against build/mockapi --threads 2 "
+            f"(80 ms per call), /metrics and the mock's /_count sampled every 0.25 s (ratelimit.dat, ratelimit.png).\n"
+            f"  true limit: {lim['n']} items, limit_rps={L} (fixed 1 s windows, 429 + Retry-After: 1 above), "
+            f"--rate-limit {2 * L}/s: {lim['wall']:.1f} s\n"
+            f"  random: {rnd['n']} items, fail_rate=0.1&fail_status=429&retry_after=1, --rate-limit {R}/s: "
+            f"{rnd['wall']:.1f} s = {whole:.0f} items/s")
+
+    def plot_ratelimit(self, dat, L, R):
+        self.gnuplot("ratelimit", "1000,700", f"""set multiplot layout 2,1
+set grid
+set key top right
+set xlabel "seconds since chunkd run started"
+set ylabel "calls/s"
+set y2label "429 share (%)"
+set ytics nomirror
+set y2tics
+set y2range [0:100]
+set title "true limit L = {L}/s at the API, --rate-limit {2 * L}/s"
+plot "{dat}" index 0 using 1:2 with lines lw 2 lc rgb "#1f77b4" title "shared rate (chunkd_rate_limit_current)", \
+     "{dat}" index 0 using 1:4 with lines lw 1 lc rgb "#2ca02c" title "calls answered ok/s at the API", \
+     {L} with lines dt 2 lc rgb "gray" title "L", {0.85 * L} with lines dt 3 lc rgb "gray" title "0.85 L", \
+     "{dat}" index 0 using 1:5 axes x1y2 with lines lw 1 lc rgb "#d62728" title "429 share (right axis)"
+set title "10 % random 429s (Retry-After: 1), --rate-limit {R}/s"
+unset y2label
+unset y2tics
+plot "{dat}" index 1 using 1:2 with lines lw 2 lc rgb "#1f77b4" title "shared rate (chunkd_rate_limit_current)", \
+     "{dat}" index 1 using 1:3 with lines lw 1 lc rgb "#2ca02c" title "calls/s at the API", \
+     {R} with lines dt 2 lc rgb "gray" title "--rate-limit", {0.7 * R} with lines dt 3 lc rgb "gray" title "0.7 x"
+unset multiplot
+""")
 
     # -- one worker run against the shared redis: enqueue, then worker + collect at once
     # handler: the worker's handler flags; http=True: items {"id":N,"path":"/x"} (their file is
@@ -1310,16 +1480,30 @@ class Bench:
         log("perf: " + " | ".join(out[2:7]))
         return "\n".join(out)
 
-    def plot(self, dat):
-        png = os.path.join(self.a.outdir, "throughput.png")
+    def gnuplot(self, name, size, script):
+        """Draws OUTDIR/name.png with a gnuplot script (after its terminal and output lines)."""
+        png = os.path.join(self.a.outdir, name + ".png")
         if not shutil.which("gnuplot"):
-            self.error("gnuplot not found: throughput.png not written")
+            self.error(f"gnuplot not found: {name}.png not written")
             return
-        gp = os.path.join(self.tmp, "throughput.gp")
+        gp = os.path.join(self.tmp, name + ".gp")
         with open(gp, "w") as f:
-            f.write(f"""set terminal pngcairo size 900,560 noenhanced font ",10"
-set output "{png}"
-set title "chunkd worker: items/s vs --concurrency ({SLEEP_MS} ms items, {os.cpu_count()} cores)"
+            f.write(f'set terminal pngcairo size {size} noenhanced font ",10"\nset output "{png}"\n' + script)
+        res = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
+        if res.returncode != 0:
+            # pngcairo may be missing; try the plain png terminal
+            with open(gp) as f:
+                script = f.read().replace("pngcairo", "png")
+            with open(gp, "w") as f:
+                f.write(script)
+            res = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
+        if res.returncode != 0:
+            self.error(f"gnuplot failed: {res.stderr.strip()}")
+        else:
+            log(f"wrote {png}")
+
+    def plot(self, dat):
+        self.gnuplot("throughput", "900,560", f"""set title "chunkd worker: items/s vs --concurrency ({SLEEP_MS} ms items, {os.cpu_count()} cores)"
 set xlabel "--concurrency (items in flight)"
 set ylabel "items/s"
 set y2label "worker peak RSS (MiB)"
@@ -1337,18 +1521,6 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
      "{dat}" using 1:9 with linespoints lw 1 pt 6 lc rgb "#2ca02c" title "items/s (start to last item done)", \\
      "{dat}" using 1:6 axes x1y2 with linespoints lw 1 pt 5 lc rgb "#d62728" title "worker peak RSS (MiB)"
 """)
-        res = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
-        if res.returncode != 0:
-            # pngcairo may be missing; try the plain png terminal
-            with open(gp) as f:
-                script = f.read().replace("pngcairo", "png")
-            with open(gp, "w") as f:
-                f.write(script)
-            res = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
-        if res.returncode != 0:
-            self.error(f"gnuplot failed: {res.stderr.strip()}")
-        else:
-            log(f"wrote {png}")
 
     # -- chunkmem: a worker's peak RSS against the size of the chunk it holds
     def case_chunkmem(self):
@@ -1538,6 +1710,15 @@ def main():
     ap.add_argument("--rate-limit", type=int, default=200, help="ratelimit case: the shared limit, calls/s (200)")
     ap.add_argument("--rate-workers", type=int, default=5, help="ratelimit case: workers (5)")
     ap.add_argument("--rate-seconds", type=int, help="ratelimit case: measured window in s (30; quick 10)")
+    ap.add_argument("--rate-true-limit", type=int, default=1000,
+                    help="ratelimit case: the mock's true limit L in calls/s, with --rate-limit 2L (1000)")
+    ap.add_argument("--rate-random-limit", type=int, default=2000,
+                    help="ratelimit case: --rate-limit of the run with 10%% random 429s (2000)")
+    ap.add_argument("--rate-adapt-seconds", type=int,
+                    help="ratelimit case: items for this many seconds at L (and 0.9 x at the random run's limit) "
+                         "(30; quick 15)")
+    ap.add_argument("--rate-skip-adapt", action="store_true",
+                    help="ratelimit case: only the five workers sharing a limit, not the adaptation's two runs")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -1557,6 +1738,7 @@ def main():
     a.exec_procs = [int(x) for x in (a.exec_procs or "200,20").split(",")]
     a.exec_items = a.exec_items or (2000 if q else 10000)
     a.rate_seconds = a.rate_seconds or (10 if q else 30)
+    a.rate_adapt_seconds = a.rate_adapt_seconds or (15 if q else 30)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
         if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem"):

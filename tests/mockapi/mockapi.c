@@ -61,6 +61,9 @@ static struct {
     long long max_inflight; /* the most at once since the start or the last /_reset */
     json_t *paths;     /* path -> count */
     json_t *fail_keys; /* fail_times key -> requests seen */
+    json_t *limit_keys; /* limit_key -> [1 s window number, requests accepted in it] */
+    long long limited; /* requests answered 429 by limit_rps since the start or the last /_reset */
+    uint64_t start_ns; /* limit_rps windows are counted from here */
     uint64_t rng;
 } st = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -97,6 +100,30 @@ static double rand01(void)
     st.rng ^= st.rng >> 7;
     st.rng ^= st.rng << 17;
     return (double)(st.rng >> 11) / 9007199254740992.0;
+}
+
+/* limit_rps: true when this request is over the limit of its key in the current fixed 1 s window
+ * (windows counted from the mock's start); otherwise it is counted in. *retry_s is the Retry-After:
+ * the seconds until the window ends, rounded up. Caller holds st.mu. */
+static bool over_limit(const char *key, long long limit, long long *retry_s)
+{
+    uint64_t now = mono_ns();
+    long long window = (long long)((now - st.start_ns) / 1000000000u);
+    json_t *k = jstr(key, strlen(key));
+    const char *ks = json_string_value(k);
+    json_t *e = json_object_get(st.limit_keys, ks);
+    long long count = 0;
+    if (e && json_integer_value(json_array_get(e, 0)) == window)
+        count = json_integer_value(json_array_get(e, 1));
+    bool over = count >= limit;
+    if (!over)
+        json_object_set_new(st.limit_keys, ks, json_pack("[I,I]", (json_int_t)window, (json_int_t)(count + 1)));
+    else
+        st.limited++;
+    json_decref(k);
+    uint64_t end_ns = st.start_ns + (uint64_t)(window + 1) * 1000000000u;
+    *retry_s = (long long)((end_ns - now + 999999999u) / 1000000000u);
+    return over;
 }
 
 /* ---- Timer thread: resumes suspended connections when their delay is over ---- */
@@ -341,6 +368,8 @@ static enum MHD_Result control(struct MHD_Connection *c, const char *url, const 
         st.max_inflight = st.inflight;
         json_object_clear(st.paths);
         json_object_clear(st.fail_keys);
+        json_object_clear(st.limit_keys);
+        st.limited = 0;
         pthread_mutex_unlock(&st.mu);
         return send_json(c, 200, json_pack("{s:b}", "ok", 1));
     }
@@ -351,8 +380,9 @@ static enum MHD_Result control(struct MHD_Connection *c, const char *url, const 
         json_t *v = json_object_get(st.paths, json_string_value(k));
         j = json_pack("{s:o,s:I}", "path", k, "count", (json_int_t)(v ? json_integer_value(v) : 0));
     } else {
-        j = json_pack("{s:I,s:o,s:I,s:I}", "total", (json_int_t)st.total, "paths", json_deep_copy(st.paths),
-                      "inflight", (json_int_t)st.inflight, "max_inflight", (json_int_t)st.max_inflight);
+        j = json_pack("{s:I,s:o,s:I,s:I,s:I}", "total", (json_int_t)st.total, "paths", json_deep_copy(st.paths),
+                      "inflight", (json_int_t)st.inflight, "max_inflight", (json_int_t)st.max_inflight, "limited",
+                      (json_int_t)st.limited);
     }
     pthread_mutex_unlock(&st.mu);
     return send_json(c, 200, j);
@@ -361,7 +391,7 @@ static enum MHD_Result control(struct MHD_Connection *c, const char *url, const 
 /* Fixes the answer to a complete request in r; returns its delay in ms (0: none). */
 static long long decide(struct req *r, struct MHD_Connection *c, const char *url, const char *method)
 {
-    long long delay, dmin, dmax, status, fail_status, fail_times, retry_after, body_bytes;
+    long long delay, dmin, dmax, status, fail_status, fail_times, retry_after, body_bytes, limit_rps;
     double fail_rate;
     const char *bad = NULL;
     bool ok = true; /* each parse runs, so every value is set; bad names the first malformed one */
@@ -373,9 +403,10 @@ static long long decide(struct req *r, struct MHD_Connection *c, const char *url
     ok &= qint(c, "fail_times", 0, LLONG_MAX, 0, &fail_times, &bad);
     ok &= qint(c, "retry_after", 0, LLONG_MAX, -1, &retry_after, &bad);
     ok &= qint(c, "body_bytes", 0, MAX_BODY_BYTES, -1, &body_bytes, &bad);
+    ok &= qint(c, "limit_rps", 1, 1000000, 0, &limit_rps, &bad);
     ok &= qdouble(c, "fail_rate", 0, 1, &fail_rate, &bad);
     const char *drop = qarg(c, "drop"), *text = qarg(c, "text");
-    const char *key = qarg(c, "key");
+    const char *key = qarg(c, "key"), *limit_key = qarg(c, "limit_key");
 
     pthread_mutex_lock(&st.mu);
     st.total++;
@@ -383,7 +414,10 @@ static long long decide(struct req *r, struct MHD_Connection *c, const char *url
     if (++st.inflight > st.max_inflight)
         st.max_inflight = st.inflight;
     long long count = bump(st.paths, url);
-    bool fail = false;
+    bool fail = false, limited = false;
+    long long limit_retry_s = 0;
+    if (ok && !r->too_large && !(drop && strcmp(drop, "0") != 0) && limit_rps > 0)
+        limited = over_limit(limit_key ? limit_key : "", limit_rps, &limit_retry_s);
     if (ok && fail_times > 0)
         fail = bump(st.fail_keys, key ? key : url) <= fail_times;
     if (ok && !fail && fail_rate > 0)
@@ -401,6 +435,12 @@ static long long decide(struct req *r, struct MHD_Connection *c, const char *url
         r->resp = json_response(json_pack("{s:s}", "error", "request body over 1 MiB"));
     } else if (drop && strcmp(drop, "0") != 0) {
         r->drop = true;
+    } else if (limited) {
+        r->status = 429;
+        r->resp = json_response(json_pack("{s:s,s:I}", "error", "rate limited", "limit_rps", (json_int_t)limit_rps));
+        if (retry_after < 0)
+            retry_after = limit_retry_s;
+        delay = 0;
     } else if (fail) {
         r->status = (unsigned)fail_status;
         r->resp = json_response(json_pack("{s:s,s:I}", "error", "mock failure", "status", (json_int_t)fail_status));
@@ -553,6 +593,8 @@ int main(int argc, char **argv)
     st.rng = seed * 0x9E3779B97F4A7C15ull | 1;
     st.paths = json_object();
     st.fail_keys = json_object();
+    st.limit_keys = json_object();
+    st.start_ns = mono_ns();
 
     /* Thousands of connections: as many descriptors as the hard limit allows. */
     unsigned conn_limit = MAX_CONNECTIONS;
@@ -614,5 +656,6 @@ int main(int argc, char **argv)
     free(tq.heap);
     json_decref(st.paths);
     json_decref(st.fail_keys);
+    json_decref(st.limit_keys);
     return rc;
 }
