@@ -37,7 +37,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request cmd commit_script commit_round window breaker
+              http_request cmd commit_script commit_round window breaker scheduler
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -57,6 +57,9 @@ UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in 
 UNIT_commit_round := commit_round.c
 UNIT_window     := window.c metrics.c dynbuf.c xalloc.c
 UNIT_breaker    := breaker.c xalloc.c
+# The scheduler on real loop threads; ratelimit.c (Redis) and the handlers are faked in the test itself.
+UNIT_scheduler  := scheduler.c loop.c work.c chunk.c result.c metrics.c log.c dynbuf.c xalloc.c
+UNIT_LDFLAGS_scheduler := -Wl,--wrap=loop_wake # UNIT_LDFLAGS_<test>: its own link flags
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         lint-deps \
@@ -123,7 +126,7 @@ $(BUILD):
 define unit_rule
 $(BUILD)/test_$(1): tests/unit/test_$(1).c $(call src,$(UNIT_$(1))) $(addprefix $(BUILD)/,$(UNIT_BUILT_$(1))) \
                     $(SRC_HDRS) | $(BUILD)
-	$$(CC) $$(ALL_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(LDFLAGS) $$(LDLIBS_ALL) -lcmocka
+	$$(CC) $$(ALL_CFLAGS) -o $$@ $$(filter %.c,$$^) $$(LDFLAGS) $$(UNIT_LDFLAGS_$(1)) $$(LDLIBS_ALL) -lcmocka
 endef
 $(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
 

@@ -163,164 +163,239 @@ static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *
     if (r) freeReplyObject(r);
 }
 
+/* The state of one collect_run. */
+typedef struct collect_run_state {
+    const settings_t *s;
+    keys_t k;
+    rconn_t *c;                        /* owned */
+    sink_t *sink;                      /* borrowed */
+    collect_mode_t mode;
+    const atomic_bool *stop;           /* borrowed */
+    const atomic_bool *producer_done;  /* borrowed; NULL when no producer runs in this process */
+    collect_progress_t *p;             /* borrowed: the caller's */
+    collect_marker_t marker;
+    char count[24], block[24];         /* XREADGROUP's COUNT and BLOCK */
+    bool own_pending;                  /* first re-read entries this consumer took before a crash */
+    bool show_bar;                     /* a progress bar for people: only with --until-done and a terminal on stderr */
+    int64_t last_bar, last_log;        /* monotonic ms of the last progress bar and log line */
+    progress_rate_t rate;
+} collect_run_state_t;
+
+/* Connects, takes the consumer name's marker and creates the consumer group. Returns 0, 1 when stopped while
+ * waiting for the marker, or -1 with the reason in err. */
+static int collect_open(collect_run_state_t *st, char *err, size_t errlen)
+{
+    if (rconn_connect(st->c, err, errlen)) return -1;
+    int taken = collect_marker_take(st->c, &st->marker, st->s->queue, st->stop, err, errlen);
+    if (taken) return taken;
+    redisReply *r = rconn_command(st->c, "XGROUP CREATE %s %s 0 MKSTREAM", st->k.results, KEYS_COLLECT_GROUP);
+    if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
+        snprintf(err, errlen, "cannot create consumer group on %s: %s", st->k.results, r ? r->str : rconn_error(st->c));
+        if (r) freeReplyObject(r);
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Renews the marker when a renewal is due. Returns 0 (the stream may be read), 1 when it was not renewed (try again:
+ * the stream is read only under a marker renewed within a third of its expiry), or -1 when another collector took
+ * the consumer name meanwhile (the reason in err). */
+static int collect_marker_renew(collect_run_state_t *st, char *err, size_t errlen)
+{
+    if (clock_now_ms() < st->marker.renew_at) return 0;
+    char holder[256];
+    long long left_ms;
+    int held = collect_marker_call(st->c, &st->marker, COLLECT_MARKER_TTL_MS, holder, sizeof holder, &left_ms);
+    if (held == 0) {
+        snprintf(err, errlen, "another collector (%s) took consumer '%s' of queue %s while this one could not "
+                 "renew its marker for %d s (cut off from Redis, or stalled): stopping, so that the results "
+                 "are not split", holder, st->s->consumer, st->s->queue, COLLECT_MARKER_TTL_MS / 1000);
+        return -1;
+    }
+    if (held < 0) {
+        if (rconn_connected(st->c)) { /* an error reply: try again in a second */
+            LOG_LIMITED(LL_WARN, "collect: cannot renew the marker %s: %s", st->marker.key, holder);
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Reads one batch: this consumer's pending entries first, then new ones. Returns 0 with the reply in *reply (the
+ * caller frees it) and its *n entries, each [id, fields], in *entries (none is a batch too); 1 when nothing was
+ * read this time (connection lost, Redis not ready yet: try again); -1 with the reason in err. */
+static int collect_read_batch(collect_run_state_t *st, redisReply **reply, redisReply ***entries, size_t *n,
+                              char *err, size_t errlen)
+{
+    const char *id = st->own_pending ? "0" : ">";
+    bool blocking = !st->own_pending && st->mode != COLLECT_AVAILABLE;
+    const char *argv[] = {"XREADGROUP", "GROUP", KEYS_COLLECT_GROUP, st->s->consumer, "COUNT", st->count,
+                          "BLOCK",      st->block, "STREAMS",        st->k.results,   id};
+    const char *noblock[] = {"XREADGROUP", "GROUP", KEYS_COLLECT_GROUP, st->s->consumer, "COUNT", st->count,
+                             "STREAMS",    st->k.results, id};
+    redisReply *r = blocking ? rconn_command_argv(st->c, 11, argv, NULL) : rconn_command_argv(st->c, 9, noblock, NULL);
+    if (!r) {
+        LOG_LIMITED(LL_WARN, "collect: Redis connection lost: %s", rconn_error(st->c));
+        return 1;
+    }
+    if (r->type == REDIS_REPLY_ERROR && rconn_transient_error(r->str)) {
+        /* A restarted Redis answers LOADING until it has read its data back (BUSY: a long script). */
+        LOG_LIMITED(LL_WARN, "collect: Redis is not ready (%.100s); retrying", r->str);
+        freeReplyObject(r);
+        for (int t = 0; t < 4 && !atomic_load(st->stop); t++) {
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        return 1;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "XREADGROUP on %s failed: %s", st->k.results, r->str);
+        freeReplyObject(r);
+        return -1;
+    }
+    *entries = NULL;
+    *n = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
+        r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+        *entries = r->element[0]->element[1]->element;
+        *n = r->element[0]->element[1]->elements;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        /* Each entry is [id, fields]; anything else means the stream is not ours. */
+        redisReply *e = (*entries)[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING) {
+            snprintf(err, errlen, "unexpected reply shape from XREADGROUP on %s", st->k.results);
+            freeReplyObject(r);
+            return -1;
+        }
+    }
+    *reply = r;
+    return 0;
+}
+
+/* After a read that found nothing: true when the run is over (COLLECT_AVAILABLE, or --until-done with every
+ * result in). */
+static bool collect_read_nothing(collect_run_state_t *st)
+{
+    if (st->own_pending) { /* the pending entries are written: on to new ones */
+        st->own_pending = false;
+        return false;
+    }
+    if (st->mode == COLLECT_AVAILABLE) return true;
+    if (st->mode != COLLECT_UNTIL_DONE) return false;
+    collect_read_stats(st->c, &st->k, st->p);
+    return collect_done(st->p, st->producer_done);
+}
+
+/* Writes a batch's result lines and flushes them. Returns 0, or -1 with the reason in err. */
+static int collect_write_batch(sink_t *sink, redisReply **entries, size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        redisReply *fields = entries[i]->element[1];
+        /* An entry deleted after it was delivered has no fields: nothing to write, still acknowledged. */
+        if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) continue;
+        redisReply *v = fields->element[1];
+        if (v->type != REDIS_REPLY_STRING) continue;
+        if (sink_write(sink, v->str, v->len)) {
+            snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
+            return -1;
+        }
+    }
+    if (sink_flush(sink)) {
+        snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* After a batch: the progress bar (at most every 250 ms) or, without one, a log line every 5 s. */
+static void collect_report(collect_run_state_t *st)
+{
+    collect_progress_t *p = st->p;
+    if (st->show_bar && clock_now_ms() - st->last_bar >= 250) {
+        char line[256];
+        st->last_bar = clock_now_ms();
+        progress_format(line, sizeof line, collect_finished(p), p->enqueued,
+                        progress_rate_update(&st->rate, collect_finished(p), st->last_bar), 30);
+        fprintf(stderr, "\r\033[K%s", line);
+    }
+    if (!st->show_bar && clock_now_ms() - st->last_log >= 5000) {
+        LOG(LL_INFO, "collect: %lld results written to %s (%lld of %lld collected)", p->written,
+            sink_where(st->sink), p->collected, p->enqueued);
+        st->last_log = clock_now_ms();
+    }
+}
+
+/* Reads, writes and acknowledges batches until the mode says so, *stop, or a lost connection that cannot come
+ * back before *stop. Returns 0, or -1 with the reason in err. */
+static int collect_batches(collect_run_state_t *st, char *err, size_t errlen)
+{
+    st->last_log = clock_now_ms();
+    while (!atomic_load(st->stop)) {
+        if (!rconn_connected(st->c)) {
+            if (rconn_reconnect(st->c, st->stop, NULL)) break;
+            st->own_pending = true;
+        }
+        int renewed = collect_marker_renew(st, err, errlen);
+        if (renewed < 0) return -1;
+        if (renewed > 0) continue;
+        redisReply *r = NULL, **entries = NULL;
+        size_t n = 0;
+        int got = collect_read_batch(st, &r, &entries, &n, err, errlen);
+        if (got < 0) return -1;
+        if (got > 0) continue;
+        if (n == 0) {
+            freeReplyObject(r);
+            if (collect_read_nothing(st)) break;
+            continue;
+        }
+        if (collect_write_batch(st->sink, entries, n, err, errlen)) {
+            freeReplyObject(r);
+            return -1;
+        }
+        st->p->written += (long long)n;
+        int ack = collect_ack(st->c, &st->k, entries, n, st->p, st->stop);
+        freeReplyObject(r);
+        if (ack) break;
+        collect_report(st);
+        if (st->mode == COLLECT_UNTIL_DONE && collect_done(st->p, st->producer_done)) break;
+    }
+    if (rconn_connected(st->c)) collect_read_stats(st->c, &st->k, st->p);
+    return 0;
+}
+
+/* Ends the progress bar's line, gives the marker up and closes the connection. */
+static void collect_close(collect_run_state_t *st)
+{
+    if (st->show_bar && st->last_bar) fprintf(stderr, "\n");
+    if (st->marker.held) {
+        char holder[256];
+        long long left_ms;
+        collect_marker_call(st->c, &st->marker, 0, holder, sizeof holder, &left_ms);
+    }
+    free(st->marker.key);
+    rconn_free(st->c);
+}
+
 int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const atomic_bool *stop,
                 const atomic_bool *producer_done, collect_progress_t *p, char *err, size_t errlen)
 {
-    keys_t k;
-    keys_init(&k, s->queue);
+    collect_run_state_t st = {.s = s, .sink = sink, .mode = mode, .stop = stop, .producer_done = producer_done,
+                              .p = p, .own_pending = true,
+                              .show_bar = mode == COLLECT_UNTIL_DONE && isatty(STDERR_FILENO)};
+    keys_init(&st.k, s->queue);
     memset(p, 0, sizeof *p);
-    rconn_t *c = rconn_new(s->redis_url, s->redis_timeout_ms);
-    rconn_set_extra_timeout(c, COLLECT_BLOCK_MS);
-    int rc = -1;
-    /* A progress bar for people: only with --until-done and a terminal on stderr. */
-    bool show_bar = mode == COLLECT_UNTIL_DONE && isatty(STDERR_FILENO);
-    int64_t last_bar = 0;
-    progress_rate_t rate = {0};
-    collect_marker_t marker;
-    collect_marker_init(&marker, s);
-    if (rconn_connect(c, err, errlen)) goto out;
-    int taken = collect_marker_take(c, &marker, s->queue, stop, err, errlen);
-    if (taken) {
-        rc = taken > 0 ? 0 : -1;
-        goto out;
-    }
-    redisReply *r = rconn_command(c, "XGROUP CREATE %s %s 0 MKSTREAM", k.results, KEYS_COLLECT_GROUP);
-    if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
-        snprintf(err, errlen, "cannot create consumer group on %s: %s", k.results, r ? r->str : rconn_error(c));
-        if (r) freeReplyObject(r);
-        goto out;
-    }
-    freeReplyObject(r);
-
-    char count[24], block[24];
-    snprintf(count, sizeof count, "%lld", s->collect_batch);
-    snprintf(block, sizeof block, "%d", COLLECT_BLOCK_MS);
-    bool own_pending = true; /* first re-read entries this consumer took before a crash */
-    int64_t last_log = clock_now_ms();
-    while (!atomic_load(stop)) {
-        if (!rconn_connected(c)) {
-            if (rconn_reconnect(c, stop, NULL)) break;
-            own_pending = true;
-        }
-        if (clock_now_ms() >= marker.renew_at) {
-            char holder[256];
-            long long left_ms;
-            int held = collect_marker_call(c, &marker, COLLECT_MARKER_TTL_MS, holder, sizeof holder, &left_ms);
-            if (held == 0) {
-                snprintf(err, errlen, "another collector (%s) took consumer '%s' of queue %s while this one could not "
-                         "renew its marker for %d s (cut off from Redis, or stalled): stopping, so that the results "
-                         "are not split", holder, s->consumer, s->queue, COLLECT_MARKER_TTL_MS / 1000);
-                goto out;
-            }
-            if (held < 0) {
-                if (rconn_connected(c)) { /* an error reply: try again in a second */
-                    LOG_LIMITED(LL_WARN, "collect: cannot renew the marker %s: %s", marker.key, holder);
-                    struct timespec ts = {1, 0};
-                    nanosleep(&ts, NULL);
-                }
-                continue; /* the stream is read only under a marker renewed within a third of its expiry */
-            }
-        }
-        bool blocking = !own_pending && mode != COLLECT_AVAILABLE;
-        const char *argv[] = {"XREADGROUP", "GROUP", KEYS_COLLECT_GROUP, s->consumer, "COUNT", count,
-                              "BLOCK",      block,   "STREAMS",          k.results,   own_pending ? "0" : ">"};
-        const char **a = argv;
-        const char *noblock[] = {"XREADGROUP", "GROUP", KEYS_COLLECT_GROUP, s->consumer, "COUNT", count,
-                                 "STREAMS",    k.results, own_pending ? "0" : ">"};
-        r = blocking ? rconn_command_argv(c, 11, a, NULL) : rconn_command_argv(c, 9, noblock, NULL);
-        if (!r) {
-            LOG_LIMITED(LL_WARN, "collect: Redis connection lost: %s", rconn_error(c));
-            continue;
-        }
-        if (r->type == REDIS_REPLY_ERROR && rconn_transient_error(r->str)) {
-            /* A restarted Redis answers LOADING until it has read its data back (BUSY: a long script). */
-            LOG_LIMITED(LL_WARN, "collect: Redis is not ready (%.100s); retrying", r->str);
-            freeReplyObject(r);
-            for (int t = 0; t < 4 && !atomic_load(stop); t++) {
-                struct timespec ts = {0, 50 * 1000000L};
-                nanosleep(&ts, NULL);
-            }
-            continue;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "XREADGROUP on %s failed: %s", k.results, r->str);
-            freeReplyObject(r);
-            goto out;
-        }
-        redisReply **entries = NULL;
-        size_t n = 0;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
-            r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
-            entries = r->element[0]->element[1]->element;
-            n = r->element[0]->element[1]->elements;
-        }
-        for (size_t i = 0; i < n; i++) {
-            /* Each entry is [id, fields]; anything else means the stream is not ours. */
-            if (entries[i]->type != REDIS_REPLY_ARRAY || entries[i]->elements != 2 ||
-                entries[i]->element[0]->type != REDIS_REPLY_STRING) {
-                snprintf(err, errlen, "unexpected reply shape from XREADGROUP on %s", k.results);
-                freeReplyObject(r);
-                goto out;
-            }
-        }
-        if (n == 0) {
-            freeReplyObject(r);
-            if (own_pending) {
-                own_pending = false;
-                continue;
-            }
-            if (mode == COLLECT_AVAILABLE) break;
-            if (mode == COLLECT_UNTIL_DONE) {
-                collect_read_stats(c, &k, p);
-                if (collect_done(p, producer_done)) break;
-            }
-            continue;
-        }
-        for (size_t i = 0; i < n; i++) {
-            redisReply *fields = entries[i]->element[1];
-            /* An entry deleted after it was delivered has no fields: nothing to write, still acknowledged. */
-            if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) continue;
-            redisReply *v = fields->element[1];
-            if (v->type != REDIS_REPLY_STRING) continue;
-            if (sink_write(sink, v->str, v->len)) {
-                snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
-                freeReplyObject(r);
-                goto out;
-            }
-        }
-        if (sink_flush(sink)) {
-            snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
-            freeReplyObject(r);
-            goto out;
-        }
-        p->written += (long long)n;
-        int ack = collect_ack(c, &k, entries, n, p, stop);
-        freeReplyObject(r);
-        if (ack) break;
-        if (show_bar && clock_now_ms() - last_bar >= 250) {
-            char line[256];
-            last_bar = clock_now_ms();
-            progress_format(line, sizeof line, collect_finished(p), p->enqueued,
-                            progress_rate_update(&rate, collect_finished(p), last_bar), 30);
-            fprintf(stderr, "\r\033[K%s", line);
-        }
-        if (!show_bar && clock_now_ms() - last_log >= 5000) {
-            LOG(LL_INFO, "collect: %lld results written to %s (%lld of %lld collected)", p->written, sink_where(sink),
-                p->collected, p->enqueued);
-            last_log = clock_now_ms();
-        }
-        if (mode == COLLECT_UNTIL_DONE && collect_done(p, producer_done)) break;
-    }
-    rc = 0;
-    if (rconn_connected(c)) collect_read_stats(c, &k, p);
-out:
-    if (show_bar && last_bar) fprintf(stderr, "\n");
-    if (marker.held) {
-        char holder[256];
-        long long left_ms;
-        collect_marker_call(c, &marker, 0, holder, sizeof holder, &left_ms);
-    }
-    free(marker.key);
-    rconn_free(c);
+    st.c = rconn_new(s->redis_url, s->redis_timeout_ms);
+    rconn_set_extra_timeout(st.c, COLLECT_BLOCK_MS);
+    collect_marker_init(&st.marker, s);
+    snprintf(st.count, sizeof st.count, "%lld", s->collect_batch);
+    snprintf(st.block, sizeof st.block, "%d", COLLECT_BLOCK_MS);
+    int rc = collect_open(&st, err, errlen);
+    if (rc == 0) rc = collect_batches(&st, err, errlen);
+    else if (rc > 0) rc = 0; /* stopped while waiting for the marker */
+    collect_close(&st);
     return rc;
 }

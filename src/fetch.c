@@ -279,6 +279,36 @@ static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
     if (r) freeReplyObject(r);
 }
 
+/* Pending was empty. With --exit-when-empty the worker is done once it holds nothing and its processing list has no
+ * orphans: poll briefly, so it exits as soon as its last chunk is committed. Otherwise orphans of a lost reply are
+ * given back while this worker holds nothing, once per --fetch-block-ms (*last_reclaim_ms), and the next look waits
+ * *poll_ms, doubled each time up to --fetch-block-ms. */
+static void fetch_found_pending_empty(fetch_t *f, int64_t *poll_ms, int64_t *last_reclaim_ms)
+{
+    if (f->settings->exit_when_empty) {
+        if (window_held(f->window) == 0) {
+            long long reclaimed = fetch_reclaim(f->conn, &f->keys);
+            /* Chunks held by other workers are not done yet: one of them may die, and its chunks come back
+             * here when its lease expires. */
+            /* Pending again last: a reaper may have moved a dead worker's chunks there since the fetch. */
+            if (reclaimed == 0 && fetch_others_idle(f) && fetch_pending_empty(f) &&
+                !atomic_exchange(&f->found_empty, true))
+                sig_wake(); /* the main thread polls worker_idle() in sig_wait(): it exits now */
+            if (reclaimed != 0) fetch_pause(f, reclaimed < 0 ? 500 : 0);
+        }
+        if (atomic_load(&f->found_empty)) fetch_pause(f, 200);
+        else if (window_held(f->window) == 0) fetch_pause(f, 20); /* others' chunks: look again soon */
+        else window_wait_empty(f->window, clock_now_ms() + 20); /* back as soon as the last commit is done */
+        return;
+    }
+    if (window_held(f->window) == 0 && clock_now_ms() - *last_reclaim_ms >= f->settings->fetch_block_ms) {
+        fetch_reclaim(f->conn, &f->keys);
+        *last_reclaim_ms = clock_now_ms();
+    }
+    fetch_pause(f, *poll_ms);
+    *poll_ms = *poll_ms * 2 > f->settings->fetch_block_ms ? f->settings->fetch_block_ms : *poll_ms * 2;
+}
+
 static void *fetch_main(void *arg)
 {
     fetch_t *f = arg;
@@ -335,31 +365,7 @@ static void *fetch_main(void *arg)
             poll_ms = FETCH_POLL_MIN_MS;
             continue;
         }
-        /* Pending is empty. With --exit-when-empty the worker is done once it holds nothing and its processing list
-         * has no orphans: poll briefly, so it exits as soon as its last chunk is committed. */
-        if (f->settings->exit_when_empty) {
-            if (window_held(f->window) == 0) {
-                long long reclaimed = fetch_reclaim(f->conn, &f->keys);
-                /* Chunks held by other workers are not done yet: one of them may die, and its chunks come back
-                 * here when its lease expires. */
-                /* Pending again last: a reaper may have moved a dead worker's chunks there since the fetch. */
-                if (reclaimed == 0 && fetch_others_idle(f) && fetch_pending_empty(f) &&
-                    !atomic_exchange(&f->found_empty, true))
-                    sig_wake(); /* the main thread polls worker_idle() in sig_wait(): it exits now */
-                if (reclaimed != 0) fetch_pause(f, reclaimed < 0 ? 500 : 0);
-            }
-            if (atomic_load(&f->found_empty)) fetch_pause(f, 200);
-            else if (window_held(f->window) == 0) fetch_pause(f, 20); /* others' chunks: look again soon */
-            else window_wait_empty(f->window, clock_now_ms() + 20); /* back as soon as the last commit is done */
-            continue;
-        }
-        /* Orphans of a lost reply are given back while this worker holds nothing, once per --fetch-block-ms. */
-        if (window_held(f->window) == 0 && clock_now_ms() - last_reclaim_ms >= f->settings->fetch_block_ms) {
-            fetch_reclaim(f->conn, &f->keys);
-            last_reclaim_ms = clock_now_ms();
-        }
-        fetch_pause(f, poll_ms);
-        poll_ms = poll_ms * 2 > f->settings->fetch_block_ms ? f->settings->fetch_block_ms : poll_ms * 2;
+        fetch_found_pending_empty(f, &poll_ms, &last_reclaim_ms);
     }
     return NULL;
 }

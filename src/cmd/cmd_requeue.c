@@ -145,6 +145,103 @@ static void round_build(requeue_round_t *r, redisReply *records, const settings_
     free(kept.lens);
 }
 
+static void round_free(requeue_round_t *r)
+{
+    for (size_t i = 0; i < r->argc; i++) free(r->argv[i]);
+    free(r->argv);
+    free(r->lens);
+}
+
+/* The records this run requeues: dead's length, at most --limit. Returns -1 after logging why when Redis does not
+ * answer. */
+static long long requeue_count(rconn_t *c, const keys_t *k, const settings_t *s)
+{
+    redisReply *r = rconn_command(c, "LLEN %s", k->dead);
+    long long remaining = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r) freeReplyObject(r);
+    if (remaining < 0) {
+        LOG(LL_ERROR, "cannot read %s: %s", k->dead, rconn_error(c));
+        return -1;
+    }
+    if (s->limit > 0 && s->limit < remaining) remaining = s->limit;
+    return remaining;
+}
+
+/* Moves up to `most` records (about most_bytes of them, at least one) from dead to the scratch list (dead_take.lua)
+ * and reads them there. Returns the records, an array reply the caller frees, with their number in *taken; or
+ * NULL with *taken 0 when dead is empty, -1 when Redis failed. */
+static redisReply *requeue_take(rconn_t *c, const keys_t *k, const char *scratch, long long most,
+                                const char *most_bytes, long long *taken)
+{
+    char n[24];
+    snprintf(n, sizeof n, "%lld", most);
+    const char *take[] = {"EVAL", script_dead_take, "2", k->dead, scratch, n, most_bytes};
+    redisReply *r = rconn_command_argv(c, 7, take, NULL);
+    *taken = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r) freeReplyObject(r);
+    if (*taken <= 0) return NULL;
+    r = rconn_command(c, "LRANGE %s 0 -1", scratch);
+    if (r && r->type == REDIS_REPLY_ARRAY) return r;
+    if (r) freeReplyObject(r);
+    *taken = -1;
+    return NULL;
+}
+
+/* Pushes a round's chunks to pending and its kept records back to dead, and deletes the scratch list, in one
+ * script (dead_put.lua). Returns 0, or -1 after logging why (the records then wait in the scratch list). */
+static int requeue_put(rconn_t *c, const keys_t *k, const char *scratch, const requeue_round_t *round)
+{
+    char counts[3][24];
+    snprintf(counts[0], sizeof counts[0], "%lld", round->items);
+    snprintf(counts[1], sizeof counts[1], "%lld", round->chunk_items);
+    snprintf(counts[2], sizeof counts[2], "%zu", round->chunks);
+    /* ARGV[1..3] the counts; the chunks and kept records follow. */
+    const char *head[] = {"EVAL", script_dead_put, "4", scratch, k->pending, k->dead, k->stats,
+                          counts[0], counts[1], counts[2]};
+    const size_t n_head = sizeof head / sizeof head[0];
+    size_t argc = n_head + round->argc;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *lens = xmalloc(argc * sizeof *lens);
+    for (size_t i = 0; i < n_head; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
+    for (size_t i = 0; i < round->argc; i++) argv[n_head + i] = round->argv[i], lens[n_head + i] = round->lens[i];
+    redisReply *r = rconn_command_argv(c, (int)argc, argv, lens);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER;
+    if (!ok) LOG(LL_ERROR, "requeue: pushing chunks failed (%s); the records wait in %s",
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : rconn_error(c), scratch);
+    if (r) freeReplyObject(r);
+    free(argv);
+    free(lens);
+    return ok ? 0 : -1;
+}
+
+/* Requeues up to `remaining` records, one round (take, build, put) after another, adding the items requeued to
+ * *items and the records kept in dead to *kept. Returns 0, or -1 when Redis failed (a round's records then wait in
+ * the scratch list). */
+static int requeue_rounds(rconn_t *c, const keys_t *k, const settings_t *s, const char *scratch, const char *run_id,
+                          long long remaining, long long *items, long long *kept)
+{
+    long long chunk_seq = 0;
+    /* A round reads about --max-chunk-bytes of records (at least one), whatever their size. */
+    char most_bytes[24];
+    snprintf(most_bytes, sizeof most_bytes, "%lld", s->max_chunk_bytes);
+    while (remaining > 0) {
+        long long taken;
+        redisReply *records = requeue_take(c, k, scratch, remaining < REQUEUE_BATCH ? remaining : REQUEUE_BATCH,
+                                           most_bytes, &taken);
+        if (!records) return taken < 0 ? -1 : 0;
+        remaining -= taken;
+        requeue_round_t round = {0};
+        round_build(&round, records, s, run_id, &chunk_seq);
+        freeReplyObject(records);
+        int put = requeue_put(c, k, scratch, &round);
+        round_free(&round);
+        if (put) return -1;
+        *items += round.items;
+        *kept += (long long)round.kept;
+    }
+    return 0;
+}
+
 int cmd_requeue(settings_t *s)
 {
     keys_t k;
@@ -158,73 +255,15 @@ int cmd_requeue(settings_t *s)
 
     rconn_t *c = cmd_connect(s);
     if (!c) return EXIT_RUNTIME;
-    redisReply *r = rconn_command(c, "LLEN %s", k.dead);
-    long long remaining = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    if (r) freeReplyObject(r);
+    long long remaining = requeue_count(c, &k, s);
     if (remaining < 0) {
-        LOG(LL_ERROR, "cannot read %s: %s", k.dead, rconn_error(c));
         rconn_free(c);
         return EXIT_RUNTIME;
     }
-    if (s->limit > 0 && s->limit < remaining) remaining = s->limit;
     /* Records in flight wait in the scratch list; if this process dies, they are there, not lost. */
     LOG(LL_INFO, "requeue: up to %lld records from %s, through %s", remaining, k.dead, scratch);
-    long long items = 0, kept_total = 0, chunk_seq = 0;
-    /* A round reads about --max-chunk-bytes of records (at least one), whatever their size. */
-    char most_bytes[24];
-    snprintf(most_bytes, sizeof most_bytes, "%lld", s->max_chunk_bytes);
-    int rc = 0;
-    while (remaining > 0) {
-        char n[24];
-        snprintf(n, sizeof n, "%lld", remaining < REQUEUE_BATCH ? remaining : REQUEUE_BATCH);
-        const char *take[] = {"EVAL", script_dead_take, "2", k.dead, scratch, n, most_bytes};
-        r = rconn_command_argv(c, 7, take, NULL);
-        long long taken = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-        if (r) freeReplyObject(r);
-        if (taken <= 0) {
-            if (taken < 0) rc = -1;
-            break;
-        }
-        remaining -= taken;
-        r = rconn_command(c, "LRANGE %s 0 -1", scratch);
-        if (!r || r->type != REDIS_REPLY_ARRAY) {
-            if (r) freeReplyObject(r);
-            rc = -1;
-            break;
-        }
-        requeue_round_t round = {0};
-        round_build(&round, r, s, run_id, &chunk_seq);
-        freeReplyObject(r);
-        char counts[3][24];
-        snprintf(counts[0], sizeof counts[0], "%lld", round.items);
-        snprintf(counts[1], sizeof counts[1], "%lld", round.chunk_items);
-        snprintf(counts[2], sizeof counts[2], "%zu", round.chunks);
-        /* ARGV[1..3] the counts; the chunks and kept records follow. */
-        const char *head[] = {"EVAL", script_dead_put, "4", scratch, k.pending, k.dead, k.stats,
-                              counts[0], counts[1], counts[2]};
-        const size_t n_head = sizeof head / sizeof head[0];
-        size_t argc = n_head + round.argc;
-        const char **argv = xmalloc(argc * sizeof *argv);
-        size_t *lens = xmalloc(argc * sizeof *lens);
-        for (size_t i = 0; i < n_head; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
-        for (size_t i = 0; i < round.argc; i++) argv[n_head + i] = round.argv[i], lens[n_head + i] = round.lens[i];
-        r = rconn_command_argv(c, (int)argc, argv, lens);
-        bool ok = r && r->type == REDIS_REPLY_INTEGER;
-        if (!ok) LOG(LL_ERROR, "requeue: pushing chunks failed (%s); the records wait in %s",
-                     r && r->type == REDIS_REPLY_ERROR ? r->str : rconn_error(c), scratch);
-        if (r) freeReplyObject(r);
-        for (size_t i = 0; i < round.argc; i++) free(round.argv[i]);
-        free(round.argv);
-        free(round.lens);
-        free(argv);
-        free(lens);
-        if (!ok) {
-            rc = -1;
-            break;
-        }
-        items += round.items;
-        kept_total += (long long)round.kept;
-    }
+    long long items = 0, kept_total = 0;
+    int rc = requeue_rounds(c, &k, s, scratch, run_id, remaining, &items, &kept_total);
     rconn_free(c);
     if (rc) return EXIT_RUNTIME;
     printf("requeued %lld items from %s to %s", items, k.dead, k.pending);
