@@ -135,7 +135,8 @@ void loop_timer_stop(loop_t *l, loop_timer_t *t)
 
 void loop_timer_clear(loop_t *l)
 {
-    for (size_t i = 0; i < l->heap_len; i++) l->heap[i]->heap_index = 0;
+    /* Not a word written to the timers themselves: the structs they live in may be gone already (a handler frees
+     * its per-loop state, timers included, as its loop stops). */
     l->heap_len = 0;
 }
 

@@ -75,7 +75,8 @@ int64_t loop_now_ms(const loop_t *loop);
 void loop_timer_start(loop_t *loop, loop_timer_t *t, int64_t deadline_ms, loop_timer_cb cb);
 void loop_timer_stop(loop_t *loop, loop_timer_t *t);
 static inline bool loop_timer_armed(const loop_timer_t *t) { return t->heap_index != 0; }
-/* Drops every timer at once (a stopped loop whose owner takes back what it held). */
+/* Drops every timer at once, without touching them (they may live in memory freed by now): a stopped loop whose
+ * owner takes back what it held. A timer dropped this way must not be stopped or started on this loop again. */
 void loop_timer_clear(loop_t *loop);
 /* Starts or changes watching fd for events (EPOLLIN and/or EPOLLOUT). Costs no system call when w is parked on
  * (or already watching) fd with the same events. Returns 0, or -1 with errno set. */
