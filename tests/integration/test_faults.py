@@ -72,9 +72,9 @@ def _check_int_ids_once(ids, n, label):
 
 # ---- 1. chaos: SIGKILL a random worker every 2 s ------------------------------------------------------------
 
-CHAOS_ITEMS = 40_000 if SANITIZED else 200_000
+CHAOS_ITEMS = 80_000 if SANITIZED else 200_000
 CHAOS_WORKERS = 4
-CHAOS_KILL_EVERY_S = 2.0
+CHAOS_KILL_EVERY_S = 1.5 if SANITIZED else 2.0  # a sanitized run is short: at least 3 kills
 CHAOS_FOR_S = 20.0
 CHAOS_LEASE_MS = 2000   # shorter than the default 10 s, so a killed worker's chunks come back within ~3 s
 CHAOS_DELAY_MS = 20     # the mock's answer delay per call
