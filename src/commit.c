@@ -382,7 +382,7 @@ static work_chunk_t *commit_defer(commit_t *c, work_chunk_t *round, work_chunk_t
         work_chunk_t *w = round;
         round = w->round_next;
         w->round_next = NULL;
-        bool defer = !stopping && young_ms > 0 && !group_ends_chunk(w) && !w->commit_dead &&
+        bool defer = !stopping && young_ms > 0 && !group_ends_chunk(w) && !w->commit_dead && !atomic_load(&w->retried) &&
                      now - w->fetched_ms < young_ms && !commit_marker_carried(carry, w);
         if (defer) {
             w->round_next = *deferred;

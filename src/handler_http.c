@@ -10,8 +10,9 @@
  * the allowed host before any request is made. Redirects are not followed; only http and https are spoken.
  *
  * Outcomes: 1xx-3xx are results; connection errors, timeouts and --retry-statuses (default 429 and 5xx) are
- * retried up to --max-attempts, waiting on a loop timer (exponential backoff with full jitter, or Retry-After);
- * anything else fails the item, which then also goes to the dead list. */
+ * retried up to --max-attempts after a wait (exponential backoff with full jitter, or Retry-After) during which the
+ * item holds no place of --concurrency (sched_retry_after); anything else fails the item, which then also goes to
+ * the dead list. */
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -456,12 +457,9 @@ static void http_retry_go(loop_t *loop, work_item_t *item)
     http_send(call);
 }
 
-/* Every call takes a token and a slot of the queue's limits, retries too (the first call's were taken by the
- * loop before http_start). */
-static void http_retry_fired(loop_t *loop, loop_timer_t *t)
-{
-    sched_acquire(loop, container_of(t, work_item_t, timer), http_retry_go);
-}
+/* The retry wait is over and the item holds a place again. Every call takes a token and a slot of the queue's
+ * limits, retries too (the first call's were taken by the loop before http_start). */
+static void http_retry_placed(loop_t *loop, work_item_t *item) { sched_acquire(loop, item, http_retry_go); }
 
 /* The result of a successful call: {"status":N,"body":...,"headers":{...},"ms":N}. A JSON body is embedded as
  * JSON in jansson's compact form (usually by copying it: result_add_compact_json), anything else as a string. */
@@ -544,7 +542,8 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
                                                                                        : handler_retry_delay_ms(s, &hl->rng, item->attempts);
         LOG(LL_DEBUG, "http: item %s attempt %d failed (%s); retrying in %lld ms", item->in->id_json, item->attempts,
             error, (long long)delay);
-        loop_timer_start(hl->loop, &item->timer, loop_now_ms(hl->loop) + delay, http_retry_fired);
+        dynbuf_free(&call->response); /* a waiting item holds no response */
+        sched_retry_after(hl->loop, item, delay, http_retry_placed);
         return;
     }
     if (retry) {

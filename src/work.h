@@ -7,6 +7,7 @@
 #ifndef CHUNKD_WORK_H
 #define CHUNKD_WORK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,6 +67,9 @@ struct work_chunk {
     bool starting;           /* the loop is still handing items to the handler */
     char *dead_reason;       /* owned: why the chunk cannot run at all; it then goes to dead */
     work_disposition_t disposition;
+    /* Set by the loop when one of its items starts a retry wait, read by the committer: the chunk will finish late,
+     * so its finished items are committed as they finish instead of waiting for the chunk (commit_defer). */
+    atomic_bool retried;
     /* Committer side (only the committer touches these). */
     size_t n_received;       /* finished items the committer has taken */
     size_t n_released;       /* of the window's weight */
