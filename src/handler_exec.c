@@ -919,6 +919,7 @@ static void exec_loop_free(void *state)
         if (p->job) metrics_gauge_add(G_EXEC_BUSY, -1); /* its call is abandoned (the item is given back) */
         p->job = NULL;
         proc_close(p);
+        loop_timer_stop(el->loop, &p->timer); /* a down slot's restart: proc_close leaves it, the slot is freed */
         dynbuf_free(&p->line);
     }
     int waited_ms = 0;
