@@ -491,6 +491,28 @@ static char *http_result(http_call_t *call, long status, int64_t ms, size_t *len
     return dynbuf_take(&b, len);
 }
 
+/* A failed item keeps the start of its last response's body (--error-body-bytes, cut back to a UTF-8 character's
+ * start), so that the result says why; nothing when no response came or the setting is 0. Secret header values
+ * the API echoed are masked (also one cut by the excerpt's end: the mask covers a header line's length more). */
+static void http_keep_error_body(http_call_t *call, long status)
+{
+    work_item_t *item = call->item;
+    size_t cap = (size_t)call->hl->cfg->settings->error_body_bytes;
+    if (status <= 0 || cap == 0) return;
+    char *body = call->response.data ? call->response.data : (char *)"";
+    size_t n = call->response.len;
+    http_config_mask_secrets(call->hl->cfg, body, n < cap + HTTP_HEADER_LINE_MAX ? n : cap + HTTP_HEADER_LINE_MAX);
+    if (n > cap) {
+        n = cap;
+        while (n > 0 && ((unsigned char)body[n] & 0xC0) == 0x80) n--;
+    }
+    free(item->error_body);
+    item->error_body = xmalloc(n + 1);
+    memcpy(item->error_body, body, n);
+    item->error_body[n] = '\0';
+    item->error_body_len = n;
+}
+
 static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
 {
     http_call_t *call = NULL;
@@ -550,6 +572,7 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
         size_t n = strlen(error);
         snprintf(error + n, sizeof error - n, " (gave up after %d attempts)", item->attempts);
     }
+    http_keep_error_body(call, status);
     http_call_free(call);
     sched_item_done(hl->loop, item, false, NULL, 0, error);
 }

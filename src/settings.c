@@ -118,6 +118,8 @@ static const setting_def_t setting_defs[] = {
      false, false, "http handler: largest response body; a larger one fails the item (exec: longest reply line)"},
     {"keep-headers", "CHUNKD_KEEP_HEADERS", ST_STR, OFF(keep_headers), "", 0, 0, NULL, HTTP, false, false,
      "http handler: response headers kept in results (comma-separated)"},
+    {"error-body-bytes", "CHUNKD_ERROR_BODY_BYTES", ST_INT, OFF(error_body_bytes), "1024", 0, 65536, NULL, HTTP, false,
+     false, "http handler: bytes of the response body a failed item's result keeps (its \"body\"; 0: none)"},
     {"max-attempts", "CHUNKD_MAX_ATTEMPTS", ST_INT, OFF(max_attempts), "5", 1, 100, NULL, HTTP, false, false,
      "http and exec handlers: attempts per item, retries included"},
     {"retry-base-ms", "CHUNKD_RETRY_BASE_MS", ST_INT, OFF(retry_base_ms), "500", 1, 3600000, NULL, HTTP, false, false,

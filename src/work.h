@@ -35,6 +35,9 @@ typedef struct work_item {
     int64_t started_ms;      /* monotonic, when the handler got it */
     int attempts;            /* handler runs so far */
     int status;              /* last HTTP status (http handler), 0 if none */
+    char *error_body;        /* owned: when it fails, an excerpt of that response's body (http), or NULL; the
+                              * handler sets it just before sched_item_done, work_item_finish consumes it */
+    size_t error_body_len;
     bool finished;
     bool ok;
     bool done_before;        /* committed by an earlier delivery of the chunk (checkpoint): not run again */

@@ -1,5 +1,6 @@
 """Retries against a flaky API (issue 14): an item waiting for its retry holds no place of --concurrency and
-does not hold up the items behind it; every item still ends exactly once; the retry-wait metrics.
+does not hold up the items behind it; every item still ends exactly once; a failed result keeps the status and
+an excerpt of the response body (--error-body-bytes); the retry-wait metrics.
 
 The mock (tests/mockapi) fails calls on request: fail_rate=P answers a random share P with fail_status; fail_times=1
 with a key fails that key's first call only; retry_after=N adds Retry-After: N to a failure, which chunkd honours
@@ -108,3 +109,38 @@ def test_retry_wait_frees_its_place(ctx):
     check(ctx.mock.counts()["max_inflight"] <= conc,
           f"--concurrency {conc}: the mock saw {ctx.mock.counts()['max_inflight']} calls at once")
 
+
+def test_failed_result_keeps_body_excerpt(ctx):
+    """A 500 with a 5,000-byte body fails (--max-attempts 1) with its status and the first --error-body-bytes of the
+    body (1024 by default) as "body"; a short body is kept whole; --error-body-bytes 0 keeps none; an ok result
+    and a connection error carry no such field."""
+    path = f"/{ctx.queue}/err"
+    items = [{"id": 1, "path": path, "query": {"status": 500, "body_bytes": 5000}},
+             {"id": 2, "path": path, "query": {"status": 404, "body_bytes": 10}},
+             {"id": 3, "path": path},
+             {"id": 4, "url": "http://127.0.0.1:1/refused"}]
+
+    def run(label, *flags):
+        out = ctx.path(f"{label}.out.jsonl")
+        ctx.run("run", "--queue", f"{ctx.queue}-{label}", "--handler", "http", "--base-url", ctx.mock.url,
+                "--allow-hosts", "127.0.0.1:1", "--max-attempts", 1, *flags, "--out", out,
+                ctx.write_jsonl(f"{label}.jsonl", items), timeout=60)
+        results = read_jsonl(out)
+        assert_exactly_once(results, [1, 2, 3, 4], f"{label} output")
+        return {r["id"]: r for r in results}
+
+    for label, flags, cap in (("default", (), 1024), ("cap100", ("--error-body-bytes", 100), 100)):
+        res = run(label, *flags)
+        big, small, ok, refused = res[1], res[2], res[3], res[4]
+        check(big.get("ok") is False and big.get("status") == 500 and isinstance(big.get("body"), str),
+              lambda: f"{label}: the 500 gave {one_line(json.dumps(big), 300)}")
+        check(len(big["body"]) == cap and big["body"] == '"' + "x" * (cap - 1),
+              f"{label}: the excerpt of a 5,000-byte body is {len(big['body'])} bytes, expected {cap}")
+        check(small.get("status") == 404 and small.get("body") == '"' + "x" * 8 + '"',
+              lambda: f"{label}: the 404's short body was not kept whole: {one_line(json.dumps(small), 300)}")
+        check(ok.get("ok") is True and "body" not in ok, lambda: f"{label}: ok result {one_line(json.dumps(ok), 300)}")
+        check(refused.get("ok") is False and "body" not in refused and "status" not in refused,
+              lambda: f"{label}: a refused connection gave {one_line(json.dumps(refused), 300)}")
+    res = run("off", "--error-body-bytes", 0)
+    check(res[1].get("status") == 500 and "body" not in res[1],
+          lambda: f"--error-body-bytes 0: the 500 gave {one_line(json.dumps(res[1]), 300)}")
