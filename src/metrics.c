@@ -64,7 +64,8 @@ static const counter_def_t counter_defs[M_COUNTERS] = {
 static const counter_def_t gauge_defs[M_GAUGES] = {
     [G_ITEMS_IN_FLIGHT] = {"chunkd_items_in_flight", NULL, NULL, "Items this worker holds, fetched and not committed."},
     [G_ITEMS_RUNNING] = {"chunkd_items_running", NULL, NULL,
-                         "Items this worker is running: fetched and not finished (at most --concurrency plus a chunk fetched ahead)."},
+                         "Items this worker is running: fetched and not finished, not waiting for a retry (at most --concurrency "
+                         "plus a chunk fetched ahead and the retried items whose wait just ended)."},
     [G_READY] = {"chunkd_ready", NULL, NULL, "1 when connected to Redis and not draining."},
     [G_FETCH_PAUSED] = {"chunkd_fetch_paused", NULL, NULL,
                         "1 while fetching waits because the results stream is over --max-results-backlog."},
