@@ -83,7 +83,7 @@ static bool worker_live(void *arg, char *why, size_t whylen)
 static long long worker_refusal_window_ms(const worker_t *w)
 {
     long long renew = w->settings->lease_ms / 3;
-    return (renew > WORKER_PING_MS ? renew : WORKER_PING_MS) + 2 * WORKER_PING_MS;
+    return (renew > WORKER_PING_MS ? renew : WORKER_PING_MS) + 2LL * WORKER_PING_MS;
 }
 
 static bool worker_ready(void *arg, char *why, size_t whylen)
