@@ -2,6 +2,7 @@
 #include "commit_round.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 work_chunk_t *commit_round_group(work_item_t *list, work_item_t **carry)
@@ -57,8 +58,9 @@ work_chunk_t *commit_round_defer(work_chunk_t *round, work_chunk_t **deferred, c
         work_chunk_t *w = round;
         round = w->round_next;
         w->round_next = NULL;
+        /* A chunk with an item waiting to retry finishes late: its finished items go as they finish. */
         bool defer = !stopping && checkpoint_ms > 0 && !commit_round_ends_chunk(w) && !w->commit_dead &&
-                     now_ms - w->fetched_ms < checkpoint_ms && !marker_carried(carry, w);
+                     !atomic_load(&w->retried) && now_ms - w->fetched_ms < checkpoint_ms && !marker_carried(carry, w);
         if (defer) {
             w->round_next = *deferred;
             *deferred = w;

@@ -63,12 +63,16 @@ static const counter_def_t counter_defs[M_COUNTERS] = {
     [M_EXEC_FAILED] = {"chunkd_exec_calls_total", "outcome", "failed", NULL},
     [M_EXEC_RESTARTS] = {"chunkd_exec_restarts_total", NULL, NULL,
                          "Exec subprocesses replaced after they failed (at start or with an item)."},
+    [M_RETRY_WAITS] = {"chunkd_retry_waits_total", NULL, NULL,
+                       "Retries scheduled: calls that failed and wait, without a place of --concurrency, to be made "
+                       "again."},
 };
 
 static const counter_def_t gauge_defs[M_GAUGES] = {
     [G_ITEMS_IN_FLIGHT] = {"chunkd_items_in_flight", NULL, NULL, "Items this worker holds, fetched and not committed."},
     [G_ITEMS_RUNNING] = {"chunkd_items_running", NULL, NULL,
-                         "Items this worker is running: fetched and not finished (at most --concurrency plus a chunk fetched ahead)."},
+                         "Items this worker is running: fetched and not finished, not waiting for a retry (at most --concurrency "
+                         "plus a chunk fetched ahead and the retried items whose wait just ended)."},
     [G_READY] = {"chunkd_ready", NULL, NULL, "1 when connected to Redis and not draining."},
     [G_FETCH_PAUSED] = {"chunkd_fetch_paused", NULL, NULL,
                         "1 while fetching waits because the results stream is over --max-results-backlog."},
@@ -97,6 +101,8 @@ static const counter_def_t gauge_defs[M_GAUGES] = {
     [G_BYTES_HELD_PEAK] = {"chunkd_chunk_bytes_held_peak", NULL, NULL,
                            "The most bytes of chunk text this worker has held at once since it started (at most "
                            "--max-held-bytes plus one chunk)."},
+    [G_ITEMS_RETRY_WAITING] = {"chunkd_items_retry_waiting", NULL, NULL,
+                               "Items waiting for their retry: held, but holding no place of --concurrency."},
 };
 
 typedef struct histogram_def {
@@ -121,6 +127,9 @@ static const histogram_def_t histogram_defs[M_HISTOGRAMS] = {
                              CALL_SECONDS_BUCKETS},
     [H_EXEC_CALL_SECONDS] = {"chunkd_exec_call_duration_seconds", "Time of one exec handler call (one attempt).",
                              true, CALL_SECONDS_BUCKETS},
+    [H_RETRY_WAIT_SECONDS] = {"chunkd_retry_wait_seconds",
+                              "Time from a failed call to the place its retry took: the backoff (or Retry-After) "
+                              "and the wait for a free place.", true, CALL_SECONDS_BUCKETS},
 };
 
 static _Atomic uint64_t counters[M_COUNTERS];

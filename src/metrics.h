@@ -44,6 +44,7 @@ typedef enum {
     M_EXEC_ERROR,
     M_EXEC_FAILED,
     M_EXEC_RESTARTS,
+    M_RETRY_WAITS,
     M_COUNTERS
 } metrics_counter_t;
 
@@ -67,6 +68,7 @@ typedef enum {
     G_ITEMS_HELD_PEAK,   /* the window's highs since start (window.c), so a short peak is not missed */
     G_CHUNKS_HELD_PEAK,
     G_BYTES_HELD_PEAK,
+    G_ITEMS_RETRY_WAITING,
     M_GAUGES
 } metrics_gauge_t;
 
@@ -76,6 +78,7 @@ typedef enum {
     H_COMMIT_BATCH_SIZE,
     H_HTTP_CALL_SECONDS,
     H_EXEC_CALL_SECONDS,
+    H_RETRY_WAIT_SECONDS,
     M_HISTOGRAMS
 } metrics_histogram_t;
 

@@ -13,7 +13,7 @@ static void add_error(dynbuf_t *b, const char *error)
 }
 
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
-                    int status, int attempts, int64_t ms, size_t *len)
+                    int status, const char *body, size_t body_len, int attempts, int64_t ms, size_t *len)
 {
     dynbuf_t b;
     dynbuf_init(&b, (size_t)-1 / 2);
@@ -33,6 +33,10 @@ char *result_encode(const char *id_json, bool ok, const char *result_json, size_
         if (status > 0) {
             dynbuf_addstr(&b, ",\"status\":");
             dynbuf_add_int(&b, status);
+        }
+        if (body) {
+            dynbuf_addstr(&b, ",\"body\":");
+            dynbuf_add_json_string(&b, body, body_len);
         }
     }
     dynbuf_addstr(&b, ",\"attempts\":");

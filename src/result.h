@@ -1,7 +1,9 @@
 /* result: the result line of one item, and the dead-list record of an item that failed.
  *
  *   {"id":<id>,"ok":true,"result":<JSON>,"attempts":N,"ms":N}
- *   {"id":<id>,"ok":false,"error":"<why>","status":N,"attempts":N,"ms":N}    ("status": the last HTTP status, if any)
+ *   {"id":<id>,"ok":false,"error":"<why>","status":N,"body":"<excerpt>","attempts":N,"ms":N}
+ *         ("status": the last HTTP status, if any; "body": the start of that response's body, as a string, if the
+ *         handler kept one: http, up to --error-body-bytes)
  *   dead: {"id":<id>,"item":<item JSON>,"error":"<why>","attempts":N,"chunk":"<chunk id>"}
  *         (an item that is not valid JSON is kept as "raw":"<text>" instead of "item")
  *
@@ -19,10 +21,11 @@
 #define RESULT_ERROR_MAX 1024 /* error messages are cut to this many bytes */
 
 /* Returns a malloc'd line without a newline and sets *len. When ok, result_json[0..result_len) must be valid
- * JSON text (its raw line breaks, whitespace between tokens, become spaces); otherwise error is used, and status
- * (when > 0) is the last HTTP status. */
+ * JSON text (its raw line breaks, whitespace between tokens, become spaces); otherwise error is used, status
+ * (when > 0) is the last HTTP status, and body[0..body_len) (when body is not NULL) an excerpt of its response
+ * body, any bytes (encoded as a JSON string, made valid UTF-8). */
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
-                    int status, int attempts, int64_t ms, size_t *len);
+                    int status, const char *body, size_t body_len, int attempts, int64_t ms, size_t *len);
 
 struct dynbuf;
 /* Appends the JSON text[0..len) in jansson's compact form (JSON_COMPACT | JSON_ENCODE_ANY after json_loadb with

@@ -2,8 +2,10 @@
  *
  * Invariants: the inbox is the only state shared with other threads (under mu); `load` is atomic; a chunk is in
  * exactly one of inbox, running or handed off (its sched_link says which list); an item is in at most one of the
- * ready FIFO (waiting for a place) and the acquire FIFO (waiting for a token), and in the deadline FIFO only while
- * it holds a place; the deadline FIFO is in deadline order (every item has the same --item-timeout-ms and the
+ * ready FIFOs (waiting for a place: `again` for retried items, served first, `ready` for the others) and the
+ * acquire FIFO (waiting for a token); it is in the deadline FIFO from the place it first took to its end,
+ * retry waits included (sched_retry_after); an item waiting for its retry holds no place and no slot, and is in
+ * no FIFO; the deadline FIFO is in deadline order (every item has the same --item-timeout-ms and the
  * loop's time only grows), with one timer at or before its head's deadline; an item finishes once, and a chunk's
  * n_finished never exceeds its n_run. Everything but the inbox runs on the loop's thread. */
 #include "scheduler.h"
@@ -55,7 +57,11 @@ struct sched {
     loop_timer_t acq_timer;          /* armed while acq is not empty */
     sched_places_t *places;          /* borrowed: the places of --concurrency (sched_set_places) */
     list_t ready;                    /* items waiting for a place, in order */
-    atomic_size_t n_waiting;         /* length of ready, read by the other schedulers */
+    list_t again;                    /* retried items waiting for a place, before those of ready */
+    atomic_size_t n_waiting;         /* length of ready and again, read by the other schedulers */
+    size_t n_retry_waiting;          /* items in their retry wait (sched_retry_after) */
+    long retry_waiting_delta;        /* its change this turn, for on_waiting */
+    sched_waiting_fn on_waiting;     /* NULL: nobody counts them */
     size_t released;                 /* places given back this turn */
     list_t deadlines;                /* running items in deadline order (--item-timeout-ms) */
     loop_timer_t dl_timer;           /* at or before the head's deadline while deadlines is not empty */
@@ -88,6 +94,7 @@ sched_t *sched_new(int index, const handler_t *handler, void *handler_shared, co
     list_init(&sc->running);
     list_init(&sc->acq);
     list_init(&sc->ready);
+    list_init(&sc->again);
     list_init(&sc->deadlines);
     atomic_init(&sc->load, 0);
     atomic_init(&sc->n_waiting, 0);
@@ -259,7 +266,7 @@ static void sched_start_item(loop_t *loop, work_item_t *it)
 static void sched_item_timeout(sched_t *s, work_item_t *it)
 {
     /* An item still waiting for a place or its start never reached the handler: nothing to cancel there. */
-    bool never_started = list_linked(&it->sched.ready_link) ||
+    bool never_started = (list_linked(&it->sched.ready_link) && !it->sched.retry_cb) ||
                          (list_linked(&it->sched.acquire_link) && it->sched.acquire_cb == sched_start_item);
     acq_remove(s, it);
     if (s->handler->cancel && !never_started) s->handler->cancel(s->handler_state, s->loop, it);
@@ -288,6 +295,65 @@ static void deadline_add(sched_t *s, work_item_t *it)
     if (!loop_timer_armed(&s->dl_timer)) loop_timer_start(s->loop, &s->dl_timer, it->sched.deadline_ms, deadline_fired);
 }
 
+/* ---- retry waits: sched_retry_after ---- */
+
+void sched_set_waiting_fn(sched_t *s, sched_waiting_fn fn) { s->on_waiting = fn; }
+
+static void retry_wait_end(sched_t *s)
+{
+    assert(s->n_retry_waiting > 0 && "more retry waits ended than began");
+    s->n_retry_waiting--;
+    s->retry_waiting_delta--;
+    metrics_gauge_add(G_ITEMS_RETRY_WAITING, -1);
+}
+
+/* The wait is over: the item queues for a place, before the items not started yet (ready_run, at the turn's end). */
+static void retry_due(loop_t *loop, loop_timer_t *t)
+{
+    sched_t *s = sched_of(loop);
+    work_item_t *it = container_of(t, work_item_t, sched.retry_timer);
+    retry_wait_end(s);
+    list_push_back(&s->again, &it->sched.ready_link);
+    atomic_fetch_add(&s->n_waiting, 1);
+}
+
+/* It holds a place again: the handler makes its call. */
+static void retry_start(sched_t *s, work_item_t *it)
+{
+    sched_retry_cb cb = it->sched.retry_cb;
+    it->sched.retry_cb = NULL;
+    metrics_observe(H_RETRY_WAIT_SECONDS, (uint64_t)(loop_now_ms(s->loop) - it->sched.retry_since_ms) * 1000);
+    cb(s->loop, it);
+}
+
+/* The item ends (done or timed out) during its wait, or while it queues for a place after it. */
+static void retry_forget(sched_t *s, work_item_t *it)
+{
+    if (!it->sched.retry_cb) return;
+    it->sched.retry_cb = NULL;
+    if (!loop_timer_armed(&it->sched.retry_timer)) return;
+    loop_timer_stop(s->loop, &it->sched.retry_timer);
+    retry_wait_end(s);
+}
+
+void sched_retry_after(loop_t *loop, work_item_t *it, int64_t delay_ms, sched_retry_cb cb)
+{
+    sched_t *s = sched_of(loop);
+    assert(!it->finished && !it->sched.retry_cb && "one retry wait at a time, of a running item");
+    assert(!list_linked(&it->sched.acquire_link) && !list_linked(&it->sched.ready_link) && "the item's call ended");
+    slot_release(s, it);
+    place_give_back(s, it);
+    it->sched.retry_cb = cb;
+    it->sched.retry_since_ms = loop_now_ms(loop);
+    s->n_retry_waiting++;
+    s->retry_waiting_delta++;
+    metrics_add(M_RETRY_WAITS, 1);
+    metrics_gauge_add(G_ITEMS_RETRY_WAITING, 1);
+    /* Its chunk now finishes late: its finished items are committed as they finish (commit.c), not held. */
+    atomic_store(&it->chunk->retried, true);
+    loop_timer_start(loop, &it->sched.retry_timer, loop_now_ms(loop) + (delay_ms > 0 ? delay_ms : 0), retry_due);
+}
+
 /* ---- an item's life ---- */
 
 void sched_item_done(loop_t *loop, work_item_t *it, bool ok, const char *result_json, size_t result_len,
@@ -297,6 +363,7 @@ void sched_item_done(loop_t *loop, work_item_t *it, bool ok, const char *result_
     assert(!it->finished && "an item is finished once");
     if (it->finished) return; /* without assertions, a handler bug must still not finish an item twice */
     deadline_remove(s, it);
+    retry_forget(s, it);
     ready_remove(s, it);
     acq_remove(s, it);
     slot_release(s, it);
@@ -333,7 +400,12 @@ static void place_start(sched_t *s, work_item_t *it)
 static void ready_run(sched_t *s)
 {
     work_item_t *it;
-    while ((it = list_first_entry(&s->ready, work_item_t, sched.ready_link)) && place_try_take(s, it)) {
+    while ((it = list_first_entry(&s->again, work_item_t, sched.ready_link)) && place_try_take(s, it)) {
+        ready_remove(s, it);
+        retry_start(s, it);
+    }
+    while (list_empty(&s->again) && (it = list_first_entry(&s->ready, work_item_t, sched.ready_link)) &&
+           place_try_take(s, it)) {
         ready_remove(s, it);
         place_start(s, it);
     }
@@ -349,7 +421,7 @@ static void ready_run(sched_t *s)
 /* Starts the item when a place is free and none waits before it; otherwise it waits for one. */
 static void sched_admit(sched_t *s, work_item_t *it)
 {
-    if (list_empty(&s->ready) && place_try_take(s, it)) {
+    if (list_empty(&s->ready) && list_empty(&s->again) && place_try_take(s, it)) {
         place_start(s, it);
         return;
     }
@@ -411,6 +483,8 @@ static void sched_turn_end(void *arg)
 {
     sched_t *s = arg;
     ready_run(s);
+    if (s->retry_waiting_delta && s->on_waiting) s->on_waiting(s->on_done_arg, s->retry_waiting_delta);
+    s->retry_waiting_delta = 0;
     sched_flush(s);
 }
 
@@ -452,6 +526,13 @@ void sched_take_unfinished(sched_t *s, list_t *out)
         ratelimit_wait(s->rl, -1);
     }
     loop_timer_clear(s->loop);
+    list_init(&s->again);
+    /* The items it abandons in their retry wait count as running again, as unfinished items do. */
+    long told = (long)s->n_retry_waiting - s->retry_waiting_delta;
+    if (told && s->on_waiting) s->on_waiting(s->on_done_arg, -told);
+    metrics_gauge_add(G_ITEMS_RETRY_WAITING, -(int64_t)s->n_retry_waiting);
+    s->n_retry_waiting = 0;
+    s->retry_waiting_delta = 0;
     atomic_store(&s->load, 0);
 }
 

@@ -29,6 +29,7 @@ struct work_item;
 typedef struct sched sched_t;
 
 typedef void (*sched_acquire_cb)(loop_t *loop, struct work_item *item);
+typedef void (*sched_retry_cb)(loop_t *loop, struct work_item *item);
 
 /* The scheduler's own fields of an item (work_item_t.sched): nothing but scheduler.c reads or writes them. */
 typedef struct sched_item {
@@ -39,12 +40,20 @@ typedef struct sched_item {
     sched_acquire_cb acquire_cb; /* what to call once it has them */
     bool holds_place;            /* one of the --concurrency places */
     bool holds_slot;             /* one of the --max-inflight-global slots */
+    loop_timer_t retry_timer;    /* armed while it waits for its retry (sched_retry_after) */
+    sched_retry_cb retry_cb;     /* from sched_retry_after until it holds a place again */
+    int64_t retry_since_ms;      /* when that wait began */
 } sched_item_t;
 
 /* Called on the loop's thread with the items finished in one turn (linked by commit_next; a chunk's marker may be
  * among them), n_items of them real items. The callee takes them, and each chunk whose last item (or marker) is
  * in the list. */
 typedef void (*sched_done_fn)(void *arg, struct work_item *list, size_t n_items);
+
+/* Called on the loop's thread, at the end of a turn, with the change in the number of its items waiting for a
+ * retry (sched_retry_after): they are held but not running. Also called once from sched_take_unfinished (any
+ * thread) to count the ones it abandons as running again. */
+typedef void (*sched_waiting_fn)(void *arg, long delta);
 
 /* Creates scheduler (and loop) number index; handler_shared is what the handler's init() built (borrowed). */
 sched_t *sched_new(int index, const struct handler *handler, void *handler_shared, const struct settings *s,
@@ -78,6 +87,8 @@ void sched_places_free(sched_places_t *p);
 /* Before sched_start (required): the scheduler takes its places from p (borrowed; must outlive it); -1 when p
  * already has SCHED_PLACES_MAX_LOOPS schedulers. */
 int sched_set_places(sched_t *s, sched_places_t *p);
+/* Before sched_start (optional): where the changes of its waiting items go (with done_arg). */
+void sched_set_waiting_fn(sched_t *s, sched_waiting_fn fn);
 /* Before sched_start: the queue's limits (NULL: none; borrowed, must outlive the scheduler). */
 void sched_set_ratelimit(sched_t *s, struct ratelimit *rl);
 
@@ -95,6 +106,17 @@ void sched_item_done(loop_t *loop, struct work_item *item, bool ok, const char *
  * or the item's end; an item that finishes or times out while waiting is simply dropped from the FIFO (its cb
  * never fires). */
 void sched_acquire(loop_t *loop, struct work_item *item, sched_acquire_cb cb);
+/* The item's call failed and is to be made again in delay_ms: until then the item is not in flight. It gives its
+ * place of --concurrency (and its slot) back at once, so that other items, of its chunk or of the chunks behind
+ * it, run meanwhile; it is still held (the window counts it, and its chunk is committed around it: its finished
+ * items go as they finish). When the delay is over it takes a place again, before the items of its loop not
+ * started yet (retried items come first, among themselves in the order their waits ended: a retry never waits
+ * behind the chunks fetched since, and new items cannot starve, an item retrying at most --max-attempts - 1
+ * times; across loops, a freed place goes to whichever loop takes it first, as for any waiting item), then
+ * cb(loop, item) makes the call (taking its token with sched_acquire). --item-timeout-ms keeps counting through
+ * the wait: the deadline is the item's whole time since its first start; a timeout during the wait cancels the
+ * item in the handler (its cancel) as for a running one, and cb never fires. */
+void sched_retry_after(loop_t *loop, struct work_item *item, int64_t delay_ms, sched_retry_cb cb);
 /* The item's call ended: gives its slot back (nothing when it holds none), and counts the call in the queue's
  * window of the rate limit (ratelimit.h). */
 void sched_release(loop_t *loop, struct work_item *item);

@@ -68,6 +68,7 @@ typedef struct settings {
     long long connect_timeout_ms;
     long long max_result_bytes;
     char *keep_headers;           /* comma-separated response headers kept in results */
+    long long error_body_bytes;   /* of a failed call's response body, kept in its result (0: none) */
     long long max_attempts;
     long long retry_base_ms;
     long long retry_max_ms;

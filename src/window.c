@@ -13,7 +13,7 @@ struct window {
     pthread_mutex_t mu;
     pthread_cond_t changed; /* signalled on every release */
     size_t held;            /* items fetched and not yet committed */
-    size_t running;         /* items fetched whose chunk has not finished */
+    size_t running;         /* items fetched and not finished, less those waiting for a retry (window_waiting) */
     size_t capacity;        /* --concurrency */
     size_t held_bytes;      /* chunk texts held */
     size_t chunks;          /* chunks held (fetched, not yet freed) */
@@ -93,10 +93,11 @@ void window_add(window_t *w, size_t n, size_t bytes)
 
 static size_t sub_floor(size_t a, size_t b) { return b > a ? 0 : a - b; }
 
-void window_finish(window_t *w, size_t n)
+/* running loses `less` items and gains `more`. */
+static void window_running_change(window_t *w, size_t less, size_t more)
 {
     pthread_mutex_lock(&w->mu);
-    w->running = sub_floor(w->running, n);
+    w->running = sub_floor(w->running, less) + more;
     metrics_gauge_set(G_ITEMS_RUNNING, (int64_t)w->running);
     /* Called on every loop turn that finished items: wake fetch only when the room it waits for is there (only
      * running changed, so only window_wait_room can be waiting for it). */
@@ -124,6 +125,14 @@ void window_release_bytes(window_t *w, size_t bytes)
     w->chunks = sub_floor(w->chunks, 1);
     pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);
+}
+
+void window_finish(window_t *w, size_t n) { window_running_change(w, n, 0); }
+
+void window_waiting(window_t *w, long delta)
+{
+    if (delta >= 0) window_running_change(w, (size_t)delta, 0);
+    else window_running_change(w, 0, (size_t)-delta);
 }
 
 size_t window_held(window_t *w)

@@ -26,6 +26,9 @@ void window_add(window_t *w, size_t n, size_t bytes);
 void window_release_bytes(window_t *w, size_t bytes);
 /* n items finished running (their chunk went to the committer). */
 void window_finish(window_t *w, size_t n);
+/* delta items left running to wait for a retry (they hold no place, but stay held), or, when negative, -delta came
+ * back to run (or were abandoned unfinished, for window_release). */
+void window_waiting(window_t *w, long delta);
 /* n items left the process (committed or given back); finish them too if they never finished. */
 void window_release(window_t *w, size_t n, bool finished);
 size_t window_held(window_t *w);
@@ -35,7 +38,7 @@ size_t window_room(window_t *w);
 size_t window_room_bytes(window_t *w);
 
 /* Pure: may a chunk of `want` more items be fetched, with `running` running (fetched and not finished: started, or
- * waiting in a loop for a place) and `held` held, under `capacity`? While running items are at most the capacity:
+ * waiting in a loop for a place; not those waiting for a retry, which hold no place) and `held` held, under `capacity`? While running items are at most the capacity:
  * the loops start at most --concurrency items at once (sched_places_t, scheduler.h), and a chunk fetched ahead waits there,
  * so a finished item's place is refilled at once instead of after a fetch round trip. Held items (running plus
  * finished and not yet committed) stay under twice the capacity. A chunk always fits into an empty window, so a

@@ -65,6 +65,7 @@ void work_chunk_free(work_chunk_t *c)
     for (size_t i = 0; i < c->decoded.n_items; i++) {
         free(c->items[i].result_line);
         free(c->items[i].dead_record);
+        free(c->items[i].error_body);
     }
     free(c->items);
     chunk_clear(&c->decoded);
@@ -80,8 +81,10 @@ void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t 
     int64_t ms = it->started_ms ? now_ms - it->started_ms : 0;
     it->finished = true;
     it->ok = ok;
-    it->result_line = result_encode(it->in->id_json, ok, result_json, result_len, error, it->status, it->attempts,
-                                    ms, &it->result_len);
+    it->result_line = result_encode(it->in->id_json, ok, result_json, result_len, error, it->status,
+                                    ok ? NULL : it->error_body, it->error_body_len, it->attempts, ms, &it->result_len);
+    free(it->error_body);
+    it->error_body = NULL;
     if (!ok) {
         chunk_item_parse(it->in); /* an item that failed before it started (poison, timeout): is it JSON? */
         it->dead_record = result_dead_record(it->in->id_json, it->in->text, it->in->text_len, it->in->error == NULL,

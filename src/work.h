@@ -7,6 +7,7 @@
 #ifndef CHUNKD_WORK_H
 #define CHUNKD_WORK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,9 @@ typedef struct work_item {
     int64_t started_ms;      /* monotonic, when the handler got it */
     int attempts;            /* handler runs so far */
     int status;              /* last HTTP status (http handler), 0 if none */
+    char *error_body;        /* owned: when it fails, an excerpt of that response's body (http), or NULL; the
+                              * handler sets it just before sched_item_done, work_item_finish consumes it */
+    size_t error_body_len;
     bool finished;
     bool ok;
     bool done_before;        /* committed by an earlier delivery of the chunk (checkpoint): not run again */
@@ -66,6 +70,9 @@ struct work_chunk {
     bool starting;           /* the loop is still handing items to the handler */
     char *dead_reason;       /* owned: why the chunk cannot run at all; it then goes to dead */
     work_disposition_t disposition;
+    /* Set by the loop when one of its items starts a retry wait, read by the committer: the chunk will finish late,
+     * so its finished items are committed as they finish instead of waiting for the chunk (commit_defer). */
+    atomic_bool retried;
     /* Committer side (only the committer touches these). */
     size_t n_received;       /* finished items the committer has taken */
     size_t n_released;       /* of the window's weight */

@@ -197,6 +197,12 @@ static void worker_monitor_stop(worker_t *w)
     w->monitor_started = false;
 }
 
+static void worker_items_waiting(void *arg, long delta)
+{
+    worker_t *w = arg;
+    window_waiting(w->window, delta);
+}
+
 static void worker_items_done(void *arg, work_item_t *list, size_t n_items)
 {
     worker_t *w = arg;
@@ -335,6 +341,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
     for (size_t i = 0; i < w->n_loops; i++) {
         w->loops[i] = sched_new((int)i, w->handler, w->handler_shared, s, worker_items_done, w);
         sched_set_ratelimit(w->loops[i], w->ratelimit);
+        sched_set_waiting_fn(w->loops[i], worker_items_waiting);
         sched_set_places(w->loops[i], w->places); /* n_loops is at most SCHED_PLACES_MAX_LOOPS */
     }
     w->fetch = fetch_new(s, &w->keys, w->window, w->loops, w->n_loops, w->commit, w->handler, w->handler_shared);

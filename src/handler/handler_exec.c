@@ -294,10 +294,10 @@ static void job_finish(exec_loop_t *el, exec_job_t *job, bool ok, const char *te
     sched_item_done(el->loop, item, ok, text, len, error);
 }
 
-static void job_retry_fired(loop_t *loop, loop_timer_t *t)
+/* The retry wait is over and the item holds a place again (sched_retry_after). */
+static void job_retry_placed(loop_t *loop, work_item_t *item)
 {
     (void)loop;
-    work_item_t *item = container_of(t, work_item_t, timer);
     exec_job_t *job = item->handler_data;
     item->attempts++;
     metrics_add(M_ITEMS_RETRIED, 1);
@@ -317,7 +317,7 @@ static void job_attempt_failed(exec_loop_t *el, exec_job_t *job, const char *why
         int64_t delay = handler_retry_delay_ms(el->s, &el->rng, item->attempts);
         LOG(LL_DEBUG, "exec: item %s attempt %d failed (%s); retrying in %lld ms", item->in->id_json, item->attempts,
             error, (long long)delay);
-        loop_timer_start(el->loop, &item->timer, loop_now_ms(el->loop) + delay, job_retry_fired);
+        sched_retry_after(el->loop, item, delay, job_retry_placed);
         return;
     }
     size_t n = strlen(error);
@@ -907,6 +907,7 @@ static void exec_loop_free(void *state)
         if (p->job) metrics_gauge_add(G_EXEC_BUSY, -1); /* its call is abandoned (the item is given back) */
         p->job = NULL;
         proc_close(p);
+        loop_timer_stop(el->loop, &p->timer); /* a down slot's restart: proc_close leaves it, the slot is freed */
         dynbuf_free(&p->line);
     }
     int waited_ms = 0;

@@ -10,8 +10,9 @@
  * the allowed host before any request is made. Redirects are not followed; only http and https are spoken.
  *
  * Outcomes: 1xx-3xx are results; connection errors, timeouts and --retry-statuses (default 429 and 5xx) are
- * retried up to --max-attempts, waiting on a loop timer (exponential backoff with full jitter, or Retry-After);
- * anything else fails the item, which then also goes to the dead list.
+ * retried up to --max-attempts after a wait (exponential backoff with full jitter, or Retry-After) during which the
+ * item holds no place of --concurrency (sched_retry_after); anything else fails the item, which then also goes to
+ * the dead list.
  *
  * Circuit breaker (breaker.h, one per process shared by the loops): each call's outcome is reported to it (a
  * connection error, a timeout or a 5xx is a failure), and each call asks it first. While it is open, calls wait on
@@ -548,6 +549,10 @@ static void http_gate(loop_t *loop, loop_timer_t *t)
     sched_acquire(loop, item, call->go);
 }
 
+/* The retry wait is over and the item holds a place again: through the breaker and the queue's limits as any
+ * call. */
+static void http_retry_placed(loop_t *loop, work_item_t *item) { http_gate(loop, &item->timer); }
+
 /* The result of a successful call: {"status":N,"body":...,"headers":{...},"ms":N}. A JSON body is embedded as
  * JSON in jansson's compact form (usually by copying it: result_add_compact_json), anything else as a string. */
 static char *http_result(http_call_t *call, long status, int64_t ms, size_t *len)
@@ -576,6 +581,28 @@ static char *http_result(http_call_t *call, long status, int64_t ms, size_t *len
     dynbuf_addstr(&b, "}");
     free(headers);
     return dynbuf_take(&b, len);
+}
+
+/* A failed item keeps the start of its last response's body (--error-body-bytes, cut back to a UTF-8 character's
+ * start), so that the result says why; nothing when no response came or the setting is 0. Secret header values
+ * the API echoed are masked (also one cut by the excerpt's end: the mask covers a header line's length more). */
+static void http_keep_error_body(http_call_t *call, long status)
+{
+    work_item_t *item = call->item;
+    size_t cap = (size_t)call->hl->cfg->settings->error_body_bytes;
+    if (status <= 0 || cap == 0) return;
+    char *body = call->response.data ? call->response.data : (char *)"";
+    size_t n = call->response.len;
+    http_config_mask_secrets(call->hl->cfg, body, n < cap + HTTP_HEADER_LINE_MAX ? n : cap + HTTP_HEADER_LINE_MAX);
+    if (n > cap) {
+        n = cap;
+        while (n > 0 && ((unsigned char)body[n] & 0xC0) == 0x80) n--;
+    }
+    free(item->error_body);
+    item->error_body = xmalloc(n + 1);
+    memcpy(item->error_body, body, n);
+    item->error_body[n] = '\0';
+    item->error_body_len = n;
 }
 
 static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
@@ -640,13 +667,15 @@ static void http_finished(http_shard_t *sh, CURL *e, CURLcode code)
             error, excused ? ", not counted: the circuit is open" : "", (long long)delay);
         if (excused) item->attempts--; /* http_retry_go counts the retry again */
         call->go = http_retry_go;
-        loop_timer_start(hl->loop, &item->timer, loop_now_ms(hl->loop) + delay, http_gate);
+        dynbuf_free(&call->response); /* a waiting item holds no response */
+        sched_retry_after(hl->loop, item, delay, http_retry_placed);
         return;
     }
     if (retry) {
         size_t n = strlen(error);
         snprintf(error + n, sizeof error - n, " (gave up after %d attempts)", item->attempts);
     }
+    http_keep_error_body(call, status);
     http_call_free(call);
     sched_item_done(hl->loop, item, false, NULL, 0, error);
 }

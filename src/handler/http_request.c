@@ -20,6 +20,33 @@ static void free_list(char **list, size_t n)
     free(list);
 }
 
+/* Masks every occurrence of needle[0..n) in buf[0..len). */
+static void mask_all(char *buf, size_t len, const char *needle, size_t n)
+{
+    if (n == 0) return;
+    for (char *p = buf; (size_t)(p - buf) + n <= len && (p = memmem(p, len - (size_t)(p - buf), needle, n));) {
+        memset(p, '*', n);
+        p += n;
+    }
+}
+
+void http_config_mask_secrets(const http_config_t *c, char *buf, size_t len)
+{
+    for (size_t i = 0; i < c->n_secret; i++) {
+        const char *v = strchr(c->secret_headers[i], ':');
+        if (!v) continue;
+        v++;
+        while (*v == ' ' || *v == '\t') v++;
+        mask_all(buf, len, v, strlen(v));
+        for (const char *w = v; *w;) {
+            size_t n = strcspn(w, " \t");
+            if (n >= HTTP_SECRET_WORD_MIN) mask_all(buf, len, w, n);
+            w += n;
+            w += strspn(w, " \t");
+        }
+    }
+}
+
 void http_config_free(http_config_t *c)
 {
     if (!c) return;

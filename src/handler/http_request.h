@@ -42,6 +42,13 @@ typedef struct http_config {
 http_config_t *http_config_new(const settings_t *s, char *err, size_t errlen);
 void http_config_free(http_config_t *c);
 
+/* Space-separated words of a secret header's value at least this long are masked on their own too (an API may
+ * echo the token without its scheme). */
+#define HTTP_SECRET_WORD_MIN 8
+/* Overwrites with '*' every occurrence in buf[0..len) of a secret header's value, and of each of its words of at
+ * least HTTP_SECRET_WORD_MIN bytes: what a response echoes of them never reaches a result. Pure. */
+void http_config_mask_secrets(const http_config_t *c, char *buf, size_t len);
+
 typedef struct http_request {
     char *url;
     char *method;               /* NULL: GET, or POST with a body */

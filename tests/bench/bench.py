@@ -977,6 +977,114 @@ plot "{dat}" index 1 using 1:2 with lines lw 2 lc rgb "#1f77b4" title "shared ra
 unset multiplot
 """)
 
+    # -- case flaky: a flaky API against the clean one, side by side (issue 14)
+    # Each variant is (name, the mock's query for every item, extra chunkd flags, target ratio to clean or None);
+    # a new failure mode is one more variant here. Runs alternate (clean, variant, ..., clean, variant, ...) so
+    # that drifting machine load hits all alike; the figures are medians.
+    FLAKY_VARIANTS = [
+        ("clean", {}, [], None),
+        ("10% 500s", {"fail_rate": 0.1, "fail_status": 500}, [], 0.85),
+    ]
+
+    def start_mockapi(self, label):
+        mockapi = os.path.join(os.path.dirname(self.a.chunkd), "mockapi")
+        if not os.access(mockapi, os.X_OK):
+            raise BenchError(f"{mockapi} not found (make build/mockapi)")
+        logm = open(os.path.join(self.tmp, f"{label}.mockapi.log"), "wb")
+        mock = self.procs.start([mockapi, "--port", "0", "--threads", "2"], stdout=subprocess.PIPE, stderr=logm)
+        logm.close()
+        line = mock.stdout.readline().decode()
+        if not line.startswith("port "):
+            raise BenchError(f"mockapi did not start: {line!r}")
+        return mock, f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def flaky_run(self, label, path, n, mock_url, flags):
+        """One `chunkd run --handler http` over path against the mock; the result file is read as it grows, and
+        the steady-state rate is the results between 20 % and 80 % of n over the time between them (start-up and
+        the tail of the last retries left out)."""
+        import urllib.request
+
+        def mock_total():
+            with urllib.request.urlopen(mock_url + "/_count", timeout=5) as r:
+                return json.loads(r.read())["total"]
+
+        out = os.path.join(self.tmp, "flaky.out")
+        if os.path.exists(out):
+            os.unlink(out)
+        calls0 = mock_total()
+        p, logp = self.run_chunkd(f"flaky.{label}",
+                                  ["run", "--handler", "http", "--base-url", mock_url, "--concurrency",
+                                   str(self.a.flaky_conc), "--max-attempts", "10"] + flags + [path, "--out", out],
+                                  child_env(), 600)
+        marks, count, f = {}, 0, None
+        fd = os.pidfd_open(p.pid)
+        try:
+            while True:
+                done = bool(select.select([fd], [], [], 0.02)[0])
+                if f is None and os.path.exists(out):
+                    f = open(out, "rb")
+                if f is not None:
+                    count += f.read().count(b"\n")
+                t = time.monotonic() - p.t_start
+                for q in (0.2, 0.8):
+                    if q not in marks and count >= q * n:
+                        marks[q] = t
+                if done or t > 600:
+                    break
+        finally:
+            os.close(fd)
+            if f is not None:
+                f.close()
+        code, ru, wall = self.procs.wait(p, 600)
+        self.check_exit(f"chunkd run ({label})", code, logp)
+        problem = verify_results(out, n)
+        if problem:
+            raise BenchError(f"flaky {label}: {problem}")
+        calls = mock_total() - calls0
+        steady = 0.6 * n / (marks[0.8] - marks[0.2]) if marks.get(0.8, 0) > marks.get(0.2, 0) else 0.0
+        log(f"flaky: {label:10} {wall:6.2f} s  steady {steady:7,.0f} items/s  {calls} calls for {n} items")
+        return {"wall_s": wall, "steady_per_s": steady, "calls": calls, "cpu_s": ru.ru_utime + ru.ru_stime}
+
+    def case_flaky(self):
+        n, reps, delay = self.a.flaky_items, self.a.flaky_reps, 80
+        mock, mock_url = self.start_mockapi("flaky")
+        try:
+            paths = {}
+            for name, query, _, _ in self.FLAKY_VARIANTS:
+                path = os.path.join(self.tmp, f"flaky-{len(paths)}.jsonl")
+                q = json.dumps(dict({"delay_ms": delay}, **query))
+                with open(path, "w") as f:
+                    f.write("".join(f'{{"id":{i},"path":"/flaky","query":{q}}}\n' for i in range(1, n + 1)))
+                paths[name] = path
+            runs = {name: [] for name, _, _, _ in self.FLAKY_VARIANTS}
+            for rep in range(reps):
+                for name, _, flags, _ in self.FLAKY_VARIANTS:
+                    runs[name].append(self.flaky_run(name, paths[name], n, mock_url, flags))
+        finally:
+            self.procs.kill(mock)
+        med = {name: median_run(r) for name, r in runs.items()}
+        clean = med["clean"]
+        det = [f"flaky: {n} items of {delay} ms at build/mockapi, `chunkd run --handler http --concurrency "
+               f"{self.a.flaky_conc} --max-attempts 10`, {reps} alternating run(s) of each variant, medians; steady "
+               f"= items/s between 20 % and 80 % of the results (start-up and the last retries' tail left out)"]
+        for name, query, flags, target in self.FLAKY_VARIANTS:
+            m = med[name]
+            extra = 100 * (m["calls"] - n) / n
+            self.rows.append(("flaky", f"{name}: steady items/s ({fmt_int(n)} x {delay} ms, c={self.a.flaky_conc})",
+                              f"{fmt_int(m['steady_per_s'])}", "", ""))
+            self.rows.append(("flaky", "  wall / calls per item", f"{m['wall_s']:.2f} s / {m['calls'] / n:.3f}",
+                              "", ""))
+            if target is not None:
+                ratio = m["steady_per_s"] / clean["steady_per_s"] if clean["steady_per_s"] else 0.0
+                self.rows.append(("flaky", f"  {name} / clean, steady items/s", f"{ratio:.2f}x",
+                                  f">= {target}x", self.verdict(ratio, target, higher=True)))
+            steadies = ", ".join("%.0f" % r["steady_per_s"] for r in runs[name])
+            walls = ", ".join("%.2f" % r["wall_s"] for r in runs[name])
+            how = (json.dumps(query) if query else "none") + ("; flags " + " ".join(flags) if flags else "")
+            det.append(f"  {name} (query {how}): steady {steadies} items/s; wall {walls} s; {m['calls']:.0f} calls "
+                       f"({extra:+.1f}% over the items); cpu {m['cpu_s']:.1f} s")
+        self.sections.append("\n".join(det))
+
     # -- one worker run against the shared redis: enqueue, then worker + collect at once
     # handler: the worker's handler flags; http=True: items {"id":N,"path":"/x"} (their file is
     # removed after the run), results checked for status 200; on_worker(pid) is called once
@@ -1682,8 +1790,8 @@ def main():
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
     ap.add_argument("--cases", default=os.environ.get("BENCH_CASES",
-                                                      "original,million,sweep,http,exec,ratelimit,chunkmem"),
-                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem (also "
+                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky"),
+                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky (also "
                          "BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
@@ -1719,6 +1827,9 @@ def main():
                          "(30; quick 15)")
     ap.add_argument("--rate-skip-adapt", action="store_true",
                     help="ratelimit case: only the five workers sharing a limit, not the adaptation's two runs")
+    ap.add_argument("--flaky-items", type=int, help="flaky case: items per run (40000; quick 10000)")
+    ap.add_argument("--flaky-reps", type=int, help="flaky case: alternating runs of each variant (3; quick 1)")
+    ap.add_argument("--flaky-conc", type=int, default=500, help="flaky case: --concurrency (500)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -1739,9 +1850,11 @@ def main():
     a.exec_items = a.exec_items or (2000 if q else 10000)
     a.rate_seconds = a.rate_seconds or (10 if q else 30)
     a.rate_adapt_seconds = a.rate_adapt_seconds or (15 if q else 30)
+    a.flaky_items = a.flaky_items or (10000 if q else 40000)
+    a.flaky_reps = a.flaky_reps or (1 if q else 3)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem"):
+        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if a.baseline:

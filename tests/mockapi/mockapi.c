@@ -57,7 +57,7 @@ static uint64_t mono_ns(void)
 static struct {
     pthread_mutex_t mu;
     long long total;
-    long long inflight;     /* counted requests arrived and not yet completed (answered or dropped) */
+    long long inflight;     /* counted requests arrived and not yet answered (queued) or dropped */
     long long max_inflight; /* the most at once since the start or the last /_reset */
     json_t *paths;     /* path -> count */
     json_t *fail_keys; /* fail_times key -> requests seen */
@@ -229,7 +229,7 @@ struct req {
     bool too_large;
     bool decided;                /* the answer below is fixed (maybe waiting for a delay) */
     bool drop;                   /* close the connection without answering */
-    bool counted;                /* in st.inflight until completed */
+    bool counted;                /* in st.inflight until answered or completed */
     unsigned status;
     struct MHD_Response *resp;
 };
@@ -509,6 +509,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (r->drop)
         return MHD_NO;
+    /* The request leaves st.inflight as its answer is queued, not when MHD's completion callback runs later:
+     * the client may have the answer and send its next request before that, which would count one call twice. */
+    if (r->counted) {
+        pthread_mutex_lock(&st.mu);
+        st.inflight--;
+        pthread_mutex_unlock(&st.mu);
+        r->counted = false;
+    }
     enum MHD_Result ret = MHD_queue_response(c, r->status, r->resp);
     MHD_destroy_response(r->resp);
     r->resp = NULL;

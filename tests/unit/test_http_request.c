@@ -169,6 +169,24 @@ static void test_config_errors(void **state)
     assert_non_null(strstr(err, "'42'"));
 }
 
+static void test_mask_secrets(void **state)
+{
+    (void)state;
+    char err[256];
+    settings_t s = base_settings();
+    s.http_headers = "Authorization: Bearer s3cretTOKEN\nX-Api-Key: k3y";
+    http_config_t *c = http_config_new(&s, err, sizeof err);
+    assert_non_null(c);
+    char buf[] = "{\"authorization\":\"Bearer s3cretTOKEN\",\"token\":\"s3cretTOKEN\",\"key\":\"k3y\",\"x\":\"Bearer\"}";
+    http_config_mask_secrets(c, buf, strlen(buf));
+    assert_string_equal(buf, "{\"authorization\":\"******************\",\"token\":\"***********\",\"key\":\"***\","
+                             "\"x\":\"Bearer\"}");
+    char part[] = "s3cretTOKEN";
+    http_config_mask_secrets(c, part, 6); /* only len bytes are looked at */
+    assert_string_equal(part, "s3cretTOKEN");
+    http_config_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_refused_items),
         cmocka_unit_test(test_no_idempotency_key_and_no_base),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_mask_secrets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,7 +46,7 @@ static void test_ok_line(void **state)
     (void)state;
     const char *res = "{\"b\":1.10,\"a\":[1e3]}";
     size_t len = 0;
-    char *line = result_encode("\"item-7\"", true, res, strlen(res), NULL, 0, 1, 103, &len);
+    char *line = result_encode("\"item-7\"", true, res, strlen(res), NULL, 0, NULL, 0, 1, 103, &len);
     json_t *o = parse_line(line, len);
     assert_string_equal(str_field(o, "id"), "item-7");
     assert_true(json_is_true(json_object_get(o, "ok")));
@@ -69,7 +69,7 @@ static void test_ok_line_result_line_breaks_become_spaces(void **state)
     /* A handler's result as written (an exec reply) may hold raw CR/LF as whitespace; a string's escaped \n stays. */
     const char *res = "{\"a\":[1,\r\n2]\r,\n\"s\":\"x\\ny\"}";
     size_t len = 0;
-    char *line = result_encode("1", true, res, strlen(res), NULL, 0, 1, 5, &len);
+    char *line = result_encode("1", true, res, strlen(res), NULL, 0, NULL, 0, 1, 5, &len);
     assert_null(memchr(line, '\n', len));
     assert_null(memchr(line, '\r', len));
     json_t *o = parse_line(line, len);
@@ -85,7 +85,7 @@ static void test_ok_line_integer_id_and_scalar_result(void **state)
     (void)state;
     size_t len = 0;
     /* Only result_len bytes of the result are used. */
-    char *line = result_encode("42", true, "nullXYZ", 4, "ignored", 0, 3, 0, &len);
+    char *line = result_encode("42", true, "nullXYZ", 4, "ignored", 0, NULL, 0, 3, 0, &len);
     json_t *o = parse_line(line, len);
     assert_int_field(o, "id", 42);
     assert_true(json_is_true(json_object_get(o, "ok")));
@@ -101,7 +101,7 @@ static void test_large_ms(void **state)
 {
     (void)state;
     size_t len = 0;
-    char *line = result_encode("1", true, "1", 1, NULL, 0, 2147483647, INT64_C(90000000000), &len);
+    char *line = result_encode("1", true, "1", 1, NULL, 0, NULL, 0, 2147483647, INT64_C(90000000000), &len);
     json_t *o = parse_line(line, len);
     assert_int_field(o, "attempts", 2147483647);
     assert_int_field(o, "ms", 90000000000LL);
@@ -113,7 +113,7 @@ static void test_error_line(void **state)
 {
     (void)state;
     size_t len = 0;
-    char *line = result_encode("\"x\"", false, NULL, 0, "handler timed out", 0, 2, 5000, &len);
+    char *line = result_encode("\"x\"", false, NULL, 0, "handler timed out", 0, NULL, 0, 2, 5000, &len);
     json_t *o = parse_line(line, len);
     assert_string_equal(str_field(o, "id"), "x");
     assert_true(json_is_false(json_object_get(o, "ok")));
@@ -130,7 +130,7 @@ static void test_error_null_still_an_error(void **state)
 {
     (void)state;
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, NULL, 0, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, NULL, 0, NULL, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     assert_true(json_is_false(json_object_get(o, "ok")));
     assert_true(strlen(str_field(o, "error")) > 0);
@@ -155,7 +155,7 @@ static void test_error_escaping(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t len = 0;
-        char *line = result_encode("1", false, NULL, 0, cases[i].error, 0, 1, 1, &len);
+        char *line = result_encode("1", false, NULL, 0, cases[i].error, 0, NULL, 0, 1, 1, &len);
         json_t *o = parse_line(line, len);
         const char *got = str_field(o, "error");
         if (strcmp(got, cases[i].expected) != 0) fail_msg("case %zu: error came back as %s", i, got);
@@ -171,7 +171,7 @@ static void test_error_cut_at_max(void **state)
     memset(error, 'e', sizeof error - 1);
     error[sizeof error - 1] = '\0';
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, error, 0, NULL, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     const char *got = str_field(o, "error");
     assert_int_equal(strlen(got), RESULT_ERROR_MAX);
@@ -182,7 +182,7 @@ static void test_error_cut_at_max(void **state)
 
     /* Exactly the maximum is kept whole. */
     error[RESULT_ERROR_MAX] = '\0';
-    line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
+    line = result_encode("1", false, NULL, 0, error, 0, NULL, 0, 1, 1, &len);
     o = parse_line(line, len);
     assert_int_equal(strlen(str_field(o, "error")), RESULT_ERROR_MAX);
     json_decref(o);
@@ -197,7 +197,7 @@ static void test_error_cut_inside_utf8_still_valid(void **state)
     memset(error, 'a', RESULT_ERROR_MAX - 1);
     memcpy(error + RESULT_ERROR_MAX - 1, "\xc3\xa9zzz", 6);
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, error, 0, NULL, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     const char *got = str_field(o, "error");
     assert_memory_equal(got, error, RESULT_ERROR_MAX - 1);
@@ -214,7 +214,7 @@ static void test_error_control_chars_cut_valid(void **state)
     memset(error, '\n', sizeof error - 1);
     error[sizeof error - 1] = '\0';
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, error, 0, 1, 1, &len);
+    char *line = result_encode("1", false, NULL, 0, error, 0, NULL, 0, 1, 1, &len);
     json_t *o = parse_line(line, len);
     assert_int_equal(strlen(str_field(o, "error")), RESULT_ERROR_MAX);
     json_decref(o);
@@ -286,14 +286,23 @@ static void test_error_line_with_status(void **state)
 {
     (void)state;
     size_t len = 0;
-    char *line = result_encode("1", false, NULL, 0, "HTTP 503", 503, 5, 10, &len);
+    char *line = result_encode("1", false, NULL, 0, "HTTP 503", 503, NULL, 0, 5, 10, &len);
     json_t *o = parse_line(line, len);
     assert_int_field(o, "status", 503);
     assert_int_field(o, "attempts", 5);
+    assert_null(json_object_get(o, "body"));
+    json_decref(o);
+    free(line);
+    /* A failure keeps the excerpt of the response body it was given, as a string (any bytes), after "status". */
+    line = result_encode("1", false, NULL, 0, "HTTP 500", 500, "{\"e\":\n1}\xff", 9, 2, 10, &len);
+    o = parse_line(line, len);
+    assert_int_field(o, "status", 500);
+    assert_string_equal(str_field(o, "body"), "{\"e\":\n1}\xef\xbf\xbd");
+    assert_true(strstr(line, "\"status\":500,\"body\":") != NULL);
     json_decref(o);
     free(line);
     /* A success never carries "status" at the top level: it belongs to the handler's result. */
-    line = result_encode("1", true, "{}", 2, NULL, 200, 1, 10, &len);
+    line = result_encode("1", true, "{}", 2, NULL, 200, NULL, 0, 1, 10, &len);
     o = parse_line(line, len);
     assert_null(json_object_get(o, "status"));
     json_decref(o);
