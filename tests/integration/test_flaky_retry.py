@@ -72,7 +72,10 @@ def test_retry_wait_frees_its_place(ctx):
     out = ctx.path("wait.out.jsonl")
     proc, port = ctx.spawn_http("run", "--queue", ctx.queue, "--handler", "http", "--base-url", ctx.mock.url,
                                 "--concurrency", conc, "--chunk-size", 10, "--retry-base-ms", 2000,
-                                "--retry-max-ms", 2000, "--out", out, ctx.write_jsonl("wait.jsonl", items))
+                                "--retry-max-ms", 2000, "--out", out, ctx.write_jsonl("wait.jsonl", items),
+                                # its first 30 calls all fail on purpose: the circuit breaker would (rightly) open
+                                # and excuse their attempts; this test is about the places alone
+                                "--breaker-failure-percent", 0)
     # Every first call of the failing keys made, and answered at once: they all wait now (5 s from their answer).
     # The mock counts a call as it arrives, so the sampling starts only after two more rounds of the others, which
     # began after those answers.
