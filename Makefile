@@ -37,7 +37,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request cmd commit_script commit_round window breaker
+              http_request cmd commit_script commit_round window breaker log
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -57,6 +57,7 @@ UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in 
 UNIT_commit_round := commit_round.c
 UNIT_window     := window.c metrics.c dynbuf.c xalloc.c
 UNIT_breaker    := breaker.c xalloc.c
+UNIT_log        := log.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         lint-deps \
