@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "ratelimit_math.h"
@@ -498,6 +499,27 @@ void settings_apply_log(const settings_t *s)
 {
     log_level_parse(s->log_level, &log_min_level);
     log_set_json(strcmp(s->log_format, "json") == 0);
+}
+
+bool settings_env_is_secret(const char *name)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (setting_defs[i].secret && strcmp(setting_defs[i].env, name) == 0) return true;
+    return false;
+}
+
+void settings_env_scrub(void)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const setting_def_t *d = &setting_defs[i];
+        if (!d->secret) continue;
+        size_t len = strlen(d->env);
+        /* The strings environ points to at start are the kernel's copy, which /proc/<pid>/environ shows: wiped
+         * in place, since unsetenv() only drops the pointers. */
+        for (char **e = environ; *e; e++)
+            if (strncmp(*e, d->env, len) == 0 && (*e)[len] == '=') memset(*e + len + 1, 0, strlen(*e + len + 1));
+        unsetenv(d->env);
+    }
 }
 
 void settings_free(settings_t *s)

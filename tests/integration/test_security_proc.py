@@ -6,9 +6,168 @@ container: root could read any process's memory whatever chunkd does.
 """
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 
-from harness import check
+from harness import check, skip, wait_until
+
+NOBODY = 65534
+
+# An exec subprocess that looks for the worker's secrets: it reads /proc/<pid>/environ and /proc/<pid>/mem of its
+# parent (the keeper) and grandparent (chunkd) and replies with what it could read. The item names the secrets to
+# look for.
+PROBE = r'''
+import json, os, sys
+
+def read(path, limit=1 << 20):
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit), None
+    except OSError as e:
+        return None, e.strerror
+
+def ppid_of(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+def mem_readable(pid):
+    """Reads a byte of the process's first readable mapping through /proc/<pid>/mem."""
+    try:
+        fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY)
+    except OSError as e:
+        return "open: " + e.strerror
+    try:
+        maps, err = read("/proc/%d/maps" % pid)
+        if maps is None:
+            return "opened (maps: %s)" % err
+        for line in maps.decode().splitlines():
+            start, perms = line.split()[0].split("-")[0], line.split()[1]
+            if perms.startswith("r"):
+                try:
+                    os.pread(fd, 1, int(start, 16))
+                    return "read"
+                except OSError:
+                    continue
+        return "opened"
+    finally:
+        os.close(fd)
+
+for line in sys.stdin:
+    msg = json.loads(line)
+    secrets = [s.encode() for s in msg["item"]["secrets"]]
+    keeper = os.getppid()
+    report = {"uid": os.getuid()}
+    for name, pid in (("keeper", keeper), ("chunkd", ppid_of(keeper))):
+        env, err = read("/proc/%d/environ" % pid)
+        report[name] = {
+            "environ": "read" if env is not None else err,
+            "secrets_in_environ": [s.decode() for s in secrets if env is not None and s in env],
+            "mem": mem_readable(pid),
+            "exe": os.readlink("/proc/%d/exe" % pid) if name == "keeper" else None,
+        }
+    report["own_environ"] = sorted(os.environ)
+    sys.stdout.write(json.dumps({"id": msg["id"], "result": report}) + "\n")
+    sys.stdout.flush()
+'''
+
+
+def _nobody_dir(ctx):
+    """A directory the unprivileged user can read (the test's temp dir may not be), removed after the test."""
+    path = tempfile.mkdtemp(prefix="chunkd-it-nobody-")
+    os.chmod(path, 0o755)
+    ctx.extra_dirs.append(path)
+    return path
+
+
+def _spawn_as_nobody(ctx, cmd, *args, **kw):
+    """`chunkd cmd args...` as user and group nobody without supplementary groups (exec: same pid)."""
+    if os.getuid() != 0:
+        skip("needs root to start chunkd as another user")
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        skip("setpriv (util-linux) is not installed")
+    wrapper = os.path.join(_nobody_dir(ctx), "as-nobody")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec {setpriv} --reuid={NOBODY} --regid={NOBODY} --clear-groups {ctx.bin} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    real = ctx.bin
+    ctx.bin = wrapper
+    try:
+        return ctx.spawn(cmd, *args, name=f"chunkd {cmd} (as nobody)", **kw)
+    finally:
+        ctx.bin = real
+
+
+def _system_python():
+    """A Python the unprivileged user can run (the test's own may live under /root)."""
+    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(path, os.X_OK):
+            return path
+    skip("no system python3 for the unprivileged user")
+    return None
+
+
+def _stream_results(server, ctx):
+    with server.client() as c:
+        return [json.loads(fields["r"]) for _, fields in c.xrange_all(ctx.key("results"))]
+
+
+def test_subprocess_cannot_read_worker_secrets(ctx):
+    """An exec subprocess of the same (non-root) user cannot read the worker's environment or memory: REDIS_URL's
+    password and CHUNKD_HTTP_HEADERS stay out of its reach, and the keeper it runs under holds neither."""
+    password = "pw-" + os.urandom(6).hex()
+    header_secret = "hdr-" + os.urandom(6).hex()
+    server = ctx.start_redis(password=password)
+    url = server.url(password=password)
+    probe = os.path.join(_nobody_dir(ctx), "probe.py")
+    with open(probe, "w") as f:
+        f.write(PROBE)
+    os.chmod(probe, 0o644)
+    ctx.run("enqueue", "--queue", ctx.queue, ctx.write_jsonl("items.jsonl", [{"id": 1, "secrets": [password,
+                                                                                              header_secret]}]),
+            url=url)
+    worker = _spawn_as_nobody(ctx, "worker", "--queue", ctx.queue, "--handler", "exec", "--procs", 1,
+                              "--cmd", f"{_system_python()} {probe}", url=url,
+                              env={"CHUNKD_HTTP_HEADERS": f"X-Secret: {header_secret}"})
+    wait_until(lambda: _stream_results(server, ctx) or not worker.alive(), 60,
+               lambda: f"the probe's result ({worker.describe()})")
+    results = _stream_results(server, ctx)
+    check(len(results) == 1 and results[0].get("ok") is True,
+          f"the probe item: expected one ok result (the keeper starts under a non-dumpable chunkd), got {results}; "
+          f"{worker.describe()}")
+    report = results[0]["result"]
+    check(report["uid"] == NOBODY, f"the probe ran as uid {report['uid']}, not nobody: the test proves nothing")
+    check(report["keeper"]["exe"] == os.path.realpath(ctx.bin),
+          f"the probe's parent is not a chunkd keeper: {report['keeper']}")
+    chunkd = report["chunkd"]
+    check(not chunkd["secrets_in_environ"],
+          f"the subprocess read the worker's secrets from /proc/<worker>/environ: {chunkd}")
+    check(chunkd["environ"] != "read", f"the subprocess could read /proc/<worker>/environ: {chunkd}")
+    check(chunkd["mem"].startswith("open:"), f"the subprocess could open /proc/<worker>/mem: {chunkd}")
+    keeper = report["keeper"]
+    check(not keeper["secrets_in_environ"], f"the keeper's environment holds the worker's secrets: {keeper}")
+    check(not {"REDIS_URL", "CHUNKD_HTTP_HEADERS"} & set(report["own_environ"]),
+          f"the subprocess's environment: {report['own_environ']}")
+    # Even a reader that may (root here) finds the secrets wiped from the worker's environment.
+    with open(f"/proc/{worker.pid}/environ", "rb") as f:
+        environ = f.read()
+    check(password.encode() not in environ and header_secret.encode() not in environ,
+          "the worker's /proc/<pid>/environ still shows its secrets after they were parsed")
+    worker.send(15)
+    worker.wait(30, expect_rc=0)
+
+
+def test_exec_env_refuses_secret_names(ctx):
+    """--env cannot hand chunkd's secret variables to the subprocesses."""
+    for name in ("REDIS_URL", "CHUNKD_HTTP_HEADERS"):
+        proc = ctx.run("worker", "--queue", ctx.queue, "--handler", "exec", "--cmd", "cat", "--exit-when-empty",
+                       "--env", f"PATH,{name}",
+                       expect_rc=None, timeout=30)
+        check(proc.returncode != 0 and f"--env (CHUNKD_ENV): {name}" in proc.stderr(),
+              f"--env {name}: expected a refusal naming it, got rc {proc.returncode}: {proc.stderr()[-400:]}")
+
 
 # A subprocess writing terminal escapes and carriage returns to stderr, then replying.
 NOISY = r'''
