@@ -137,7 +137,8 @@ static const setting_def_t setting_defs[] = {
      .help = "http handler: URL that each item's \"path\" is joined to"},
     {.name = "allow-hosts", .env = "CHUNKD_ALLOW_HOSTS", .type = ST_STR, .offset = OFF(allow_hosts), .def = "",
      .cmds = HTTP,
-     .help = "http handler: hosts an item's absolute \"url\" may name (comma-separated; empty: none)"},
+     .help = "http handler: hosts an item's absolute \"url\" may name, comma-separated: host or [IPv6] (the scheme's "
+             "default port only: 80, 443), host:port or [IPv6]:port (that port only); empty: none"},
     {.name = "http-timeout-ms", .env = "CHUNKD_HTTP_TIMEOUT_MS", .type = ST_INT, .offset = OFF(http_timeout_ms),
      .def = "30000", .min = 1, .max = 3600000, .cmds = HTTP,
      .help = "http handler: total time of one call"},

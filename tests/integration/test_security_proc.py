@@ -8,8 +8,10 @@ container: root could read any process's memory whatever chunkd does.
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import threading
 
 from harness import check, skip, wait_until
 
@@ -199,3 +201,83 @@ def test_subprocess_stderr_cannot_forge_log_lines(ctx):
           f"the log line does not show the escapes: {line!r}")
     check(b"\nFAKE" not in raw and not any(l.startswith(b"FAKE") for l in raw.split(b"\n")),
           "a forged line starts a log line")
+
+
+# ---- the http handler: item paths stay under --base-url's path; --allow-hosts ports ----------------------------
+
+def test_item_path_cannot_leave_base_path(ctx):
+    """With --base-url .../api, an item path with dot segments (raw, percent-encoded, mixed, or between encoded
+    slashes) is refused with the reason: no request is made, so the secret headers go nowhere."""
+    from test_http import SECRET, _echo, _http, _refused
+    q, mock = ctx.queue, ctx.mock
+    escaping = ["/../../secret-admin", "/%2e%2e/%2E%2E/secret-admin", "/.%2E/..%2fsecret-admin",
+                f"/{q}/..%2F..%2F..%2Fsecret-admin", "/x/%2e./../secret-admin", "/./secret-admin",
+                "/x\\..\\..\\secret-admin"]
+    items = [{"id": f"escape-{i}", "path": path} for i, path in enumerate(escaping)]
+    items.append({"id": "ok", "path": f"/{q}/ok", "query": {"next": "/../x"}})
+    before = mock.total()
+    results, _ = _http(ctx, items, "--base-url", f"{mock.url}/api", base_url=False, label="escape",
+                       env={"CHUNKD_HTTP_HEADERS": f"Authorization: Bearer {SECRET}"})
+    for i in range(len(escaping)):
+        _refused(results, f"escape-{i}", '"path"', "segment", "--base-url")
+    echo = _echo(results, "ok")
+    check(echo["path"] == f"/api/{q}/ok" and echo["headers"].get("authorization") == f"Bearer {SECRET}",
+          f"the control item: mock saw {echo['path']} with headers {sorted(echo['headers'])}")
+    made = mock.total() - before
+    check(made == 1 and mock.count("/secret-admin") == 0,
+          lambda: f"escaping items reached the API (with the secret headers): the mock counted {made} requests "
+                  f"(expected 1, the control item): {mock.counts()['paths']}")
+
+
+class _Listener:
+    """A loopback TCP port that counts the connections made to it (and closes them)."""
+
+    def __enter__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+        return self
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def test_allow_hosts_ports(ctx):
+    """An --allow-hosts entry host:port allows that port only; a bare host allows only the scheme's default port."""
+    from test_http import _echo, _http, _refused
+    q, mock = ctx.queue, ctx.mock
+    # A bare host: port 80 only (the mock listens elsewhere).
+    before = mock.total()
+    results, _ = _http(ctx, [{"id": "bare", "url": f"{mock.url}/{q}/bare"}], "--allow-hosts", "127.0.0.1",
+                       base_url=False, label="bare", queue=q + "-bare", env={"CHUNKD_MAX_ATTEMPTS": "1"})
+    _refused(results, "bare", "--allow-hosts", "80")
+    check(mock.total() == before, lambda: f"a bare --allow-hosts host reached port {mock.port}: "
+                                          f"{mock.counts()['paths']}")
+    # host:port: that port only.
+    with _Listener() as other:
+        items = [{"id": "named-port", "url": f"{mock.url}/{q}/named-port"},
+                 {"id": "other-port", "url": f"http://127.0.0.1:{other.port}/{q}/other-port"}]
+        results, _ = _http(ctx, items, "--allow-hosts", f"127.0.0.1:{mock.port}", base_url=False, label="ports",
+                           queue=q + "-ports", env={"CHUNKD_MAX_ATTEMPTS": "1"})
+        connected = other.accepted
+    check(_echo(results, "named-port")["path"] == f"/{q}/named-port", "the allowed host:port was not reached")
+    _refused(results, "other-port", "--allow-hosts", str(other.port))
+    check(connected == 0, f"the port not allowed was connected to {connected} time(s)")
+    # A bad entry is refused at start, naming the setting.
+    proc = ctx.run("run", "--queue", q + "-bad", "--handler", "http", "--allow-hosts", "::1",
+                   ctx.write_jsonl("bad.jsonl", [{"url": "http://[::1]/"}]), expect_rc=None, timeout=30)
+    check(proc.returncode != 0 and "--allow-hosts (CHUNKD_ALLOW_HOSTS)" in proc.stderr(),
+          f"--allow-hosts ::1: expected a refusal at start, got {proc.describe()}")
