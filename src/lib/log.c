@@ -41,15 +41,18 @@ bool log_limit_allow(log_limit_t *limit, unsigned *suppressed)
     return allow;
 }
 
-/* Appends s as the inside of a JSON string (quotes, backslashes and control characters escaped). */
+/* Appends s as the inside of a JSON string (quotes, backslashes and control characters escaped: C0, DEL and the
+ * C1 controls in UTF-8, as in log_text_escape). */
 static size_t json_escape(char *out, size_t cap, const char *s)
 {
     size_t n = 0;
     for (; *s && n + 7 < cap; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+        if (c == 0xc2 && (unsigned char)s[1] >= 0x80 && (unsigned char)s[1] <= 0x9f)
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", (unsigned char)*++s);
+        else if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
         else if (c == '\n') out[n++] = '\\', out[n++] = 'n';
-        else if (c < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        else if (c < 0x20 || c == 0x7f) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
         else out[n++] = (char)c;
     }
     out[n] = '\0';

@@ -63,9 +63,9 @@ static void a_text_line_has_one_newline(void **state)
     for (const char *p = out; *p; p++) assert_true((unsigned char)*p >= 0x20 || (*p == '\n' && p[1] == '\0'));
     /* JSON lines escape as JSON does. */
     log_set_json(true);
-    logged(out, sizeof out, "\x1b\r");
+    logged(out, sizeof out, "\x1b\r\x7f\xc2\x9b\xc3\xa9\"");
     log_set_json(false);
-    assert_non_null(strstr(out, "\"msg\":\"stderr: \\u001b\\u000d\""));
+    assert_non_null(strstr(out, "\"msg\":\"stderr: \\u001b\\u000d\\u007f\\u009b\xc3\xa9\\\"\""));
 }
 
 int main(void)
