@@ -37,7 +37,7 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request cmd commit_script commit_round window breaker scheduler
+              http_request cmd commit_script commit_round window breaker scheduler log
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_chunk      := chunk.c xalloc.c
@@ -60,6 +60,7 @@ UNIT_breaker    := breaker.c xalloc.c
 # The scheduler on real loop threads; ratelimit.c (Redis) and the handlers are faked in the test itself.
 UNIT_scheduler  := scheduler.c loop.c work.c chunk.c result.c metrics.c log.c dynbuf.c xalloc.c
 UNIT_LDFLAGS_scheduler := -Wl,--wrap=loop_wake # UNIT_LDFLAGS_<test>: its own link flags
+UNIT_log        := log.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         lint-deps \

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -103,6 +104,10 @@ int main(int argc, char **argv)
 {
     /* The exec handler runs each subprocess under chunkd itself as its keeper (keeper.h), before anything else. */
     if (argc > 0 && strcmp(argv[0], KEEPER_ARGV0) == 0) return keeper_main(argc - 1, argv + 1);
+    /* Processes of the same user (an exec subprocess, whatever it starts) can no longer read this one's memory,
+     * environment or descriptors under /proc/<pid>, nor ptrace it; no core dump holds its secrets either. A
+     * keeper is a new exec, dumpable again, and holds nothing its subprocess does not already have. */
+    prctl(PR_SET_DUMPABLE, 0);
     int closed_fds = std_fds_open();
     if (closed_fds < 0) return EXIT_RUNTIME; /* nowhere safe to say why */
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
@@ -135,6 +140,7 @@ int main(int argc, char **argv)
         settings_free(&s);
         return EXIT_USAGE;
     }
+    settings_env_scrub(); /* before any thread, and before anything is started */
     settings_apply_log(&s);
     if ((closed_fds & (1 << STDOUT_FILENO)) && !s.out && (bit & (CMD_COLLECT | CMD_RUN))) {
         /* Results written to /dev/null would be acknowledged and deleted from the stream: lost. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "ratelimit_math.h"
@@ -136,7 +137,8 @@ static const setting_def_t setting_defs[] = {
      .help = "http handler: URL that each item's \"path\" is joined to"},
     {.name = "allow-hosts", .env = "CHUNKD_ALLOW_HOSTS", .type = ST_STR, .offset = OFF(allow_hosts), .def = "",
      .cmds = HTTP,
-     .help = "http handler: hosts an item's absolute \"url\" may name (comma-separated; empty: none)"},
+     .help = "http handler: hosts an item's absolute \"url\" may name, comma-separated: host or [IPv6] (the scheme's "
+             "default port only: 80, 443), host:port or [IPv6]:port (that port only); empty: none"},
     {.name = "http-timeout-ms", .env = "CHUNKD_HTTP_TIMEOUT_MS", .type = ST_INT, .offset = OFF(http_timeout_ms),
      .def = "30000", .min = 1, .max = 3600000, .cmds = HTTP,
      .help = "http handler: total time of one call"},
@@ -501,6 +503,27 @@ void settings_apply_log(const settings_t *s)
 {
     log_level_parse(s->log_level, &log_min_level);
     log_set_json(strcmp(s->log_format, "json") == 0);
+}
+
+bool settings_env_is_secret(const char *name)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (setting_defs[i].secret && strcmp(setting_defs[i].env, name) == 0) return true;
+    return false;
+}
+
+void settings_env_scrub(void)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const setting_def_t *d = &setting_defs[i];
+        if (!d->secret) continue;
+        size_t len = strlen(d->env);
+        /* The strings environ points to at start are the kernel's copy, which /proc/<pid>/environ shows: wiped
+         * in place, since unsetenv() only drops the pointers. */
+        for (char **e = environ; *e; e++)
+            if (strncmp(*e, d->env, len) == 0 && (*e)[len] == '=') memset(*e + len + 1, 0, strlen(*e + len + 1));
+        unsetenv(d->env);
+    }
 }
 
 void settings_free(settings_t *s)

@@ -119,6 +119,12 @@ settings_rc_t settings_parse(settings_t *s, int cmd, int argc, char **argv, char
 /* Sets the process's log level and format (log.h) from --log-level and --log-format. */
 void settings_apply_log(const settings_t *s);
 void settings_free(settings_t *s);
+/* True when the environment variable name holds one of chunkd's secrets (REDIS_URL, CHUNKD_HTTP_HEADERS). */
+bool settings_env_is_secret(const char *name);
+/* Removes the secret variables from the process's environment once they are parsed (settings hold copies), their
+ * values wiped where the kernel placed them too: nothing chunkd starts inherits them, and /proc/<pid>/environ
+ * no longer shows them. Call before any thread starts (it changes environ). */
+void settings_env_scrub(void);
 
 /* Prints the usage of a subcommand and its settings, with defaults and bounds. */
 void settings_help(int cmd, const char *cmd_name, const char *usage, const char *summary);

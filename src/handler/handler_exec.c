@@ -126,6 +126,13 @@ static int exec_init(const settings_t *s, void **shared, char *err, size_t errle
         snprintf(err, errlen, "invalid value for --env (CHUNKD_ENV): %s", why);
         return -1;
     }
+    for (size_t i = 0; i < n_names; i++)
+        if (settings_env_is_secret(names[i])) {
+            snprintf(err, errlen, "invalid value for --env (CHUNKD_ENV): %s holds chunkd's secrets, which never reach "
+                                  "a subprocess", names[i]);
+            exec_proto_argv_free(names);
+            return -1;
+        }
     static const char *const base[] = {"PATH", "HOME", "LANG"};
     sh->envp = xcalloc(n_names + 4, sizeof(char *));
     size_t n_env = 0;

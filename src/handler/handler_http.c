@@ -5,9 +5,9 @@
  * multi handle's cost per transfer grows with the connections it holds, so spreading transfers over shards keeps
  * each one small. Easy handles are pooled per loop and reused, so connections are kept alive.
  *
- * Queue contents are untrusted: an item names a method, a path joined to --base-url, a query, headers and a body;
- * an absolute "url" is accepted only for a host in --allow-hosts, and the final URL is checked to still point at
- * the allowed host before any request is made. Redirects are not followed; only http and https are spoken.
+ * Queue contents are untrusted: an item names a method, a path joined to --base-url (no dot segment may take it
+ * out of the base's path), a query, headers and a body; an absolute "url" is accepted only for a host and port in
+ * --allow-hosts, and the final URL is checked to still point at them before any request is made. Redirects are not followed; only http and https are spoken.
  *
  * Outcomes: 1xx-3xx are results; connection errors, timeouts and --retry-statuses (default 429 and 5xx) are
  * retried up to --max-attempts after a wait (exponential backoff with full jitter, or Retry-After) during which the

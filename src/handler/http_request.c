@@ -53,6 +53,7 @@ void http_config_free(http_config_t *c)
     free(c->base_url);
     free(c->base_host);
     free_list(c->allow_hosts, c->n_allow_hosts);
+    free(c->allow_ports);
     free_list(c->keep_headers, c->n_keep_headers);
     free_list(c->secret_headers, c->n_secret);
     free_list(c->secret_names, c->n_secret);
@@ -165,6 +166,46 @@ static int parse_retry_statuses(http_config_t *c, const char *text, char *err, s
     return rc;
 }
 
+/* Splits the --allow-hosts entry e (lowercase) into its host, in place, and port: "host", "host:port",
+ * "[v6]" or "[v6]:port" (*port 0 when none is named). Returns 0, or -1 when e is none of these. */
+static int parse_allow_entry(char *e, long *port)
+{
+    char *colon;
+    *port = 0;
+    if (e[0] == '[') {
+        char *close = strchr(e, ']');
+        if (!close || close == e + 1 || (close[1] && close[1] != ':')) return -1;
+        colon = close[1] ? close + 1 : NULL;
+    } else {
+        colon = strchr(e, ':');
+        if (colon == e || (colon && strchr(colon + 1, ':'))) return -1; /* a bare IPv6 address needs brackets */
+    }
+    if (!colon) return 0;
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)colon[1])) return -1;
+    *port = strtol(colon + 1, &end, 10);
+    if (*end || errno || *port < 1 || *port > 65535) return -1;
+    *colon = '\0';
+    return 0;
+}
+
+static int parse_allow_hosts(http_config_t *c, const char *text, char *err, size_t errlen)
+{
+    c->allow_hosts = split_list(text, &c->n_allow_hosts);
+    c->allow_ports = xcalloc(c->n_allow_hosts + 1, sizeof *c->allow_ports);
+    for (size_t i = 0; i < c->n_allow_hosts; i++) {
+        char entry[256];
+        snprintf(entry, sizeof entry, "%s", c->allow_hosts[i]);
+        if (parse_allow_entry(c->allow_hosts[i], &c->allow_ports[i])) {
+            snprintf(err, errlen, "invalid value for --allow-hosts (CHUNKD_ALLOW_HOSTS): '%s' is not a host, "
+                     "host:port, [IPv6] or [IPv6]:port (port 1 to 65535)", entry);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 char *http_url_host(const char *url)
 {
     CURLU *u = curl_url();
@@ -197,7 +238,7 @@ http_config_t *http_config_new(const settings_t *s, char *err, size_t errlen)
                                              "no_proxy", "NO_PROXY"};
     for (size_t i = 0; i < sizeof proxy_vars / sizeof proxy_vars[0]; i++)
         if (getenv(proxy_vars[i])) c->env_proxy = true;
-    c->allow_hosts = split_list(s->allow_hosts, &c->n_allow_hosts);
+    if (parse_allow_hosts(c, s->allow_hosts, err, errlen)) goto fail;
     c->keep_headers = split_list(s->keep_headers, &c->n_keep_headers);
     if (parse_retry_statuses(c, s->retry_statuses, err, errlen)) goto fail;
     if (s->http_headers && add_secret_headers(c, s->http_headers, "CHUNKD_HTTP_HEADERS", err, errlen)) goto fail;
@@ -227,10 +268,35 @@ fail:
 
 /* ---- building a request from an item ---- */
 
-static bool host_allowed(const http_config_t *c, const char *host)
+/* The host (lowercase, malloc'd into *host) and port (the scheme's default when the URL names none) of an http
+ * or https url. Returns 0, or -1 when url does not parse. */
+static int url_target(const char *url, char **host, long *port, long *default_port)
+{
+    CURLU *u = curl_url();
+    char *h = NULL, *p = NULL, *scheme = NULL;
+    int rc = -1;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK && curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK) {
+        *host = xstrdup(h);
+        lowercase(*host);
+        *port = strtol(p, NULL, 10);
+        *default_port = strcasecmp(scheme, "https") == 0 ? 443 : 80;
+        rc = 0;
+    }
+    curl_free(h);
+    curl_free(p);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* An entry that names no port allows only the scheme's default port. */
+static bool target_allowed(const http_config_t *c, const char *host, long port, long default_port)
 {
     for (size_t i = 0; i < c->n_allow_hosts; i++)
-        if (strcmp(c->allow_hosts[i], host) == 0) return true;
+        if (strcmp(c->allow_hosts[i], host) == 0 && port == (c->allow_ports[i] ? c->allow_ports[i] : default_port))
+            return true;
     return false;
 }
 
@@ -300,10 +366,13 @@ static const char *url_absolute(const http_config_t *c, const json_t *jurl, dynb
     if (!json_is_string(jurl)) return "\"url\" must be a string";
     const char *u = json_string_value(jurl);
     if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) return "\"url\" must be http or https";
-    char *h = http_url_host(u);
-    if (!h) return "\"url\" is not a valid URL";
-    if (!host_allowed(c, h)) {
-        snprintf(why, whylen, "host %.200s of \"url\" is not in --allow-hosts; no request was made", h);
+    char *h;
+    long port, default_port;
+    if (url_target(u, &h, &port, &default_port)) return "\"url\" is not a valid URL";
+    if (!target_allowed(c, h, port, default_port)) {
+        snprintf(why, whylen, "host %.200s port %ld of \"url\" is not in --allow-hosts (an entry without a port "
+                 "allows only %ld for %s); no request was made", h, port, default_port,
+                 default_port == 443 ? "https" : "http");
         free(h);
         return why;
     }
@@ -313,6 +382,37 @@ static const char *url_absolute(const http_config_t *c, const json_t *jurl, dynb
     }
     *host = h;
     return NULL;
+}
+
+static int hex_value(char c)
+{
+    return isdigit((unsigned char)c) ? c - '0' : tolower((unsigned char)c) - 'a' + 10;
+}
+
+/* True when path, up to its query or fragment, holds a "." or ".." segment once percent-decoded, counting '/', '\\'
+ * and their encodings (%2F, %5C) as separators: libcurl resolves raw ones against --base-url's path (RFC 3986
+ * dot-segment removal), and a server or proxy that decodes the others may do the same. */
+static bool path_has_dot_segment(const char *path)
+{
+    size_t seg_len = 0;
+    bool only_dots = true;
+    for (const char *p = path;;) {
+        int c = (unsigned char)*p;
+        size_t step = 1;
+        if (c == '\0' || c == '?' || c == '#') c = -1;
+        else if (c == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]))
+            c = hex_value(p[1]) * 16 + hex_value(p[2]), step = 3;
+        if (c == -1 || c == '/' || c == '\\') {
+            if (seg_len >= 1 && seg_len <= 2 && only_dots) return true;
+            if (c == -1) return false;
+            seg_len = 0;
+            only_dots = true;
+        } else {
+            seg_len++;
+            only_dots = only_dots && c == '.';
+        }
+        p += step;
+    }
 }
 
 /* Appends --base-url and the item's "path" (if any) to url. Returns NULL, or an error message. */
@@ -326,6 +426,9 @@ static const char *url_from_base(const http_config_t *c, const json_t *jpath, dy
         if (path[0] != '/') return "\"path\" must start with '/'";
         for (const char *p = path; *p; p++)
             if ((unsigned char)*p <= ' ' || *p == 0x7f) return "\"path\" must not contain spaces or control characters";
+        if (path_has_dot_segment(path))
+            return "\"path\" must not hold a \".\" or \"..\" segment (nor one percent-encoded, or between encoded "
+                   "slashes): it would leave the path of --base-url; no request was made";
     }
     if (dynbuf_addstr(url, c->base_url) || dynbuf_addstr(url, path)) return "URL too long";
     return NULL;
@@ -342,12 +445,15 @@ static const char *request_url(const http_config_t *c, const json_t *item, http_
     const char *error = jurl ? url_absolute(c, jurl, &url, &host, why, whylen)
                              : url_from_base(c, json_object_get(item, "path"), &url);
     if (!error) error = add_query(&url, json_object_get(item, "query"));
-    /* The URL must still name the allowed host (a crafted path or query cannot move it). A URL built on
+    /* The URL must still name the allowed host and port (a crafted path or query cannot move them). A URL built on
      * --base-url needs no parsing for that: what follows base_url starts with '/' (the path) or '?' (the query;
      * '&' only after a '?'), so the authority part, and with it the host, ends where base_url ends. */
     if (!error && host) {
-        char *final_host = http_url_host(url.data);
-        if (!final_host || strcmp(final_host, host) != 0) error = "the URL built from the item changes its host";
+        char *final_host = NULL;
+        long port, default_port;
+        if (url_target(url.data, &final_host, &port, &default_port) || strcmp(final_host, host) != 0 ||
+            !target_allowed(c, final_host, port, default_port))
+            error = "the URL built from the item changes its host or port";
         free(final_host);
     }
     free(host);

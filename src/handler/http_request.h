@@ -2,8 +2,10 @@
  * item turned into a request (http_request_build) under the rules for untrusted items. No transfer happens here
  * (libcurl is used only to parse URLs and hold header lists), so it is unit-tested and fuzzed on its own.
  *
- * Rules: an item names a method, a path joined to --base-url, a query, headers and a body; an absolute "url" is
- * accepted only for a host in --allow-hosts, and the final URL must still name the allowed host. Headers that
+ * Rules: an item names a method, a path joined to --base-url (without "." or ".." segments, raw or
+ * percent-encoded, so it stays under the base's path), a query, headers and a body; an absolute "url" is accepted
+ * only for a host and port in --allow-hosts (an entry without a port allows the scheme's default port only), and
+ * the final URL must still name them. Headers that
  * frame the request (Host, Content-Length, ...) and the names of secret headers cannot be set by an item; secret
  * headers go only to --base-url, never to an item's absolute url; every request carries an Idempotency-Key
  * derived from the queue and the item id (unless --no-idempotency-key). */
@@ -25,7 +27,8 @@ typedef struct http_config {
     const settings_t *settings;
     char *base_url;                  /* without a trailing '/'; NULL: absolute urls only */
     char *base_host;                 /* host of base_url */
-    char **allow_hosts;              /* lowercase */
+    char **allow_hosts;              /* lowercase hosts ("[v6]" in brackets, as libcurl writes them) */
+    long *allow_ports;               /* each one's port; 0: only the scheme's default (80, 443) */
     size_t n_allow_hosts;
     char **keep_headers;             /* lowercase */
     size_t n_keep_headers;

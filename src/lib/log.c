@@ -41,16 +41,46 @@ bool log_limit_allow(log_limit_t *limit, unsigned *suppressed)
     return allow;
 }
 
-/* Appends s as the inside of a JSON string (quotes, backslashes and control characters escaped). */
+/* Appends s as the inside of a JSON string (quotes, backslashes and control characters escaped: C0, DEL and the
+ * C1 controls in UTF-8, as in log_text_escape). */
 static size_t json_escape(char *out, size_t cap, const char *s)
 {
     size_t n = 0;
     for (; *s && n + 7 < cap; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+        if (c == 0xc2 && (unsigned char)s[1] >= 0x80 && (unsigned char)s[1] <= 0x9f)
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", (unsigned char)*++s);
+        else if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
         else if (c == '\n') out[n++] = '\\', out[n++] = 'n';
-        else if (c < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        else if (c < 0x20 || c == 0x7f) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
         else out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+size_t log_text_escape(char *out, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    if (cap == 0) return 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        /* C0 controls and DEL; C1 controls as UTF-8 (U+0080 to U+009F: 0xc2 0x80-0x9f, U+009B is a CSI). */
+        bool c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
+        if (*p >= 0x20 && *p != 0x7f && !c1) {
+            if (n + 1 >= cap) break;
+            out[n++] = (char)*p;
+            continue;
+        }
+        size_t len = c1 ? 8 : 4;
+        if (n + len >= cap) break;
+        for (const unsigned char *b = p; b < p + (c1 ? 2 : 1); b++) {
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[*b >> 4];
+            out[n++] = hex[*b & 15];
+        }
+        p += c1;
     }
     out[n] = '\0';
     return n;
@@ -98,7 +128,11 @@ void log_write(log_level_t level, const char *fmt, ...)
         }
         if (len > 0 && (size_t)len < sizeof line - 2) len += snprintf(line + len, sizeof line - (size_t)len, "}");
     } else {
-        len = snprintf(line, sizeof line, "%s %-5s %s", stamp, log_level_names[level], msg);
+        /* Text from outside (a subprocess's stderr, an API's error, an item id) cannot move the cursor, clear the
+         * terminal or fake a line: every control byte of the message is written as \xHH. */
+        char esc[LOG_LINE_MAX + 64];
+        log_text_escape(esc, sizeof esc, msg);
+        len = snprintf(line, sizeof line, "%s %-5s %s", stamp, log_level_names[level], esc);
     }
     if (len < 0) return;
     size_t out = (size_t)len < sizeof line - 1 ? (size_t)len : sizeof line - 2;

@@ -2,7 +2,8 @@
  *
  * LOG() checks the level before formatting anything, so a disabled debug line costs one comparison. Lines are
  * capped at LOG_LINE_MAX bytes and written with a single write(2), so lines from different threads never
- * interleave. Never call from a signal handler. */
+ * interleave. Never call from a signal handler. Text lines carry no control byte but their final newline (each is
+ * written as \xHH, see log_text_escape); JSON lines escape them as JSON does. */
 #ifndef CHUNKD_LOG_H
 #define CHUNKD_LOG_H
 
@@ -33,6 +34,10 @@ bool log_limit_allow(log_limit_t *limit, unsigned *suppressed);
 
 /* Returns 0 and sets *out for "debug", "info", "warn" or "error"; -1 otherwise. */
 int log_level_parse(const char *name, log_level_t *out);
+/* Copies s to out (cap bytes with the NUL, truncated at a whole character or escape), every control byte written
+ * as \xHH: C0 controls (ESC, CR, LF, TAB, ...), DEL, and the C1 controls in UTF-8 (0xc2 0x80-0x9f, as \xc2\x9b).
+ * Returns the length written. */
+size_t log_text_escape(char *out, size_t cap, const char *s);
 /* Copies text to out, replacing the user:password of a URL ("scheme://user:pw@host") with "***", for logging. */
 void log_mask_userinfo(const char *text, char *out, size_t outlen);
 void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

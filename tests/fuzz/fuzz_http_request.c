@@ -2,9 +2,11 @@
  *
  * Input: the item's id as JSON text, a NUL byte, then the item (inputs without the NUL use the id "1"); only items
  * that are valid JSON reach the handler. The config is fixed: --base-url http://api.test:8080/v1/, --allow-hosts
- * "ok.test, Other.Test", two secret headers. Beyond "no crash, no leak, no undefined behaviour" it checks the
- * rules the handler promises (http_request.h): the URL names the base host or an allowed one; a URL built on the
- * base starts with it and holds no space or control byte; header lines are "token: value" without line breaks,
+ * "ok.test, Other.Test:8443", two secret headers. Beyond "no crash, no leak, no undefined behaviour" it checks the
+ * rules the handler promises (http_request.h): the URL names the base host or an allowed host on its allowed port
+ * (ok.test on the scheme's default port only); a URL built on the base starts with it, holds no space or control
+ * byte, and its path stays under /v1 after RFC 3986 dot-segment removal, with %2E as a dot and %2F, %5C and '\'
+ * as slashes (what a server that decodes them would see); header lines are "token: value" without line breaks,
  * no item sets a framing header, Idempotency-Key is there once and its value is printable; secret headers go only
  * with base-URL requests and their values appear nowhere else; a refused item leaves nothing allocated. */
 #include <jansson.h>
@@ -31,7 +33,7 @@ static http_config_t *config(void)
     if (c) return c;
     s.queue = "q{1}";
     s.base_url = BASE "/";
-    s.allow_hosts = "ok.test, Other.Test";
+    s.allow_hosts = "ok.test, Other.Test:8443";
     s.keep_headers = "";
     s.retry_statuses = "429,5xx";
     s.http_headers = "Authorization: " SECRET1 "\nX-Api-Key: " SECRET2;
@@ -54,6 +56,67 @@ static bool is_token(const char *s, size_t n)
     return true;
 }
 
+/* The port of an absolute URL (the scheme's default when it names none), or -1. */
+static long url_port(const char *url, long *default_port)
+{
+    CURLU *u = curl_url();
+    char *port = NULL, *scheme = NULL;
+    long out = -1;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK) {
+        out = strtol(port, NULL, 10);
+        *default_port = strcmp(scheme, "https") == 0 ? 443 : 80;
+    }
+    curl_free(port);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return out;
+}
+
+/* RFC 3986 5.2.4 remove_dot_segments, in place, over a path decoded as a server might: %2E as '.', %2F, %5C and
+ * '\\' as '/'. Written apart from the code under test, as the RFC states it. */
+static void remove_dot_segments(char *path)
+{
+    char *w = path;
+    for (const char *r = path; *r;) {
+        if (r[0] == '%' && r[1] == '2' && (r[2] == 'e' || r[2] == 'E')) *w++ = '.', r += 3;
+        else if (r[0] == '%' && ((r[1] == '2' && (r[2] == 'f' || r[2] == 'F')) ||
+                                 (r[1] == '5' && (r[2] == 'c' || r[2] == 'C')))) *w++ = '/', r += 3;
+        else *w++ = *r == '\\' ? '/' : *r, r++;
+    }
+    *w = '\0';
+    static char out[70000];
+    size_t n = 0;
+    out[0] = '\0';
+    char *in = path;
+    while (*in) {
+        if (strncmp(in, "../", 3) == 0) in += 3;                         /* A */
+        else if (strncmp(in, "./", 2) == 0) in += 2;
+        else if (strncmp(in, "/./", 3) == 0) in += 2;                    /* B */
+        else if (strcmp(in, "/.") == 0) in[1] = '\0';
+        else if (strncmp(in, "/../", 4) == 0 || strcmp(in, "/..") == 0) { /* C */
+            if (in[3] == '/') {
+                in += 3;
+            } else {
+                in += 2;
+                in[0] = '/';
+            }
+            while (n > 0 && out[--n] != '/') {}
+            out[n] = '\0';
+        } else if (strcmp(in, ".") == 0 || strcmp(in, "..") == 0) {     /* D */
+            break;
+        } else {                                                         /* E */
+            size_t seg = 1 + strcspn(in + 1, "/");
+            memcpy(out + n, in, seg);
+            n += seg;
+            out[n] = '\0';
+            in += seg;
+        }
+    }
+    strcpy(path, out);
+}
+
 /* leak_checks: the item's own text does not name a secret value (an item may write one into its URL or a header
  * of its own; that is not a leak). */
 static void check_request(const json_t *item, const http_request_t *req, bool leak_checks)
@@ -63,8 +126,9 @@ static void check_request(const json_t *item, const http_request_t *req, bool le
     CHECK(host != NULL, "URL without a host: %s", req->url);
     bool absolute = json_object_get(item, "url") != NULL;
     if (absolute) {
-        CHECK(strcmp(host, "ok.test") == 0 || strcmp(host, "other.test") == 0, "host %s not allowed: %s", host,
-              req->url);
+        long default_port, port = url_port(req->url, &default_port);
+        CHECK((strcmp(host, "ok.test") == 0 && port == default_port) || (strcmp(host, "other.test") == 0 && port == 8443),
+              "host %s port %ld not allowed: %s", host, port, req->url);
     } else {
         CHECK(strcmp(host, "api.test") == 0, "host %s is not the base's: %s", host, req->url);
         size_t n = strlen(BASE);
@@ -72,6 +136,19 @@ static void check_request(const json_t *item, const http_request_t *req, bool le
               "URL does not extend the base: %s", req->url);
         for (const char *p = req->url; *p; p++)
             CHECK((unsigned char)*p > 0x20 && *p != 0x7f, "URL has byte 0x%02x: %s", (unsigned char)*p, req->url);
+        static char path[70000];
+        size_t path_len = strcspn(req->url + n, "?#");
+        if (path_len + strlen(BASE) < sizeof path) {
+            memcpy(path, req->url + n, path_len);
+            path[path_len] = '\0';
+            char *base_path = strchr(&BASE[7], '/');
+            size_t base_len = strlen(base_path);
+            memmove(path + base_len, path, path_len + 1);
+            memcpy(path, base_path, base_len);
+            remove_dot_segments(path);
+            CHECK(strncmp(path, base_path, base_len) == 0 && (path[base_len] == '\0' || path[base_len] == '/'),
+                  "the path leaves %s after dot-segment removal (%s): %s", base_path, path, req->url);
+        }
     }
     free(host);
     if (req->method) {

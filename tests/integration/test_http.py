@@ -712,7 +712,7 @@ def test_allow_hosts_and_refused_items(ctx):
     check(made == 1, lambda: f"refused items made requests: the mock counted {made} (expected 1, the control "
                              f"item): {mock.counts()['paths']}")
 
-    # --allow-hosts 127.0.0.1 and no --base-url: absolute urls to that host only.
+    # --allow-hosts 127.0.0.1:<the mock's port> and no --base-url: absolute urls to that host and port only.
     before = mock.total()
     items = [
         {"id": "abs", "url": f"{mock.url}/{q}/abs?x=1", "query": {"y": 2}},
@@ -725,8 +725,8 @@ def test_allow_hosts_and_refused_items(ctx):
     ]
     with _PyServer() as server:
         items[-1]["url"] = f"{server.url}/redirect"
-        results, _ = _http(ctx, items, "--allow-hosts", "127.0.0.1", base_url=False, label="allowed",
-                           queue=q + "-allowed")
+        results, _ = _http(ctx, items, "--allow-hosts", f"127.0.0.1:{port}, {server.url[len('http://'):]}",
+                           base_url=False, label="allowed", queue=q + "-allowed")
     res = _ok(results, "redirect")
     check(res["status"] == 302, f"a 302 answer: expected a result with status 302 (not followed), got {res}")
     _check_counts(ctx, {f"/{q}/redirected": 0}, "redirect to the mock (must not be followed)")
@@ -739,7 +739,7 @@ def test_allow_hosts_and_refused_items(ctx):
         _refused(results, name, "--allow-hosts")
     _refused(results, "path-only", "base-url")
     made = mock.total() - before
-    check(made == 2, lambda: f"with --allow-hosts 127.0.0.1 the mock counted {made} requests, expected 2: "
+    check(made == 2, lambda: f"with --allow-hosts 127.0.0.1:{port} the mock counted {made} requests, expected 2: "
                              f"{mock.counts()['paths']}")
 
 
@@ -821,7 +821,8 @@ def test_secret_headers(ctx):
              {"id": "refused", "url": f"http://localhost:{ctx.mock.port}/{q}/x"}]
     items.append({"id": "abs-url", "url": f"{ctx.mock.url}/{q}/abs-url"})
     results, proc = _http(ctx, items, "--header-file", header_file, "--log-level", "debug", "--max-attempts", 2,
-                          "--retry-base-ms", 1, "--allow-hosts", "127.0.0.1", env=env, label="secret")
+                          "--retry-base-ms", 1, "--allow-hosts", f"127.0.0.1:{ctx.mock.port}", env=env,
+                          label="secret")
     headers = _echo(results, "ok")["headers"]
     check(headers.get("authorization") == f"Bearer {SECRET}" and headers.get("x-api-key") == FILE_SECRET,
           "CHUNKD_HTTP_HEADERS / --header-file headers did not reach the API: mock saw "

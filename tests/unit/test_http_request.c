@@ -103,13 +103,86 @@ static void test_absolute_urls(void **state)
     assert_non_null(header(&req, "Idempotency-Key"));
     http_request_free(&req);
     const char *error = build(&s, "{\"url\":\"http://evil.test/\"}", "1", &req);
-    assert_string_equal(error, "host evil.test of \"url\" is not in --allow-hosts; no request was made");
+    assert_string_equal(error, "host evil.test port 80 of \"url\" is not in --allow-hosts (an entry without a port "
+                               "allows only 80 for http); no request was made");
     assert_null(req.url);
     assert_null(req.headers);
     /* userinfo does not fool the host check */
     assert_non_null(build(&s, "{\"url\":\"http://ok.test@evil.test/\"}", "1", &req));
     assert_null(req.url);
     assert_string_equal(build(&s, "{\"url\":\"ftp://ok.test/\"}", "1", &req), "\"url\" must be http or https");
+}
+
+/* An entry without a port allows the scheme's default port only; host:port and [v6]:port name one. */
+static void test_allow_hosts_ports(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    s.allow_hosts = "ok.test, other.test:8443, [::1], [fd00::2]:9000";
+    http_request_t req;
+    static const char *const allowed[] = {"http://ok.test/a", "http://ok.test:80/a", "https://ok.test/a",
+                                          "https://ok.test:443/a", "https://other.test:8443/a",
+                                          "http://other.test:8443/a", "http://[::1]/a", "http://[fd00::2]:9000/a"};
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) {
+        char item[128];
+        snprintf(item, sizeof item, "{\"url\":\"%s\"}", allowed[i]);
+        assert_null(build(&s, item, "1", &req));
+        assert_string_equal(req.url, allowed[i]);
+        http_request_free(&req);
+    }
+    static const char *const refused[] = {"http://ok.test:8080/a", "https://ok.test:80/a", "http://ok.test:443/a",
+                                          "http://other.test/a", "https://other.test/a", "http://other.test:8444/a",
+                                          "http://[::1]:8080/a", "http://[fd00::2]/a"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char item[128];
+        snprintf(item, sizeof item, "{\"url\":\"%s\"}", refused[i]);
+        const char *error = build(&s, item, "1", &req);
+        assert_non_null(error);
+        assert_non_null(strstr(error, "--allow-hosts"));
+        assert_null(req.url);
+    }
+    char err[256];
+    static char *const bad[] = {"ok.test:", "ok.test:0", "ok.test:65536", "ok.test:8x", "::1", "[::1",
+                                "[::1]8080", "[]", ":80", "http://ok.test"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        s.allow_hosts = bad[i];
+        assert_null(http_config_new(&s, err, sizeof err));
+        assert_non_null(strstr(err, "invalid value for --allow-hosts (CHUNKD_ALLOW_HOSTS)"));
+    }
+}
+
+/* Dot segments never leave --base-url's path: raw, percent-encoded in any case, mixed, or between encoded
+ * slashes; dots that are not a whole segment, encoded slashes alone and dots in the query are fine. */
+static void test_path_dot_segments(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    http_request_t req;
+    static const char *const refused[] = {"/../../secret-admin", "/..", "/.", "/a/./b", "/a/../b", "/a/..",
+                                          "/%2e%2e/secret", "/%2E%2E/secret", "/.%2e/secret", "/%2E./secret",
+                                          "/%2e/x", "/a%2f..%2fsecret", "/a%2F%2e%2e%2Fsecret", "/..%2fsecret",
+                                          "/a\\..\\secret", "/a%5c..%5csecret", "/x/..?q=1", "/x/..#f"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        json_t *item = json_pack("{ss}", "path", refused[i]);
+        char *text = json_dumps(item, 0);
+        const char *error = build(&s, text, "1", &req);
+        assert_non_null(error);
+        assert_non_null(strstr(error, "\"path\" must not hold a \".\" or \"..\" segment"));
+        assert_null(req.url);
+        free(text);
+        json_decref(item);
+    }
+    static const char *const allowed[] = {"/a..b/c", "/.../x", "/.well-known/x", "/a.", "/a%2Fb", "/x?q=../y",
+                                          "/x?q=/../y", "/%2e%2e%2e", "/", "/a//b", "/x#/../y", "/%2"};
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) {
+        json_t *item = json_pack("{ss}", "path", allowed[i]);
+        char *text = json_dumps(item, 0);
+        assert_null(build(&s, text, "1", &req));
+        assert_int_equal(strncmp(req.url, "http://api.test:8080/v1/", 24), 0);
+        http_request_free(&req);
+        free(text);
+        json_decref(item);
+    }
 }
 
 static void test_refused_items(void **state)
@@ -193,6 +266,8 @@ int main(void)
         cmocka_unit_test(test_path_query_and_headers),
         cmocka_unit_test(test_bodies),
         cmocka_unit_test(test_absolute_urls),
+        cmocka_unit_test(test_allow_hosts_ports),
+        cmocka_unit_test(test_path_dot_segments),
         cmocka_unit_test(test_refused_items),
         cmocka_unit_test(test_no_idempotency_key_and_no_base),
         cmocka_unit_test(test_config_errors),

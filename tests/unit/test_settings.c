@@ -673,6 +673,26 @@ static void test_log_effective_masks_password(void **state)
     if (strstr(log, "chunk-size")) fail_msg("a setting of another command was logged: %s", log);
 }
 
+/* The secret variables leave the environment once parsed, their values wiped; the others stay. */
+static void test_env_scrub(void **state)
+{
+    (void)state;
+    assert_true(settings_env_is_secret("REDIS_URL"));
+    assert_true(settings_env_is_secret("CHUNKD_HTTP_HEADERS"));
+    assert_false(settings_env_is_secret("CHUNKD_QUEUE"));
+    assert_false(settings_env_is_secret("PATH"));
+    setenv("REDIS_URL", "redis://:s3cret@h:6379/0", 1);
+    setenv("CHUNKD_HTTP_HEADERS", "Authorization: Bearer s3cret", 1);
+    setenv("CHUNKD_QUEUE", "jobs", 1);
+    char *url = getenv("REDIS_URL");
+    settings_env_scrub();
+    assert_null(getenv("REDIS_URL"));
+    assert_null(getenv("CHUNKD_HTTP_HEADERS"));
+    assert_string_equal(getenv("CHUNKD_QUEUE"), "jobs");
+    assert_int_equal(url[0], '\0'); /* glibc keeps the string: wiped, not freed */
+    unsetenv("CHUNKD_QUEUE");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -701,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_queue_names),
         cmocka_unit_test(test_queue_set),
         cmocka_unit_test(test_log_effective_masks_password),
+        cmocka_unit_test(test_env_scrub),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
