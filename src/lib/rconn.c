@@ -201,6 +201,9 @@ static redisReply *rconn_check(rconn_t *c, void *reply)
         snprintf(rconn_refusal_text, sizeof rconn_refusal_text, "%s", r->str);
         pthread_mutex_unlock(&rconn_refusal_mu);
     }
+    if (r->type == REDIS_REPLY_ERROR && r->str && rconn_permission_error(r->str))
+        LOG_LIMITED(LL_ERROR, "Redis at %s refused a command for lack of rights: %.200s (the Redis user needs the "
+                              "commands and keys of its role in deploy/redis/chunkd.acl)", c->addr, r->str);
     rconn_trim_reader(c);
     return reply;
 }
@@ -305,6 +308,11 @@ bool rconn_refusal_error(const char *msg)
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0) return true;
     return false;
+}
+
+bool rconn_permission_error(const char *msg)
+{
+    return strncmp(msg, "NOPERM", 6) == 0 || strstr(msg, "NOPERM ") || strstr(msg, "user executing the script can't");
 }
 
 bool rconn_transient_error(const char *msg)

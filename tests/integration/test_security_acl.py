@@ -1,13 +1,14 @@
 """Least privilege on Redis (issue 15, part 5): the ACL recipe of deploy/redis/chunkd.acl, rendered for a queue,
 loaded into a real redis-server with --aclfile. A worker, an enqueuer, a collector and the operator commands each
-run as their own Redis user and the pipeline works; each user is refused what its role does not need."""
+run as their own Redis user and the pipeline works; each user is refused what its role does not need; a worker
+whose user lacks a right it needs stops with a clear error instead of retrying forever."""
 
 import json
 import os
 import re
 from pathlib import Path
 
-from harness import assert_exactly_once, check, one_line, read_jsonl
+from harness import assert_exactly_once, check, one_line, read_jsonl, wait_until
 from resp import Redis, RedisError
 
 ACL_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "chunkd.acl"
@@ -161,3 +162,31 @@ def test_acl_users_are_restricted(ctx):
         check(admin.execute("LLEN", k("pending", other)) == 1, "another queue's pending list changed")
         check(admin.execute("XLEN", k("results")) == 1, "a refused command changed the results stream")
 
+
+def test_acl_missing_right_stops_the_worker_clearly(ctx):
+    """A worker whose user lacks EVAL, or a command its fetch script calls (RPOP: scripts run with the caller's
+    rights), exits 1 at once naming the refusal, instead of retrying forever; one without SADD cannot register and
+    says why (NOPERM, not an empty reason). Nothing is taken from pending."""
+    q, n = ctx.queue, 50
+    server = _enqueued(ctx, n, 1)
+    with server.client() as admin:
+        for missing, said in (("eval", "'eval' command"), ("rpop", "user executing the script can't"),
+                              ("sadd", "'sadd' command")):
+            admin.execute("ACL", "SETUSER", _user(q, "worker"), f"-{missing}")
+            worker = ctx.spawn("worker", "--queue", q, "--handler", "sleep", "--threads", 1, "--exit-when-empty",
+                               url=_url(server, q, "worker"), name=f"worker without {missing}")
+            wait_until(lambda: not worker.alive(), 20,
+                       lambda: f"the worker without {missing} to stop ({worker.describe()})")
+            err = worker.stderr()
+            check(worker.returncode == 1, f"worker without {missing}: exit {worker.returncode}: {worker.describe()}")
+            check(said in err, f"worker without {missing} does not say {said!r}: {one_line(err)}")
+            wanted = "cannot register worker" if missing == "sadd" else "stopping: Redis refuses this worker's user"
+            check(wanted in err, f"worker without {missing}: no {wanted!r} line: {one_line(err)}")
+            check("deploy/redis/chunkd.acl" in err, f"worker without {missing}: no pointer to the recipe")
+            admin.execute("ACL", "SETUSER", _user(q, "worker"), f"+{missing}")
+            check(admin.execute("LLEN", ctx.key("pending")) == n // 10,
+                  f"worker without {missing}: pending changed to {admin.execute('LLEN', ctx.key('pending'))} chunks")
+        # With the recipe's rights back, the same items run.
+        ctx.run("worker", "--queue", q, "--handler", "sleep", "--threads", 1, "--exit-when-empty", timeout=60,
+                url=_url(server, q, "worker"))
+        check(admin.execute("HGET", ctx.key("stats"), "done") == str(n), "the items did not run afterwards")
