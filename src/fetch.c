@@ -36,8 +36,6 @@ struct fetch {
     atomic_bool stop;
     atomic_bool found_empty;
     atomic_bool connected;    /* for /readyz */
-    atomic_bool denied;       /* Redis refused the fetch script for lack of rights; set once, after denied_text */
-    char denied_text[256];    /* Redis's reply; written by the fetch thread before denied is set, then never */
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
@@ -59,7 +57,6 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sc
     atomic_init(&f->stop, false);
     atomic_init(&f->found_empty, false);
     atomic_init(&f->connected, false);
-    atomic_init(&f->denied, false);
     return f;
 }
 
@@ -176,11 +173,6 @@ static int fetch_take_reply(fetch_t *f, redisReply *r, work_chunk_t **got, size_
         }
     } else {
         LOG_LIMITED(LL_ERROR, "fetch: moving chunks failed: %.300s", r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
-        if (r->type == REDIS_REPLY_ERROR && rconn_permission_error(r->str) && !atomic_load(&f->denied)) {
-            snprintf(f->denied_text, sizeof f->denied_text, "%s", r->str);
-            atomic_store(&f->denied, true);
-            sig_wake(); /* the main thread polls worker_denied() in sig_wait() */
-        }
     }
     freeReplyObject(r);
     return moved;
@@ -393,13 +385,6 @@ void fetch_stop(fetch_t *f)
 }
 
 bool fetch_found_empty(fetch_t *f) { return atomic_load(&f->found_empty); }
-
-bool fetch_denied(fetch_t *f, char *why, size_t whylen)
-{
-    if (!atomic_load(&f->denied)) return false;
-    snprintf(why, whylen, "%s", f->denied_text);
-    return true;
-}
 bool fetch_connected(fetch_t *f) { return atomic_load(&f->connected); }
 
 void fetch_free(fetch_t *f)

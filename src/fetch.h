@@ -31,9 +31,6 @@ int fetch_start(fetch_t *f, char *err, size_t errlen);
 void fetch_stop(fetch_t *f);
 /* True once a fetch found pending empty while the window was empty (for --exit-when-empty). */
 bool fetch_found_empty(fetch_t *f);
-/* True once Redis refused the fetch script for lack of rights (NOPERM, or a command or key the script needs that
- * the user may not use): waiting will not fix that. Copies Redis's reply to why. Any thread. */
-bool fetch_denied(fetch_t *f, char *why, size_t whylen);
 /* Whether the fetch connection is up (any thread; for /readyz). */
 bool fetch_connected(fetch_t *f);
 void fetch_free(fetch_t *f);

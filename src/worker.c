@@ -368,7 +368,7 @@ void worker_begin_drain(worker_t *w)
 
 bool worker_idle(worker_t *w) { return w->fetch && fetch_found_empty(w->fetch); }
 
-bool worker_denied(worker_t *w, char *why, size_t whylen) { return w->fetch && fetch_denied(w->fetch, why, whylen); }
+bool worker_denied(char *why, size_t whylen) { return rconn_denied(why, whylen); }
 
 void worker_abort(worker_t *w) { commit_abort(w->commit); }
 

@@ -70,9 +70,9 @@ int cmd_worker(settings_t *s)
             break;
         }
         char why[300];
-        if ((denied = worker_denied(w, why, sizeof why))) {
-            LOG(LL_ERROR, "stopping: Redis refuses this worker's user a command or key it needs to take work from "
-                          "queue %s (%s); give it the worker's rights of deploy/redis/chunkd.acl", s->queue, why);
+        if ((denied = worker_denied(why, sizeof why))) {
+            LOG(LL_ERROR, "stopping: Redis refuses this worker's user a command or key it needs for queue %s (%s); "
+                          "give it the worker's rights of deploy/redis/chunkd.acl", s->queue, why);
             break;
         }
     }

@@ -66,6 +66,9 @@ bool rconn_refusal_error(const char *msg);
  * a script's call refused by the user's ACL (Redis 7.0 says "The user executing the script can't ..."). rconn logs
  * each such reply (at most one line per 5 s) with the rights to give; waiting does not help. */
 bool rconn_permission_error(const char *msg);
+/* Process-wide: true once any connection received such a refusal; copies the first one's text to why.
+ * Thread-safe. */
+bool rconn_denied(char *why, size_t whylen);
 /* Process-wide: the last refusal any connection received (rconn records it when a reply is one). Returns true and
  * copies its text to why when one came within the last within_ms milliseconds. Thread-safe. */
 bool rconn_refused_recently(long long within_ms, char *why, size_t whylen);

@@ -164,29 +164,41 @@ def test_acl_users_are_restricted(ctx):
 
 
 def test_acl_missing_right_stops_the_worker_clearly(ctx):
-    """A worker whose user lacks EVAL, or a command its fetch script calls (RPOP: scripts run with the caller's
-    rights), exits 1 at once naming the refusal, instead of retrying forever; one without SADD cannot register and
-    says why (NOPERM, not an empty reason). Nothing is taken from pending."""
+    """A worker whose user lacks a right it needs exits 1 within seconds, naming Redis's refusal and the recipe,
+    instead of retrying forever: EVAL, RPOP or LPUSH (called inside fetch.lua: scripts run with the caller's
+    rights), TIME (inside ratelimit.lua, with --rate-limit), XADD (inside commit.lua: its items ran, their commits
+    are refused); one without SADD cannot register and says why (NOPERM, not an empty reason). Without EVAL, RPOP,
+    LPUSH or SADD nothing is taken from pending. No chunk is lost to a script refused half way (Redis keeps what a
+    script wrote before a refused call: fetch.lua's RPOP before its LPUSH, commit.lua's LREM before its XADD):
+    with the rights back, every item runs once."""
     q, n = ctx.queue, 50
     server = _enqueued(ctx, n, 1)
+    script_refusal = "user executing the script can't"
+    stopping = "stopping: Redis refuses this worker's user"
+    cases = (("eval", (), "'eval' command", stopping, True), ("rpop", (), "may not run RPOP", stopping, True),
+             ("lpush", (), "may not run LPUSH", stopping, True),
+             ("sadd", (), "'sadd' command", "cannot register worker", True),
+             ("time", ("--rate-limit", "100/s"), script_refusal, stopping, False),
+             ("xadd", (), "may not run XADD", stopping, False))
     with server.client() as admin:
-        for missing, said in (("eval", "'eval' command"), ("rpop", "user executing the script can't"),
-                              ("sadd", "'sadd' command")):
+        for missing, args, said, wanted, untouched in cases:
             admin.execute("ACL", "SETUSER", _user(q, "worker"), f"-{missing}")
             worker = ctx.spawn("worker", "--queue", q, "--handler", "sleep", "--threads", 1, "--exit-when-empty",
+                               "--lease-ms", 1000, "--drain-timeout-ms", 1000, *args,
                                url=_url(server, q, "worker"), name=f"worker without {missing}")
-            wait_until(lambda: not worker.alive(), 20,
+            # The drain after the refusal is bounded by --drain-timeout-ms plus 5 s for the last commits.
+            wait_until(lambda: not worker.alive(), 30,
                        lambda: f"the worker without {missing} to stop ({worker.describe()})")
             err = worker.stderr()
             check(worker.returncode == 1, f"worker without {missing}: exit {worker.returncode}: {worker.describe()}")
-            check(said in err, f"worker without {missing} does not say {said!r}: {one_line(err)}")
-            wanted = "cannot register worker" if missing == "sadd" else "stopping: Redis refuses this worker's user"
-            check(wanted in err, f"worker without {missing}: no {wanted!r} line: {one_line(err)}")
-            check("deploy/redis/chunkd.acl" in err, f"worker without {missing}: no pointer to the recipe")
+            for text in (said, wanted, "deploy/redis/chunkd.acl"):
+                check(text in err, f"worker without {missing} does not say {text!r}: {one_line(err)}")
             admin.execute("ACL", "SETUSER", _user(q, "worker"), f"+{missing}")
-            check(admin.execute("LLEN", ctx.key("pending")) == n // 10,
-                  f"worker without {missing}: pending changed to {admin.execute('LLEN', ctx.key('pending'))} chunks")
-        # With the recipe's rights back, the same items run.
-        ctx.run("worker", "--queue", q, "--handler", "sleep", "--threads", 1, "--exit-when-empty", timeout=60,
-                url=_url(server, q, "worker"))
-        check(admin.execute("HGET", ctx.key("stats"), "done") == str(n), "the items did not run afterwards")
+            if untouched:
+                check(admin.execute("LLEN", ctx.key("pending")) == n // 10,
+                      f"worker without {missing}: {admin.execute('LLEN', ctx.key('pending'))} chunks in pending")
+        # With the recipe's rights back every item runs once (chunks a stopped worker held are reaped back first).
+        ctx.run("worker", "--queue", q, "--handler", "sleep", "--threads", 1, "--exit-when-empty", "--lease-ms", 1000,
+                timeout=60, url=_url(server, q, "worker"))
+        rows = [json.loads(fields["r"]) for _, fields in admin.xrange_all(ctx.key("results"))]
+        assert_exactly_once(rows, range(n))
