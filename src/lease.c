@@ -7,7 +7,7 @@
 #include "log.h"
 #include "scripts.h"
 
-int lease_renew(rconn_t *c, const keys_t *k, const char *worker_id, long long lease_ms)
+int lease_renew(rconn_t *c, const keys_t *k, const char *worker_id, long long lease_ms, char *why, size_t whylen)
 {
     char ms[24];
     snprintf(ms, sizeof ms, "%lld", lease_ms);
@@ -19,6 +19,9 @@ int lease_renew(rconn_t *c, const keys_t *k, const char *worker_id, long long le
     int rc = -1;
     if (r1 && r2 && r1->type != REDIS_REPLY_ERROR && r2->type != REDIS_REPLY_ERROR)
         rc = r1->type == REDIS_REPLY_STRING ? 1 : 0;
+    else if (r1 && r1->type == REDIS_REPLY_ERROR) snprintf(why, whylen, "%s", r1->str);
+    else if (r2 && r2->type == REDIS_REPLY_ERROR) snprintf(why, whylen, "%s", r2->str);
+    else snprintf(why, whylen, "%s", rconn_error(c));
     if (r1) freeReplyObject(r1);
     if (r2) freeReplyObject(r2);
     return rc;

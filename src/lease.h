@@ -14,8 +14,9 @@
 #include "rconn.h"
 
 /* Sets the lease and registers the worker (both in one round trip). Returns 1 when the lease was still held, 0
- * when it had expired or never existed (registered afresh), -1 on a Redis error. */
-int lease_renew(rconn_t *c, const keys_t *keys, const char *worker_id, long long lease_ms);
+ * when it had expired or never existed (registered afresh), -1 on a Redis error, with Redis's error reply or the
+ * connection's error in why (a refusal such as NOPERM must reach the log as Redis said it). */
+int lease_renew(rconn_t *c, const keys_t *keys, const char *worker_id, long long lease_ms, char *why, size_t whylen);
 /* Drops the lease and the registration (clean exit). */
 void lease_release(rconn_t *c, const keys_t *keys, const char *worker_id);
 /* If this caller gets the reaper lock for lock_ms (or force), reaps every registered worker whose lease expired.

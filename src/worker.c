@@ -124,11 +124,9 @@ static void *worker_monitor_main(void *arg)
          * back everything (worker_drain stops this thread before it releases the lease). Then, if it is our turn,
          * reap workers whose lease expired. */
         if (rconn_connected(ping) && clock_now_ms() >= next_renew) {
-            int held = lease_renew(ping, &w->keys, w->id, w->settings->lease_ms);
+            char reason[256];
+            int held = lease_renew(ping, &w->keys, w->id, w->settings->lease_ms, reason, sizeof reason);
             if (held < 0) {
-                char reason[160] = "an error reply";
-                if (!rconn_connected(ping)) snprintf(reason, sizeof reason, "%s", rconn_error(ping));
-                else rconn_refused_recently(WORKER_PING_MS, reason, sizeof reason);
                 metrics_add(M_REDIS_ERRORS, 1);
                 LOG_LIMITED(LL_WARN, "cannot renew this worker's lease: %.160s", reason);
             }
@@ -243,8 +241,9 @@ static int worker_register(worker_t *w, bool add, char *err, size_t errlen)
 {
     rconn_t *c = rconn_new(w->settings->redis_url, w->settings->redis_timeout_ms);
     int rc = rconn_connect(c, err, errlen);
-    if (rc == 0 && add && lease_renew(c, &w->keys, w->id, w->settings->lease_ms) < 0) {
-        snprintf(err, errlen, "cannot register worker at %s: %s", rconn_addr(c), rconn_error(c));
+    char why[256];
+    if (rc == 0 && add && lease_renew(c, &w->keys, w->id, w->settings->lease_ms, why, sizeof why) < 0) {
+        snprintf(err, errlen, "cannot register worker at %s: %s", rconn_addr(c), why);
         rc = -1;
     } else if (rc == 0 && add) {
         /* Nothing is held yet, so chunks already in this worker's processing list were left by an earlier process
@@ -375,6 +374,8 @@ void worker_begin_drain(worker_t *w)
 }
 
 bool worker_idle(worker_t *w) { return w->fetch && fetch_found_empty(w->fetch); }
+
+bool worker_denied(char *why, size_t whylen) { return rconn_denied(why, whylen); }
 
 void worker_abort(worker_t *w) { commit_abort(w->commit); }
 

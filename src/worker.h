@@ -28,6 +28,10 @@ int worker_start(worker_t *w, char *err, size_t errlen);
 void worker_begin_drain(worker_t *w);
 /* True once pending was found empty with nothing held (for --exit-when-empty). */
 bool worker_idle(worker_t *w);
+/* True once Redis has refused any of the worker's connections a command for lack of rights (rconn_denied): with
+ * a right missing the worker cannot do its work (fetch, commit, lease, rate limit) until an operator changes its
+ * Redis user, so cmd_worker stops it. Copies Redis's reply to why. */
+bool worker_denied(char *why, size_t whylen);
 /* Drains: stops fetching, lets in-flight items finish until --drain-timeout-ms, commits, gives unfinished chunks
  * back to pending, unregisters. Returns 0 when every chunk was settled in Redis. */
 int worker_drain(worker_t *w);

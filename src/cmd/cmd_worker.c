@@ -58,6 +58,7 @@ int cmd_worker(settings_t *s)
         return started == WORKER_BAD_SETTINGS ? EXIT_USAGE : EXIT_RUNTIME;
     }
     settings_log_effective(s, CMD_WORKER, LL_INFO);
+    bool denied = false;
     for (;;) {
         int sig = sig_wait(100);
         if (sig) {
@@ -68,8 +69,14 @@ int cmd_worker(settings_t *s)
             LOG(LL_INFO, "queue %s is empty and nothing is in flight; exiting", s->queue);
             break;
         }
+        char why[300];
+        if ((denied = worker_denied(why, sizeof why))) {
+            LOG(LL_ERROR, "stopping: Redis refuses this worker's user a command or key it needs for queue %s (%s); "
+                          "give it the worker's rights of deploy/redis/chunkd.acl", s->queue, why);
+            break;
+        }
     }
     int rc = cmd_drain_worker(w);
     worker_free(w);
-    return rc ? EXIT_RUNTIME : 0;
+    return rc || denied ? EXIT_RUNTIME : 0;
 }

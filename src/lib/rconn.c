@@ -33,6 +33,9 @@ struct rconn {
 static pthread_mutex_t rconn_refusal_mu = PTHREAD_MUTEX_INITIALIZER;
 static int64_t rconn_refusal_ms = INT64_MIN / 2;
 static char rconn_refusal_text[200];
+/* The first refusal for lack of rights any connection received (rconn_denied), under rconn_refusal_mu. */
+static bool rconn_denied_seen;
+static char rconn_denied_text[200];
 
 static struct timeval ms_to_tv(long long ms)
 {
@@ -201,6 +204,14 @@ static redisReply *rconn_check(rconn_t *c, void *reply)
         snprintf(rconn_refusal_text, sizeof rconn_refusal_text, "%s", r->str);
         pthread_mutex_unlock(&rconn_refusal_mu);
     }
+    if (r->type == REDIS_REPLY_ERROR && r->str && rconn_permission_error(r->str)) {
+        pthread_mutex_lock(&rconn_refusal_mu);
+        if (!rconn_denied_seen) snprintf(rconn_denied_text, sizeof rconn_denied_text, "%s", r->str);
+        rconn_denied_seen = true;
+        pthread_mutex_unlock(&rconn_refusal_mu);
+        LOG_LIMITED(LL_ERROR, "Redis at %s refused a command for lack of rights: %.200s (the Redis user needs the "
+                              "commands and keys of its role in deploy/redis/chunkd.acl)", c->addr, r->str);
+    }
     rconn_trim_reader(c);
     return reply;
 }
@@ -307,9 +318,23 @@ bool rconn_refusal_error(const char *msg)
     return false;
 }
 
+bool rconn_permission_error(const char *msg)
+{
+    return strncmp(msg, "NOPERM", 6) == 0 || strstr(msg, "NOPERM ") || strstr(msg, "user executing the script can't");
+}
+
 bool rconn_transient_error(const char *msg)
 {
     return strncmp(msg, "LOADING ", 8) == 0 || strncmp(msg, "BUSY ", 5) == 0 || rconn_refusal_error(msg);
+}
+
+bool rconn_denied(char *why, size_t whylen)
+{
+    pthread_mutex_lock(&rconn_refusal_mu);
+    bool seen = rconn_denied_seen;
+    if (seen) snprintf(why, whylen, "%s", rconn_denied_text);
+    pthread_mutex_unlock(&rconn_refusal_mu);
+    return seen;
 }
 
 bool rconn_refused_recently(long long within_ms, char *why, size_t whylen)

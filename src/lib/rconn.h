@@ -62,6 +62,13 @@ bool rconn_transient_error(const char *msg);
  * read-only replica after a failover (READONLY), a failed save (MISCONF), a master that is down (MASTERDOWN), too
  * few replicas (NOREPLICAS). rconn_transient_error() is true for these too: they say nothing against the data. */
 bool rconn_refusal_error(const char *msg);
+/* True for error replies that mean the Redis user lacks a right: NOPERM (a command, or a key, outside its ACL), or
+ * a script's call refused by the user's ACL (Redis 7.0 says "The user executing the script can't ..."). rconn logs
+ * each such reply (at most one line per 5 s) with the rights to give; waiting does not help. */
+bool rconn_permission_error(const char *msg);
+/* Process-wide: true once any connection received such a refusal; copies the first one's text to why.
+ * Thread-safe. */
+bool rconn_denied(char *why, size_t whylen);
 /* Process-wide: the last refusal any connection received (rconn records it when a reply is one). Returns true and
  * copies its text to why when one came within the last within_ms milliseconds. Thread-safe. */
 bool rconn_refused_recently(long long within_ms, char *why, size_t whylen);

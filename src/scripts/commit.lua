@@ -51,6 +51,20 @@ if not (type_ok(processing, 'list') and type_ok(results, 'stream') and type_ok(s
         type_ok(dead, 'list') and type_ok(checkpoint, 'string') and type_ok(deliveries, 'hash')) then
   return redis.error_reply('WRONGTYPE a key of this queue has the wrong type; nothing was committed')
 end
+-- Nor can a call the user's ACL refuses (Redis runs a script with the caller's rights): with LREM allowed and XADD
+-- refused, a final commit would remove the chunk and write no result. Every write is checked first.
+local function acl_denied(calls) -- the first of calls this user may not make (Redis 7 ACLs), or nil
+  for _, c in ipairs(redis.acl_check_cmd and calls or {}) do
+    if not redis.acl_check_cmd(unpack(c)) then return c end
+  end
+end
+local no = acl_denied({{'LREM', processing, '0', ''}, {'XADD', results, '*', 'r', ''}, {'LPUSH', dead, ''},
+                       {'HINCRBY', stats, 'f', '1'}, {'SETBIT', checkpoint, '0', '1'}, {'DEL', checkpoint},
+                       {'HDEL', deliveries, ''}})
+if no then
+  return redis.error_reply('NOPERM this user may not run ' .. no[1] .. ' on ' .. no[2] ..
+                           ' (commit.lua); nothing was committed')
+end
 -- A final commit sent without the checkpoint while one exists (another delivery of the same chunk text wrote it:
 -- this worker lost the chunk to the reaper and fetched it again) must use it, or it would write items twice.
 -- Nothing is written; the worker sends it again with the checkpoint.

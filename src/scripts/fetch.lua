@@ -7,6 +7,18 @@
 -- KEYS[1] pending list, KEYS[2] processing list, KEYS[3] dead list, KEYS[4] stats hash
 -- ARGV[1] N, ARGV[2] --max-chunk-bytes
 -- Returns an array: the chunks moved, oldest first, then one integer: how many chunks went to dead.
+-- Redis runs a script with the caller's ACL rights and keeps what it wrote before a refused call: a user that may
+-- RPOP pending but not LPUSH the processing list would lose the chunk. Every write is checked first.
+local function acl_denied(calls) -- the first of calls this user may not make (Redis 7 ACLs), or nil
+  for _, c in ipairs(redis.acl_check_cmd and calls or {}) do
+    if not redis.acl_check_cmd(unpack(c)) then return c end
+  end
+end
+local no = acl_denied({{'RPOP', KEYS[1]}, {'LPUSH', KEYS[2], ''}, {'LPUSH', KEYS[3], ''},
+                       {'HINCRBY', KEYS[4], 'f', '1'}})
+if no then
+  return redis.error_reply('NOPERM this user may not run ' .. no[1] .. ' on ' .. no[2] .. ' (fetch.lua); nothing moved')
+end
 local n, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out, refused = {}, 0
 for _ = 1, n do

@@ -17,6 +17,19 @@ local REQUEUE_REPLY_OK = 1
 local processing, pending = KEYS[REQUEUE_KEY_PROCESSING], KEYS[REQUEUE_KEY_PENDING]
 local stats, deliveries = KEYS[REQUEUE_KEY_STATS], KEYS[REQUEUE_KEY_DELIVERIES]
 local chunk, ckpt_name = ARGV[REQUEUE_ARG_CHUNK], ARGV[REQUEUE_ARG_CKPT_NAME]
+-- Redis runs a script with the caller's ACL rights and keeps what it wrote before a refused call: LREM allowed and
+-- RPUSH refused would lose the chunk. Every write is checked first.
+local function acl_denied(calls) -- the first of calls this user may not make (Redis 7 ACLs), or nil
+  for _, c in ipairs(redis.acl_check_cmd and calls or {}) do
+    if not redis.acl_check_cmd(unpack(c)) then return c end
+  end
+end
+local no = acl_denied({{'LREM', processing, '0', ''}, {'RPUSH', pending, ''}, {'HINCRBY', stats, 'f', '1'},
+                       {'HINCRBY', deliveries, 'f', '1'}})
+if no then
+  return redis.error_reply('NOPERM this user may not run ' .. no[1] .. ' on ' .. no[2] ..
+                           ' (requeue.lua); nothing moved')
+end
 if redis.call('LREM', processing, -1, chunk) == 0 then
   return REQUEUE_REPLY_GONE
 end

@@ -13,7 +13,7 @@
 //    its interface lacks is an error (excess-property check), at any depth.
 // 4. chunkd's own rules: the worker's probes, securityContext, resources, terminationGracePeriodSeconds above the
 //    drain timeout, REDIS_URL from a Secret, MALLOC_ARENA_MAX, the image tag, config references that resolve,
-//    KEDA triggers that name the configured queue.
+//    KEDA triggers that name the configured queue, the workers' NetworkPolicy, the dev Redis's password.
 // 5. deploy/prometheus/prometheusrule.yaml holds exactly the groups of deploy/prometheus/rules.yaml
 //    (--write-prometheusrule regenerates it).
 //
@@ -246,9 +246,69 @@ for (const { target, objects } of rendered) {
             Object.entries(sel).every(([k, v]) => o.spec.template.metadata.labels?.[k] === v));
         if (hit) pass(`${label(target, pdb)}: selects the workers`); else fail(label(target, pdb), "selects no Deployment's pods");
     }
+    checkNetwork(target, objects, byKind, configMaps);
 }
 
 finish();
+
+// Network isolation (base/networkpolicy.yaml): a NetworkPolicy selects the workers of every Deployment, for
+// ingress and egress; ingress reaches only the metrics port, from namespaces chosen by label; every egress rule
+// names its destinations and ports (none is open to everything), DNS among them; a Redis of the same render
+// (dev) is reached through its pods' labels, and has a password from the Secret the workers' REDIS_URL comes from.
+function checkNetwork(target, objects, byKind, configMaps) {
+    const matches = (sel, labels) => !sel?.matchExpressions?.length &&
+        Object.entries(sel?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v);
+    const redis = byKind("StatefulSet").find((s) => s.spec.template.metadata.labels?.["app.kubernetes.io/component"] === "redis");
+    for (const dep of byKind("Deployment")) {
+        const labels = dep.spec.template.metadata.labels ?? {};
+        if (labels["app.kubernetes.io/component"] !== "worker") continue;
+        const what = `${label(target, dep)}: network`;
+        const nps = byKind("NetworkPolicy").filter((np) => matches(np.spec.podSelector, labels));
+        if (!nps.length) { fail(what, "no NetworkPolicy selects the workers' pods"); continue; }
+        const problems = [];
+        const cfg = Object.assign({}, ...(dep.spec.template.spec.containers[0].envFrom ?? [])
+            .map((r) => configMaps.get(r.configMapRef?.name) ?? {}));
+        const port = Number(cfg.CHUNKD_HTTP_PORT ?? 8080);
+        const egress = nps.flatMap((np) => np.spec.egress ?? []);
+        for (const np of nps) {
+            const types = np.spec.policyTypes ?? [];
+            if (!types.includes("Ingress") || !types.includes("Egress"))
+                problems.push(`${np.metadata.name}: policyTypes is not [Ingress, Egress]`);
+            for (const rule of np.spec.ingress ?? []) {
+                if (!rule.from?.length || rule.from.some((f) => !f.namespaceSelector || f.ipBlock))
+                    problems.push(`${np.metadata.name}: an ingress rule admits more than namespaces chosen by label`);
+                if (!rule.ports?.length || rule.ports.some((p) => p.port !== "metrics" && Number(p.port) !== port))
+                    problems.push(`${np.metadata.name}: an ingress rule opens more than the metrics port ${port}`);
+            }
+        }
+        for (const rule of egress) {
+            if (!rule.to?.length) problems.push("an egress rule allows every destination");
+            if (!rule.ports?.length) problems.push("an egress rule allows every port");
+            if ((rule.to ?? []).some((t) => ["0.0.0.0/0", "::/0"].includes(t.ipBlock?.cidr)))
+                problems.push("an egress rule allows every address");
+        }
+        if (!egress.some((r) => (r.ports ?? []).some((p) => Number(p.port) === 53))) problems.push("no egress to DNS");
+        if (redis) {
+            const rl = redis.spec.template.metadata.labels;
+            if (!egress.some((r) => (r.to ?? []).some((t) => t.podSelector && !t.namespaceSelector && matches(t.podSelector, rl))))
+                problems.push(`no egress rule reaches the pods of StatefulSet ${redis.metadata.name}`);
+            const rc = redis.spec.template.spec.containers[0];
+            const args = rc.args ?? [];
+            const pw = args[args.indexOf("--requirepass") + 1] ?? "";
+            const pwEnv = (rc.env ?? []).find((e) => pw === `$(${e.name})`);
+            const urlRef = dep.spec.template.spec.containers[0].env?.find((e) => e.name === "REDIS_URL")?.valueFrom?.secretKeyRef;
+            const secret = byKind("Secret").find((x) => x.metadata.name === urlRef?.name);
+            const url = secret?.data?.url ? Buffer.from(secret.data.url, "base64").toString() : secret?.stringData?.url ?? "";
+            if (!args.includes("--requirepass") || !pwEnv?.valueFrom?.secretKeyRef)
+                problems.push(`${redis.metadata.name}: no --requirepass from a Secret`);
+            else if (pwEnv.valueFrom.secretKeyRef.name !== urlRef?.name)
+                problems.push(`${redis.metadata.name}: its password is not in the workers' Secret ${urlRef?.name}`);
+            if (!/^redis:\/\/[^@/]*:[^@/]+@/.test(url)) problems.push(`the workers' REDIS_URL (Secret ${urlRef?.name}) has no password`);
+        }
+        if (problems.length) fail(what, problems.join("; "));
+        else pass(`${what}: NetworkPolicy ${nps.map((n) => n.metadata.name).join(", ")}${redis ? ", Redis with a password" : ""}`);
+    }
+}
 
 function finish() {
     console.log(`check-deploy: ${passed} passed, ${failed} failed`);

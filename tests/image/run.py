@@ -14,8 +14,8 @@ with the host's network, so the containers reach it on 127.0.0.1 and their HTTP 
 - kube.dev_overlay_plays: `podman kube play` of deploy/overlays/dev, rendered by kubectl kustomize with the
   local image; the only changes (made by a kustomization in build/, never to deploy/) point REDIS_URL at the
   test's redis-server, use the host network and a free port, and leave out what podman cannot run offline
-  (the Redis StatefulSet, whose image is on Docker Hub, and the Services). The worker pod answers /readyz 200
-  and works a small queue through.
+  (the Redis StatefulSet, whose image is on Docker Hub, the Services, and the NetworkPolicy). The worker pod
+  answers /readyz 200 and works a small queue through.
 
 Prints `PASS name (1.2s)`, `FAIL name: reason` or `SKIP name: reason` and ends with
 `check-image: N passed, N failed, N skipped`; fails when anything failed or nothing passed, and a -k that selects
@@ -251,6 +251,12 @@ patches:
       $patch: delete
       apiVersion: v1
       kind: Namespace
+      metadata: {{name: x}}
+  - target: {{kind: NetworkPolicy}}
+    patch: |-
+      $patch: delete
+      apiVersion: networking.k8s.io/v1
+      kind: NetworkPolicy
       metadata: {{name: x}}
 """)
 
