@@ -225,24 +225,41 @@ static void *httpd_sweeper_main(void *arg)
     return NULL;
 }
 
-/* The listening socket for addr:port (an IPv4 address). Returns it, with where set to "addr:port"; or -1 with one
- * line in err. */
+/* The listening socket for addr:port (IPv4 or IPv6; "::" takes IPv4 clients too, and is 0.0.0.0 on a host without
+ * IPv6). Returns it, with where set to "addr:port" or "[addr]:port"; or -1 with one line in err. */
 static int httpd_listen(const char *addr, int port, char *where, size_t wherelen, char *err, size_t errlen)
 {
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "invalid value for --http-addr (CHUNKD_HTTP_ADDR): '%s' is not an IPv4 address", addr);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    socklen_t len;
+    if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        len = sizeof *in4;
+        snprintf(where, wherelen, "%s:%d", addr, port);
+    } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        len = sizeof *in6;
+        snprintf(where, wherelen, "[%s]:%d", addr, port);
+    } else {
+        snprintf(err, errlen, "invalid value for --http-addr (CHUNKD_HTTP_ADDR): '%s' is not an IPv4 or IPv6 address",
+                 addr);
         return -1;
     }
-    snprintf(where, wherelen, "%s:%d", addr, port);
+    bool any6 = ss.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
     /* The socket is bound here, not by libmicrohttpd, so that a failure has its own errno and one clear line. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int on = 1;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 && any6 && errno == EAFNOSUPPORT) {
+        LOG(LL_WARN, "no IPv6 on this host: serving /healthz on 0.0.0.0 (IPv4) instead of [::]");
+        return httpd_listen("0.0.0.0", port, where, wherelen, err, errlen);
+    }
+    int on = 1, v6only = !any6; /* [::] is dual-stack whatever net.ipv6.bindv6only says */
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
-        bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, SOMAXCONN)) {
+        (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only)) ||
+        bind(fd, (struct sockaddr *)&ss, len) || listen(fd, SOMAXCONN)) {
         snprintf(err, errlen, "cannot serve /healthz on %s: %s", where, httpd_bind_reason(errno));
         if (fd >= 0) close(fd);
         return -1;

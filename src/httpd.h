@@ -23,11 +23,12 @@ typedef struct httpd_probe {
     void *arg;
 } httpd_probe_t;
 
-/* Listens on addr:port (port > 0): binds at once, so a caller that starts it first has taken no work when it
- * fails. Returns NULL with one line in err naming the address, the port and the reason, e.g.
- * "cannot serve /healthz on 0.0.0.0:8080: address in use (another worker on this host? set --http-port, ...)". */
+/* Listens on addr:port (port > 0; addr an IPv4 or IPv6 address, "::" for both families, which is "0.0.0.0" on a
+ * host without IPv6): binds at once, so a caller that starts it first has taken no work when it fails. Returns
+ * NULL with one line in err naming the address, the port and the reason, e.g.
+ * "cannot serve /healthz on [::]:8080: address in use (another worker on this host? set --http-port, ...)". */
 httpd_t *httpd_start(const char *addr, int port, const httpd_probe_t *probe, char *err, size_t errlen);
-/* Where it listens: "127.0.0.1:8080" (borrowed, valid until httpd_stop). */
+/* Where it listens: "127.0.0.1:8080", "[::]:8080" (borrowed, valid until httpd_stop). */
 const char *httpd_where(const httpd_t *h);
 /* Stops serving and frees h (NULL: nothing); every connection is closed when it returns. */
 void httpd_stop(httpd_t *h);

@@ -1,16 +1,18 @@
 """The health port under attack (issue 15, part 1): hostile connections (slow headers, idle, oversized) held
 against a worker's HTTP port must not keep /healthz, /readyz and /metrics from answering; each connection gets an
-absolute deadline, one client address a bounded share.
+absolute deadline, one client address a bounded share; and the port serves IPv6 ([::1], and the dual-stack
+default).
 
 Latency bounds, chosen for a loaded 2-core CI machine: the target is an answer within 1 s, so the median of the
 probes' times must be under 1 s, and none may take over 3 s (the liveness probe's timeout in deploy/): a single
 request slowed by the machine's load is tolerated, a port that stops answering is not."""
 
 import os
+import socket
 import statistics
 import time
 
-from harness import check, scaled, wait_until
+from harness import check, free_port, scaled, skip, wait_until
 from hostile import Hostile, hostile_sources, mix, probe_latencies, rss_kib, timed_get
 
 HOSTILE = 200
@@ -91,3 +93,44 @@ def test_one_address_gets_a_bounded_share(ctx):
         hostile.stop()
     check(status == 200 and took < scaled(3), f"/healthz beside one hostile address: {status} in {took:.2f} s")
     check(worker.alive(), f"the worker died: {worker.describe()}")
+
+
+def _spawn_v6(ctx, addr_args, logged):
+    """A worker on a free port with the given --http-addr arguments; (worker, port) once it logs `logged`."""
+    for _ in range(5):
+        port = free_port()
+        worker = ctx.spawn("worker", "--queue", ctx.queue, "--handler", "sleep", *addr_args,
+                           env={"CHUNKD_HTTP_PORT": str(port)})
+        serving = logged.format(port=port)
+        wait_until(lambda: serving in worker.stderr() or not worker.alive(), 15,
+                   lambda: f"worker serving on {serving} ({worker.describe()})")
+        if serving in worker.stderr():
+            return worker, port
+        check("address in use" in worker.stderr(), f"worker did not serve HTTP: {worker.describe()}")
+    raise AssertionError("no free port")
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_loopback_and_dual_stack_default(ctx):
+    if not _ipv6_loopback():
+        skip("no IPv6 loopback on this machine")
+    worker, port = _spawn_v6(ctx, ["--http-addr", "::1"], "/metrics on [::1]:{port}")
+    wait_until(lambda: timed_get("::1", port, "/healthz")[0] == 200, 15,
+               lambda: f"/healthz over [::1] ({worker.describe()})")
+    worker.kill()
+    # The default listens on [::] for both families.
+    worker, port = _spawn_v6(ctx, [], "/metrics on [::]:{port}")
+    wait_until(lambda: timed_get("::1", port, "/healthz")[0] == 200, 15,
+               lambda: f"/healthz over [::1] with the default address ({worker.describe()})")
+    check(timed_get("127.0.0.1", port, "/healthz")[0] == 200, "/healthz over IPv4 with the default (dual-stack)")
+    bad = ctx.run("worker", "--queue", ctx.queue, "--http-addr", "::1::", env={"CHUNKD_HTTP_PORT": str(port)},
+                  expect_rc=1)
+    check("'::1::' is not an IPv4 or IPv6 address" in bad.stderr(), f"a bad --http-addr: {bad.describe()}")
