@@ -331,7 +331,7 @@ int worker_start(worker_t *w, char *err, size_t errlen)
         httpd_probe_t probe = {worker_live, worker_ready, w};
         w->httpd = httpd_start(s->http_addr, (int)s->http_port, &probe, err, errlen);
         if (!w->httpd) return -1;
-        LOG(LL_INFO, "serving /healthz, /readyz and /metrics on %s:%lld", s->http_addr, s->http_port);
+        LOG(LL_INFO, "serving /healthz, /readyz and /metrics on %s", httpd_where(w->httpd));
     }
     int waited = worker_wait_for_redis(w, err, errlen);
     if (waited) return waited;

@@ -18,6 +18,9 @@ Cases (see README.md beside this file):
             delay): the calls/s the mock saw over 30 s, and items per worker; then the
             adaptation to 429s: a true limit L with --rate-limit 2L, and 10 % random 429s,
             the shared rate over time in ratelimit.png
+  httpd     1,000 hostile connections (slow headers, idle, oversized) held against a
+            worker's HTTP port: /healthz, /readyz and /metrics latencies (p50/p99/max)
+            and the worker's RSS, before and under the attack
 
 Numbers are printed and recorded, never asserted: the exit status is 0 when
 every run completed and produced correct output, whatever the speed; 1 when a
@@ -45,6 +48,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import hostile  # noqa: E402
 import procmem  # noqa: E402
 
 SLEEP_MS = 100
@@ -52,6 +57,9 @@ RUN_NGINX = os.path.join(HERE, "..", "mockapi", "run-nginx.sh")
 HTTP_DELAY_S = 0.1           # nginx's fixed delay: the same 100 ms as the sleep items
 HTTP_TARGETS = {2000: 0.9, 5000: 0.6}   # chunkd items/s >= this x wrk req/s, same connection count
 HTTP_RSS_TARGET_MB = 200     # worker peak RSS at 5,000 in flight
+HTTPD_HOSTILE = 1000         # httpd case: hostile connections held against the worker's port
+HTTPD_PER_SOURCE = 25        # ... from each of 40 loopback source addresses (127.0.0.2-41)
+HTTPD_LATENCY_TARGET_S = 1.0
 FLOOR_THREADS = 2            # curlfloor's loops: the handler's default, one per core on the 2-core machine
 MB = 1000 * 1000
 MIB = 1024 * 1024
@@ -1630,6 +1638,97 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
      "{dat}" using 1:6 axes x1y2 with linespoints lw 1 pt 5 lc rgb "#d62728" title "worker peak RSS (MiB)"
 """)
 
+    # -- httpd: the health port under 1,000 hostile connections (issue 15)
+    def case_httpd(self):
+        """A sleep worker with nothing to do serves HTTP on 127.0.0.1; the probes (/healthz, /readyz, /metrics in
+        turn, one at a time, each on a new connection from 127.0.0.1) are timed for a while alone, then while
+        HTTPD_HOSTILE connections from 40 other loopback addresses (hostile.py: a third each drip header bytes,
+        sit idle, send 64 KiB of one header) are held against the port, reconnecting whenever the worker closes
+        them. The worker's RSS is sampled from /proc throughout. With --baseline BIN, the same for that build."""
+        need = HTTPD_HOSTILE + 1024
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < need:
+            if hard != resource.RLIM_INFINITY and hard < need:
+                raise BenchError(f"open-file hard limit {hard} < {need} needed (ulimit -Hn)")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        seconds = 8 if self.a.quick else 20
+        builds = [("chunkd", self.a.chunkd)] + ([("baseline", self.a.baseline)] if self.a.baseline else [])
+        det = [f"httpd: {HTTPD_HOSTILE} hostile connections ({HTTPD_PER_SOURCE} from each of "
+               f"{HTTPD_HOSTILE // HTTPD_PER_SOURCE} loopback addresses; drip {hostile.DRIP_S} s/byte, idle, "
+               f"{hostile.BIG_BYTES // 1024} KiB header), probes from 127.0.0.1 one at a time, {seconds} s each phase, "
+               "probe time-out 5 s (counted as 5 s)"]
+        for label, binary in builds:
+            m = self._httpd_run(binary, seconds)
+            quiet, attack = m["quiet"], m["attack"]
+            failed = m["failed"]
+            verdict = ("met" if attack["max"] < HTTPD_LATENCY_TARGET_S and not failed else
+                       f"MISSED ({failed} unanswered)" if failed else
+                       f"MISSED by {100 * (attack['max'] / HTTPD_LATENCY_TARGET_S - 1):.0f}%")
+            name = "chunkd" if label == "chunkd" else "baseline"
+            self.rows += [
+                ("httpd", f"{name}: probe s p50/p99/max, no attack ({quiet['n']} probes)",
+                 f"{quiet['p50']:.3f} / {quiet['p99']:.3f} / {quiet['max']:.3f}", "", ""),
+                ("httpd", f"{name}: probe s p50/p99/max, {HTTPD_HOSTILE} hostile ({attack['n']} probes)",
+                 f"{attack['p50']:.3f} / {attack['p99']:.3f} / {attack['max']:.3f}",
+                 f"max < {HTTPD_LATENCY_TARGET_S:.0f} s, all 200", verdict),
+                ("httpd", f"{name}: worker RSS before / peak under attack",
+                 f"{m['rss_before'] / 1024:.1f} / {m['rss_peak'] / 1024:.1f} MiB", "bounded", ""),
+            ]
+            det.append(f"  {name} ({binary}): hostile connected at most {m['connected_max']} at once, closed by "
+                       f"the worker {m['closed']} times; worker descriptors at most {m['fds_max']}; "
+                       f"probes not answered 200: {failed}")
+            log(f"httpd {name}: probes p50/p99/max {attack['p50']:.3f}/{attack['p99']:.3f}/{attack['max']:.3f} s "
+                f"under attack ({quiet['p50']:.3f}/{quiet['p99']:.3f}/{quiet['max']:.3f} alone); RSS "
+                f"{m['rss_before'] / 1024:.1f} -> {m['rss_peak'] / 1024:.1f} MiB; {failed} failed")
+        self.sections.append("\n".join(det))
+
+    def _httpd_run(self, binary, seconds):
+        r = self.get_redis()
+        r.cmd("FLUSHALL")
+        port = free_port()
+        env = dict(child_env(r.url), CHUNKD_HTTP_PORT=str(port))
+        logp = os.path.join(self.tmp, f"httpd.worker.{os.path.basename(binary)}.log")
+        with open(logp, "wb") as lf:  # not through the trampoline: its RSS is read from /proc by pid
+            w = self.procs.start([binary, "worker", "--queue", "httpd", "--handler", "sleep", "--http-addr",
+                                  "127.0.0.1"], env=env, stdout=lf, stderr=lf)
+        try:
+            deadline = time.monotonic() + 30
+            while hostile.timed_get("127.0.0.1", port, "/readyz", timeout=2)[0] != 200:
+                if w.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"the worker did not answer /readyz\n{tail(logp)}")
+                time.sleep(0.1)
+
+            def fds():
+                try:
+                    return len(os.listdir(f"/proc/{w.pid}/fd"))
+                except OSError:
+                    return 0
+
+            quiet = hostile.probe_latencies("127.0.0.1", port, min(seconds, 5))
+            rss_before = hostile.rss_kib(w.pid) or 0
+            sources = hostile.hostile_sources(HTTPD_HOSTILE, HTTPD_PER_SOURCE)
+            h = hostile.Hostile(port, hostile.mix(HTTPD_HOSTILE), sources).start()
+            try:
+                deadline = time.monotonic() + 30
+                while h.connected() < HTTPD_HOSTILE * 0.95 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                rss_peak, fds_max, attack = rss_before, 0, []
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    attack += hostile.probe_latencies("127.0.0.1", port, 1.0)
+                    rss_peak = max(rss_peak, hostile.rss_kib(w.pid) or 0)
+                    fds_max = max(fds_max, fds())
+                st = h.stats()
+            finally:
+                h.stop()
+            if w.poll() is not None:
+                raise BenchError(f"the worker exited under attack ({w.returncode})\n{tail(logp)}")
+        finally:
+            self.procs.kill(w)
+        return {"quiet": hostile.summary(quiet), "attack": hostile.summary(attack), "rss_before": rss_before,
+                "rss_peak": rss_peak, "fds_max": fds_max, "connected_max": st["connected_max"],
+                "closed": st["closed_by_server"], "failed": sum(1 for _, s, _ in attack if s != 200)}
+
     # -- chunkmem: a worker's peak RSS against the size of the chunk it holds
     def case_chunkmem(self):
         """One chunk of 100 items per run, at several sizes up to just under the default --max-chunk-bytes
@@ -1790,8 +1889,8 @@ def main():
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
     ap.add_argument("--cases", default=os.environ.get("BENCH_CASES",
-                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky"),
-                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky (also "
+                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd"),
+                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd (also "
                          "BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
@@ -1809,7 +1908,7 @@ def main():
     ap.add_argument("--baseline", metavar="BIN",
                     help="http case: also run this chunkd binary's worker beside chunkd's in every run (same items, "
                          "taking turns to go first), and report its items/s and CPU beside chunkd's: compares two "
-                         "builds side by side")
+                         "builds side by side; httpd case: the same attack against this build's worker too")
     ap.add_argument("--http-recipe-items", type=int, help="http case: recipe.py --base-url items (3000; quick 1000)")
     ap.add_argument("--perf", action="store_true",
                     help="http case: one extra worker run at the highest count under perf record -g")
@@ -1854,7 +1953,7 @@ def main():
     a.flaky_reps = a.flaky_reps or (1 if q else 3)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky"):
+        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if a.baseline:
