@@ -465,20 +465,25 @@ static size_t edit_distance(const char *a, size_t na, const char *b)
     return row[nb];
 }
 
-/* Writes the error for the unknown flag name[0..len), with the closest flag of cmd when one is near. */
+/* Writes the error for the unknown flag name[0..len), with the closest flag of cmd when one is near (for a
+ * "no-" name, the closest boolean's --no- form). */
 static void unknown_flag(int cmd, const char *name, size_t len, char *err, size_t errlen)
 {
+    bool negated = len > 3 && strncmp(name, "no-", 3) == 0;
+    const char *base = negated ? name + 3 : name;
+    size_t base_len = negated ? len - 3 : len;
     const setting_def_t *best = NULL;
-    size_t best_d = len / 3 > 2 ? len / 3 : 2; /* farther than this is no typo */
+    size_t best_d = base_len / 3 > 2 ? base_len / 3 : 2; /* farther than this is no typo */
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const setting_def_t *d = &setting_defs[i];
-        if (!(d->cmds & cmd) || d->hidden || d->env_only) continue;
-        size_t dist = edit_distance(name, len, d->name);
+        if (!(d->cmds & cmd) || d->hidden || d->env_only || (negated && d->type != ST_BOOL)) continue;
+        size_t dist = edit_distance(base, base_len, d->name);
         if (dist <= best_d && (!best || dist < best_d)) best = d, best_d = dist;
     }
     int shown = (int)(len > 64 ? 64 : len);
     if (best)
-        snprintf(err, errlen, "unknown option '--%.*s': did you mean --%s? (see --help)", shown, name, best->name);
+        snprintf(err, errlen, "unknown option '--%.*s': did you mean --%s%s? (see --help)", shown, name,
+                 negated ? "no-" : "", best->name);
     else
         snprintf(err, errlen, "unknown option '--%.*s' (see --help)", shown, name);
 }

@@ -415,6 +415,8 @@ static void test_unknown_option_suggests(void **state)
     parse_error(CMD_WORKER, ARGV("worker", "--concurency", "5"), NOENV, "did you mean --concurrency?", NULL, NULL);
     parse_error(CMD_RUN, ARGV("run", "--base_url", "http://x"), NOENV, "did you mean --base-url?", NULL, NULL);
     parse_error(CMD_WORKER, ARGV("worker", "--zzzzzz"), NOENV, "unknown option '--zzzzzz'", NULL, "did you mean");
+    parse_error(CMD_WORKER, ARGV("worker", "--no-exit-when-emty"), NOENV, "did you mean --no-exit-when-empty?", NULL,
+                NULL);
     /* Not a flag of this command, nor a hidden one. */
     parse_error(CMD_STATUS, ARGV("status", "--concurency", "5"), NOENV, NULL, NULL, "--concurrency");
     parse_error(CMD_WORKER, ARGV("worker", "--test-stal-ms", "5"), NOENV, NULL, NULL, "did you mean");
