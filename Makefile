@@ -64,9 +64,20 @@ UNIT_log        := log.c
 
 .PHONY: all deps bench-deps fuzz-deps check-rules run test unit unit-valgrind integration check-asan bench clean lint \
         lint-deps \
-        version image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
+        version install uninstall image image-deps check-image check-deploy deploy-deps deploy-sync fuzz fuzz-ci
 
 all: $(BUILD)/chunkd
+
+# `make install PREFIX=/usr` (default /usr/local) puts chunkd in $(DESTDIR)$(PREFIX)/bin; DESTDIR stages it for a
+# package. `make uninstall` takes it out again.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+install: $(BUILD)/chunkd
+	install -d "$(DESTDIR)$(BINDIR)"
+	install -m 0755 $(BUILD)/chunkd "$(DESTDIR)$(BINDIR)/chunkd"
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/chunkd"
 
 version:
 	@echo $(VERSION)

@@ -82,6 +82,12 @@ typedef struct settings {
     char *ca_file;
     char *header_file;            /* secret headers, "Name: value" per line */
     char *http_headers;           /* secret headers from the environment only (CHUNKD_HTTP_HEADERS) */
+    char *headers;                /* -H/--header: headers that are not secret, "Name: value" lines */
+    char *path_template;          /* --path: the path from item fields, "/users/{id}"; NULL: the item's own */
+    char *query_template;         /* --query: "page={page}&q={name}" (repeated flags joined with '&') */
+    char *method;                 /* --method: "" unless given */
+    char *body_field;             /* --body-field: the item field sent as the body; NULL: none */
+    bool body_from_item;          /* --body-from-item: the whole item as the JSON body */
     /* exec handler (it also uses max_attempts, retry_base_ms, retry_max_ms and max_result_bytes). */
     char *cmd;                    /* the subprocesses' command, split into argv (never a shell) */
     long long procs;              /* subprocesses per worker process; 0: CPU count */

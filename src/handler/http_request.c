@@ -57,6 +57,7 @@ void http_config_free(http_config_t *c)
     free_list(c->keep_headers, c->n_keep_headers);
     free_list(c->secret_headers, c->n_secret);
     free_list(c->secret_names, c->n_secret);
+    free_list(c->plain_headers, c->n_plain);
     free(c);
 }
 
@@ -219,6 +220,99 @@ char *http_url_host(const char *url)
     return out;
 }
 
+static bool header_forbidden(const http_config_t *c, const char *name);
+static bool path_has_dot_segment(const char *path);
+
+/* Checks a --path or --query template (what, for messages): printable, without '#' (nor '?' in a path), and
+ * each "{" closed by a "}" around a field name of letters, digits and "_-.". Returns 0, or -1 with err. */
+static int template_check(const char *t, const char *what, char *err, size_t errlen)
+{
+    for (const char *p = t; *p; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '#' || (strcmp(what, "--path") == 0 && *p == '?')) {
+            snprintf(err, errlen, "invalid value for %s: no spaces, control characters, '#'%s (byte %zu)", what,
+                     strcmp(what, "--path") == 0 ? " or '?' (the query is --query)" : "", (size_t)(p - t) + 1);
+            return -1;
+        }
+        if (*p == '}') {
+            snprintf(err, errlen, "invalid value for %s: '}' without '{' (byte %zu)", what, (size_t)(p - t) + 1);
+            return -1;
+        }
+        if (*p != '{') continue;
+        size_t n = strspn(p + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.");
+        if (n == 0 || p[1 + n] != '}') {
+            snprintf(err, errlen, "invalid value for %s: '{' at byte %zu must be followed by a field name (letters, "
+                     "digits, '_', '-', '.') and '}'", what, (size_t)(p - t) + 1);
+            return -1;
+        }
+        p += n + 1;
+    }
+    return 0;
+}
+
+/* Reads the templates and the plain headers of s into c, checked. Returns 0, or -1 with err. */
+static int templates_check(http_config_t *c, const settings_t *s, char *err, size_t errlen)
+{
+    c->templated = s->path_template || s->query_template || s->body_field || s->body_from_item;
+    if (c->templated && !c->base_url) {
+        snprintf(err, errlen, "--path, --query, --body-field and --body-from-item need --base-url (CHUNKD_BASE_URL)");
+        return -1;
+    }
+    if (s->path_template) {
+        if (s->path_template[0] != '/') {
+            snprintf(err, errlen, "invalid value for --path (CHUNKD_PATH): must start with '/'");
+            return -1;
+        }
+        if (template_check(s->path_template, "--path", err, errlen)) return -1;
+        if (path_has_dot_segment(s->path_template)) {
+            snprintf(err, errlen, "invalid value for --path (CHUNKD_PATH): a \".\" or \"..\" segment would leave "
+                     "the path of --base-url");
+            return -1;
+        }
+    }
+    if (s->query_template && template_check(s->query_template, "--query", err, errlen)) return -1;
+    if (s->method && s->method[0]) {
+        bool ok = strlen(s->method) <= 16;
+        for (const char *p = s->method; *p; p++) ok = ok && isupper((unsigned char)*p);
+        if (!ok) {
+            snprintf(err, errlen, "invalid value for --method (CHUNKD_METHOD): upper-case letters, like GET or POST");
+            return -1;
+        }
+    }
+    int line_no = 0;
+    for (const char *p = s->headers; p && *p;) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *colon = memchr(p, ':', len);
+        line_no++;
+        if (len) {
+            size_t name_len = colon ? (size_t)(colon - p) : 0;
+            const char *value = colon ? colon + 1 : "";
+            size_t value_len = colon ? len - name_len - 1 : 0;
+            while (value_len && *value == ' ') value++, value_len--;
+            char name[300];
+            snprintf(name, sizeof name, "%.*s", (int)(name_len < 256 ? name_len : 256), p);
+            if (!colon || !http_header_ok(p, name_len, value, value_len)) {
+                snprintf(err, errlen, "invalid value for -H/--header (CHUNKD_HEADER) number %d: expected \"Name: "
+                         "value\" with a valid header name", line_no);
+                return -1;
+            }
+            if (header_forbidden(c, name)) {
+                snprintf(err, errlen, "-H/--header %s: chunkd sets this header itself (or it is a secret header)",
+                         name);
+                return -1;
+            }
+            if (c->n_plain == HTTP_SECRET_HEADERS_MAX) {
+                snprintf(err, errlen, "-H/--header: more than %d headers", HTTP_SECRET_HEADERS_MAX);
+                return -1;
+            }
+            c->plain_headers = xrealloc(c->plain_headers, (c->n_plain + 1) * sizeof(char *));
+            c->plain_headers[c->n_plain++] = xasprintf("%s: %.*s", name, (int)value_len, value);
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 http_config_t *http_config_new(const settings_t *s, char *err, size_t errlen)
 {
     http_config_t *c = xcalloc(1, sizeof *c);
@@ -259,6 +353,7 @@ http_config_t *http_config_new(const settings_t *s, char *err, size_t errlen)
         }
         if (add_secret_headers(c, buf, s->header_file, err, errlen)) goto fail;
     }
+    if (templates_check(c, s, err, errlen)) goto fail;
     return c;
 fail:
     http_config_free(c);
@@ -434,6 +529,98 @@ static const char *url_from_base(const http_config_t *c, const json_t *jpath, dy
     return NULL;
 }
 
+/* The item's field name[0..len): a key of that name, else the path of nested keys it names with dots. Borrowed,
+ * or NULL. */
+static const json_t *item_field(const json_t *item, const char *name, size_t len)
+{
+    char key[256];
+    if (len >= sizeof key) return NULL;
+    memcpy(key, name, len);
+    key[len] = '\0';
+    const json_t *v = json_object_get(item, key);
+    if (v) return v;
+    for (char *k = key; item && k;) {
+        char *dot = strchr(k, '.');
+        if (dot) *dot = '\0';
+        item = json_object_get(item, k);
+        k = dot ? dot + 1 : NULL;
+    }
+    return item;
+}
+
+/* Appends template t (what: "--path" or "--query", for messages) to out with each "{field}" replaced by the
+ * item's field, percent-encoded. Returns NULL, or why the item cannot be sent (in why[]). */
+static const char *template_expand(dynbuf_t *out, const char *t, const char *what, const json_t *item, char *why,
+                                   size_t whylen)
+{
+    while (*t) {
+        size_t lit = strcspn(t, "{");
+        if (lit && dynbuf_add(out, t, lit)) return "URL too long";
+        t += lit;
+        if (!*t) break;
+        const char *name = t + 1;
+        size_t len = strcspn(name, "}"); /* the template was checked: a name and its '}' follow */
+        const json_t *v = item_field(item, name, len);
+        char num[64];
+        const char *text = num;
+        if (json_is_string(v)) text = json_string_value(v);
+        else if (json_is_integer(v)) snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+        else if (json_is_real(v)) snprintf(num, sizeof num, "%.17g", json_real_value(v));
+        else if (json_is_boolean(v)) text = json_is_true(v) ? "true" : "false";
+        else {
+            snprintf(why, whylen, "field \"%.*s\" named in %s is %s; no request was made", (int)(len > 100 ? 100 : len),
+                     name, what, v ? "not a string, number or boolean" : "missing from the item");
+            return why;
+        }
+        size_t at = out->len;
+        if (url_escape(out, text, json_is_string(v) ? json_string_length(v) : strlen(text))) return "URL too long";
+        if (strcmp(what, "--path") == 0) {
+            /* "." or "..", alone or between slashes (encoded now, but a server may decode them): refused. */
+            char *segment = xasprintf("/%s", out->data + at);
+            bool dots = path_has_dot_segment(segment);
+            free(segment);
+            if (dots) {
+                snprintf(why, whylen, "field \"%.*s\" named in --path holds a \".\" or \"..\" segment (it would "
+                         "leave the path of --base-url); no request was made", (int)(len > 100 ? 100 : len), name);
+                return why;
+            }
+        }
+        t = name + len + 1;
+    }
+    return NULL;
+}
+
+/* Sets req->url from --base-url and the --path and --query templates over the item's fields. Returns NULL, or an
+ * error message (a constant or why[]). */
+static const char *request_url_templated(const http_config_t *c, const json_t *item, http_request_t *req, char *why,
+                                         size_t whylen)
+{
+    const settings_t *s = c->settings;
+    dynbuf_t url;
+    dynbuf_init(&url, 65536);
+    const char *error = dynbuf_addstr(&url, c->base_url) ? "URL too long" : NULL;
+    size_t path_at = url.len;
+    if (!error && s->path_template) error = template_expand(&url, s->path_template, "--path", item, why, whylen);
+    /* A value of "." or "..", or one with encoded slashes around them, would make a dot segment. */
+    if (!error && path_has_dot_segment(url.data + path_at)) {
+        snprintf(why, whylen, "a field's value in --path makes a \".\" or \"..\" segment (it would leave the path "
+                 "of --base-url); no request was made");
+        error = why;
+    }
+    const char *q = s->query_template;
+    if (q && *q == '?') q++;
+    if (!error && q && *q) {
+        if (dynbuf_addstr(&url, "?")) error = "URL too long";
+        else error = template_expand(&url, q, "--query", item, why, whylen);
+    }
+    if (error) {
+        dynbuf_free(&url);
+        return error;
+    }
+    req->url = dynbuf_take(&url, NULL);
+    return NULL;
+}
+
 /* Sets req->url from the item's "url" or "path", and its "query". Returns NULL, or an error message. */
 static const char *request_url(const http_config_t *c, const json_t *item, http_request_t *req, char *why,
                                size_t whylen)
@@ -547,18 +734,55 @@ static void request_own_headers(const http_config_t *c, bool to_base_url, const 
     if (req->body) req->headers = curl_slist_append(req->headers, "Expect:");
 }
 
+/* Adds the -H/--header headers; *has_content_type is set when one of them is a Content-Type. */
+static void request_plain_headers(const http_config_t *c, http_request_t *req, bool *has_content_type)
+{
+    for (size_t i = 0; i < c->n_plain; i++) {
+        req->headers = curl_slist_append(req->headers, c->plain_headers[i]);
+        if (strncasecmp(c->plain_headers[i], "content-type:", 13) == 0) *has_content_type = true;
+    }
+}
+
+/* A templated item's body: the field --body-field names, or the whole item (--body-from-item), or none. Returns
+ * NULL, or an error message (a constant or why[]). */
+static const char *request_body_templated(const http_config_t *c, const json_t *item, bool has_content_type,
+                                          http_request_t *req, char *why, size_t whylen)
+{
+    const settings_t *s = c->settings;
+    if (s->body_from_item) return request_body(item, has_content_type, req);
+    if (!s->body_field) return NULL;
+    const json_t *v = item_field(item, s->body_field, strlen(s->body_field));
+    if (!v) {
+        snprintf(why, whylen, "field \"%.100s\" named in --body-field is missing from the item; no request was made",
+                 s->body_field);
+        return why;
+    }
+    return request_body(v, has_content_type, req);
+}
+
 static const char *request_fill(const http_config_t *c, const json_t *item, const char *id_json, http_request_t *req,
                                 char *why, size_t whylen)
 {
     if (!json_is_object(item)) return "an http item must be a JSON object";
-    const char *error = request_url(c, item, req, why, whylen);
-    if (!error) error = request_method(json_object_get(item, "method"), req);
+    const settings_t *s = c->settings;
     bool has_content_type = false;
-    if (!error)
-        error = request_item_headers(c, json_object_get(item, "headers"), req, &has_content_type, why, whylen);
-    if (!error) error = request_body(json_object_get(item, "body"), has_content_type, req);
+    const char *error;
+    if (c->templated) {
+        /* A plain record: only the templates read it. */
+        error = request_url_templated(c, item, req, why, whylen);
+        if (!error) request_plain_headers(c, req, &has_content_type);
+        if (!error) error = request_body_templated(c, item, has_content_type, req, why, whylen);
+    } else {
+        error = request_url(c, item, req, why, whylen);
+        if (!error) error = request_method(json_object_get(item, "method"), req);
+        if (!error)
+            error = request_item_headers(c, json_object_get(item, "headers"), req, &has_content_type, why, whylen);
+        if (!error) request_plain_headers(c, req, &has_content_type);
+        if (!error) error = request_body(json_object_get(item, "body"), has_content_type, req);
+    }
     if (error) return error;
-    request_own_headers(c, !json_object_get(item, "url"), id_json, req);
+    if (!req->method && s->method && s->method[0]) req->method = xstrdup(s->method);
+    request_own_headers(c, c->templated || !json_object_get(item, "url"), id_json, req);
     return NULL;
 }
 

@@ -8,7 +8,15 @@
  * the final URL must still name them. Headers that
  * frame the request (Host, Content-Length, ...) and the names of secret headers cannot be set by an item; secret
  * headers go only to --base-url, never to an item's absolute url; every request carries an Idempotency-Key
- * derived from the queue and the item id (unless --no-idempotency-key). */
+ * derived from the queue and the item id (unless --no-idempotency-key).
+ *
+ * Templates: with --path, --query, --body-field or --body-from-item the item is a plain record and the request is
+ * built from its fields: "{name}" (or "{a.b}", a nested field) in --path and --query is replaced by the field's
+ * value (a string, number or boolean), percent-encoded (all but letters, digits and "-._~"), so a value stays
+ * inside its path segment or query value: it cannot add a segment or a parameter, nor reach the host. A missing
+ * field, one of another type, or a value that makes a "." or ".." segment fails the item with a message naming
+ * the field; no request is made. -H/--header adds headers that are not secret, to every request, under the same
+ * rules as an item's own headers. */
 #ifndef CHUNKD_HTTP_REQUEST_H
 #define CHUNKD_HTTP_REQUEST_H
 
@@ -36,6 +44,9 @@ typedef struct http_config {
     char **secret_names;             /* lowercase names of the secret headers */
     size_t n_secret;
     bool retry_status[600];          /* statuses that are retried */
+    char **plain_headers;            /* -H/--header: "Name: value", not secret */
+    size_t n_plain;
+    bool templated;                  /* --path, --query or a body option: items are plain records */
     bool env_proxy;                  /* a proxy variable is set: libcurl reads them on every call */
 } http_config_t;
 

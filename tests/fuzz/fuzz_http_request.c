@@ -8,7 +8,13 @@
  * byte, and its path stays under /v1 after RFC 3986 dot-segment removal, with %2E as a dot and %2F, %5C and '\'
  * as slashes (what a server that decodes them would see); header lines are "token: value" without line breaks,
  * no item sets a framing header, Idempotency-Key is there once and its value is printable; secret headers go only
- * with base-URL requests and their values appear nowhere else; a refused item leaves nothing allocated. */
+ * with base-URL requests and their values appear nowhere else; a refused item leaves nothing allocated.
+ *
+ * Each item also goes through a second config with templates (--path "/u/{a}/x/{b.c}", --query "q={a}&r={d}",
+ * -H "X-Plain: p", --body-from-item): its URL is on the base host, the path has exactly its template's segments
+ * with each value percent-decoding back to the field's text (a value never leaves its segment), and the query has
+ * exactly the parameters q and r, each decoding back to its field (a value never adds a parameter). */
+#include <ctype.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +32,21 @@
 #define SECRET1 "Bearer s3cret-value"
 #define SECRET2 "k3y-value"
 
+/* The config of s (which must outlive it), or abort() naming which one. */
+static http_config_t *config_of(settings_t *s, const char *which)
+{
+    s->keep_headers = "";
+    s->retry_statuses = "429,5xx";
+    s->idempotency_key = true;
+    char err[256];
+    http_config_t *c = http_config_new(s, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "fuzz_http_request: %s config: %s\n", which, err);
+        abort();
+    }
+    return c;
+}
+
 static http_config_t *config(void)
 {
     static settings_t s;
@@ -34,18 +55,115 @@ static http_config_t *config(void)
     s.queue = "q{1}";
     s.base_url = BASE "/";
     s.allow_hosts = "ok.test, Other.Test:8443";
-    s.keep_headers = "";
-    s.retry_statuses = "429,5xx";
     s.http_headers = "Authorization: " SECRET1 "\nX-Api-Key: " SECRET2;
-    s.idempotency_key = true;
     s.max_result_bytes = 1 << 20;
-    char err[256];
-    c = http_config_new(&s, err, sizeof err);
-    if (!c) {
-        fprintf(stderr, "fuzz_http_request: config: %s\n", err);
-        abort();
+    return c = config_of(&s, "plain");
+}
+
+#define TEMPLATE_PATH "/u/{a}/x/{b.c}"
+#define TEMPLATE_QUERY "q={a}&r={d}"
+
+static http_config_t *config_templated(void)
+{
+    static settings_t s;
+    static http_config_t *c;
+    if (c) return c;
+    s.queue = "q";
+    s.base_url = BASE;
+    s.allow_hosts = "";
+    s.http_headers = "Authorization: " SECRET1;
+    s.headers = "X-Plain: p";
+    s.path_template = TEMPLATE_PATH;
+    s.query_template = TEMPLATE_QUERY;
+    s.body_from_item = true;
+    return c = config_of(&s, "templated");
+}
+
+/* Percent-decodes s[0..n) into a malloc'd string (*len bytes; it may hold NULs), or NULL when s has a '%' not
+ * followed by two hex digits or a byte that percent-encoding would not leave as it is. */
+static char *pct_decode(const char *s, size_t n, size_t *len)
+{
+    char *out = malloc(n + 1);
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) && isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], '\0'};
+            out[w++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else if ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+                   strchr("-._~", s[i])) {
+            out[w++] = s[i];
+        } else {
+            free(out);
+            return NULL;
+        }
     }
-    return c;
+    out[w] = '\0';
+    *len = w;
+    return out;
+}
+
+/* The text a template gives the item's field (as template_expand writes it), or NULL for another type. */
+static char *field_text(const json_t *item, const char *name, size_t *len)
+{
+    const json_t *v = json_object_get(item, name);
+    if (!v && strcmp(name, "b.c") == 0) v = json_object_get(json_object_get(item, "b"), "c");
+    char num[64];
+    const char *text = num;
+    if (json_is_string(v)) {
+        *len = json_string_length(v);
+        char *out = malloc(*len + 1);
+        memcpy(out, json_string_value(v), *len + 1);
+        return out;
+    }
+    if (json_is_integer(v)) snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v)) snprintf(num, sizeof num, "%.17g", json_real_value(v));
+    else if (json_is_boolean(v)) text = json_is_true(v) ? "true" : "false";
+    else return NULL;
+    *len = strlen(text);
+    return strdup(text);
+}
+
+/* part[0..n) percent-decodes to the field's text. */
+static void check_value(const char *part, size_t n, const json_t *item, const char *field, const char *url)
+{
+    size_t got_len = 0, want_len = 0;
+    char *got = pct_decode(part, n, &got_len), *want = field_text(item, field, &want_len);
+    CHECK(got != NULL, "a raw reserved byte in the value of {%s}: %s", field, url);
+    CHECK(want != NULL, "field {%s} of another type was sent: %s", field, url);
+    CHECK(got_len == want_len && memcmp(got, want, got_len) == 0, "{%s} does not decode to its field: %s", field, url);
+    free(got);
+    free(want);
+}
+
+/* The templated request: on the base, the path's segments and the query's parameters exactly the templates'. */
+static void check_templated(const json_t *item, const http_request_t *req)
+{
+    const char *url = req->url;
+    size_t n = strlen(BASE);
+    CHECK(strncmp(url, BASE "/u/", n + 3) == 0, "templated URL does not extend the base: %s", url);
+    char *host = http_url_host(url);
+    CHECK(host && strcmp(host, "api.test") == 0, "templated URL on host %s: %s", host ? host : "(none)", url);
+    free(host);
+    CHECK(!strchr(url, '#'), "a fragment in a templated URL: %s", url);
+    const char *a = url + n + 3, *slash = strchr(a, '/');
+    CHECK(slash && strncmp(slash, "/x/", 3) == 0, "the first value left its segment: %s", url);
+    const char *bc = slash + 3, *qmark = strchr(bc, '?');
+    CHECK(qmark && !memchr(bc, '/', (size_t)(qmark - bc)), "the second value left its segment: %s", url);
+    check_value(a, (size_t)(slash - a), item, "a", url);
+    check_value(bc, (size_t)(qmark - bc), item, "b.c", url);
+    const char *q = qmark + 1, *amp = strchr(q, '&');
+    CHECK(strncmp(q, "q=", 2) == 0 && amp && strncmp(amp, "&r=", 3) == 0 && !strchr(amp + 1, '&'),
+          "the query is not exactly q and r: %s", url);
+    check_value(q + 2, (size_t)(amp - q - 2), item, "a", url);
+    check_value(amp + 3, strlen(amp + 3), item, "d", url);
+    bool plain = false, secret = false;
+    for (const struct curl_slist *l = req->headers; l; l = l->next) {
+        plain = plain || strcmp(l->data, "X-Plain: p") == 0;
+        secret = secret || strcmp(l->data, "Authorization: " SECRET1) == 0;
+    }
+    CHECK(plain && secret, "templated request without its -H header or secret header");
+    CHECK(req->body != NULL, "--body-from-item sent no body");
 }
 
 static bool is_token(const char *s, size_t n)
@@ -223,6 +341,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             check_request(item, &req, leak_checks);
         }
+        http_request_free(&req);
+        error = http_request_build(config_templated(), item, id_json, &req, why, sizeof why);
+        if (error) CHECK(!req.url && !req.method && !req.body && !req.headers, "a refused item left a request behind");
+        else check_templated(item, &req);
         http_request_free(&req);
         json_decref(item);
     }

@@ -209,6 +209,116 @@ static void test_refused_items(void **state)
     }
 }
 
+/* --path and --query from item fields: each value percent-encoded inside its segment or query value. */
+static void test_templates(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    s.path_template = "/users/{user}/orders/{o.n}";
+    s.query_template = "page={page}&q={q}&f={flag}";
+    s.headers = "X-Trace: t-1\nAccept: application/json";
+    s.method = "POST";
+    s.body_from_item = true;
+    http_request_t req;
+    assert_null(build(&s, "{\"user\":\"a/..?x=1#f@evil.com\",\"o\":{\"n\":7},\"page\":2.5,\"q\":\"a&b=c\","
+                          "\"flag\":true,\"path\":\"/ignored\",\"url\":\"http://evil.test/\"}", "1", &req));
+    assert_string_equal(req.url, "http://api.test:8080/v1/users/a%2F..%3Fx%3D1%23f%40evil.com/orders/7"
+                                 "?page=2.5&q=a%26b%3Dc&f=true");
+    assert_string_equal(req.method, "POST");
+    assert_non_null(strstr(req.body, "\"o\":{\"n\":7}"));
+    assert_string_equal(header(&req, "X-Trace"), "X-Trace: t-1");
+    assert_string_equal(header(&req, "Content-Type"), "Content-Type: application/json");
+    assert_non_null(header(&req, "Authorization")); /* to --base-url: the secret headers too */
+    http_request_free(&req);
+    /* A field literally named with a dot wins over the nested path; --body-field sends one field. */
+    s.body_from_item = false;
+    s.body_field = "payload";
+    s.query_template = NULL;
+    assert_null(build(&s, "{\"user\":\"u\",\"o.n\":\"x y\",\"payload\":\"raw text\"}", "1", &req));
+    assert_string_equal(req.url, "http://api.test:8080/v1/users/u/orders/x%20y");
+    assert_memory_equal(req.body, "raw text", req.body_len);
+    http_request_free(&req);
+    static const char *const refused[][2] = {
+        {"{\"o\":{\"n\":1}}", "field \"user\" named in --path is missing from the item; no request was made"},
+        {"{\"user\":[1],\"o\":{\"n\":1}}", "field \"user\" named in --path is not a string, number or boolean; "
+                                          "no request was made"},
+        {"{\"user\":\"..\",\"o\":{\"n\":1}}", "field \"user\" named in --path holds a \".\" or \"..\" segment "
+                                               "(it would leave the path of --base-url); no request was made"},
+        {"{\"user\":\"a/../b\",\"o\":{\"n\":1}}", "field \"user\" named in --path holds a \".\" or \"..\" "
+                                                   "segment (it would leave the path of --base-url); no request was "
+                                                   "made"},
+        {"{\"user\":\"u\",\"o\":{\"n\":1}}", "field \"payload\" named in --body-field is missing from the item; no "
+                                              "request was made"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        assert_string_equal(build(&s, refused[i][0], "1", &req), refused[i][1]);
+        assert_null(req.url);
+        assert_null(req.headers);
+    }
+}
+
+/* Without templates, -H and --method apply to the item forms too (an item's own method wins). */
+static void test_plain_headers_and_method_with_item_forms(void **state)
+{
+    (void)state;
+    settings_t s = base_settings();
+    s.headers = "X-Trace: t-1";
+    s.method = "PUT";
+    http_request_t req;
+    assert_null(build(&s, "{\"path\":\"/a\"}", "1", &req));
+    assert_string_equal(req.url, "http://api.test:8080/v1/a");
+    assert_string_equal(req.method, "PUT");
+    assert_string_equal(header(&req, "X-Trace"), "X-Trace: t-1");
+    http_request_free(&req);
+    assert_null(build(&s, "{\"path\":\"/a\",\"method\":\"DELETE\"}", "1", &req));
+    assert_string_equal(req.method, "DELETE");
+    http_request_free(&req);
+}
+
+static void test_template_config_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *path, *query, *headers, *method, *error;
+    } cases[] = {
+        {"users/{id}", NULL, NULL, NULL, "invalid value for --path (CHUNKD_PATH): must start with '/'"},
+        {"/u/{id", NULL, NULL, NULL, "invalid value for --path: '{' at byte 4 must be followed by a field name "
+                                     "(letters, digits, '_', '-', '.') and '}'"},
+        {"/u/{}", NULL, NULL, NULL, "invalid value for --path: '{' at byte 4 must be followed by a field name "
+                                    "(letters, digits, '_', '-', '.') and '}'"},
+        {"/u}", NULL, NULL, NULL, "invalid value for --path: '}' without '{' (byte 3)"},
+        {"/u?a={id}", NULL, NULL, NULL, "invalid value for --path: no spaces, control characters, '#' or '?' (the "
+                                        "query is --query) (byte 3)"},
+        {"/../{id}", NULL, NULL, NULL, "invalid value for --path (CHUNKD_PATH): a \".\" or \"..\" segment would "
+                                       "leave the path of --base-url"},
+        {NULL, "a={x}#f", NULL, NULL, "invalid value for --query: no spaces, control characters, '#' (byte 6)"},
+        {NULL, NULL, "Host: evil.test", NULL, "-H/--header Host: chunkd sets this header itself (or it is a secret "
+                                              "header)"},
+        {NULL, NULL, "X-A: 1\nauthorization: x", NULL, "-H/--header authorization: chunkd sets this header itself "
+                                                      "(or it is a secret header)"},
+        {NULL, NULL, "X-A: 1\nno colon", NULL, "invalid value for -H/--header (CHUNKD_HEADER) number 2: expected "
+                                              "\"Name: value\" with a valid header name"},
+        {NULL, NULL, NULL, "post", "invalid value for --method (CHUNKD_METHOD): upper-case letters, like GET or "
+                                   "POST"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[256];
+        settings_t s = base_settings();
+        s.path_template = (char *)cases[i].path;
+        s.query_template = (char *)cases[i].query;
+        s.headers = (char *)cases[i].headers;
+        s.method = (char *)cases[i].method;
+        assert_null(http_config_new(&s, err, sizeof err));
+        assert_string_equal(err, cases[i].error);
+    }
+    char err[256];
+    settings_t s = base_settings();
+    s.base_url = NULL;
+    s.path_template = "/u/{id}";
+    assert_null(http_config_new(&s, err, sizeof err));
+    assert_string_equal(err, "--path, --query, --body-field and --body-from-item need --base-url (CHUNKD_BASE_URL)");
+}
+
 static void test_no_idempotency_key_and_no_base(void **state)
 {
     (void)state;
@@ -269,6 +379,9 @@ int main(void)
         cmocka_unit_test(test_allow_hosts_ports),
         cmocka_unit_test(test_path_dot_segments),
         cmocka_unit_test(test_refused_items),
+        cmocka_unit_test(test_templates),
+        cmocka_unit_test(test_plain_headers_and_method_with_item_forms),
+        cmocka_unit_test(test_template_config_errors),
         cmocka_unit_test(test_no_idempotency_key_and_no_base),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_mask_secrets),

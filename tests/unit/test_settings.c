@@ -408,6 +408,41 @@ static void test_unknown_option(void **state)
     parse_error(CMD_WORKER, ARGV("worker", "---concurrency", "5"), NOENV, NULL, NULL, NULL);
 }
 
+/* A typo gets the closest flag of the command; a name far from all of them gets none. */
+static void test_unknown_option_suggests(void **state)
+{
+    (void)state;
+    parse_error(CMD_WORKER, ARGV("worker", "--concurency", "5"), NOENV, "did you mean --concurrency?", NULL, NULL);
+    parse_error(CMD_RUN, ARGV("run", "--base_url", "http://x"), NOENV, "did you mean --base-url?", NULL, NULL);
+    parse_error(CMD_WORKER, ARGV("worker", "--zzzzzz"), NOENV, "unknown option '--zzzzzz'", NULL, "did you mean");
+    parse_error(CMD_WORKER, ARGV("worker", "--no-exit-when-emty"), NOENV, "did you mean --no-exit-when-empty?", NULL,
+                NULL);
+    /* Not a flag of this command, nor a hidden one. */
+    parse_error(CMD_STATUS, ARGV("status", "--concurency", "5"), NOENV, NULL, NULL, "--concurrency");
+    parse_error(CMD_WORKER, ARGV("worker", "--test-stal-ms", "5"), NOENV, NULL, NULL, "did you mean");
+}
+
+/* -H is --header; repeated, --header and --query append (lines, '&'), other flags replace. */
+static void test_short_and_repeated_flags(void **state)
+{
+    (void)state;
+    settings_t s;
+    parse_ok(&s, CMD_RUN, ARGV("run", "-H", "A: 1", "--header", "B: 2", "-HC: 3", "--query", "a={x}", "--query",
+                               "b={y}", "--path", "/p", "--path", "/u/{id}"), NOENV);
+    assert_string_equal(s.headers, "A: 1\nB: 2\nC: 3");
+    assert_string_equal(s.query_template, "a={x}&b={y}");
+    assert_string_equal(s.path_template, "/u/{id}");
+    settings_free(&s);
+    parse_ok(&s, CMD_RUN, ARGV("run", "-H", "A: 1"), ENVP("CHUNKD_HEADER=Z: 9"));
+    assert_string_equal(s.headers, "A: 1");
+    settings_free(&s);
+    parse_error(CMD_RUN, ARGV("run", "-H"), NOENV, "-H (--header, CHUNKD_HEADER) needs a value", NULL, NULL);
+    parse_error(CMD_RUN, ARGV("run", "-X", "1"), NOENV, "unknown option '-X'", NULL, NULL);
+    parse_error(CMD_STATUS, ARGV("status", "-H", "A: 1"), NOENV, "unknown option '-H'", NULL, NULL);
+    parse_error(CMD_RUN, ARGV("run", "--body-field", "b", "--body-from-item"), NOENV, "exclude each other", NULL,
+                NULL);
+}
+
 static void test_option_of_other_command_rejected(void **state)
 {
     (void)state;
@@ -710,6 +745,8 @@ int main(void)
         cmocka_unit_test(test_bad_choice),
         cmocka_unit_test(test_string_too_long),
         cmocka_unit_test(test_unknown_option),
+        cmocka_unit_test(test_unknown_option_suggests),
+        cmocka_unit_test(test_short_and_repeated_flags),
         cmocka_unit_test(test_option_of_other_command_rejected),
         cmocka_unit_test(test_other_command_env_ignored),
         cmocka_unit_test(test_unknown_env_warns),
