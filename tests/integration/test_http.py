@@ -296,10 +296,11 @@ def test_reused_handles_carry_nothing_over(ctx):
 
 
 def test_concurrency_3000(ctx):
-    # 3000 calls of 200 ms each: serialized they would take 600 s; in flight together, a few seconds.
+    # 3000 calls of 2 s each: serialized they would take 6000 s; in flight together, a few seconds. (200 ms calls
+    # overlapped too little on a loaded machine under ASan, where opening 3000 connections takes about a second.)
     n = 3000
     path = f"/{ctx.queue}/slow"
-    items = [{"id": i, "path": path, "query": {"delay_ms": 200}} for i in range(n)]
+    items = [{"id": i, "path": path, "query": {"delay_ms": 2000}} for i in range(n)]
     start = time.monotonic()
     results, _ = _http(ctx, items, "--concurrency", n, label="conc", timeout=180)
     elapsed = time.monotonic() - start
@@ -307,10 +308,10 @@ def test_concurrency_3000(ctx):
     check(not bad, lambda: f"{len(bad)} of {n} calls failed or were retried, e.g. {one_line(json.dumps(bad[0]), 300)}")
     statuses = {r["result"]["status"] for r in results.values()}
     check(statuses == {200}, f"statuses {statuses}, expected only 200")
-    check(elapsed < scaled(30), f"{n} calls of 200 ms with --concurrency {n} took {elapsed:.1f}s "
-                                f"(serialized: {n * 0.2:.0f}s); they did not run concurrently")
+    check(elapsed < scaled(30), f"{n} calls of 2 s with --concurrency {n} took {elapsed:.1f}s "
+                                f"(serialized: {n * 2:.0f}s); they did not run concurrently")
     _check_counts(ctx, {path: n}, f"{n} calls")
-    # The time bound alone passed at an effective concurrency of 25 (3000 x 0.2 s / 25 = 24 s): the mock's count
+    # A time bound alone would pass at an effective concurrency of 250 (3000 x 2 s / 250 = 24 s): the mock's count
     # of calls in flight at once is the measure. Opening 3000 connections on a loaded 2-core machine (or under
     # ASan) takes longer than a call, so not all overlap; half of them must.
     peak = ctx.mock.counts()["max_inflight"]
