@@ -29,7 +29,7 @@ SRCS_PIPELINE := main.c settings.c enqueue.c chunk.c fetch.c window.c scheduler.
 SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c rconn.c redis_url.c proctab.c children.c progress.c
 SRCS_HANDLER  := handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c \
                  keeper.c breaker.c
-SRCS_CMD      := cmd.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c \
+SRCS_CMD      := cmd.c cmd_queue.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c \
                  localredis.c
 SRCS := $(SRCS_PIPELINE) $(SRCS_LIB) $(SRCS_HANDLER) $(SRCS_CMD)
 OBJS := $(SRCS:%.c=$(BUILD)/%.o) $(BUILD)/scripts.o
