@@ -2,7 +2,6 @@
 #include "enqueue.h"
 
 #include <errno.h>
-#include <stdint.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "chunk.h"
 #include "clock.h"
 #include "dynbuf.h"
+#include "idset.h"
 #include "keys.h"
 #include "linereader.h"
 #include "log.h"
@@ -21,68 +21,6 @@
 #define ENQUEUE_BATCH_CHUNKS 32               /* chunks per script call */
 #define ENQUEUE_BATCH_BYTES ((size_t)8 * 1024 * 1024) /* or fewer, when they are large */
 #define ENQUEUE_REJECTS_LOGGED 100            /* reject messages on stderr before they are only counted */
-#define ENQUEUE_IDS_SLOTS_MAX ((size_t)1 << 22) /* the id set's largest table: 32 MiB, the first 2,097,152 ids */
-
-/* The ids seen in this input, as 64-bit hashes in an open-addressing table (0: empty slot), to warn about an id
- * that repeats (its items would share an Idempotency-Key). Memory is bounded: past ENQUEUE_IDS_SLOTS_MAX / 2 ids
- * it stops looking. A hash collision (about n^2 / 2^65) can only add a spurious warning. */
-typedef struct enqueue_ids {
-    uint64_t *slots;
-    size_t n_slots, n_ids;
-    long long repeated;  /* items whose id was seen before in this input */
-    bool full;           /* stopped looking */
-} enqueue_ids_t;
-
-static uint64_t enqueue_id_hash(const json_t *id)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    const char *p;
-    size_t len;
-    long long n = 0;
-    if (json_is_string(id)) {
-        p = json_string_value(id), len = json_string_length(id);
-        h = (h ^ 's') * 1099511628211ULL;
-    } else {
-        n = json_integer_value(id);
-        p = (const char *)&n, len = sizeof n;
-    }
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-    return h ? h : 1;
-}
-
-/* Adds id; returns true when it was seen before. */
-static bool enqueue_ids_add(enqueue_ids_t *s, const json_t *id)
-{
-    if (s->full) return false;
-    if (2 * (s->n_ids + 1) > s->n_slots) {
-        if (s->n_slots >= ENQUEUE_IDS_SLOTS_MAX) {
-            s->full = true;
-            LOG(LL_INFO, "more than %zu ids: ids after that are not checked for repeats", s->n_ids);
-            return false;
-        }
-        size_t n = s->n_slots ? s->n_slots * 2 : 1024;
-        uint64_t *old = s->slots, *grown = xcalloc(n, sizeof *grown);
-        for (size_t i = 0; i < s->n_slots; i++)
-            if (old[i])
-                for (size_t j = old[i] & (n - 1);; j = (j + 1) & (n - 1))
-                    if (!grown[j]) {
-                        grown[j] = old[i];
-                        break;
-                    }
-        free(old);
-        s->slots = grown, s->n_slots = n;
-    }
-    uint64_t h = enqueue_id_hash(id);
-    for (size_t j = h & (s->n_slots - 1);; j = (j + 1) & (s->n_slots - 1)) {
-        if (s->slots[j] == h) return true;
-        if (!s->slots[j]) {
-            s->slots[j] = h;
-            s->n_ids++;
-            return false;
-        }
-    }
-}
-
 /* Warns when the queue already has finished items: ids enqueued again share their Idempotency-Key with them (a
  * cheap check; remembering every id of a queue would cost Redis memory per item). */
 static void enqueue_warn_finished(rconn_t *c, const keys_t *k, const char *queue)
@@ -203,7 +141,7 @@ static bool blank(const char *s, size_t len)
 }
 
 int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const atomic_bool *stop,
-                enqueue_result_t *res, char *err, size_t errlen)
+                const idset_t *skip, enqueue_result_t *res, char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
     bool is_stdin = strcmp(input_name, "-") == 0;
@@ -222,7 +160,8 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
         return -1;
     }
     enqueue_warn_finished(st.conn, &st.keys, s->queue);
-    enqueue_ids_t ids = {0};
+    idset_t *ids = idset_new();
+    long long repeated = 0;
     chunk_builder_init(&st.chunk, (size_t)s->chunk_size, (size_t)s->max_chunk_bytes);
     st.batch = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch);
     st.batch_lens = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch_lens);
@@ -249,9 +188,18 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
             rc = enqueue_reject(&st, line, len, full_len, why, err, errlen);
             continue;
         }
-        if (enqueue_ids_add(&ids, json_object_get(entry, "id")) && ids.repeated++ < 1)
+        const json_t *id = json_object_get(entry, "id");
+        if (skip && idset_has(skip, id)) { /* run --resume: its result is in the output already */
+            json_decref(entry);
+            res->skipped++;
+            continue;
+        }
+        int seen = idset_add(ids, id);
+        if (seen > 0 && repeated++ < 1)
             LOG(LL_WARN, "line %lld repeats an id of an earlier line: items with the same id share an "
                          "Idempotency-Key (the count follows at the end)", lr.line_no);
+        if (seen < 0 && idset_count(ids) == IDSET_SLOTS_MAX / 2)
+            LOG(LL_INFO, "more than %zu ids: later ids are not checked for repeats", idset_count(ids));
         size_t entry_bytes = chunk_entry_bytes(entry);
         if (!chunk_builder_fits_alone(&st.chunk, entry_bytes)) {
             json_decref(entry);
@@ -269,9 +217,9 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
     }
     if (rc == 0) rc = enqueue_close_chunk(&st, err, errlen);
     if (rc == 0) rc = enqueue_send(&st, err, errlen);
-    if (ids.repeated)
-        LOG(LL_WARN, "%lld items repeat the id of an earlier line of %s", ids.repeated, is_stdin ? "stdin" : input_name);
-    free(ids.slots);
+    if (repeated)
+        LOG(LL_WARN, "%lld items repeat the id of an earlier line of %s", repeated, is_stdin ? "stdin" : input_name);
+    idset_free(ids);
     if (res->rejected) {
         redisReply *r = rconn_command(st.conn, "HINCRBY %s rejected %lld", st.keys.stats, res->rejected);
         if (r) freeReplyObject(r);

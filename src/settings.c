@@ -234,6 +234,8 @@ static const setting_def_t setting_defs[] = {
      .help = "purge, delete: confirm; without it they only say what they would remove"},
     {.name = "force", .env = "CHUNKD_FORCE", .type = ST_BOOL, .offset = OFF(force), .def = "false", .cmds = CMD_DELETE,
      .help = "delete: even while workers are registered on the queue"},
+    {.name = "resume", .env = "CHUNKD_RESUME", .type = ST_BOOL, .offset = OFF(resume), .def = "false", .cmds = CMD_RUN,
+     .help = "run: skip the items whose id is already in --out FILE, and append to it (give the same --queue)"},
     {.name = "limit", .env = "CHUNKD_LIMIT", .type = ST_INT, .offset = OFF(limit), .def = "0", .min = 0,
      .max = 1000000000000LL, .cmds = CMD_REQUEUE,
      .help = "requeue: most dead records to move (0: all)"},

@@ -104,6 +104,7 @@ typedef struct settings {
     bool watch;
     bool yes;                     /* purge, delete: the confirmation */
     bool force;                   /* delete: even while workers are registered */
+    bool resume;                  /* run: skip the ids already in --out, and append to it */
     long long interval_ms;
     /* requeue. */
     long long limit;        /* 0: every dead item */

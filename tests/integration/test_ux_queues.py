@@ -5,7 +5,7 @@ not integers."""
 import json
 import time
 
-from harness import check, read_jsonl, wait_until
+from harness import assert_exactly_once, check, read_jsonl, wait_until
 from test_metrics import get as _get
 
 EXIT_NO_QUEUE = 5
@@ -143,3 +143,31 @@ def test_enqueue_rejects_an_id_that_is_not_an_integer(ctx):
     rejects = read_jsonl(str(path) + ".rejected")
     check(len(rejects) == 1 and rejects[0]["line"] == 2 and "1.5" in rejects[0]["error"], f"rejects: {rejects}")
     check(ctx.stat("enqueued") == 2, "the good lines still go")
+
+
+def test_run_resume_after_an_interrupted_run_gives_every_id_once(ctx):
+    """run --queue Q --out F, interrupted (SIGINT) part-way; run --resume --queue Q --out F skips the ids already in
+    F, appends the rest: every id exactly once. A torn last line is cut (its item runs again)."""
+    n = 300
+    items = ctx.write_jsonl("items.jsonl", [{"id": i, "sleep_ms": 20} for i in range(n)])
+    out = ctx.path("results.jsonl")
+    first = ctx.spawn("run", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 10, "--chunk-size", 5,
+                      "--out", out, items, redis=None)
+    wait_until(lambda: out.exists() and len(out.read_bytes().splitlines()) >= 40 or not first.alive(), 60,
+               lambda: f"the first run to write 40 results ({first.describe()})")
+    first.send(2)
+    first.wait(30)
+    written = read_jsonl(out)
+    check(0 < len(written) < n, f"the first run wrote {len(written)} of {n}: not an interrupted run")
+    with open(out, "ab") as f:
+        f.write(b'{"id":299,"ok":tr')  # a line torn by a crash
+    proc = ctx.run("run", "--resume", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 50,
+                   "--chunk-size", 5, "--out", out, items, redis=None, timeout=60)
+    check(f"{len(written)} items skipped" in proc.stderr() and "unfinished line" in proc.stderr(), proc.stderr())
+    assert_exactly_once(read_jsonl(out), list(range(n)), "results after --resume")
+    # On a shared Redis, a queue still holding the interrupted run's work is refused (it would run twice).
+    shared = ctx.queue + "-shared"
+    _enqueue(ctx, 10, queue=shared)
+    proc = ctx.run("run", "--resume", "--queue", shared, "--handler", "sleep", "--out", ctx.path("x.jsonl"), items,
+                   expect_rc=2)
+    check("still holds work of the interrupted run (1 pending" in proc.stderr(), proc.describe())
