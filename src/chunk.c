@@ -31,6 +31,13 @@ json_t *chunk_entry_from_line(const char *line, size_t len, long long line_no, c
         snprintf(why, whylen, "invalid JSON at column %d: %s", jerr.column, jerr.text);
         return NULL;
     }
+    json_t *id = json_is_object(value) ? json_object_get(value, "id") : NULL;
+    if (json_is_real(id)) { /* it would silently become the line number */
+        snprintf(why, whylen, "\"id\" %.17g is a number but not an integer: give an integer or a string",
+                 json_real_value(id));
+        json_decref(value);
+        return NULL;
+    }
     json_t *entry = chunk_entry_new(chunk_item_id(value, line_no), line, len);
     json_decref(value);
     return entry;

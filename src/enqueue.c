@@ -10,6 +10,7 @@
 #include "chunk.h"
 #include "clock.h"
 #include "dynbuf.h"
+#include "idset.h"
 #include "keys.h"
 #include "linereader.h"
 #include "log.h"
@@ -20,6 +21,20 @@
 #define ENQUEUE_BATCH_CHUNKS 32               /* chunks per script call */
 #define ENQUEUE_BATCH_BYTES ((size_t)8 * 1024 * 1024) /* or fewer, when they are large */
 #define ENQUEUE_REJECTS_LOGGED 100            /* reject messages on stderr before they are only counted */
+/* Warns when the queue already has finished items: ids enqueued again share their Idempotency-Key with them (a
+ * cheap check; remembering every id of a queue would cost Redis memory per item). */
+static void enqueue_warn_finished(rconn_t *c, const keys_t *k, const char *queue)
+{
+    redisReply *r = rconn_command(c, "HMGET %s done failed", k->stats);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        long long finished = 0;
+        for (size_t i = 0; i < 2; i++) finished += r->element[i]->str ? atoll(r->element[i]->str) : 0;
+        if (finished > 0)
+            LOG(LL_WARN, "queue %s already has %lld finished items: an id enqueued again shares its Idempotency-Key "
+                         "with the earlier item of that id (a new --queue gives new keys)", queue, finished);
+    }
+    if (r) freeReplyObject(r);
+}
 
 typedef struct enqueue_state {
     keys_t keys;
@@ -126,7 +141,7 @@ static bool blank(const char *s, size_t len)
 }
 
 int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const atomic_bool *stop,
-                enqueue_result_t *res, char *err, size_t errlen)
+                const idset_t *skip, enqueue_result_t *res, char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
     bool is_stdin = strcmp(input_name, "-") == 0;
@@ -144,6 +159,9 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
         rconn_free(st.conn);
         return -1;
     }
+    enqueue_warn_finished(st.conn, &st.keys, s->queue);
+    idset_t *ids = idset_new();
+    long long repeated = 0;
     chunk_builder_init(&st.chunk, (size_t)s->chunk_size, (size_t)s->max_chunk_bytes);
     st.batch = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch);
     st.batch_lens = xcalloc(ENQUEUE_BATCH_CHUNKS, sizeof *st.batch_lens);
@@ -170,6 +188,18 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
             rc = enqueue_reject(&st, line, len, full_len, why, err, errlen);
             continue;
         }
+        const json_t *id = json_object_get(entry, "id");
+        if (skip && idset_has(skip, id)) { /* run --resume: its result is in the output already */
+            json_decref(entry);
+            res->skipped++;
+            continue;
+        }
+        int seen = idset_add(ids, id);
+        if (seen > 0 && repeated++ < 1)
+            LOG(LL_WARN, "line %lld repeats an id of an earlier line: items with the same id share an "
+                         "Idempotency-Key (the count follows at the end)", lr.line_no);
+        if (seen < 0 && idset_count(ids) == IDSET_SLOTS_MAX / 2)
+            LOG(LL_INFO, "more than %zu ids: later ids are not checked for repeats", idset_count(ids));
         size_t entry_bytes = chunk_entry_bytes(entry);
         if (!chunk_builder_fits_alone(&st.chunk, entry_bytes)) {
             json_decref(entry);
@@ -187,6 +217,9 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
     }
     if (rc == 0) rc = enqueue_close_chunk(&st, err, errlen);
     if (rc == 0) rc = enqueue_send(&st, err, errlen);
+    if (repeated)
+        LOG(LL_WARN, "%lld items repeat the id of an earlier line of %s", repeated, is_stdin ? "stdin" : input_name);
+    idset_free(ids);
     if (res->rejected) {
         redisReply *r = rconn_command(st.conn, "HINCRBY %s rejected %lld", st.keys.stats, res->rejected);
         if (r) freeReplyObject(r);

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+#include "idset.h"
 #include "settings.h"
 
 typedef struct enqueue_result {
@@ -17,12 +18,14 @@ typedef struct enqueue_result {
     long long items;     /* items enqueued */
     long long chunks;    /* chunks enqueued */
     long long rejected;  /* lines rejected */
+    long long skipped;   /* items not enqueued because their id is in skip (run --resume) */
     char rejects_path[4200]; /* where rejected lines went (empty if none) */
 } enqueue_result_t;
 
-/* Reads `in` (named input_name in messages; "-" for stdin) to its end or until *stop. Returns 0, or -1 with a
- * reason in err (Redis unreachable, read error, rejects file unwritable). */
+/* Reads `in` (named input_name in messages; "-" for stdin) to its end or until *stop, leaving out the items whose
+ * id is in skip (borrowed; NULL: none). Returns 0, or -1 with a reason in err (Redis unreachable, read error,
+ * rejects file unwritable). */
 int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const atomic_bool *stop,
-                enqueue_result_t *res, char *err, size_t errlen);
+                const idset_t *skip, enqueue_result_t *res, char *err, size_t errlen);
 
 #endif

@@ -19,6 +19,7 @@
 #include "xalloc.h"
 
 #define FETCH_PIPELINE_MAX 32 /* chunks asked for in one round trip */
+#define FETCH_QUEUE_PAUSED (-2)  /* fetch_take_reply: the queue is paused */
 #define FETCH_POLL_MIN_MS 5    /* first pause before looking at an empty queue again */
 
 struct fetch {
@@ -36,6 +37,7 @@ struct fetch {
     atomic_bool stop;
     atomic_bool found_empty;
     atomic_bool connected;    /* for /readyz */
+    atomic_bool queue_paused; /* fetch.lua found the queue paused (chunkd pause): for /readyz */
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
@@ -57,6 +59,7 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sc
     atomic_init(&f->stop, false);
     atomic_init(&f->found_empty, false);
     atomic_init(&f->connected, false);
+    atomic_init(&f->queue_paused, false);
     return f;
 }
 
@@ -146,7 +149,7 @@ static void fetch_take(fetch_t *f, redisReply *e, work_chunk_t **got, size_t *n_
 }
 
 /* Takes the reply of one fetch.lua call. Returns how many chunks it moved to this worker (added to got), or -1
- * for a lost connection or an error reply. Chunks over --max-chunk-bytes never reach the worker: the script moved
+ * for a lost connection or an error reply, or FETCH_QUEUE_PAUSED when the queue is paused (nothing moved). Chunks over --max-chunk-bytes never reach the worker: the script moved
  * them to dead, and says how many. */
 static int fetch_take_reply(fetch_t *f, redisReply *r, work_chunk_t **got, size_t *n_got)
 {
@@ -157,7 +160,14 @@ static int fetch_take_reply(fetch_t *f, redisReply *r, work_chunk_t **got, size_
         return -1;
     }
     int moved = -1;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[r->elements - 1]->type == REDIS_REPLY_INTEGER) {
+    bool paused = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PAUSED") == 0;
+    if (r->type != REDIS_REPLY_ERROR && paused != atomic_exchange(&f->queue_paused, paused))
+        LOG(LL_INFO, paused ? "queue %s paused (chunkd pause): taking no new chunk, finishing those held"
+                            : "queue %s resumed: taking chunks again", f->settings->queue);
+    if (paused) {
+        moved = FETCH_QUEUE_PAUSED;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+               r->element[r->elements - 1]->type == REDIS_REPLY_INTEGER) {
         moved = 0;
         for (size_t i = 0; i + 1 < r->elements; i++) {
             if (r->element[i]->type != REDIS_REPLY_STRING) continue;
@@ -347,15 +357,19 @@ static void *fetch_main(void *arg)
         if (want > FETCH_PIPELINE_MAX) want = FETCH_PIPELINE_MAX;
         char want_s[24];
         snprintf(want_s, sizeof want_s, "%zu", want);
-        const char *move[] = {"EVAL", script_fetch, "4", f->keys.pending, f->keys.processing, f->keys.dead,
-                              f->keys.stats, want_s, cap};
+        const char *move[] = {"EVAL", script_fetch, "5", f->keys.pending, f->keys.processing, f->keys.dead,
+                              f->keys.stats, f->keys.paused, want_s, cap};
         /* The backlog is checked in the same round trip, so it overshoots by at most one window. */
         if (backlog_cap) rconn_append_argv(f->conn, 2, xlen, NULL);
-        rconn_append_argv(f->conn, 9, move, NULL);
+        rconn_append_argv(f->conn, 10, move, NULL);
         if (backlog_cap) fetch_note_backlog(f, rconn_get_reply(f->conn), &paused);
         size_t n = 0;
         int moved = rconn_connected(f->conn) ? fetch_take_reply(f, rconn_get_reply(f->conn), got, &n) : -1;
         fetch_deliver(f, got, n, &largest, &largest_bytes);
+        if (moved == FETCH_QUEUE_PAUSED) { /* the same wait as for a full backlog or an unready handler */
+            fetch_pause(f, 200);
+            continue;
+        }
         if (moved < 0) {
             if (rconn_connected(f->conn)) fetch_pause(f, 500);
             continue;
@@ -392,6 +406,7 @@ void fetch_stop(fetch_t *f)
 
 bool fetch_found_empty(fetch_t *f) { return atomic_load(&f->found_empty); }
 bool fetch_connected(fetch_t *f) { return atomic_load(&f->connected); }
+bool fetch_queue_paused(fetch_t *f) { return atomic_load(&f->queue_paused); }
 
 void fetch_free(fetch_t *f)
 {

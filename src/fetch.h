@@ -33,6 +33,8 @@ void fetch_stop(fetch_t *f);
 bool fetch_found_empty(fetch_t *f);
 /* Whether the fetch connection is up (any thread; for /readyz). */
 bool fetch_connected(fetch_t *f);
+/* Whether the last fetch found the queue paused (chunkd pause; any thread; for /readyz). */
+bool fetch_queue_paused(fetch_t *f);
 void fetch_free(fetch_t *f);
 
 /* Moves every chunk left in the processing list keys->processing back to pending. Only call it when the worker

@@ -19,6 +19,7 @@ typedef struct keys {
     char deliveries[KEYS_MAX]; /* hash: "<chunk id>:<hash>" -> times fetched, while the chunk is not done */
     char rate[KEYS_MAX];       /* hash: the shared rate limit's bucket and adaptive rate (ratelimit.lua) */
     char inflight[KEYS_MAX];   /* hash: worker id -> slots of --max-inflight-global it holds */
+    char paused[KEYS_MAX];     /* string: while it exists, workers take no chunk (chunkd pause / resume) */
 } keys_t;
 
 #define KEYS_COLLECT_GROUP "chunkd-collect"
@@ -34,6 +35,7 @@ static inline void keys_init(keys_t *k, const char *queue)
     snprintf(k->deliveries, sizeof k->deliveries, "chunkd:{%s}:deliveries", queue);
     snprintf(k->rate, sizeof k->rate, "chunkd:{%s}:rate", queue);
     snprintf(k->inflight, sizeof k->inflight, "chunkd:{%s}:inflight", queue);
+    snprintf(k->paused, sizeof k->paused, "chunkd:{%s}:paused", queue);
     k->processing[0] = '\0';
     k->lease[0] = '\0';
 }

@@ -53,6 +53,16 @@ static const command_t commands[] = {
      .summary = "Move failed items from the dead list back to pending."},
     {.name = "recover", .bit = CMD_RECOVER, .run = cmd_recover, .usage = "[options]",
      .summary = "Run the reaper once: give the chunks of workers whose lease expired back to pending."},
+    {.name = "queues", .bit = CMD_QUEUES, .run = cmd_queues, .usage = "[options]",
+     .summary = "List every queue on the Redis server with its counts (SCAN, never KEYS)."},
+    {.name = "purge", .bit = CMD_PURGE, .run = cmd_purge, .usage = "--queue Q --yes",
+     .summary = "Drop a queue's pending chunks; results, dead items and counters stay."},
+    {.name = "delete", .bit = CMD_DELETE, .run = cmd_delete, .usage = "--queue Q --yes [--force]",
+     .summary = "Remove every key of a queue; refused while workers are registered unless --force."},
+    {.name = "pause", .bit = CMD_PAUSE, .run = cmd_pause, .usage = "--queue Q",
+     .summary = "Workers take no new chunk from the queue (they finish what they hold); /readyz says paused."},
+    {.name = "resume", .bit = CMD_RESUME, .run = cmd_resume, .usage = "--queue Q",
+     .summary = "Undo pause: workers take chunks again."},
 };
 
 static void usage(FILE *f)

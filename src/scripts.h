@@ -15,5 +15,6 @@ extern const char script_reap[];
 extern const char script_ratelimit[];
 extern const char script_collector[];
 extern const char script_fetch[];
+extern const char script_purge[];
 
 #endif

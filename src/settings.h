@@ -21,6 +21,11 @@ enum {
     CMD_RUN = 1 << 4,
     CMD_REQUEUE = 1 << 5,
     CMD_RECOVER = 1 << 6,
+    CMD_QUEUES = 1 << 7,
+    CMD_PURGE = 1 << 8,
+    CMD_DELETE = 1 << 9,
+    CMD_PAUSE = 1 << 10,
+    CMD_RESUME = 1 << 11,
     CMD_ALL = ~0, /* every subcommand, a new one included: the Redis address, the queue, logging */
 };
 
@@ -103,6 +108,9 @@ typedef struct settings {
     /* status. */
     bool json;
     bool watch;
+    bool yes;                     /* purge, delete: the confirmation */
+    bool force;                   /* delete: even while workers are registered */
+    bool resume;                  /* run: skip the ids already in --out, and append to it */
     long long interval_ms;
     /* requeue. */
     long long limit;        /* 0: every dead item */

@@ -98,6 +98,7 @@ static bool worker_ready(void *arg, char *why, size_t whylen)
     if (rconn_refused_recently(worker_refusal_window_ms(w), refusal, sizeof refusal))
         return snprintf(why, whylen, "Redis refuses writes: %s", refusal), false;
     if (w->handler->ready && w->handler_shared && !w->handler->ready(w->handler_shared, why, whylen)) return false;
+    if (fetch_queue_paused(w->fetch)) return snprintf(why, whylen, "queue paused"), false;
     return true;
 }
 

@@ -3,6 +3,8 @@
 #ifndef CHUNKD_CMD_H
 #define CHUNKD_CMD_H
 
+#include <jansson.h>
+
 #include "rconn.h"
 #include "settings.h"
 
@@ -13,6 +15,7 @@
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 #define EXIT_REJECTED 3
+#define EXIT_NO_QUEUE 5 /* status, collect --until-done: the queue has no key at all (a typo?) */
 
 int cmd_enqueue(settings_t *s);
 int cmd_worker(settings_t *s);
@@ -21,6 +24,19 @@ int cmd_status(settings_t *s);
 int cmd_run(settings_t *s);
 int cmd_requeue(settings_t *s);
 int cmd_recover(settings_t *s);
+int cmd_queues(settings_t *s);
+int cmd_purge(settings_t *s);
+int cmd_delete(settings_t *s);
+int cmd_pause(settings_t *s);
+int cmd_resume(settings_t *s);
+
+/* Whether queue Q has any of its keys (stats, results, and with lists pending and dead; enqueue always writes
+ * stats): 1 yes, 0 no (logs a warning that says so, naming the queue, and `chunkd queues`), -1 on a Redis error
+ * (logged). Without lists it needs only the collector's rights. */
+int cmd_queue_exists(rconn_t *c, const settings_t *s, bool lists);
+/* Reads queue's counters (status's fields) into a new JSON object (the caller owns it), or returns NULL with the
+ * reason logged. */
+json_t *cmd_status_read(rconn_t *c, const char *queue);
 
 /* A connection for a subcommand, or NULL after logging the one-line reason (the caller exits 1). */
 rconn_t *cmd_connect(const settings_t *s);

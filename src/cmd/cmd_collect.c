@@ -38,6 +38,12 @@ int cmd_collect(settings_t *s)
 {
     collect_job_t job = {.settings = s};
     atomic_init(&job.stop, false);
+    if (s->until_done) { /* a queue that does not exist would never be done: say so now instead of waiting */
+        rconn_t *c = cmd_connect(s);
+        int exists = c ? cmd_queue_exists(c, s, false) : -1;
+        rconn_free(c);
+        if (exists <= 0) return exists < 0 ? EXIT_RUNTIME : EXIT_NO_QUEUE;
+    }
     job.sink = sink_open(s->out, s->rotate_lines, true, job.err, sizeof job.err);
     if (!job.sink) {
         LOG(LL_ERROR, "%s", job.err);

@@ -21,7 +21,7 @@ int cmd_enqueue(settings_t *s)
     }
     enqueue_result_t res;
     char err[1024];
-    int rc = enqueue_run(s, in, input, &enqueue_never_stop, &res, err, sizeof err);
+    int rc = enqueue_run(s, in, input, &enqueue_never_stop, NULL, &res, err, sizeof err);
     if (in != stdin) fclose(in);
     if (rc) {
         LOG(LL_ERROR, "%s", err);

@@ -10,12 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "cmd.h"
 #include "collect.h"
 #include "enqueue.h"
+#include "idset.h"
+#include "linereader.h"
 #include "keys.h"
 #include "localredis.h"
 #include "log.h"
@@ -24,6 +27,7 @@
 #include "worker.h"
 #include "xalloc.h"
 
+#define RUN_RESUME_LINE_MAX ((size_t)256 * 1024 * 1024) /* --resume: longer result lines are not read */
 #define RUN_FINAL_COLLECT_MS 30000 /* longest the last collect of an interrupted run may take */
 
 typedef struct run_state {
@@ -36,6 +40,7 @@ typedef struct run_state {
     atomic_bool enqueue_done;  /* enqueue finished (successfully or not) */
     bool interrupted;          /* main thread only: a signal, or the private server died */
     bool redis_died;           /* main thread only */
+    idset_t *done_ids;         /* run --resume: the ids already in --out (owned); NULL otherwise */
     enqueue_result_t enq;
     int enq_rc;
     char enq_err[1024];
@@ -47,7 +52,7 @@ typedef struct run_state {
 static void *run_enqueue_main(void *arg)
 {
     run_state_t *st = arg;
-    st->enq_rc = enqueue_run(st->settings, st->in, st->input, &st->stop, &st->enq, st->enq_err, sizeof st->enq_err);
+    st->enq_rc = enqueue_run(st->settings, st->in, st->input, &st->stop, st->done_ids, &st->enq, st->enq_err, sizeof st->enq_err);
     if (st->enq_rc) atomic_store(&st->stop, true); /* nothing more will come: stop the collector too */
     atomic_store(&st->enqueue_done, true);
     return NULL;
@@ -207,6 +212,9 @@ static int run_report(const run_state_t *st, double secs)
     fprintf(stderr, "chunkd run: %lld items, %.2f s, %.0f items/s; results: %s%s\n", st->progress.written, secs,
             secs > 0 ? (double)st->progress.written / secs : 0.0, sink_where(st->sink),
             complete ? "" : " (incomplete)");
+    if (st->enq.skipped)
+        fprintf(stderr, "chunkd run: %lld items skipped (--resume: their results are in %s already)\n",
+                st->enq.skipped, sink_where(st->sink));
     if (st->enq.rejected)
         fprintf(stderr, "chunkd run: %lld lines rejected; see %s\n", st->enq.rejected, st->enq.rejects_path);
     if (st->collect_rc == 0) cmd_report_failed(s, &st->progress);
@@ -237,6 +245,82 @@ static int run_job(run_state_t *st)
     return run_report(st, clock_now_s() - t0);
 }
 
+/* run --resume: reads the ids of the result lines already in path into a new set (*ids), and cuts a last line
+ * that an interrupted run left without its newline (its item runs again). A missing file is an empty output.
+ * Returns 0, or -1 with the reason in err. */
+static int run_read_done_ids(const char *path, idset_t **ids, char *err, size_t errlen)
+{
+    *ids = idset_new();
+    FILE *f = fopen(path, "r+");
+    if (!f) {
+        if (errno == ENOENT) return 0;
+        snprintf(err, errlen, "--resume: cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    linereader_t lr;
+    linereader_init(&lr, f, RUN_RESUME_LINE_MAX);
+    const char *line;
+    size_t len, full_len;
+    long long lines = 0, unread = 0;
+    off_t complete = 0; /* bytes up to the end of the last line with its newline */
+    int got;
+    bool full = false;
+    while ((got = linereader_next(&lr, &line, &len, &full_len)) == 1) {
+        lines++;
+        json_t *r = full_len == len ? json_loadb(line, len, 0, NULL) : NULL;
+        json_t *id = json_object_get(r, "id");
+        if (!id) unread++;
+        else if (idset_add(*ids, id) < 0) full = true;
+        json_decref(r);
+    }
+    if (got < 0) {
+        snprintf(err, errlen, "--resume: cannot read %s: %s", path, strerror(errno));
+        linereader_free(&lr);
+        fclose(f);
+        return -1;
+    }
+    /* The last byte: a file that does not end with a newline ends with a torn line. */
+    struct stat st;
+    int rc = fstat(fileno(f), &st);
+    if (rc == 0 && st.st_size > 0) {
+        complete = st.st_size;
+        char c = '\n';
+        while (complete > 0 && pread(fileno(f), &c, 1, complete - 1) == 1 && c != '\n') complete--;
+        if (complete < st.st_size) {
+            LOG(LL_WARN, "--resume: %s ends with an unfinished line (%lld bytes): cut; its item runs again", path,
+                (long long)(st.st_size - complete));
+            rc = ftruncate(fileno(f), complete);
+        }
+    }
+    if (rc) snprintf(err, errlen, "--resume: cannot cut the unfinished last line of %s: %s", path, strerror(errno));
+    linereader_free(&lr);
+    fclose(f);
+    if (full) LOG(LL_WARN, "--resume: more than %zu ids in %s: the others run again", idset_count(*ids), path);
+    if (complete < st.st_size) unread--; /* the torn line */
+    if (unread > 0) LOG(LL_WARN, "--resume: %lld lines of %s have no id and skip nothing", unread, path);
+    LOG(LL_INFO, "--resume: %zu ids already in %s (%lld lines) are skipped", idset_count(*ids), path, lines);
+    return rc ? -1 : 0;
+}
+
+/* run --resume on a shared Redis: the queue must hold no work of the interrupted run (its items would run and be
+ * written again beside the ones enqueued now). Returns 0, or -1 after saying why. */
+static int run_resume_queue_idle(const settings_t *s)
+{
+    rconn_t *c = cmd_connect(s);
+    json_t *o = c ? cmd_status_read(c, s->queue) : NULL;
+    rconn_free(c);
+    if (!o) return -1;
+    long long left[3];
+    const char *names[] = {"pending", "processing", "results_backlog"};
+    for (size_t i = 0; i < 3; i++) left[i] = json_integer_value(json_object_get(o, names[i]));
+    json_decref(o);
+    if (left[0] + left[1] + left[2] == 0) return 0;
+    LOG(LL_ERROR, "--resume: queue %s still holds work of the interrupted run (%lld pending and %lld running chunks, "
+                  "%lld results not collected): finish it (chunkd worker / collect --queue %s) or drop it (chunkd "
+                  "delete --queue %s --yes) first", s->queue, left[0], left[1], left[2], s->queue, s->queue);
+    return -1;
+}
+
 int cmd_run(settings_t *s)
 {
     run_state_t st = {.settings = s};
@@ -254,7 +338,25 @@ int cmd_run(settings_t *s)
         LOG(LL_ERROR, "%s", err);
         goto out_redis;
     }
-    st.sink = sink_open(s->out, s->rotate_lines, false, err, sizeof err);
+    if (s->resume) {
+        if (!s->out || s->rotate_lines > 0 || strcmp(s->out, "-") == 0) {
+            LOG(LL_ERROR, "--resume needs --out FILE (one file: the ids already in it are skipped)");
+            rc = EXIT_USAGE;
+            goto out_redis;
+        }
+        if (!s->queue_set)
+            LOG(LL_WARN, "--resume without --queue: the Idempotency-Keys differ from the first run's (give the same "
+                         "--queue to both)");
+        if (!st.local && run_resume_queue_idle(s)) {
+            rc = EXIT_USAGE;
+            goto out_redis;
+        }
+        if (run_read_done_ids(s->out, &st.done_ids, err, sizeof err)) {
+            LOG(LL_ERROR, "%s", err);
+            goto out_redis;
+        }
+    }
+    st.sink = sink_open(s->out, s->rotate_lines, s->resume, err, sizeof err);
     if (!st.sink) {
         LOG(LL_ERROR, "%s", err);
         goto out_redis;
@@ -265,6 +367,7 @@ int cmd_run(settings_t *s)
         rc = EXIT_RUNTIME;
     }
 out_redis:
+    idset_free(st.done_ids);
     localredis_stop(st.local);
     if (st.in != stdin) fclose(st.in);
     return rc;

@@ -16,17 +16,23 @@
 
 static const char *const stat_fields[] = {"enqueued", "enqueued_chunks", "done",     "failed",
                                           "dead",     "dead_chunks",     "chunks_done", "requeued_chunks",
-                                          "collected", "rejected", "requeued_dead", "dead_chunk_items"};
+                                          "collected", "rejected", "requeued_dead", "dead_chunk_items",
+                                          "purged"};
 
-/* Reads the queue's counters into a new JSON object, or returns NULL with the reason logged. */
-static json_t *status_read(rconn_t *c, const settings_t *s, const keys_t *k)
+static long long field(const json_t *o, const char *name) { return json_integer_value(json_object_get(o, name)); }
+
+json_t *cmd_status_read(rconn_t *c, const char *queue)
 {
-    const char *cmds[][2] = {{"LLEN", k->pending}, {"XLEN", k->results}, {"LLEN", k->dead}, {"HGETALL", k->stats}};
-    for (size_t i = 0; i < 4; i++) rconn_append_argv(c, 2, cmds[i], NULL);
-    redisReply *r[4] = {0};
+    keys_t keys, *k = &keys;
+    keys_init(k, queue);
+    const char *cmds[][2] = {{"LLEN", k->pending}, {"XLEN", k->results}, {"LLEN", k->dead}, {"HGETALL", k->stats},
+                             {"EXISTS", k->paused}};
+    enum { N_CMDS = sizeof cmds / sizeof cmds[0] };
+    for (size_t i = 0; i < N_CMDS; i++) rconn_append_argv(c, 2, cmds[i], NULL);
+    redisReply *r[N_CMDS] = {0};
     int rc = 0;
     char why[300] = "";
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < N_CMDS; i++) {
         r[i] = rconn_get_reply(c);
         if (!r[i] || r[i]->type == REDIS_REPLY_ERROR) {
             if (!why[0]) snprintf(why, sizeof why, "%s", r[i] ? r[i]->str : rconn_error(c));
@@ -36,9 +42,10 @@ static json_t *status_read(rconn_t *c, const settings_t *s, const keys_t *k)
     json_t *out = NULL;
     if (rc == 0) {
         out = json_object();
-        json_object_set_new(out, "queue", json_string(s->queue));
+        json_object_set_new(out, "queue", json_string(queue));
+        json_object_set_new(out, "paused", json_boolean(r[4]->integer > 0));
         json_object_set_new(out, "pending", json_integer(r[0]->integer));
-        long long workers = 0, processing = lease_processing_chunks(c, s->queue, k, NULL, &workers);
+        long long workers = 0, processing = lease_processing_chunks(c, queue, k, NULL, &workers);
         json_object_set_new(out, "processing", json_integer(processing > 0 ? processing : 0));
         json_object_set_new(out, "workers", json_integer(workers));
         json_object_set_new(out, "results_backlog", json_integer(r[1]->integer));
@@ -48,15 +55,40 @@ static json_t *status_read(rconn_t *c, const settings_t *s, const keys_t *k)
         for (size_t i = 0; i + 1 < r[3]->elements; i += 2)
             if (json_object_get(out, r[3]->element[i]->str))
                 json_object_set_new(out, r[3]->element[i]->str, json_integer(atoll(r[3]->element[i + 1]->str)));
+        /* stats "failed" counts every failure; a requeued item that then succeeded is no longer failed. The same
+         * arithmetic as collect's (collect_read_stats). */
+        long long left = field(out, "failed") + field(out, "dead_chunk_items") - field(out, "requeued_dead");
+        json_object_set_new(out, "failed_left", json_integer(left > 0 ? left : 0));
     } else {
-        LOG_LIMITED(LL_ERROR, "cannot read queue %s at %s: %s", s->queue, rconn_addr(c), why);
+        LOG_LIMITED(LL_ERROR, "cannot read queue %s at %s: %s", queue, rconn_addr(c), why);
     }
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < N_CMDS; i++)
         if (r[i]) freeReplyObject(r[i]);
     return out;
 }
 
-static long long field(const json_t *o, const char *name) { return json_integer_value(json_object_get(o, name)); }
+/* Each counter's unit, for the text output. */
+static const char *status_unit(const char *key)
+{
+    static const char *const chunk_counts[] = {"pending", "processing", "enqueued_chunks", "dead_chunks",
+                                               "chunks_done", "requeued_chunks", "purged_chunks"};
+    static const char *const entries[] = {"results_backlog", "dead_list", "requeued_dead"};
+    for (size_t i = 0; i < sizeof chunk_counts / sizeof chunk_counts[0]; i++)
+        if (strcmp(key, chunk_counts[i]) == 0) return "chunks";
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        if (strcmp(key, entries[i]) == 0) return "entries";
+    if (strcmp(key, "workers") == 0) return "workers";
+    if (strcmp(key, "rejected") == 0) return "lines";
+    return "items";
+}
+
+/* Every enqueued item is finished: done, failed or in a chunk that went to dead unread. */
+static bool status_done(const json_t *out)
+{
+    long long finished = field(out, "done") + field(out, "failed") + field(out, "dead_chunk_items");
+    return field(out, "enqueued") > 0 && finished >= field(out, "enqueued") && field(out, "pending") == 0 &&
+           field(out, "processing") == 0;
+}
 
 static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate, bool watch, bool tty)
 {
@@ -73,15 +105,17 @@ static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate
             progress_format(line, sizeof line, finished, total, per_s, tty ? 40 : 0);
             if (tty) {
                 printf("\033[H\033[2J");
-                printf("chunkd queue %s\n\n  %s\n\n", s->queue, line);
-                printf("  in flight %lld chunks   pending %lld chunks   failed %lld   dead %lld   workers %lld\n",
-                       field(out, "processing"), field(out, "pending"), field(out, "failed"), field(out, "dead_list"),
+                printf("chunkd queue %s%s\n\n  %s\n\n", s->queue,
+                       json_is_true(json_object_get(out, "paused")) ? " (paused)" : "", line);
+                printf("  in flight %lld chunks   pending %lld chunks   failed %lld items   dead %lld   workers %lld\n",
+                       field(out, "processing"), field(out, "pending"), field(out, "failed_left"), field(out, "dead_list"),
                        field(out, "workers"));
                 printf("  results not yet collected %lld   collected %lld\n", field(out, "results_backlog"),
                        field(out, "collected"));
             } else {
-                printf("%s  failed %lld  dead %lld  in flight %lld chunks  workers %lld\n", line, field(out, "failed"),
-                       field(out, "dead_list"), field(out, "processing"), field(out, "workers"));
+                printf("%s  failed %lld  dead %lld  in flight %lld chunks  workers %lld%s\n", line,
+                       field(out, "failed_left"), field(out, "dead_list"), field(out, "processing"),
+                       field(out, "workers"), json_is_true(json_object_get(out, "paused")) ? "  paused" : "");
             }
             fflush(stdout);
             return;
@@ -94,9 +128,10 @@ static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate
     } else {
         const char *key;
         json_t *v;
-        printf("queue %s\n", s->queue);
+        printf("queue %s%s\n", s->queue, json_is_true(json_object_get(out, "paused")) ? " (paused)" : "");
         json_object_foreach(out, key, v) {
-            if (json_is_integer(v)) printf("  %-16s %lld\n", key, (long long)json_integer_value(v));
+            if (json_is_integer(v))
+                printf("  %-16s %lld %s\n", key, (long long)json_integer_value(v), status_unit(key));
         }
     }
     fflush(stdout);
@@ -104,24 +139,30 @@ static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate
 
 int cmd_status(settings_t *s)
 {
-    keys_t k;
-    keys_init(&k, s->queue);
     rconn_t *c = cmd_connect(s);
     if (!c) return EXIT_RUNTIME;
     bool tty = isatty(STDOUT_FILENO);
     progress_rate_t rate = {0};
     int rc = 0;
     char err[1024];
+    int exists = cmd_queue_exists(c, s, true);
+    if (exists <= 0) {
+        rconn_free(c);
+        return exists < 0 ? EXIT_RUNTIME : EXIT_NO_QUEUE;
+    }
     for (;;) {
         if (!rconn_connected(c) && rconn_connect(c, err, sizeof err)) LOG_LIMITED(LL_WARN, "%s", err);
-        json_t *out = rconn_connected(c) ? status_read(c, s, &k) : NULL;
+        json_t *out = rconn_connected(c) ? cmd_status_read(c, s->queue) : NULL;
+        bool done = false;
         if (out) {
             status_print(s, out, &rate, s->watch, tty);
+            done = status_done(out);
             json_decref(out);
         } else if (!s->watch) {
             rc = EXIT_RUNTIME;
         }
-        if (!s->watch || sig_wait((int)s->interval_ms)) break;
+        if (done && s->watch) LOG(LL_INFO, "queue %s is done: every enqueued item is finished", s->queue);
+        if (!s->watch || done || sig_wait((int)s->interval_ms)) break;
     }
     rconn_free(c);
     return rc;

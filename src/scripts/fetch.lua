@@ -4,9 +4,11 @@
 -- {"error":"...","bytes":B,"items":K,"raw":"<the chunk text>"}, so its items can be requeued. K counts the
 -- entries ('{"id":'; exact for chunks that enqueue built) and is added to stats dead_chunk_items, which
 -- collect --until-done counts as finished.
--- KEYS[1] pending list, KEYS[2] processing list, KEYS[3] dead list, KEYS[4] stats hash
+-- KEYS[1] pending list, KEYS[2] processing list, KEYS[3] dead list, KEYS[4] stats hash, KEYS[5] the queue's paused
+-- key (chunkd pause)
 -- ARGV[1] N, ARGV[2] --max-chunk-bytes
--- Returns an array: the chunks moved, oldest first, then one integer: how many chunks went to dead.
+-- Returns an array: the chunks moved, oldest first, then one integer: how many chunks went to dead; or, while the
+-- queue is paused, the status reply PAUSED, moving nothing.
 -- Redis runs a script with the caller's ACL rights and keeps what it wrote before a refused call: a user that may
 -- RPOP pending but not LPUSH the processing list would lose the chunk. Every write is checked first.
 local function acl_denied(calls) -- the first of calls this user may not make (Redis 7 ACLs), or nil
@@ -19,6 +21,7 @@ local no = acl_denied({{'RPOP', KEYS[1]}, {'LPUSH', KEYS[2], ''}, {'LPUSH', KEYS
 if no then
   return redis.error_reply('NOPERM this user may not run ' .. no[1] .. ' on ' .. no[2] .. ' (fetch.lua); nothing moved')
 end
+if redis.call('EXISTS', KEYS[5]) == 1 then return redis.status_reply('PAUSED') end
 local n, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out, refused = {}, 0
 for _ = 1, n do

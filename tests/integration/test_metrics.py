@@ -220,13 +220,16 @@ def test_status_watch(ctx):
     done = [r["done"] for r in rows]
     check(done == sorted(done), f"done went backwards across status lines: {done}")
     check(any(r["items_per_s"] > 0 for r in rows), "status --watch never showed a rate above 0")
-    # The plain form: "queue Q" then one "  name value" line per counter, the same counters as --json.
+    # The plain form: "queue Q" then one "  name value unit" line per counter, the same counters as --json.
     plain = ctx.run("status", "--queue", ctx.queue).stdout().splitlines()
     check(plain and plain[0] == f"queue {ctx.queue}", f"plain status does not start with the queue: {plain[:2]}")
     fields = {}
     for line in plain[1:]:
         name, _, value = line.strip().partition(" ")
-        check(line.startswith("  ") and value.strip().lstrip("-").isdigit(), f"plain status line {line!r}")
+        value, _, unit = value.strip().partition(" ")
+        check(line.startswith("  ") and value.lstrip("-").isdigit() and unit in ("items", "chunks", "entries",
+                                                                                 "workers", "lines"),
+              f"plain status line {line!r}")
         fields[name] = int(value)
     want = {k: v for k, v in ctx.status_json().items() if isinstance(v, int) and not isinstance(v, bool)}
     check(fields == want, f"plain status {fields} differs from --json {want}")

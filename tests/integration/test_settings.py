@@ -148,7 +148,10 @@ def test_auth_requirepass(ctx):
     proc = ctx.spawn("status", "--queue", ctx.queue, redis="env", url=server.url())
     proc.wait(20)
     check(proc.returncode == 1, f"no password against --requirepass server: expected exit 1, got {proc.describe()}")
-    ctx.run("status", "--queue", ctx.queue, redis="flag", url=server.url(user="default", password="req-pw"))
+    # Authenticated, it answers: the queue does not exist on this fresh server (exit 5, issue 16).
+    proc = ctx.run("status", "--queue", ctx.queue, redis="flag", url=server.url(user="default", password="req-pw"),
+                   expect_rc=5)
+    check("does not exist" in proc.stderr(), f"status with the password: {proc.describe()}")
     proc = ctx.spawn("worker", "--queue", ctx.queue, redis="env", url=server.url(user="default", password="nope-pw"))
     _check_exit_1_masked(proc, "nope-pw", f"127.0.0.1:{server.port}")
 
@@ -170,7 +173,8 @@ def test_redis_db_and_unix_socket(ctx):
 
 
 def test_status_empty_queue(ctx):
-    status = ctx.status_json(queue=ctx.queue + "-never-used")
-    got = {k: status.get(k) for k in ("pending", "enqueued", "done", "failed", "dead", "collected")}
-    check(got == dict.fromkeys(got, 0), f"status --json of an unused queue: {status}")
+    # A queue with no key at all is most likely a typo: status says so and exits 5 (issue 16).
+    proc = ctx.run("status", "--queue", ctx.queue + "-never-used", "--json", expect_rc=5)
+    check("does not exist" in proc.stderr() and proc.stdout() == "", f"status of an unused queue: {proc.describe()}")
+    ctx.r.execute("HSET", ctx.key("stats"), "enqueued", "0")
     ctx.run("status", "--queue", ctx.queue, redis="flag")
