@@ -53,6 +53,8 @@ static const command_t commands[] = {
      .summary = "Move failed items from the dead list back to pending."},
     {.name = "recover", .bit = CMD_RECOVER, .run = cmd_recover, .usage = "[options]",
      .summary = "Run the reaper once: give the chunks of workers whose lease expired back to pending."},
+    {.name = "dead", .bit = CMD_DEAD, .run = cmd_dead, .usage = "[options]",
+     .summary = "List the failed items waiting in the dead list, with their reasons (--json: as stored)."},
 };
 
 static void usage(FILE *f)

@@ -76,6 +76,9 @@ static const setting_def_t setting_defs[] = {
     {.name = "exit-when-empty", .env = "CHUNKD_EXIT_WHEN_EMPTY", .type = ST_BOOL, .offset = OFF(exit_when_empty),
      .def = "false", .cmds = CMD_WORKER,
      .help = "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
+    {.name = "include-item", .env = "CHUNKD_INCLUDE_ITEM", .type = ST_BOOL, .offset = OFF(include_item),
+     .def = "false", .cmds = CMD_WORKER | CMD_RUN,
+     .help = "each result line carries its input item as \"item\" (no join by id needed)"},
     {.name = "drain-timeout-ms", .env = "CHUNKD_DRAIN_TIMEOUT_MS", .type = ST_INT, .offset = OFF(drain_timeout_ms),
      .def = "20000", .min = 0, .max = 3600000, .cmds = CMD_WORKER | CMD_RUN,
      .help = "on SIGTERM, how long in-flight items may take before their chunks go back"},
@@ -215,6 +218,9 @@ static const setting_def_t setting_defs[] = {
     {.name = "follow", .env = "CHUNKD_FOLLOW", .type = ST_BOOL, .offset = OFF(follow), .def = "false",
      .cmds = CMD_COLLECT,
      .help = "keep collecting until SIGTERM"},
+    {.name = "last-only", .env = "CHUNKD_LAST_ONLY", .type = ST_BOOL, .offset = OFF(last_only), .def = "false",
+     .cmds = CMD_COLLECT,
+     .help = "with --until-done and --out FILE: at the end keep only the last line (highest seq) of each id"},
     {.name = "collect-batch", .env = "CHUNKD_COLLECT_BATCH", .type = ST_INT, .offset = OFF(collect_batch),
      .def = "1000", .min = 1, .max = 100000, .cmds = CMD_COLLECT | CMD_RUN,
      .help = "stream entries read, written and acknowledged at a time"},
@@ -227,11 +233,11 @@ static const setting_def_t setting_defs[] = {
     {.name = "interval-ms", .env = "CHUNKD_INTERVAL_MS", .type = ST_INT, .offset = OFF(interval_ms), .def = "2000",
      .min = 100, .max = 3600000, .cmds = CMD_STATUS,
      .help = "status --watch: time between updates"},
-    {.name = "json", .env = "CHUNKD_JSON", .type = ST_BOOL, .offset = OFF(json), .def = "false", .cmds = CMD_STATUS,
-     .help = "print one JSON object"},
+    {.name = "json", .env = "CHUNKD_JSON", .type = ST_BOOL, .offset = OFF(json), .def = "false", .cmds = CMD_STATUS | CMD_DEAD,
+     .help = "status: print one JSON object; dead: each record as stored, one JSON object per line"},
     {.name = "limit", .env = "CHUNKD_LIMIT", .type = ST_INT, .offset = OFF(limit), .def = "0", .min = 0,
-     .max = 1000000000000LL, .cmds = CMD_REQUEUE,
-     .help = "requeue: most dead records to move (0: all)"},
+     .max = 1000000000000LL, .cmds = CMD_REQUEUE | CMD_DEAD,
+     .help = "requeue: most dead records to move; dead: most to show (0: all)"},
     {.name = "redis-server", .env = "CHUNKD_REDIS_SERVER", .type = ST_STR, .offset = OFF(redis_server),
      .def = "redis-server", .cmds = CMD_RUN,
      .help = "redis-server binary for the private server"},
@@ -443,6 +449,11 @@ static int settings_check(const settings_t *s, char *err, size_t errlen)
     }
     if (s->until_done && s->follow) {
         snprintf(err, errlen, "--until-done (CHUNKD_UNTIL_DONE) and --follow (CHUNKD_FOLLOW) exclude each other");
+        return -1;
+    }
+    if (s->last_only && (!s->until_done || !s->out || strcmp(s->out, "-") == 0 || s->rotate_lines > 0)) {
+        snprintf(err, errlen, "--last-only (CHUNKD_LAST_ONLY) needs --until-done and --out FILE (one file, no "
+                              "--rotate-lines)");
         return -1;
     }
     if (s->rotate_lines > 0 && !s->out) {

@@ -21,6 +21,7 @@ enum {
     CMD_RUN = 1 << 4,
     CMD_REQUEUE = 1 << 5,
     CMD_RECOVER = 1 << 6,
+    CMD_DEAD = 1 << 7,
     CMD_ALL = ~0, /* every subcommand, a new one included: the Redis address, the queue, logging */
 };
 
@@ -43,6 +44,7 @@ typedef struct settings {
     long long concurrency;  /* items held per process */
     long long threads;      /* event-loop threads; 0: CPU count */
     bool exit_when_empty;
+    bool include_item;      /* each result line carries its item ("item") */
     long long drain_timeout_ms;
     long long fetch_block_ms;
     long long commit_batch;       /* items per commit round trip */
@@ -92,6 +94,7 @@ typedef struct settings {
     long long rotate_lines; /* 0: one file */
     bool until_done;
     bool follow;
+    bool last_only;         /* collect --until-done: keep the last line of each id in --out at the end */
     long long collect_batch;
     char *consumer;
     /* status. */
