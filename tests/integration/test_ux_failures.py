@@ -3,6 +3,10 @@ reasons, and exit 4 when an item failed; a warning while most calls fail; `chunk
 --include-item puts the item into its result line."""
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
 
 from harness import check, id_key, one_line, read_jsonl, wait_until
 
@@ -61,6 +65,37 @@ def test_warning_while_run_goes_badly(ctx):
     check("HTTP 404" in warning and "of the last 100 results failed" in warning,
           f"the warning does not say how many failed and why: {warning}")
     proc.wait(180, expect_rc=4)
+
+
+def test_warning_in_a_terminal(ctx):
+    """In a terminal (tmux), with the progress bar drawn on stderr: the warning of a run going badly is a line of its
+    own (the bar's line is cleared first), and the summary with exit status 4 follows."""
+    check(shutil.which("tmux"), "tmux is not installed (make deps installs it)")
+    items = [{"id": i, "path": f"/{ctx.queue}/x", "query": {"delay_ms": 10, "fail_rate": 0.9, "fail_status": 404}}
+             for i in range(2000)]
+    path, out, exit_file = ctx.write_jsonl("items.jsonl", items), ctx.path("out.jsonl"), ctx.path("exit")
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in ctx.env().items() if k.isidentifier())
+    script = ctx.path("run.sh")
+    script.write_text(exports + f"{shlex.quote(ctx.bin)} run --queue {ctx.queue} --handler http --base-url "
+                      f"{ctx.mock.url} --concurrency 10 --max-attempts 1 --out {shlex.quote(str(out))} "
+                      f"{shlex.quote(str(path))}\necho $? > {shlex.quote(str(exit_file))}\nsleep 600\n")
+    tmux = ["tmux", "-L", f"chunkd-it-{os.getpid()}-{ctx.queue}"]
+    subprocess.run(tmux + ["new-session", "-d", "-s", "run", "-x", "200", "-y", "50", f"bash {shlex.quote(str(script))}"],
+                   check=True, env={k: v for k, v in os.environ.items() if not k.startswith("TMUX")})
+    try:
+        wait_until(lambda: exit_file.exists() and exit_file.read_text().strip(), 120, "`chunkd run` in tmux to end")
+        screen = subprocess.run(tmux + ["capture-pane", "-p", "-J", "-S", "-200", "-t", "run"], check=True,
+                                capture_output=True, text=True).stdout
+    finally:
+        subprocess.run(tmux + ["kill-server"], capture_output=True)
+    check(exit_file.read_text().strip() == "4", f"exit status {exit_file.read_text().strip()}, expected 4")
+    lines = screen.splitlines()
+    check(any(line.startswith("[#") and "/2,000" in line for line in lines), f"no progress bar on the terminal: {one_line(screen[-800:])}")
+    warnings = [line for line in lines if "is going badly" in line]
+    check(warnings and all(line.startswith("20") and "warn" in line.split()[1] for line in warnings),
+          f"the warning is not a log line of its own on the terminal: {warnings or one_line(screen[-800:])}")
+    check(any(line.startswith("chunkd run: ") and " failed (exit status 4)" in line for line in lines),
+          f"no summary on the terminal: {one_line(screen[-800:])}")
 
 
 def test_dead_lists_failed_items(ctx):
