@@ -327,8 +327,7 @@ static void collect_report(collect_run_state_t *st)
     char warning[256];
     if (p->tally && tally_warning(p->tally, clock_now_ms(), warning, sizeof warning)) {
         if (st->show_bar && st->last_bar) fprintf(stderr, "\r\033[K");
-        LOG(LL_WARN, "queue %s is going badly: %s; chunkd dead --queue %s lists the failures", st->s->queue,
-            warning, st->s->queue);
+        LOG(LL_WARN, "queue %s is going badly: %s", st->s->queue, warning);
         st->last_bar = 0;
     }
     if (st->show_bar && clock_now_ms() - st->last_bar >= 250) {

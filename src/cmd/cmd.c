@@ -22,7 +22,7 @@ rconn_t *cmd_connect(const settings_t *s)
     return NULL;
 }
 
-int cmd_report_failed(const settings_t *s, const collect_progress_t *p, const char *who)
+int cmd_report_failed(const settings_t *s, const collect_progress_t *p, const char *who, bool dead_kept)
 {
     long long failed = p->tally ? tally_failed(p->tally) : 0, unread = p->dead_chunk_items_left;
     if (p->tally) {
@@ -36,7 +36,10 @@ int cmd_report_failed(const settings_t *s, const collect_progress_t *p, const ch
         if (n) fprintf(stderr, "%s: the most common reasons:\n", who);
         for (size_t i = 0; i < n; i++) fprintf(stderr, "  %8lld  %s\n", counts[i], reasons[i]);
     }
-    if (p->failed_left) {
+    if (p->failed_left && !dead_kept) {
+        LOG(LL_WARN, "%lld items failed (the queue goes away with this run: their lines say \"ok\":false; jq -c "
+                     "'select(.ok == false)' lists them)", p->failed_left);
+    } else if (p->failed_left) {
         keys_t k;
         keys_init(&k, s->queue);
         LOG(LL_WARN, "queue %s: %lld items failed and wait in %s, %lld of them in chunks that went there unread (no "

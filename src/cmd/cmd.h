@@ -31,9 +31,10 @@ rconn_t *cmd_connect(const settings_t *s);
 struct collect_progress;
 /* The end of collect --until-done and run: prints "<who>: N ok, N failed" and the most common error reasons of the
  * lines this collector wrote (p->tally, when set), then logs how many items of the queue failed and were not
- * requeued since, when any: those with an ok:false result and those of chunks that went to dead unread. Returns
+ * requeued since, when any: those with an ok:false result and those of chunks that went to dead unread (pointing
+ * at chunkd dead when dead_kept, the queue outliving the command; else at the lines). Returns
  * EXIT_FAILED when a line written failed or items of dead chunks are left (they have no line), else 0. */
-int cmd_report_failed(const settings_t *s, const struct collect_progress *p, const char *who);
+int cmd_report_failed(const settings_t *s, const struct collect_progress *p, const char *who, bool dead_kept);
 /* Runs job(arg) on a thread of its own while the main thread keeps taking SIGTERM and SIGINT (sig_wait): until job
  * returns, on_wake(arg, sig) runs on the main thread for each signal, and with sig 0 about every 100 ms. Returns 0
  * once job has returned and its thread is joined, or -1 with the reason in err when no thread could be started

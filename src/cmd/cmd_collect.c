@@ -50,7 +50,7 @@ int cmd_collect(settings_t *s)
     if (job.rc == 0)
         LOG(LL_INFO, "collect: %lld results written to %s (queue %s: %lld of %lld enqueued collected)",
             job.progress.written, sink_where(job.sink), s->queue, job.progress.collected, job.progress.enqueued);
-    int failed = job.rc == 0 && s->until_done ? cmd_report_failed(s, &job.progress, "collect") : 0;
+    int failed = job.rc == 0 && s->until_done ? cmd_report_failed(s, &job.progress, "collect", true) : 0;
     tally_free(job.progress.tally);
     int closed = sink_close(job.sink);
     if (job.rc) {

@@ -207,7 +207,9 @@ static int run_report(const run_state_t *st, double secs)
             complete ? "" : " (incomplete)");
     if (st->enq.rejected)
         fprintf(stderr, "chunkd run: %lld lines rejected; see %s\n", st->enq.rejected, st->enq.rejects_path);
-    int failed = st->collect_rc == 0 ? cmd_report_failed(s, &st->progress, "chunkd run") : 0;
+    /* A private server, or an unnamed queue (deleted below), takes the dead list with it. */
+    bool dead_kept = !st->local && s->queue_set;
+    int failed = st->collect_rc == 0 ? cmd_report_failed(s, &st->progress, "chunkd run", dead_kept) : 0;
     if (complete) {
         rc = st->enq.rejected ? EXIT_REJECTED : failed;
         if (!st->local && !s->queue_set) run_delete_queue(s);
