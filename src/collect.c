@@ -15,6 +15,7 @@
 #include "progress.h"
 #include "rconn.h"
 #include "scripts.h"
+#include "tally.h"
 #include "xalloc.h"
 
 #define COLLECT_BLOCK_MS 200
@@ -291,7 +292,8 @@ static bool collect_read_nothing(collect_run_state_t *st)
 }
 
 /* Writes a batch's result lines and flushes them. Returns 0, or -1 with the reason in err. */
-static int collect_write_batch(sink_t *sink, redisReply **entries, size_t n, char *err, size_t errlen)
+static int collect_write_batch(sink_t *sink, tally_t *tally, redisReply **entries, size_t n, char *err,
+                               size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         redisReply *fields = entries[i]->element[1];
@@ -299,10 +301,16 @@ static int collect_write_batch(sink_t *sink, redisReply **entries, size_t n, cha
         if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) continue;
         redisReply *v = fields->element[1];
         if (v->type != REDIS_REPLY_STRING) continue;
-        if (sink_write(sink, v->str, v->len)) {
+        /* The entry's id goes into the line as "seq": the order in which results were committed, so that of two
+         * lines of one id (a failure, then its success after a requeue) the higher seq is the one that counts. */
+        char tail[96];
+        bool object = v->len > 0 && v->str[v->len - 1] == '}';
+        snprintf(tail, sizeof tail, ",\"seq\":\"%.40s\"}", entries[i]->element[0]->str);
+        if (sink_write_tail(sink, v->str, object ? v->len - 1 : v->len, object ? tail : NULL)) {
             snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
             return -1;
         }
+        if (tally) tally_add(tally, v->str, v->len);
     }
     if (sink_flush(sink)) {
         snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
@@ -311,10 +319,17 @@ static int collect_write_batch(sink_t *sink, redisReply **entries, size_t n, cha
     return 0;
 }
 
-/* After a batch: the progress bar (at most every 250 ms) or, without one, a log line every 5 s. */
+/* After a batch: the progress bar (at most every 250 ms) or, without one, a log line every 5 s; and a warning
+ * when most of the last results failed (tally.h). */
 static void collect_report(collect_run_state_t *st)
 {
     collect_progress_t *p = st->p;
+    char warning[256];
+    if (p->tally && tally_warning(p->tally, clock_now_ms(), warning, sizeof warning)) {
+        if (st->show_bar && st->last_bar) fprintf(stderr, "\r\033[K");
+        LOG(LL_WARN, "queue %s is going badly: %s", st->s->queue, warning);
+        st->last_bar = 0;
+    }
     if (st->show_bar && clock_now_ms() - st->last_bar >= 250) {
         char line[256];
         st->last_bar = clock_now_ms();
@@ -352,7 +367,7 @@ static int collect_batches(collect_run_state_t *st, char *err, size_t errlen)
             if (collect_read_nothing(st)) break;
             continue;
         }
-        if (collect_write_batch(st->sink, entries, n, err, errlen)) {
+        if (collect_write_batch(st->sink, st->p->tally, entries, n, err, errlen)) {
             freeReplyObject(r);
             return -1;
         }
@@ -387,7 +402,9 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
                               .p = p, .own_pending = true,
                               .show_bar = mode == COLLECT_UNTIL_DONE && isatty(STDERR_FILENO)};
     keys_init(&st.k, s->queue);
+    struct tally *tally = p->tally;
     memset(p, 0, sizeof *p);
+    p->tally = tally;
     st.c = rconn_new(s->redis_url, s->redis_timeout_ms);
     rconn_set_extra_timeout(st.c, COLLECT_BLOCK_MS);
     collect_marker_init(&st.marker, s);

@@ -35,6 +35,7 @@ typedef struct collect_progress {
      * (dead_chunk_items - requeued_chunk_items). */
     long long failed_left;
     long long dead_chunk_items_left;
+    struct tally *tally; /* borrowed, may be NULL: every line written is counted there (set by the caller; kept) */
 } collect_progress_t;
 
 /* Items finished: collected, or in a chunk that went to dead unread. --until-done ends once it reaches enqueued. */

@@ -139,6 +139,7 @@ static void fetch_take(fetch_t *f, redisReply *e, work_chunk_t **got, size_t *n_
     e->str = NULL;
     e->len = 0;
     work_chunk_t *w = work_chunk_new(raw, raw_len, clock_now_ms());
+    w->include_item = f->settings->include_item;
     if (w->dead_reason) {
         window_add(f->window, 1, w->raw_len);
         window_finish(f->window, 1);

@@ -63,6 +63,8 @@ static const command_t commands[] = {
      .summary = "Workers take no new chunk from the queue (they finish what they hold); /readyz says paused."},
     {.name = "resume", .bit = CMD_RESUME, .run = cmd_resume, .usage = "--queue Q",
      .summary = "Undo pause: workers take chunks again."},
+    {.name = "dead", .bit = CMD_DEAD, .run = cmd_dead, .usage = "[options]",
+     .summary = "List the failed items waiting in the dead list, with their reasons (--json: as stored)."},
 };
 
 static void usage(FILE *f)

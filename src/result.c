@@ -12,6 +12,17 @@ static void add_error(dynbuf_t *b, const char *error)
     dynbuf_add_json_string(b, error, n > RESULT_ERROR_MAX ? RESULT_ERROR_MAX : n);
 }
 
+/* Appends valid JSON text on one line. Valid JSON holds raw CR or LF only as whitespace between tokens (in strings
+ * they are escaped): spaces instead, so a handler's result text (an exec reply as written) or an item can never
+ * split the line. */
+static void add_json_one_line(dynbuf_t *b, const char *text, size_t len)
+{
+    size_t at = b->len;
+    dynbuf_add(b, text, len);
+    for (char *p = b->data ? b->data + at : NULL; p && p < b->data + b->len; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+}
+
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
                     int status, const char *body, size_t body_len, int attempts, int64_t ms, size_t *len)
 {
@@ -21,12 +32,7 @@ char *result_encode(const char *id_json, bool ok, const char *result_json, size_
     dynbuf_addstr(&b, id_json);
     if (ok) {
         dynbuf_addstr(&b, ",\"ok\":true,\"result\":");
-        size_t at = b.len;
-        dynbuf_add(&b, result_json, result_len);
-        /* Valid JSON holds raw CR or LF only as whitespace between tokens (in strings they are escaped): spaces
-         * instead, so a handler's result text (an exec reply as written) can never split the line. */
-        for (char *p = b.data ? b.data + at : NULL; p && p < b.data + b.len; p++)
-            if (*p == '\n' || *p == '\r') *p = ' ';
+        add_json_one_line(&b, result_json, result_len);
     } else {
         dynbuf_addstr(&b, ",\"ok\":false,\"error\":");
         add_error(&b, error ? error : "unknown error");
@@ -45,6 +51,23 @@ char *result_encode(const char *id_json, bool ok, const char *result_json, size_
     dynbuf_add_int(&b, ms);
     dynbuf_addstr(&b, "}");
     return dynbuf_take(&b, len);
+}
+
+void result_add_item(char **line, size_t *len, const char *item_text, size_t item_len, bool item_is_json)
+{
+    dynbuf_t b;
+    dynbuf_init(&b, (size_t)-1 / 2);
+    dynbuf_add(&b, *line, *len - 1); /* without its closing brace */
+    if (item_is_json) {
+        dynbuf_addstr(&b, ",\"item\":");
+        add_json_one_line(&b, item_text, item_len);
+    } else {
+        dynbuf_addstr(&b, ",\"item_raw\":");
+        dynbuf_add_json_string(&b, item_text, item_len);
+    }
+    dynbuf_addstr(&b, "}");
+    free(*line);
+    *line = dynbuf_take(&b, len);
 }
 
 /* ---- compact JSON without jansson (see result.h) ---- */

@@ -4,6 +4,8 @@
  *   {"id":<id>,"ok":false,"error":"<why>","status":N,"body":"<excerpt>","attempts":N,"ms":N}
  *         ("status": the last HTTP status, if any; "body": the start of that response's body, as a string, if the
  *         handler kept one: http, up to --error-body-bytes)
+ *   with --include-item, either line ends with ,"item":<the item's JSON> (or ,"item_raw":"<text>" when the
+ *   item is not valid JSON)
  *   dead: {"id":<id>,"item":<item JSON>,"error":"<why>","attempts":N,"chunk":"<chunk id>"}
  *         (an item that is not valid JSON is kept as "raw":"<text>" instead of "item")
  *
@@ -26,6 +28,11 @@
  * body, any bytes (encoded as a JSON string, made valid UTF-8). */
 char *result_encode(const char *id_json, bool ok, const char *result_json, size_t result_len, const char *error,
                     int status, const char *body, size_t body_len, int attempts, int64_t ms, size_t *len);
+
+/* Appends the item to a result line from result_encode(): *line (malloc'd, replaced) gets ,"item":<item_text>
+ * before its closing brace (raw line breaks between tokens become spaces), or ,"item_raw":"<text>" when
+ * item_is_json is false; *len is updated. */
+void result_add_item(char **line, size_t *len, const char *item_text, size_t item_len, bool item_is_json);
 
 struct dynbuf;
 /* Appends the JSON text[0..len) in jansson's compact form (JSON_COMPACT | JSON_ENCODE_ANY after json_loadb with

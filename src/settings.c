@@ -104,6 +104,9 @@ static const setting_def_t setting_defs[] = {
      .def = "false", .cmds = CMD_WORKER,
      .topic = T_QUEUE,
      .help = "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
+    {.name = "include-item", .env = "CHUNKD_INCLUDE_ITEM", .type = ST_BOOL, .offset = OFF(include_item),
+     .def = "false", .cmds = CMD_WORKER | CMD_RUN,
+     .help = "each result line carries its input item as \"item\" (no join by id needed)"},
     {.name = "drain-timeout-ms", .env = "CHUNKD_DRAIN_TIMEOUT_MS", .type = ST_INT, .offset = OFF(drain_timeout_ms),
      .def = "20000", .min = 0, .max = 3600000, .cmds = CMD_WORKER | CMD_RUN,
      .topic = T_QUEUE,
@@ -311,6 +314,9 @@ static const setting_def_t setting_defs[] = {
      .cmds = CMD_COLLECT,
      .topic = T_COLLECT,
      .help = "keep collecting until SIGTERM"},
+    {.name = "last-only", .env = "CHUNKD_LAST_ONLY", .type = ST_BOOL, .offset = OFF(last_only), .def = "false",
+     .cmds = CMD_COLLECT,
+     .help = "with --until-done and --out FILE: at the end keep only the last line (highest seq) of each id"},
     {.name = "collect-batch", .env = "CHUNKD_COLLECT_BATCH", .type = ST_INT, .offset = OFF(collect_batch),
      .def = "1000", .min = 1, .max = 100000, .cmds = CMD_COLLECT | CMD_RUN,
      .topic = T_COLLECT,
@@ -327,9 +333,9 @@ static const setting_def_t setting_defs[] = {
      .min = 100, .max = 3600000, .cmds = CMD_STATUS,
      .topic = T_COLLECT,
      .help = "status --watch: time between updates"},
-    {.name = "json", .env = "CHUNKD_JSON", .type = ST_BOOL, .offset = OFF(json), .def = "false", .cmds = CMD_STATUS | CMD_QUEUES,
+    {.name = "json", .env = "CHUNKD_JSON", .type = ST_BOOL, .offset = OFF(json), .def = "false", .cmds = CMD_STATUS | CMD_QUEUES | CMD_DEAD,
      .topic = T_COLLECT,
-     .help = "print one JSON object"},
+     .help = "status, queues: print JSON; dead: each record as stored, one JSON object per line"},
     {.name = "yes", .env = "CHUNKD_YES", .type = ST_BOOL, .offset = OFF(yes), .def = "false",
      .cmds = CMD_PURGE | CMD_DELETE,
      .help = "purge, delete: confirm; without it they only say what they would remove"},
@@ -338,9 +344,9 @@ static const setting_def_t setting_defs[] = {
     {.name = "resume", .env = "CHUNKD_RESUME", .type = ST_BOOL, .offset = OFF(resume), .def = "false", .cmds = CMD_RUN,
      .help = "run: skip the items whose id is already in --out FILE, and append to it (give the same --queue)"},
     {.name = "limit", .env = "CHUNKD_LIMIT", .type = ST_INT, .offset = OFF(limit), .def = "0", .min = 0,
-     .max = 1000000000000LL, .cmds = CMD_REQUEUE,
+     .max = 1000000000000LL, .cmds = CMD_REQUEUE | CMD_DEAD,
      .topic = T_QUEUE,
-     .help = "requeue: most dead records to move (0: all)"},
+     .help = "requeue: most dead records to move; dead: most to show (0: all)"},
     {.name = "redis-server", .env = "CHUNKD_REDIS_SERVER", .type = ST_STR, .offset = OFF(redis_server),
      .def = "redis-server", .cmds = CMD_RUN,
      .topic = T_REDIS,
@@ -634,6 +640,11 @@ static int settings_check(const settings_t *s, char *err, size_t errlen)
     }
     if (s->until_done && s->follow) {
         snprintf(err, errlen, "--until-done (CHUNKD_UNTIL_DONE) and --follow (CHUNKD_FOLLOW) exclude each other");
+        return -1;
+    }
+    if (s->last_only && (!s->until_done || !s->out || strcmp(s->out, "-") == 0 || s->rotate_lines > 0)) {
+        snprintf(err, errlen, "--last-only (CHUNKD_LAST_ONLY) needs --until-done and --out FILE (one file, no "
+                              "--rotate-lines)");
         return -1;
     }
     if (s->rotate_lines > 0 && !s->out) {

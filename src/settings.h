@@ -26,6 +26,7 @@ enum {
     CMD_DELETE = 1 << 9,
     CMD_PAUSE = 1 << 10,
     CMD_RESUME = 1 << 11,
+    CMD_DEAD = 1 << 12,
     CMD_ALL = ~0, /* every subcommand, a new one included: the Redis address, the queue, logging */
 };
 
@@ -48,6 +49,7 @@ typedef struct settings {
     long long concurrency;  /* items held per process */
     long long threads;      /* event-loop threads; 0: CPU count */
     bool exit_when_empty;
+    bool include_item;      /* each result line carries its item ("item") */
     long long drain_timeout_ms;
     long long fetch_block_ms;
     long long commit_batch;       /* items per commit round trip */
@@ -103,6 +105,7 @@ typedef struct settings {
     long long rotate_lines; /* 0: one file */
     bool until_done;
     bool follow;
+    bool last_only;         /* collect --until-done: keep the last line of each id in --out at the end */
     long long collect_batch;
     char *consumer;
     /* status. */

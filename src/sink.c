@@ -135,10 +135,12 @@ fail:
     return NULL;
 }
 
-int sink_write(sink_t *s, const char *line, size_t len)
+int sink_write(sink_t *s, const char *line, size_t len) { return sink_write_tail(s, line, len, NULL); }
+
+int sink_write_tail(sink_t *s, const char *line, size_t len, const char *tail)
 {
     if (s->rotate_lines > 0 && s->lines_in_file >= s->rotate_lines && sink_open_next(s)) return -1;
-    if (fwrite(line, 1, len, s->f) != len || putc('\n', s->f) == EOF) return -1;
+    if (fwrite(line, 1, len, s->f) != len || (tail && fputs(tail, s->f) == EOF) || putc('\n', s->f) == EOF) return -1;
     s->lines_in_file++;
     return 0;
 }

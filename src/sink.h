@@ -15,6 +15,8 @@ typedef struct sink sink_t;
 sink_t *sink_open(const char *path, long long rotate_lines, bool append, char *err, size_t errlen);
 /* Writes one line (a newline is added). Returns 0, or -1 with errno set. */
 int sink_write(sink_t *s, const char *line, size_t len);
+/* Writes one line made of line[0..len) then tail (a string, may be NULL), and a newline. Returns as sink_write. */
+int sink_write_tail(sink_t *s, const char *line, size_t len, const char *tail);
 int sink_flush(sink_t *s);
 /* Flushes and closes. Returns 0, or -1 if the last flush or close failed. */
 int sink_close(sink_t *s);

@@ -85,8 +85,11 @@ void work_item_finish(work_item_t *it, bool ok, const char *result_json, size_t 
                                     ok ? NULL : it->error_body, it->error_body_len, it->attempts, ms, &it->result_len);
     free(it->error_body);
     it->error_body = NULL;
-    if (!ok) {
+    if (!ok || it->chunk->include_item)
         chunk_item_parse(it->in); /* an item that failed before it started (poison, timeout): is it JSON? */
+    if (it->chunk->include_item && it->in->text)
+        result_add_item(&it->result_line, &it->result_len, it->in->text, it->in->text_len, it->in->error == NULL);
+    if (!ok) {
         it->dead_record = result_dead_record(it->in->id_json, it->in->text, it->in->text_len, it->in->error == NULL,
                                              error, it->attempts, it->chunk->decoded.id, &it->dead_len);
     }

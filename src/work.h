@@ -64,6 +64,7 @@ struct work_chunk {
     size_t n_run;            /* items this delivery runs: those not done_before */
     long long deliveries;    /* times the chunk was fetched (1 the first time) */
     bool checkpointed;       /* Redis may hold done bits for it: commits must consult and clear them */
+    bool include_item;       /* --include-item: result lines carry their item */
     char *poison;            /* owned: over --max-deliveries; the items fail with this reason instead of running */
     /* Loop side (dead_reason: fetch; disposition: the drain, after the loop stopped). */
     size_t n_finished;       /* of n_run */

@@ -10,6 +10,7 @@
 #include "keys.h"
 #include "log.h"
 #include "sig.h"
+#include "tally.h"
 
 rconn_t *cmd_connect(const settings_t *s)
 {
@@ -21,14 +22,31 @@ rconn_t *cmd_connect(const settings_t *s)
     return NULL;
 }
 
-void cmd_report_failed(const settings_t *s, const collect_progress_t *p)
+int cmd_report_failed(const settings_t *s, const collect_progress_t *p, const char *who, bool dead_kept)
 {
-    if (p->failed_left == 0) return;
-    keys_t k;
-    keys_init(&k, s->queue);
-    LOG(LL_WARN, "queue %s: %lld items failed and wait in %s, %lld of them in chunks that went there unread (no "
-                 "result line); chunkd requeue puts them back", s->queue, p->failed_left, k.dead,
-        p->dead_chunk_items_left);
+    long long failed = p->tally ? tally_failed(p->tally) : 0, unread = p->dead_chunk_items_left;
+    if (p->tally) {
+        char also[96] = "";
+        if (unread) snprintf(also, sizeof also, ", %lld in chunks that went to dead unread", unread);
+        fprintf(stderr, "%s: %lld ok, %lld failed%s%s\n", who, tally_ok(p->tally), failed, also,
+                failed || unread ? " (exit status 4)" : "");
+        const char *reasons[CMD_TOP_REASONS];
+        long long counts[CMD_TOP_REASONS];
+        size_t n = tally_top(p->tally, reasons, counts, CMD_TOP_REASONS);
+        if (n) fprintf(stderr, "%s: the most common reasons:\n", who);
+        for (size_t i = 0; i < n; i++) fprintf(stderr, "  %8lld  %s\n", counts[i], reasons[i]);
+    }
+    if (p->failed_left && !dead_kept) {
+        LOG(LL_WARN, "%lld items failed (the queue goes away with this run: their lines say \"ok\":false; jq -c "
+                     "'select(.ok == false)' lists them)", p->failed_left);
+    } else if (p->failed_left) {
+        keys_t k;
+        keys_init(&k, s->queue);
+        LOG(LL_WARN, "queue %s: %lld items failed and wait in %s, %lld of them in chunks that went there unread (no "
+                     "result line); chunkd dead --queue %s lists them, chunkd requeue puts them back", s->queue,
+            p->failed_left, k.dead, unread, s->queue);
+    }
+    return failed || unread ? EXIT_FAILED : 0;
 }
 
 typedef struct cmd_job {

@@ -3,8 +3,10 @@
 
 #include "cmd.h"
 #include "collect.h"
+#include "lastonly.h"
 #include "log.h"
 #include "sink.h"
+#include "tally.h"
 
 typedef struct collect_job {
     settings_t *settings;
@@ -44,6 +46,7 @@ int cmd_collect(settings_t *s)
         rconn_free(c);
         if (exists <= 0) return exists < 0 ? EXIT_RUNTIME : EXIT_NO_QUEUE;
     }
+    if (s->until_done) job.progress.tally = tally_new();
     job.sink = sink_open(s->out, s->rotate_lines, true, job.err, sizeof job.err);
     if (!job.sink) {
         LOG(LL_ERROR, "%s", job.err);
@@ -53,7 +56,8 @@ int cmd_collect(settings_t *s)
     if (job.rc == 0)
         LOG(LL_INFO, "collect: %lld results written to %s (queue %s: %lld of %lld enqueued collected)",
             job.progress.written, sink_where(job.sink), s->queue, job.progress.collected, job.progress.enqueued);
-    if (job.rc == 0) cmd_report_failed(s, &job.progress);
+    int failed = job.rc == 0 && s->until_done ? cmd_report_failed(s, &job.progress, "collect", true) : 0;
+    tally_free(job.progress.tally);
     int closed = sink_close(job.sink);
     if (job.rc) {
         LOG(LL_ERROR, "%s", job.err);
@@ -63,5 +67,14 @@ int cmd_collect(settings_t *s)
         LOG(LL_ERROR, "cannot finish writing results");
         return EXIT_RUNTIME;
     }
-    return 0;
+    if (s->last_only) {
+        long long kept, dropped;
+        if (lastonly_rewrite(s->out, &kept, &dropped, job.err, sizeof job.err)) {
+            LOG(LL_ERROR, "%s", job.err);
+            return EXIT_RUNTIME;
+        }
+        LOG(LL_INFO, "collect --last-only: %lld lines kept in %s, %lld earlier lines of the same ids dropped", kept,
+            s->out, dropped);
+    }
+    return failed;
 }

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "rconn.h"
 #include "sink.h"
+#include "tally.h"
 #include "worker.h"
 #include "xalloc.h"
 
@@ -174,6 +175,7 @@ static void run_final_on_wake(void *arg, int sig)
 static void run_final_collect(run_state_t *st)
 {
     run_final_t f = {.st = st, .deadline_ms = clock_now_ms() + RUN_FINAL_COLLECT_MS};
+    f.more.tally = st->progress.tally;
     atomic_init(&f.stop, false);
     if (cmd_run_job(run_final_job, run_final_on_wake, &f, f.err, sizeof f.err)) f.rc = -1;
     if (f.rc == 0) st->progress.written += f.more.written;
@@ -205,10 +207,6 @@ static int run_report(const run_state_t *st, double secs)
     if (st->enq_rc) LOG(LL_ERROR, "%s", st->enq_err);
     if (st->collect_rc) LOG(LL_ERROR, "%s", st->collect_err);
     bool complete = !st->interrupted && st->enq_rc == 0 && st->collect_rc == 0;
-    if (complete) {
-        rc = st->enq.rejected ? EXIT_REJECTED : 0;
-        if (!st->local && !s->queue_set) run_delete_queue(s);
-    }
     fprintf(stderr, "chunkd run: %lld items, %.2f s, %.0f items/s; results: %s%s\n", st->progress.written, secs,
             secs > 0 ? (double)st->progress.written / secs : 0.0, sink_where(st->sink),
             complete ? "" : " (incomplete)");
@@ -217,7 +215,13 @@ static int run_report(const run_state_t *st, double secs)
                 st->enq.skipped, sink_where(st->sink));
     if (st->enq.rejected)
         fprintf(stderr, "chunkd run: %lld lines rejected; see %s\n", st->enq.rejected, st->enq.rejects_path);
-    if (st->collect_rc == 0) cmd_report_failed(s, &st->progress);
+    /* A private server, or an unnamed queue (deleted below), takes the dead list with it. */
+    bool dead_kept = !st->local && s->queue_set;
+    int failed = st->collect_rc == 0 ? cmd_report_failed(s, &st->progress, "chunkd run", dead_kept) : 0;
+    if (complete) {
+        rc = st->enq.rejected ? EXIT_REJECTED : failed;
+        if (!st->local && !s->queue_set) run_delete_queue(s);
+    }
     return rc;
 }
 
@@ -324,6 +328,7 @@ static int run_resume_queue_idle(const settings_t *s)
 int cmd_run(settings_t *s)
 {
     run_state_t st = {.settings = s};
+    st.progress.tally = tally_new();
     atomic_init(&st.stop, false);
     atomic_init(&st.enqueue_done, false);
     st.input = s->input ? s->input : "-";
@@ -368,6 +373,7 @@ int cmd_run(settings_t *s)
     }
 out_redis:
     idset_free(st.done_ids);
+    tally_free(st.progress.tally);
     localredis_stop(st.local);
     if (st.in != stdin) fclose(st.in);
     return rc;

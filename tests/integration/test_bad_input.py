@@ -111,7 +111,7 @@ def test_failed_item_result_and_dead(ctx):
 
     worker = ctx.spawn("worker", "--queue", ctx.queue, "--handler", "sleep", "--exit-when-empty")
     out = ctx.path("results.jsonl")
-    ctx.run("collect", "--queue", ctx.queue, "--out", out, "--until-done")
+    ctx.run("collect", "--queue", ctx.queue, "--out", out, "--until-done", expect_rc=4)  # an item failed
     worker.wait(15, expect_rc=0)
 
     results = {r["id"]: r for r in read_jsonl(out)}

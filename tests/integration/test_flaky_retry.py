@@ -127,7 +127,7 @@ def test_failed_result_keeps_body_excerpt(ctx):
         out = ctx.path(f"{label}.out.jsonl")
         ctx.run("run", "--queue", f"{ctx.queue}-{label}", "--handler", "http", "--base-url", ctx.mock.url,
                 "--allow-hosts", "127.0.0.1:1", "--max-attempts", 1, *flags, "--out", out,
-                ctx.write_jsonl(f"{label}.jsonl", items), timeout=60)
+                ctx.write_jsonl(f"{label}.jsonl", items), timeout=60, expect_rc=4)  # 3 of 4 fail
         results = read_jsonl(out)
         assert_exactly_once(results, [1, 2, 3, 4], f"{label} output")
         return {r["id"]: r for r in results}

@@ -44,9 +44,13 @@ def _http(ctx, items, *flags, label, queue=None, base_url=True, env=None, timeou
     if base_url:
         args += ["--base-url", ctx.mock.url]
     args += [str(f) for f in flags] + ["--out", out, path]
-    proc = ctx.run("run", *args, env=env, timeout=timeout, name=f"chunkd run ({label})", **kw)
+    expect_rc = kw.pop("expect_rc", None)
+    proc = ctx.run("run", *args, env=env, timeout=timeout, name=f"chunkd run ({label})", expect_rc=expect_rc, **kw)
     results = read_jsonl(out)
     assert_exactly_once(results, _item_ids(items), f"run output ({label})")
+    if expect_rc is None:  # 4 exactly when an item failed (issue 16)
+        want = 4 if any(r.get("ok") is False for r in results) else 0
+        check(proc.returncode == want, f"`chunkd run ({label})` exit {proc.returncode}, expected {want}")
     return {id_key(r["id"]): r for r in results}, proc
 
 
@@ -552,7 +556,7 @@ def test_requeue_dead_items(ctx):
     check(sorted(d.get("id") for d in dead) == failing, f"dead ids {sorted(str(d.get('id')) for d in dead)}, "
                                                         f"expected {failing}")
     out1 = ctx.path("results1.jsonl")
-    ctx.run("collect", "--queue", q, "--out", out1, "--until-done", name="first collect")
+    ctx.run("collect", "--queue", q, "--out", out1, "--until-done", name="first collect", expect_rc=4)  # items failed
     first = {r["id"]: r for r in read_jsonl(out1)}
     check(sorted(first) == sorted(failing + ["fine"]), f"first collect ids {sorted(first)}")
     for i in failing:

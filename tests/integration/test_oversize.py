@@ -25,8 +25,9 @@ def _pending_texts(ctx):
     return [t.encode("utf-8", "surrogateescape") for t in reversed(ctx.r.lrange_all(ctx.key("pending")))]
 
 
-def _collect_until_done(ctx, out, timeout=30):
-    return ctx.run("collect", "--queue", ctx.queue, "--out", out, "--until-done", timeout=timeout)
+def _collect_until_done(ctx, out, timeout=30, expect_rc=0):
+    return ctx.run("collect", "--queue", ctx.queue, "--out", out, "--until-done", timeout=timeout,
+                   expect_rc=expect_rc)
 
 
 def test_enqueue_caps_chunks_by_bytes(ctx):
@@ -136,7 +137,7 @@ def test_until_done_ends_and_requeue_brings_back(ctx):
     check(ctx.stat("dead_chunks") == 3 and ctx.stat("dead_chunk_items") == 30,
           f"stats dead_chunks={ctx.stat('dead_chunks')}, dead_chunk_items={ctx.stat('dead_chunk_items')}")
     out = ctx.path("results.jsonl")
-    proc = _collect_until_done(ctx, out, timeout=20)
+    proc = _collect_until_done(ctx, out, timeout=20, expect_rc=4)  # the dead chunk's items failed
     check("30 items failed" in proc.stderr() and "30 of them in chunks that went there unread" in proc.stderr(),
           f"collect did not say how many failed: {proc.stderr()[-400:]}")
     assert_exactly_once(read_jsonl(out), [f"s{n}" for n in range(5)], "first collect")
@@ -151,7 +152,8 @@ def test_until_done_ends_and_requeue_brings_back(ctx):
             timeout=30)
     out2 = ctx.path("results2.jsonl")
     proc = _collect_until_done(ctx, out2, timeout=20)
-    check("failed" not in proc.stderr(), f"failures reported after they were requeued: {proc.stderr()[-400:]}")
+    check("items failed" not in proc.stderr() and "collect: 30 ok, 0 failed" in proc.stderr(),
+          f"failures reported after they were requeued: {proc.stderr()[-400:]}")
     results = read_jsonl(out2)
     assert_exactly_once(results, [f"o{n}" for n in range(30)], "after requeue")
     by_id = {json.loads(line)["id"]: json.loads(line) for line in items}
@@ -166,7 +168,8 @@ def test_run_ends_when_chunks_went_to_dead(ctx):
             ctx.write_jsonl("big.jsonl", [_item(n, 1000) for n in range(10)]))
     out = ctx.path("run.jsonl")
     proc = ctx.run("run", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", 5000, "--out", out,
-                   ctx.write_jsonl("items.jsonl", [json.dumps({"id": f"r{n}"}) for n in range(20)]), timeout=30)
+                   ctx.write_jsonl("items.jsonl", [json.dumps({"id": f"r{n}"}) for n in range(20)]), timeout=30,
+                   expect_rc=4)  # the dead chunk's 10 items failed
     assert_exactly_once(read_jsonl(out), [f"r{n}" for n in range(20)], "run --out")
     check("10 items failed" in proc.stderr(), f"run did not say how many failed: {proc.stderr()[-400:]}")
     wait_until(lambda: ctx.llen("dead") == 1, 5, "the big chunk in dead")

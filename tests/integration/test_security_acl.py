@@ -103,7 +103,8 @@ def test_acl_recipe_runs_the_pipeline(ctx):
                              "--rate-limit", "5000/s", "--max-inflight-global", 50,
                              url=_url(server, q, "worker"), name=f"worker {i}") for i in range(2)]
         out = ctx.path("results.jsonl")
-        ctx.run("collect", "--queue", q, "--until-done", "--out", out, timeout=90, url=_url(server, q, "collector"))
+        ctx.run("collect", "--queue", q, "--until-done", "--out", out, timeout=90, url=_url(server, q, "collector"),
+                expect_rc=4)  # one item is not JSON: it fails
         for w in workers:
             w.wait(60, expect_rc=0)
         results = read_jsonl(out)

@@ -1,0 +1,63 @@
+/* Unit tests of src/lastonly.c: the last line (highest seq) of each id is kept, in the file's order. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lastonly.h"
+
+static void test_keeps_highest_seq_per_id(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/chunkd-lastonly-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("{\"id\":1,\"ok\":false,\"seq\":\"100-0\"}\n"
+          "{\"id\":\"a\",\"ok\":true,\"seq\":\"100-1\"}\n"
+          "{\"id\":2,\"ok\":true,\"seq\":\"99-5\"}\n"
+          "not json\n"
+          "{\"id\":1,\"ok\":true,\"seq\":\"100-10\"}\n"
+          "{\"id\":2,\"ok\":false,\"seq\":\"99-4\"}\n",
+          f);
+    fclose(f);
+    long long kept = 0, dropped = 0;
+    char err[256];
+    assert_int_equal(lastonly_rewrite(path, &kept, &dropped, err, sizeof err), 0);
+    assert_int_equal(kept, 4);
+    assert_int_equal(dropped, 2);
+    char buf[1024] = "";
+    f = fopen(path, "r");
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    unlink(path);
+    assert_string_equal(buf, "{\"id\":\"a\",\"ok\":true,\"seq\":\"100-1\"}\n"
+                             "{\"id\":2,\"ok\":true,\"seq\":\"99-5\"}\n"
+                             "not json\n"
+                             "{\"id\":1,\"ok\":true,\"seq\":\"100-10\"}\n");
+}
+
+static void test_missing_file_is_an_error(void **state)
+{
+    (void)state;
+    long long kept, dropped;
+    char err[256];
+    assert_int_equal(lastonly_rewrite("/nonexistent/x.jsonl", &kept, &dropped, err, sizeof err), -1);
+    assert_non_null(strstr(err, "/nonexistent/x.jsonl"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keeps_highest_seq_per_id),
+        cmocka_unit_test(test_missing_file_is_an_error),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
