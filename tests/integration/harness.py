@@ -24,7 +24,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from resp import Redis, RedisError
@@ -145,6 +147,19 @@ def stop_process(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def http_get(port, path, method="GET"):
+    """(status, body) of one request to chunkd's HTTP port on loopback; (None, reason) when nothing answered (a
+    failure wherever an answer is due)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return None, str(e)
 
 
 def free_port():

@@ -6,21 +6,8 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
-from harness import Proc, RedisServer, _die_with_parent, check, free_port, one_line, scaled, wait_until
-
-
-def _get(port, path):
-    """(status, body) of GET http://127.0.0.1:port/path; (None, "") when nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return None, ""
+from harness import Proc, RedisServer, _die_with_parent, check, free_port, http_get, one_line, scaled, wait_until
 
 
 def _items(ctx, n, sleep_ms=5):
@@ -32,7 +19,7 @@ def _waiting_worker(ctx, redis_port, *args):
     http_port = free_port()
     worker = ctx.spawn("worker", "--queue", ctx.queue, "--http-addr", "127.0.0.1", *args, redis="flag",
                        url=f"redis://127.0.0.1:{redis_port}/0", env={"CHUNKD_HTTP_PORT": str(http_port)})
-    wait_until(lambda: _get(http_port, "/healthz")[0] == 200, 15,
+    wait_until(lambda: http_get(http_port, "/healthz")[0] == 200, 15,
                lambda: f"/healthz answering while Redis is down ({worker.describe()})")
     return worker, http_port
 
@@ -40,7 +27,7 @@ def _waiting_worker(ctx, redis_port, *args):
 def test_worker_waits_for_redis_then_works(ctx):
     redis_port = free_port()  # reserved: a redis-server starts on it later
     worker, http_port = _waiting_worker(ctx, redis_port)
-    status, body = _get(http_port, "/readyz")
+    status, body = http_get(http_port, "/readyz")
     check(status == 503 and "waiting for Redis" in body, f"/readyz while Redis is down: {status} {body!r}")
     # Several backoff rounds go by: the worker stays alive and not ready, and logs one line per interval, not per try.
     t0 = time.monotonic()
@@ -48,8 +35,8 @@ def test_worker_waits_for_redis_then_works(ctx):
                lambda: f"a second 'waiting for Redis' line ({worker.describe()})")
     elapsed = time.monotonic() - t0
     check(worker.alive(), f"the worker exited while waiting for Redis: {worker.describe()}")
-    check(_get(http_port, "/healthz")[0] == 200, "/healthz is not 200 while waiting for Redis")
-    check(_get(http_port, "/readyz")[0] == 503, "/readyz is not 503 while waiting for Redis")
+    check(http_get(http_port, "/healthz")[0] == 200, "/healthz is not 200 while waiting for Redis")
+    check(http_get(http_port, "/readyz")[0] == 503, "/readyz is not 503 while waiting for Redis")
     lines = worker.stderr().count("waiting for Redis")
     check(lines <= elapsed / 5 + 3, f"{lines} 'waiting for Redis' lines in {elapsed:.1f} s (one per 5 s expected)")
 
@@ -58,8 +45,8 @@ def test_worker_waits_for_redis_then_works(ctx):
     server.start(port=redis_port)
     url = server.url()
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, _items(ctx, 100), redis="flag", url=url)
-    wait_until(lambda: _get(http_port, "/readyz")[0] == 200, 20,
-               lambda: f"/readyz 200 once Redis is up (now {_get(http_port, '/readyz')}; {worker.describe()})")
+    wait_until(lambda: http_get(http_port, "/readyz")[0] == 200, 20,
+               lambda: f"/readyz 200 once Redis is up (now {http_get(http_port, '/readyz')}; {worker.describe()})")
     with server.client() as r:
         wait_until(lambda: int(r.execute("HGET", ctx.key("stats"), "done") or 0) == 100, 30,
                    lambda: f"100 items done by the worker that waited ({worker.describe()})")
@@ -89,7 +76,7 @@ def test_signal_while_waiting_for_redis_exits_promptly(ctx):
         worker.send(sig)
         worker.wait(5, expect_rc=0)
         check(time.monotonic() - t0 < scaled(5), f"{sig.name} while waiting: exit took too long")
-        check(_get(http_port, "/healthz")[0] is None, "the health port still answers after the worker exited")
+        check(http_get(http_port, "/healthz")[0] is None, "the health port still answers after the worker exited")
 
 
 def test_taken_http_port_fails_before_taking_work(ctx):

@@ -9,21 +9,9 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
-from harness import (check, count_lines, id_key, read_jsonl, redis_servers_tagged, scaled, skip,
+from harness import (check, count_lines, http_get, id_key, read_jsonl, redis_servers_tagged, scaled, skip,
                      wait_until)
-
-
-def _get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return None, str(e)
 
 
 def _sleep_items(ctx, n, sleep_ms, name="items.jsonl"):
@@ -251,24 +239,24 @@ def test_healthz_stays_live_in_redis_outage(ctx):
                lambda: f"results flowing ({worker.describe()})")
     c.close()
     server.stop()
-    wait_until(lambda: _get(port, "/readyz")[0] == 503, 10, "/readyz 503 in the outage")
+    wait_until(lambda: http_get(port, "/readyz")[0] == 503, 10, "/readyz 503 in the outage")
     # The committer's stall limit is --redis-timeout-ms + 5 s: watch /healthz well past it.
     bad = []
     end = time.monotonic() + 9
     while time.monotonic() < end:
-        status, body = _get(port, "/healthz")
+        status, body = http_get(port, "/healthz")
         if status != 200:
             bad.append((status, body.strip()[:100]))
         time.sleep(0.25)  # a probe's period, not a wait for a condition
     check(not bad, f"/healthz failed during a Redis outage: {bad[:3]} ({len(bad)} probes)")
     server.start(port=server.port)
-    wait_until(lambda: _get(port, "/readyz")[0] == 200, 20, "/readyz 200 once Redis is back")
+    wait_until(lambda: http_get(port, "/readyz")[0] == 200, 20, "/readyz 200 once Redis is back")
     worker.send(signal.SIGTERM)
     worker.wait(30)
 
 
 def _metric(port, name):
-    status, text = _get(port, "/metrics")
+    status, text = http_get(port, "/metrics")
     check(status == 200, f"/metrics answered {status}")
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -285,21 +273,21 @@ def test_readyz_when_redis_refuses_writes(ctx):
     worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 50,
                                   "--lease-ms", 3000, redis="flag", url=server.url())
     c = server.client()
-    wait_until(lambda: _get(port, "/readyz")[0] == 200, 15, lambda: f"/readyz 200 ({worker.describe()})")
+    wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, lambda: f"/readyz 200 ({worker.describe()})")
     wait_until(lambda: c.execute("XLEN", ctx.key("results")) == 200, 20, "the first 200 results")
     errors_before = _metric(port, "chunkd_redis_errors_total")
     c.execute("CONFIG", "SET", "maxmemory", "1")  # every write now: OOM command not allowed
     try:
-        wait_until(lambda: _get(port, "/readyz")[0] == 503, 10,
-                   lambda: f"/readyz 503 while Redis refuses writes ({_get(port, '/readyz')})")
-        body = _get(port, "/readyz")[1]
+        wait_until(lambda: http_get(port, "/readyz")[0] == 503, 10,
+                   lambda: f"/readyz 503 while Redis refuses writes ({http_get(port, '/readyz')})")
+        body = http_get(port, "/readyz")[1]
         check("OOM" in body and "refuses writes" in body, f"/readyz does not give the reason: {body!r}")
         wait_until(lambda: _metric(port, "chunkd_redis_errors_total") > errors_before, 10,
                    "chunkd_redis_errors_total to count the refusals")
-        check(_get(port, "/healthz")[0] == 200, "/healthz failed while Redis refuses writes")
+        check(http_get(port, "/healthz")[0] == 200, "/healthz failed while Redis refuses writes")
     finally:
         c.execute("CONFIG", "SET", "maxmemory", "0")
-    wait_until(lambda: _get(port, "/readyz")[0] == 200, 15, "/readyz 200 once Redis takes writes again")
+    wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, "/readyz 200 once Redis takes writes again")
     worker.send(signal.SIGTERM)
     worker.wait(30, expect_rc=0)
     c.close()
