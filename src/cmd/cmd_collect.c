@@ -46,12 +46,12 @@ int cmd_collect(settings_t *s)
         rconn_free(c);
         if (exists <= 0) return exists < 0 ? EXIT_RUNTIME : EXIT_NO_QUEUE;
     }
-    if (s->until_done) job.progress.tally = tally_new();
     job.sink = sink_open(s->out, s->rotate_lines, true, job.err, sizeof job.err);
     if (!job.sink) {
         LOG(LL_ERROR, "%s", job.err);
         return EXIT_RUNTIME;
     }
+    if (s->until_done) job.progress.tally = tally_new(); /* after the last early return: freed below */
     if (cmd_run_job(collect_job, collect_on_wake, &job, job.err, sizeof job.err)) job.rc = -1;
     if (job.rc == 0)
         LOG(LL_INFO, "collect: %lld results written to %s (queue %s: %lld of %lld enqueued collected)",

@@ -328,7 +328,6 @@ static int run_resume_queue_idle(const settings_t *s)
 int cmd_run(settings_t *s)
 {
     run_state_t st = {.settings = s};
-    st.progress.tally = tally_new();
     atomic_init(&st.stop, false);
     atomic_init(&st.enqueue_done, false);
     st.input = s->input ? s->input : "-";
@@ -337,6 +336,7 @@ int cmd_run(settings_t *s)
         LOG(LL_ERROR, "cannot open input %s: %s", st.input, strerror(errno));
         return EXIT_RUNTIME;
     }
+    st.progress.tally = tally_new(); /* after the last early return: freed at out_redis */
     char err[1024];
     int rc = EXIT_RUNTIME;
     if (run_prepare(&st, err, sizeof err)) {
