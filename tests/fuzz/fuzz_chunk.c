@@ -46,7 +46,7 @@ static void check_item(const chunk_t *c, const chunk_item_t *it)
     json_decref(loaded);
 
     size_t len;
-    char *line = result_encode(it->id_json, it->value != NULL, it->text, it->text_len, it->error, 0, 1, 5, &len);
+    char *line = result_encode(it->id_json, it->value != NULL, it->text, it->text_len, it->error, 0, NULL, 0, 1, 5, &len);
     json_t *r = load_line("result line", line, len);
     CHECK(json_equal(json_object_get(r, "id"), id), "result line id: %s", line);
     if (it->value) CHECK(json_equal(json_object_get(r, "result"), it->value), "result line value: %s", line);

@@ -31,7 +31,7 @@ static void check_reply(const char *line, size_t len, const json_t *id)
         CHECK(msg && json_equal(got, json_object_get(msg, "result")), "result text %.*s is not the reply's result",
               (int)out_len, out);
         size_t line_len;
-        char *result_line = result_encode("7", true, out, out_len, NULL, 0, 1, 1, &line_len);
+        char *result_line = result_encode("7", true, out, out_len, NULL, 0, NULL, 0, 1, 1, &line_len);
         CHECK(!memchr(result_line, '\n', line_len) && !memchr(result_line, '\r', line_len),
               "result line has a line break: %.*s", (int)line_len, result_line);
         json_t *back = json_loadb(result_line, line_len, 0, NULL);
