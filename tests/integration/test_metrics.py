@@ -32,7 +32,10 @@ def test_endpoints_and_drain(ctx):
     items = [{"id": i, "sleep_ms": 3000 if i < 10 else 10} for i in range(200)]
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10, ctx.write_jsonl("items.jsonl", items))
     worker, port = start_worker(ctx, "--drain-timeout-ms", 4000)
-    check(get(port, "/readyz")[0] == 200, "/readyz is not 200 on a connected worker")
+    # /healthz answers from the start; /readyz only once Redis is reached (the HTTP server starts before that, so
+    # a probe in between is rightly 503 "waiting for Redis": CI once caught that instant).
+    wait_until(lambda: get(port, "/readyz")[0] == 200, 15, lambda: f"/readyz 200 on a connected worker "
+                                                                   f"(is {get(port, '/readyz')}; {worker.describe()})")
     check(get(port, "/nope")[0] == 404, "an unknown path is not 404")
     check(get(port, "/metrics", "POST")[0] == 405, "POST /metrics is not 405")
     wait_until(lambda: ctx.stat("done") >= 190, 20, "the fast items done")
