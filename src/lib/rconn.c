@@ -87,13 +87,31 @@ static int rconn_setup_cmd(rconn_t *c, const char *what, int argc, const char **
     return rc;
 }
 
+/* Transport: opens c->ctx to host:port (or the unix socket). Returns 0, or -1 with c->err set (c->ctx may be
+ * NULL or hold the error). */
+static int rconn_dial(rconn_t *c, const char *host, int port)
+{
+    struct timeval tv = ms_to_tv(c->timeout_ms);
+    c->ctx = c->url.is_unix ? redisConnectUnixWithTimeout(c->url.path, tv) : redisConnectWithTimeout(host, port, tv);
+    return c->ctx && !c->ctx->err ? 0 : -1;
+}
+
+/* Which server to dial: the URL's own for redis:// and rediss://. Returns 0, or -1 with c->err set. */
+static int rconn_resolve(rconn_t *c, char *host, size_t hostlen, int *port)
+{
+    snprintf(host, hostlen, "%s", c->url.host);
+    *port = c->url.port;
+    return 0;
+}
+
 int rconn_connect(rconn_t *c, char *err, size_t errlen)
 {
     rconn_drop(c);
     c->refused = false;
-    struct timeval tv = ms_to_tv(c->timeout_ms);
-    c->ctx = c->url.is_unix ? redisConnectUnixWithTimeout(c->url.path, tv)
-                            : redisConnectWithTimeout(c->url.host, c->url.port, tv);
+    char host[sizeof c->url.host];
+    int port = 0;
+    if (rconn_resolve(c, host, sizeof host, &port)) goto fail;
+    rconn_dial(c, host, port);
     if (!c->ctx) {
         snprintf(c->err, sizeof c->err, "cannot allocate a Redis context");
         goto fail;

@@ -165,34 +165,106 @@ static int parse_hostport(const char *p, const char *end, redis_url_t *out, char
     return 0;
 }
 
-int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen)
+/* host[:port][,host[:port]...] in p..end into out->nodes; the first is also out->host and out->port. */
+static int parse_nodes(const char *p, const char *end, int default_port, redis_url_t *out, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
-    out->port = 6379;
-    if (strncmp(text, "unix://", 7) == 0) return parse_unix(text + 7, out, err, errlen);
-    if (strncmp(text, "rediss://", 9) == 0) {
-        snprintf(err, errlen, "rediss:// (TLS) is not supported by this build; use redis:// or unix://");
-        return -1;
+    out->n_nodes = 0;
+    for (const char *at = p;;) {
+        const char *comma = memchr(at, ',', (size_t)(end - at));
+        const char *node_end = comma ? comma : end;
+        if (out->n_nodes == REDIS_URL_MAX_NODES) {
+            snprintf(err, errlen, "more than %d hosts", REDIS_URL_MAX_NODES);
+            return -1;
+        }
+        out->port = default_port;
+        if (parse_hostport(at, node_end, out, err, errlen)) return -1;
+        redis_url_node_t *n = &out->nodes[out->n_nodes++];
+        snprintf(n->host, sizeof n->host, "%s", out->host);
+        n->port = out->port;
+        if (!comma) break;
+        at = comma + 1;
     }
-    if (strncmp(text, "redis://", 8) != 0) {
-        snprintf(err, errlen, "expected redis://host[:port][/db] or unix:///path");
-        return -1;
+    snprintf(out->host, sizeof out->host, "%s", out->nodes[0].host);
+    out->port = out->nodes[0].port;
+    return 0;
+}
+
+/* The part after the node list: "/master[/db]" for Sentinel, "" or "/" or "/0" for Cluster, "[/db]" otherwise. */
+static int parse_tail(const char *slash, redis_url_t *out, char *err, size_t errlen)
+{
+    const char *db = slash && slash[1] ? slash + 1 : NULL;
+    if (out->mode == REDIS_URL_SENTINEL) {
+        const char *name = db, *name_end = name ? strchr(name, '/') : NULL;
+        size_t len = name ? (name_end ? (size_t)(name_end - name) : strlen(name)) : 0;
+        if (len == 0 || pct_decode(name, len, out->master, sizeof out->master)) {
+            snprintf(err, errlen, "redis-sentinel:// needs the master's name after the hosts, as in "
+                                  "redis-sentinel://sentinel-1:26379,sentinel-2:26379/mymaster");
+            return -1;
+        }
+        db = name_end && name_end[1] ? name_end + 1 : NULL;
     }
-    const char *p = text + 8;
-    const char *slash = strchr(p, '/');
-    if (parse_userinfo(p, slash ? (size_t)(slash - p) : strlen(p), out, &p, err, errlen)) return -1;
-    if (parse_hostport(p, slash ? slash : p + strlen(p), out, err, errlen)) return -1;
-    if (slash && slash[1] != '\0' && parse_int(slash + 1, strlen(slash + 1), 0, 100000, &out->db)) {
+    if (db && parse_int(db, strlen(db), 0, 100000, &out->db)) {
         snprintf(err, errlen, "database after / must be a number");
+        return -1;
+    }
+    if (out->mode == REDIS_URL_CLUSTER && out->db != 0) {
+        snprintf(err, errlen, "a Redis Cluster has database 0 only");
         return -1;
     }
     return 0;
 }
 
+int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen)
+{
+    static const struct {
+        const char *prefix;
+        redis_url_mode_t mode;
+        bool tls;
+        int port;
+    } schemes[] = {
+        {"redis://", REDIS_URL_DIRECT, false, 6379},
+        {"rediss://", REDIS_URL_DIRECT, true, 6379},
+        {"redis-sentinel://", REDIS_URL_SENTINEL, false, 26379},
+        {"rediss-sentinel://", REDIS_URL_SENTINEL, true, 26379},
+        {"redis-cluster://", REDIS_URL_CLUSTER, false, 6379},
+        {"rediss-cluster://", REDIS_URL_CLUSTER, true, 6379},
+    };
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (strncmp(text, "unix://", 7) == 0) return parse_unix(text + 7, out, err, errlen);
+    size_t k = 0;
+    while (k < sizeof schemes / sizeof schemes[0] && strncmp(text, schemes[k].prefix, strlen(schemes[k].prefix)))
+        k++;
+    if (k == sizeof schemes / sizeof schemes[0]) {
+        snprintf(err, errlen, "expected redis://host[:port][/db], rediss://..., unix:///path, "
+                              "redis-sentinel://host[:port],.../master or redis-cluster://host[:port],...");
+        return -1;
+    }
+    out->mode = schemes[k].mode;
+    out->tls = schemes[k].tls;
+    const char *p = text + strlen(schemes[k].prefix);
+    const char *slash = strchr(p, '/');
+    if (parse_userinfo(p, slash ? (size_t)(slash - p) : strlen(p), out, &p, err, errlen)) return -1;
+    const char *end = slash ? slash : p + strlen(p);
+    if (out->mode == REDIS_URL_DIRECT && memchr(p, ',', (size_t)(end - p))) {
+        snprintf(err, errlen, "several hosts need redis-sentinel:// or redis-cluster://");
+        return -1;
+    }
+    if (parse_nodes(p, end, schemes[k].port, out, err, errlen)) return -1;
+    return parse_tail(slash, out, err, errlen);
+}
+
+/* host:port, with brackets around an IPv6 address. */
+static void mask_node(const char *host, int port, char *out, size_t outlen)
+{
+    const char *lb = strchr(host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+    snprintf(out, outlen, "%s%s%s:%d", lb, host, rb, port);
+}
+
 void redis_url_mask(const char *text, char *out, size_t outlen)
 {
     redis_url_t u;
-    char err[128];
+    char err[256];
     if (redis_url_parse(text, &u, err, sizeof err)) {
         snprintf(out, outlen, "<invalid redis url>");
         return;
@@ -205,9 +277,24 @@ void redis_url_mask(const char *text, char *out, size_t outlen)
         if (u.db) snprintf(out + strlen(out), outlen - strlen(out), "%d", u.db);
         return;
     }
+    static const char *const names[2][3] = {{"redis", "redis-sentinel", "redis-cluster"},
+                                            {"rediss", "rediss-sentinel", "rediss-cluster"}};
     char user[sizeof u.user * 3];
     pct_encode(u.user, false, user, sizeof user);
-    const char *lb = strchr(u.host, ':') ? "[" : "", *rb = *lb ? "]" : "";
-    snprintf(out, outlen, "redis://%s%s%s%s%s%s:%d/%d", user, u.password[0] ? ":***" : u.user[0] ? ":" : "",
-             (u.user[0] || u.password[0]) ? "@" : "", lb, u.host, rb, u.port, u.db);
+    snprintf(out, outlen, "%s://%s%s%s", names[u.tls][u.mode], user, u.password[0] ? ":***" : u.user[0] ? ":" : "",
+             (u.user[0] || u.password[0]) ? "@" : "");
+    for (int i = 0; i < u.n_nodes; i++) {
+        char node[300];
+        mask_node(u.nodes[i].host, u.nodes[i].port, node, sizeof node);
+        size_t len = strlen(out);
+        snprintf(out + len, outlen - len, "%s%s", i ? "," : "", node);
+    }
+    size_t len = strlen(out);
+    if (u.mode == REDIS_URL_SENTINEL) {
+        char master[sizeof u.master * 3];
+        pct_encode(u.master, false, master, sizeof master);
+        snprintf(out + len, outlen - len, "/%s/%d", master, u.db);
+    } else if (u.mode == REDIS_URL_DIRECT) {
+        snprintf(out + len, outlen - len, "/%d", u.db);
+    }
 }

@@ -195,11 +195,71 @@ static void test_unix(void **state)
     parse_fails("unix:///tmp/r.sock?db=1&x=2", NULL, NULL);
 }
 
-static void test_rediss_rejected(void **state)
+static void test_rediss(void **state)
 {
     (void)state;
-    parse_fails("rediss://host:6380", NULL, "rediss");
-    parse_fails("rediss://user:topsecret@host:6380", "topsecret", "rediss");
+    redis_url_t u;
+    parse_ok("rediss://user:topsecret@redis.example.com:6380/2", &u);
+    assert_true(u.tls);
+    assert_int_equal(u.mode, REDIS_URL_DIRECT);
+    assert_string_equal(u.host, "redis.example.com");
+    assert_int_equal(u.port, 6380);
+    assert_int_equal(u.db, 2);
+    assert_int_equal(u.n_nodes, 1);
+    parse_ok("redis://h", &u);
+    assert_false(u.tls);
+    parse_fails("rediss://a,b", NULL, "sentinel");
+}
+
+static void test_sentinel(void **state)
+{
+    (void)state;
+    redis_url_t u;
+    parse_ok("redis-sentinel://s1:26380,[::1],s3/mymaster", &u);
+    assert_int_equal(u.mode, REDIS_URL_SENTINEL);
+    assert_false(u.tls);
+    assert_int_equal(u.n_nodes, 3);
+    assert_string_equal(u.nodes[0].host, "s1");
+    assert_int_equal(u.nodes[0].port, 26380);
+    assert_string_equal(u.nodes[1].host, "::1");
+    assert_int_equal(u.nodes[1].port, 26379);
+    assert_string_equal(u.nodes[2].host, "s3");
+    assert_string_equal(u.master, "mymaster");
+    assert_int_equal(u.db, 0);
+    parse_ok("rediss-sentinel://app:pw@s1/my%2Fmaster/4", &u);
+    assert_true(u.tls);
+    assert_string_equal(u.master, "my/master");
+    assert_string_equal(u.password, "pw");
+    assert_int_equal(u.db, 4);
+    parse_fails("redis-sentinel://s1:26379", NULL, "master");
+    parse_fails("redis-sentinel://s1:26379/", NULL, "master");
+    parse_fails("redis-sentinel://s1/m/x", NULL, "database");
+    parse_fails("redis-sentinel://s1,,s2/m", NULL, "host");
+    parse_fails("redis-sentinel://:Hunter2pw@s1:bad/m", "Hunter2pw", "port");
+    expect_mask("redis-sentinel://app:pw@s1,s2:1/m", "redis-sentinel://app:***@s1:26379,s2:1/m/0");
+    expect_mask("rediss-sentinel://s1/m/3", "rediss-sentinel://s1:26379/m/3");
+}
+
+static void test_cluster(void **state)
+{
+    (void)state;
+    redis_url_t u;
+    char hosts[400] = "redis-cluster://";
+    for (int i = 0; i < REDIS_URL_MAX_NODES; i++)
+        snprintf(hosts + strlen(hosts), sizeof hosts - strlen(hosts), "%sn%d:%d", i ? "," : "", i, 7000 + i);
+    parse_ok(hosts, &u);
+    assert_int_equal(u.mode, REDIS_URL_CLUSTER);
+    assert_int_equal(u.n_nodes, REDIS_URL_MAX_NODES);
+    assert_int_equal(u.nodes[REDIS_URL_MAX_NODES - 1].port, 7000 + REDIS_URL_MAX_NODES - 1);
+    assert_string_equal(u.host, "n0");
+    assert_int_equal(u.port, 7000);
+    strcat(hosts, ",one-more");
+    parse_fails(hosts, NULL, "more than");
+    parse_ok("rediss-cluster://u:pw@c1:7000/0", &u);
+    assert_true(u.tls);
+    assert_int_equal(u.port, 7000);
+    parse_fails("redis-cluster://c1:7000/1", NULL, "database 0");
+    expect_mask("rediss-cluster://u:pw@c1:7000,c2", "rediss-cluster://u:***@c1:7000,c2:6379");
 }
 
 static void test_other_schemes_rejected(void **state)
@@ -277,7 +337,9 @@ static void test_errors_never_show_password(void **state)
         "redis://user:Hunter2pw",          /* no '@': the password looks like a port */
         "redis://user:Hunter2pw/0",
         "redis://:Hunter2pw@:1",
-        "rediss://:Hunter2pw@host",
+        "rediss://:Hunter2pw@host:0",
+        "redis-sentinel://:Hunter2pw@s1",
+        "redis-cluster://u:Hunter2pw@c1/2",
     };
     for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) parse_fails(urls[i], "Hunter2pw", NULL);
 
@@ -331,7 +393,7 @@ static void test_mask(void **state)
     expect_mask("redis://u:p%40w@[2001:db8::1]", "redis://u:***@[2001:db8::1]:6379/0");
     expect_mask("unix:///run/redis.sock", "unix:///run/redis.sock");
     expect_mask("unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3");
-    expect_mask("rediss://u:s3cret@h", "<invalid redis url>");
+    expect_mask("rediss://u:s3cret@h", "rediss://u:***@h:6379/0");
     expect_mask("redis://u:s3cret@h:bad", "<invalid redis url>");
     expect_mask("garbage", "<invalid redis url>");
 }
@@ -343,6 +405,7 @@ static void test_mask_never_shows_password(void **state)
         "redis://alice:Pw0rdXyz@redis:6380/2", "redis://:Pw0rdXyz@redis", "redis://Pw0rdXyz@redis",
         "redis://u:Pw0rdXyz@[::1]:1",           "redis://u:Pw0rd%58yz@h", "redis://u:Pw0rdXyz@h:0",
         "redis://u:Pw0rdXyz@",                  "rediss://u:Pw0rdXyz@h",  "redis://u:Pw0rdXyz@h/x",
+        "redis-sentinel://u:Pw0rdXyz@a,b/m",    "rediss-cluster://Pw0rdXyz@a,b",
     };
     for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
         char out[512];
@@ -389,7 +452,9 @@ int main(void)
         cmocka_unit_test(test_password_only_form),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_unix),
-        cmocka_unit_test(test_rediss_rejected),
+        cmocka_unit_test(test_rediss),
+        cmocka_unit_test(test_sentinel),
+        cmocka_unit_test(test_cluster),
         cmocka_unit_test(test_other_schemes_rejected),
         cmocka_unit_test(test_bad_port),
         cmocka_unit_test(test_bad_db),

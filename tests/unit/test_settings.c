@@ -596,7 +596,7 @@ static void test_redis_url(void **state)
 
     parse_error(CMD_WORKER, ARGV("worker"), ENVP("REDIS_URL=redis://u:TopSecret1@h:notaport"), "--redis",
                 "REDIS_URL", "TopSecret1");
-    parse_error(CMD_WORKER, ARGV("worker", "--redis", "rediss://u:TopSecret1@h"), NOENV, "--redis", "REDIS_URL",
+    parse_error(CMD_WORKER, ARGV("worker", "--redis", "rediss://u:TopSecret1@h:0"), NOENV, "--redis", "REDIS_URL",
                 "TopSecret1");
     parse_error(CMD_RUN, ARGV("run", "--redis", "http://h"), NOENV, "--redis", "REDIS_URL", NULL);
     parse_error(CMD_COLLECT, ARGV("collect", "--redis="), NOENV, "--redis", "REDIS_URL", NULL);
