@@ -117,6 +117,9 @@ $(BUILD)/chunkd: $(OBJS)
 CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
 $(BUILD)/curlfloor: tests/bench/curlfloor.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -pthread -o $@ $< $(LDFLAGS) $(CURL_LIBS)
+# The Redis-latency benchmark's proxy (tests/bench/README.md): delays each direction by half a round trip.
+$(BUILD)/delayproxy: tests/bench/delayproxy.c | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS)
 
 $(BUILD)/%.o: %.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -237,7 +240,7 @@ check-image: deps image
 	tests/image/check-image.sh
 
 bench: bench-deps
-	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi $(BUILD)/curlfloor
+	@$(MAKE) --no-print-directory $(BUILD)/chunkd $(BUILD)/mockapi $(BUILD)/curlfloor $(BUILD)/delayproxy
 	tests/bench/bench.sh $(BUILD)/chunkd
 
 # Fuzzing: libFuzzer targets in tests/fuzz/ (see tests/fuzz/README.md), built with clang under ASan+UBSan into

@@ -223,9 +223,12 @@ class Redis:
         os.makedirs(self.dir, exist_ok=True)
         self.sock_path = os.path.join(self.dir, "redis.sock")
         self.url = "unix://" + self.sock_path
+        self.tcp_port = free_port()  # also on loopback TCP, for the cases that put something in between
+        self.tcp_url = f"redis://127.0.0.1:{self.tcp_port}"
         self.procs = procs
         self.log = open(os.path.join(self.dir, "redis.log"), "wb")
-        self.proc = procs.start(["redis-server", "--port", "0", "--unixsocket", self.sock_path,
+        self.proc = procs.start(["redis-server", "--port", str(self.tcp_port), "--bind", "127.0.0.1",
+                                 "--unixsocket", self.sock_path,
                                  "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
                                  "--dir", self.dir, "--daemonize", "no"],
                                 stdout=self.log, stderr=subprocess.STDOUT)
@@ -371,6 +374,19 @@ class Nginx:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def wait_tcp(port, seconds):
+    """Polls until 127.0.0.1:port accepts a connection (a proxy or server just started)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"nothing listening on 127.0.0.1:{port} after {seconds} s")
+            time.sleep(0.05)
+
 
 def gen_items(path, n):
     with open(path, "w") as f:
@@ -1098,7 +1114,8 @@ unset multiplot
     # removed after the run), results checked for status 200; on_worker(pid) is called once
     # with the pid of the chunkd worker itself (not its trampoline) while it runs.
     def worker_run(self, label, queue, n, concurrency, collect_out, handler=("--handler", "sleep"),
-                   http=False, on_worker=None, binary=None):
+                   http=False, on_worker=None, binary=None, worker_url=None):
+        """worker_url: the worker's Redis address when not the unix socket (enqueue and collect keep it)."""
         r = self.get_redis()
         r.cmd("FLUSHALL")
         path = os.path.join(self.tmp, f"{'http-' if http else ''}items-{n}.jsonl")
@@ -1122,8 +1139,8 @@ unset multiplot
                                                         "--out", collect_out], env, timeout)
         pw, logw = self.run_chunkd(f"{label}.worker",
                                    ["worker", "--queue", queue] + list(handler) +
-                                   ["--concurrency", str(concurrency), "--exit-when-empty"], env, timeout,
-                                   binary=binary)
+                                   ["--concurrency", str(concurrency), "--exit-when-empty"],
+                                   child_env(worker_url) if worker_url else env, timeout, binary=binary)
         # Watch the `done` counter (10 polls/s) to tell work time from exit time.
         # Also read the worker's VmHWM (peak RSS of its own memory image) as a cross-check
         # of the wait4 figure; the last read is at most 0.1 s before it exits.
@@ -1228,6 +1245,50 @@ unset multiplot
             for i, m in enumerate(runs[n], 1):
                 det.append(f"  {n:>9,} items, run {i}: " + json.dumps(
                     {k: (round(v, 3) if isinstance(v, float) else v) for k, v in m.items()}))
+        self.sections.append("\n".join(det))
+
+    # -- Redis in another zone: the worker reaches Redis through tests/bench/delayproxy.c
+    def case_latency(self):
+        proxy_bin = os.path.join(os.path.dirname(self.a.chunkd), "delayproxy")
+        if not os.access(proxy_bin, os.X_OK):
+            raise BenchError(f"{proxy_bin} not found (make build/delayproxy)")
+        r = self.get_redis()
+        n, c = self.a.latency_items, 10000
+        runs = {rtt: [] for rtt in self.a.latency_rtts}
+        for rep in range(1, self.a.latency_reps + 1):
+            for rtt in self.a.latency_rtts:
+                url, proxy = r.tcp_url, None
+                if rtt > 0:
+                    port = free_port()
+                    proxy = self.procs.start([proxy_bin, str(port), "127.0.0.1", str(r.tcp_port), str(rtt)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    wait_tcp(port, 10)
+                    url = f"redis://127.0.0.1:{port}"
+                try:
+                    m = self.worker_run(f"latency-{rtt}ms {rep}/{self.a.latency_reps}", "latency", n, c,
+                                        os.path.join(self.tmp, "latency.collect.out"), worker_url=url)
+                finally:
+                    if proxy:
+                        self.procs.kill(proxy)
+                runs[rtt].append(m)
+        res = {rtt: median_run(rs) for rtt, rs in runs.items()}
+        direct = res[self.a.latency_rtts[0]]["items_per_s"]
+        targets = {2: 0.9, 10: 0.8}
+        for rtt in self.a.latency_rtts:
+            m = res[rtt]
+            ratio = m["items_per_s"] / direct
+            want = targets.get(rtt)
+            self.rows.append(("latency", f"worker items/s, Redis round trip +{rtt} ms ({fmt_int(n)} items, c={c})",
+                              fmt_int(m["items_per_s"]) + (f" ({ratio:.2f}x direct)" if rtt else " (direct TCP)"),
+                              f">= {want}x direct" if want else "",
+                              self.verdict(ratio, want, higher=True) if want else ""))
+        det = [f"latency: one sleep worker through tests/bench/delayproxy.c (each direction delayed by half the "
+               f"round trip; the proxy runs on the same 2 cores); enqueue and collect on the unix socket; medians "
+               f"of {self.a.latency_reps} alternating run(s)"]
+        for rtt in self.a.latency_rtts:
+            for i, m in enumerate(runs[rtt], 1):
+                det.append(f"  +{rtt} ms, run {i}: {fmt_int(m['items_per_s'])} items/s, worker cpu {m['cpu_pct']:.0f}%, "
+                           f"redis {m['redis_cpu_pct']:.0f}%, maxrss {m['maxrss_mib']:.1f} MiB")
         self.sections.append("\n".join(det))
 
     # -- case c
@@ -1889,8 +1950,9 @@ def main():
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
     ap.add_argument("--cases", default=os.environ.get("BENCH_CASES",
-                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd"),
-                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd (also "
+                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd,latency"),
+                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd,"
+                         "latency (also "
                          "BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
@@ -1929,6 +1991,9 @@ def main():
     ap.add_argument("--flaky-items", type=int, help="flaky case: items per run (40000; quick 10000)")
     ap.add_argument("--flaky-reps", type=int, help="flaky case: alternating runs of each variant (3; quick 1)")
     ap.add_argument("--flaky-conc", type=int, default=500, help="flaky case: --concurrency (500)")
+    ap.add_argument("--latency-items", type=int, help="latency case: items per run (200000; quick 50000)")
+    ap.add_argument("--latency-reps", type=int, help="latency case: alternating runs of each round trip (3; quick 1)")
+    ap.add_argument("--latency-rtts", help="latency case: added round trips in ms, 0 first (0,2,10)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -1951,9 +2016,15 @@ def main():
     a.rate_adapt_seconds = a.rate_adapt_seconds or (15 if q else 30)
     a.flaky_items = a.flaky_items or (10000 if q else 40000)
     a.flaky_reps = a.flaky_reps or (1 if q else 3)
+    a.latency_items = a.latency_items or (50000 if q else 200000)
+    a.latency_reps = a.latency_reps or (1 if q else 3)
+    a.latency_rtts = [int(x) for x in (a.latency_rtts or "0,2,10").split(",")]
+    if a.latency_rtts[0] != 0:
+        ap.error("--latency-rtts must start with 0 (direct)")
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd"):
+        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd",
+                     "latency"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if a.baseline:
