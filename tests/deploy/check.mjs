@@ -37,6 +37,19 @@ let failed = 0;
 const pass = (what) => { passed++; console.log(`PASS ${what}`); };
 const fail = (what, why) => { failed++; console.log(`FAIL ${what}: ${why}`); };
 
+// KEDA trigger metadata keys, per trigger type, as KEDA's scaler documentation lists them (keda.sh/docs/2.16:
+// scalers/redis and scalers/prometheus; keyName, keyValue and activationValue are 2.16's). The CRD types metadata
+// as a free map of strings, so a misspelt key (`listlength`, `activationListLenght`) passes every schema and KEDA
+// falls back to the default. Authentication parameters (password, username, tls, ca, ...) belong in the
+// TriggerAuthentication, not here.
+const KEDA_TRIGGER_KEYS = {
+    redis: ["address", "host", "port", "addressFromEnv", "hostFromEnv", "portFromEnv", "usernameFromEnv",
+        "passwordFromEnv", "listName", "listLength", "activationListLength", "keyName", "keyValue", "activationValue",
+        "enableTLS", "unsafeSsl", "databaseIndex"],
+    prometheus: ["serverAddress", "query", "queryParameters", "threshold", "activationThreshold", "namespace",
+        "customHeaders", "ignoreNullValues", "unsafeSsl", "timeout", "authModes", "awsRegion", "identityOwner"],
+};
+
 // ---------------------------------------------------------------------------------------------------------------
 // 5. The PrometheusRule generated from rules.yaml.
 const RULES = join(ROOT, "deploy/prometheus/rules.yaml");
@@ -225,20 +238,16 @@ for (const { target, objects } of rendered) {
         }
     }
     for (const so of byKind("ScaledObject")) {
-        const what = label(target, so);
-        const problems = [];
-        const dep = objects.find((o) => o.kind === so.spec.scaleTargetRef.kind && o.metadata.name === so.spec.scaleTargetRef.name);
-        if (!dep) problems.push(`scale target ${so.spec.scaleTargetRef.name} is not in this render`);
-        for (const t of so.spec.triggers) {
-            if (t.type === "redis" && t.metadata.listName !== `chunkd:{${queue}}:pending`)
-                problems.push(`redis trigger lists ${t.metadata.listName}, the queue is ${queue}`);
-            if (t.type === "prometheus" && !t.metadata.query.includes(`queue="${queue}"`))
-                problems.push(`prometheus trigger query does not select queue="${queue}"`);
-            const auth = t.authenticationRef?.name;
-            if (auth && !objects.some((o) => o.kind === "TriggerAuthentication" && o.metadata.name === auth))
-                problems.push(`TriggerAuthentication ${auth} is not in this render`);
-        }
-        if (problems.length) fail(what, problems.join("; ")); else pass(`${what}: target, queue and auth match`);
+        const problems = scaledObjectProblems(so, objects, queue);
+        if (problems.length) fail(label(target, so), problems.join("; "));
+        else pass(`${label(target, so)}: target, queue, namespace, trigger keys and auth match`);
+    }
+    for (const dep of byKind("Deployment")) {
+        const by = autoscalersOf(dep, objects);
+        if (!by.length) continue;
+        if (dep.spec.replicas !== undefined)
+            fail(label(target, dep), `sets replicas: ${dep.spec.replicas} while ${by.join(", ")} owns the count (every apply would reset it)`);
+        else pass(`${label(target, dep)}: no replicas, ${by.join(", ")} owns the count`);
     }
     for (const pdb of byKind("PodDisruptionBudget")) {
         const sel = pdb.spec.selector.matchLabels;
@@ -249,7 +258,66 @@ for (const { target, objects } of rendered) {
     checkNetwork(target, objects, byKind, configMaps);
 }
 
+checkNegativeFixtures();
 finish();
+
+// What a ScaledObject gets wrong: its target, a trigger of a type or with a key KEDA does not document, a redis list
+// or prometheus query for another queue or namespace than the workers', a TriggerAuthentication not in the render.
+function scaledObjectProblems(so, objects, queue) {
+    const problems = [];
+    const ns = so.metadata.namespace;
+    const dep = objects.find((o) => o.kind === so.spec.scaleTargetRef.kind && o.metadata.name === so.spec.scaleTargetRef.name);
+    if (!dep) problems.push(`scale target ${so.spec.scaleTargetRef.name} is not in this render`);
+    for (const [i, t] of so.spec.triggers.entries()) {
+        const known = KEDA_TRIGGER_KEYS[t.type];
+        if (!known) { problems.push(`trigger ${i}: type ${t.type} is not one the checker knows the keys of`); continue; }
+        for (const k of Object.keys(t.metadata ?? {}))
+            if (!known.includes(k)) problems.push(`trigger ${i} (${t.type}): unknown metadata key "${k}" (KEDA's keys: ${known.join(", ")})`);
+        if (t.type === "redis" && t.metadata.listName !== `chunkd:{${queue}}:pending`)
+            problems.push(`redis trigger lists ${t.metadata.listName}, the queue is ${queue}`);
+        if (t.type === "prometheus") {
+            const q = t.metadata.query ?? "";
+            if (!q.includes(`queue="${queue}"`)) problems.push(`prometheus trigger query does not select queue="${queue}"`);
+            if (ns ? !q.includes(`namespace="${ns}"`) : !/namespace="[^"]+"/.test(q))
+                problems.push(`prometheus trigger query does not select namespace="${ns ?? "..."}" (the same queue in another namespace would scale this one)`);
+        }
+        const auth = t.authenticationRef?.name;
+        if (auth && !objects.some((o) => o.kind === "TriggerAuthentication" && o.metadata.name === auth))
+            problems.push(`TriggerAuthentication ${auth} is not in this render`);
+    }
+    return problems;
+}
+
+// The autoscalers (ScaledObject, HorizontalPodAutoscaler) of a render that scale `dep`.
+function autoscalersOf(dep, objects) {
+    return objects.filter((o) => ["ScaledObject", "HorizontalPodAutoscaler"].includes(o.kind) &&
+        o.spec.scaleTargetRef.name === dep.metadata.name && (o.spec.scaleTargetRef.kind ?? "Deployment") === dep.kind)
+        .map((o) => `${o.kind}/${o.metadata.name}`);
+}
+
+// Negative fixtures (tests/deploy/fixtures/*): renders the checker must reject, each with the findings it must
+// report. A check that lets a fixture through has stopped working.
+function checkNegativeFixtures() {
+    const FIXTURES = [
+        {
+            dir: "tests/deploy/fixtures/keda-typos",
+            findings: (objects) => objects.flatMap((o) => o.kind === "ScaledObject"
+                ? scaledObjectProblems(o, objects, "default")
+                : o.kind === "Deployment" && autoscalersOf(o, objects).length && o.spec.replicas !== undefined
+                    ? [`${o.kind}/${o.metadata.name} sets replicas`] : []),
+            expect: ['unknown metadata key "listlength"', 'unknown metadata key "activationListLenght"',
+                'unknown metadata key "treshold"', "sets replicas", 'does not select namespace="chunkd"'],
+        },
+    ];
+    for (const f of FIXTURES) {
+        const r = spawnSync("kubectl", ["kustomize", f.dir], { cwd: ROOT, encoding: "utf8", maxBuffer: 64 << 20 });
+        if (r.status !== 0) { fail(`fixture ${f.dir}`, `does not render: ${(r.stderr || "").trim()}`); continue; }
+        const found = f.findings(YAML.parseAllDocuments(r.stdout).map((d) => d.toJS()).filter(Boolean));
+        const missed = f.expect.filter((e) => !found.some((x) => x.includes(e)));
+        if (missed.length) fail(`fixture ${f.dir}`, `the checker let through: ${missed.join("; ")}`);
+        else pass(`fixture ${f.dir}: rejected (${found.length} findings)`);
+    }
+}
 
 // Network isolation (base/networkpolicy.yaml): a NetworkPolicy selects the workers of every Deployment, for
 // ingress and egress; ingress reaches only the metrics port, from namespaces chosen by label; every egress rule
