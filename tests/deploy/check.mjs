@@ -19,7 +19,7 @@
 //
 // Prints one line per finding and ends with `check-deploy: N passed, N failed`; exit 0 only when nothing failed.
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
@@ -77,6 +77,22 @@ if (args.includes("--write-prometheusrule")) {
     try { have = YAML.parse(readFileSync(PROMRULE, "utf8"))?.spec?.groups; } catch (e) { have = e; }
     if (isDeepStrictEqual(want, have)) pass("prometheusrule.yaml has the groups of rules.yaml");
     else fail("prometheusrule.yaml", "differs from rules.yaml: run `make deploy-sync`");
+}
+
+// Every alert waits (`for:`) before it fires and names its runbook (deploy/runbooks/<alert>.md, a file that exists).
+{
+    const alerts = YAML.parse(readFileSync(RULES, "utf8")).groups.flatMap((g) => g.rules).filter((r) => r.alert);
+    let bad = 0;
+    for (const a of alerts) {
+        const problems = [];
+        if (!a.for) problems.push("no for:");
+        const rb = a.annotations?.runbook_url;
+        if (!rb) problems.push("no runbook_url annotation");
+        else if (!/^deploy\/runbooks\/[\w-]+\.md$/.test(rb) || !existsSync(join(ROOT, rb)))
+            problems.push(`runbook_url ${rb} is not a file under deploy/runbooks/`);
+        if (problems.length) { bad++; fail(`alert ${a.alert}`, problems.join("; ")); }
+    }
+    if (!bad) pass(`alerts: all ${alerts.length} have for: and a runbook in deploy/runbooks/`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -248,6 +264,12 @@ for (const { target, objects } of rendered) {
         if (dep.spec.replicas !== undefined)
             fail(label(target, dep), `sets replicas: ${dep.spec.replicas} while ${by.join(", ")} owns the count (every apply would reset it)`);
         else pass(`${label(target, dep)}: no replicas, ${by.join(", ")} owns the count`);
+    }
+    // The Prometheus Operator picks these up only through its selectors (kube-prometheus-stack: `release`).
+    for (const m of objects.filter((o) => ["ServiceMonitor", "PodMonitor", "PrometheusRule"].includes(o.kind))) {
+        const release = m.metadata.labels?.release;
+        if (release) pass(`${label(target, m)}: labelled release=${release} for the operator's selector`);
+        else fail(label(target, m), "no release label: kube-prometheus-stack's default selector would not pick it up");
     }
     for (const pdb of byKind("PodDisruptionBudget")) {
         const sel = pdb.spec.selector.matchLabels;
