@@ -32,6 +32,8 @@ const args = process.argv.slice(2);
 const opt = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
 const VERSION = opt("--version") ?? execFileSync("make", ["-s", "--no-print-directory", "version"], { cwd: ROOT, encoding: "utf8" }).trim();
 
+rmSync(WORK, { recursive: true, force: true });
+
 let passed = 0;
 let failed = 0;
 const pass = (what) => { passed++; console.log(`PASS ${what}`); };
@@ -95,6 +97,41 @@ if (args.includes("--write-prometheusrule")) {
     if (!bad) pass(`alerts: all ${alerts.length} have for: and a runbook in deploy/runbooks/`);
 }
 
+// The dashboard (deploy/grafana/chunkd.json) and the rules query only metrics chunkd exports: every chunkd_* and
+// process_* name they use (histograms with _bucket, _sum or _count) is a metric name in src/metrics.c. The
+// dashboard's queries must also parse: each becomes a recording rule of a throwaway file for `promtool check rules`
+// (Grafana's $__rate_interval and $variables replaced).
+{
+    const exported = new Set([...readFileSync(join(ROOT, "src/metrics.c"), "utf8").matchAll(/"((?:chunkd|process)_[a-z0-9_]+)"/g)].map((m) => m[1]));
+    const known = (n) => exported.has(n) || exported.has(n.replace(/_(bucket|sum|count)$/, ""));
+    const dash = JSON.parse(readFileSync(join(ROOT, "deploy/grafana/chunkd.json"), "utf8"));
+    const exprs = [];  // {where, expr}
+    const walk = (panels) => { for (const p of panels ?? []) {
+        for (const t of p.targets ?? []) if (t.expr) exprs.push({ where: `panel ${p.id} "${p.title}"`, expr: t.expr });
+        walk(p.panels);
+    } };
+    walk(dash.panels);
+    for (const v of dash.templating?.list ?? []) if (v.definition) exprs.push({ where: `variable ${v.name}`, expr: v.definition, template: true });
+    const rules = YAML.parse(readFileSync(RULES, "utf8")).groups.flatMap((g) => g.rules);
+    for (const r of rules) exprs.push({ where: `rule ${r.alert ?? r.record}`, expr: r.expr });
+    let bad = 0;
+    for (const { where, expr } of exprs) {
+        const unknown = [...new Set([...expr.matchAll(/\b((?:chunkd|process)_[a-z0-9_]+)\b/g)].map((m) => m[1]))].filter((n) => !known(n));
+        if (unknown.length) { bad++; fail(where, `queries ${unknown.join(", ")}, not a metric of src/metrics.c`); }
+    }
+    if (!bad) pass(`metric names: the ${exprs.length} queries of the dashboard and the rules use only metrics of src/metrics.c`);
+    const panelExprs = exprs.filter((e) => e.where.startsWith("panel "));
+    const file = join(ensureDir(WORK), "dashboard-queries.yaml");
+    writeFileSync(file, YAML.stringify({ groups: [{ name: "dashboard", rules: panelExprs.map((e, i) => ({
+        record: `dashboard:query${i}`,
+        expr: e.expr.replaceAll("$__rate_interval", "5m").replace(/\$(namespace|queue)/g, ".*"),
+    })) }] }));
+    const r = spawnSync("promtool", ["check", "rules", file], { encoding: "utf8" });
+    if (r.error) fail("dashboard queries", `promtool: ${r.error.message}`);
+    else if (r.status !== 0) fail("dashboard queries", (r.stdout + r.stderr).trim().split("\n").slice(-3).join(" "));
+    else pass(`dashboard queries: all ${panelExprs.length} parse (promtool)`);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 1. Render.
 const kubectl = spawnSync("kubectl", ["version", "--client"], { encoding: "utf8" });
@@ -109,7 +146,6 @@ const TARGETS = [
     { name: "batch/enqueue", dir: "deploy/batch/enqueue" },
     { name: "batch/work", dir: "deploy/batch/work" },
 ];
-rmSync(WORK, { recursive: true, force: true });
 for (const c of ["keda", "hpa-cpu", "monitoring"]) {
     const dir = join(WORK, `base+${c}`);
     mkdirSync(dir, { recursive: true });
