@@ -143,6 +143,7 @@ const TARGETS = [
     { name: "base", dir: "deploy/base" },
     { name: "overlays/dev", dir: "deploy/overlays/dev" },
     { name: "overlays/prod", dir: "deploy/overlays/prod" },
+    { name: "overlays/queue-example", dir: "deploy/overlays/queue-example" },
     { name: "batch/enqueue", dir: "deploy/batch/enqueue" },
     { name: "batch/work", dir: "deploy/batch/work" },
 ];
@@ -311,10 +312,17 @@ for (const { target, objects } of rendered) {
         const sel = pdb.spec.selector.matchLabels;
         const hit = objects.some((o) => o.kind === "Deployment" &&
             Object.entries(sel).every(([k, v]) => o.spec.template.metadata.labels?.[k] === v));
-        if (hit) pass(`${label(target, pdb)}: selects the workers`); else fail(label(target, pdb), "selects no Deployment's pods");
+        // Readiness follows Redis: in an outage every worker is unready, and only AlwaysAllow lets drains evict them.
+        if (!hit) fail(label(target, pdb), "selects no Deployment's pods");
+        else if (pdb.spec.unhealthyPodEvictionPolicy !== "AlwaysAllow")
+            fail(label(target, pdb), "unhealthyPodEvictionPolicy is not AlwaysAllow (a Redis outage would stall every node drain)");
+        else pass(`${label(target, pdb)}: selects the workers, evicts unready ones`);
     }
     checkNetwork(target, objects, byKind, configMaps);
+    if (!target.startsWith("batch/")) checkLabels(target, objects);
+    checkPodSecurity(target, objects);
 }
+checkInstances(["overlays/prod", "overlays/queue-example"]);
 
 checkNegativeFixtures();
 finish();
@@ -374,6 +382,83 @@ function checkNegativeFixtures() {
         const missed = f.expect.filter((e) => !found.some((x) => x.includes(e)));
         if (missed.length) fail(`fixture ${f.dir}`, `the checker let through: ${missed.join("; ")}`);
         else pass(`fixture ${f.dir}: rejected (${found.length} findings)`);
+    }
+}
+
+// The app.kubernetes.io/* labels (components/common-labels) on every object: instance, managed-by, and version equal
+// to the Makefile's.
+function checkLabels(target, objects) {
+    const missing = [];
+    for (const o of objects) {
+        const l = o.metadata.labels ?? {};
+        const problems = [];
+        if (!l["app.kubernetes.io/instance"]) problems.push("no app.kubernetes.io/instance");
+        if (!l["app.kubernetes.io/managed-by"]) problems.push("no app.kubernetes.io/managed-by");
+        if (l["app.kubernetes.io/version"] !== VERSION) problems.push(`app.kubernetes.io/version is ${l["app.kubernetes.io/version"]}, not ${VERSION}`);
+        if (problems.length) missing.push(`${o.kind}/${o.metadata.name}: ${problems.join(", ")}`);
+    }
+    if (missing.length) fail(`${target} labels`, missing.join("; "));
+    else pass(`${target} labels: instance, version ${VERSION} and managed-by on all ${objects.length} objects`);
+}
+
+// Pod Security Admission: every Namespace of a render enforces the restricted profile, and every pod template of
+// the render meets it (the parts the securityContext rules above do not cover: host namespaces, privileged,
+// added capabilities, volume types, root UID).
+function checkPodSecurity(target, objects) {
+    for (const ns of objects.filter((o) => o.kind === "Namespace")) {
+        const l = ns.metadata.labels ?? {};
+        if (l["pod-security.kubernetes.io/enforce"] === "restricted") pass(`${label(target, ns)}: enforces the restricted Pod Security profile`);
+        else fail(label(target, ns), "no pod-security.kubernetes.io/enforce: restricted label");
+    }
+    const OK_VOLUMES = ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
+    for (const w of objects.filter((o) => o.spec?.template?.spec)) {
+        const pod = w.spec.template.spec;
+        const problems = [];
+        for (const k of ["hostNetwork", "hostPID", "hostIPC"]) if (pod[k]) problems.push(`${k} is set`);
+        if (pod.securityContext?.runAsUser === 0) problems.push("runs as UID 0");
+        for (const v of pod.volumes ?? []) {
+            const type = Object.keys(v).find((k) => k !== "name");
+            if (!OK_VOLUMES.includes(type)) problems.push(`volume ${v.name} is ${type}`);
+        }
+        for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+            const sc = c.securityContext ?? {};
+            if (sc.privileged) problems.push(`${c.name}: privileged`);
+            if (sc.runAsUser === 0) problems.push(`${c.name}: runs as UID 0`);
+            if ((sc.capabilities?.add ?? []).some((x) => x !== "NET_BIND_SERVICE")) problems.push(`${c.name}: adds capabilities`);
+            if ((c.ports ?? []).some((p) => p.hostPort)) problems.push(`${c.name}: uses a hostPort`);
+        }
+        if (problems.length) fail(`${label(target, w)}: pod security`, `breaks the restricted profile: ${problems.join("; ")}`);
+    }
+}
+
+// Instances (overlays/queue-example) next to each other in one namespace: no object name in common, and no
+// selector of one (Deployment, Service, PodDisruptionBudget, NetworkPolicy) that matches the other's pods.
+function checkInstances(names) {
+    const renders = names.map((n) => rendered.find((r) => r.target === n)).filter(Boolean);
+    if (renders.length !== names.length) { fail("instances", `${names.join(" and ")} did not both render`); return; }
+    const id = (o) => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+    // Pod selectors only: the ServiceMonitor selects Services, and on purpose those of every instance.
+    const POD_SELECTING = ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"];
+    const selectors = (o) => !POD_SELECTING.includes(o.kind) ? [] : [o.spec?.selector?.matchLabels ?? (o.kind === "Service" ? o.spec?.selector : undefined),
+        o.spec?.podSelector?.matchLabels].filter((s) => s && Object.keys(s).length);
+    const podLabels = (objs) => objs.filter((o) => o.spec?.template?.metadata?.labels).map((o) => o.spec.template.metadata.labels);
+    const matches = (sel, labels) => Object.entries(sel).every(([k, v]) => labels[k] === v);
+    for (let i = 0; i < renders.length; i++) {
+        for (let j = 0; j < renders.length; j++) {
+            if (i === j) continue;
+            const a = renders[i], b = renders[j];
+            const problems = [];
+            if (i < j) {
+                const ids = new Set(a.objects.map(id));
+                const same = b.objects.map(id).filter((x) => ids.has(x));
+                if (same.length) problems.push(`objects in both: ${same.join(", ")}`);
+            }
+            for (const o of a.objects)
+                for (const sel of selectors(o))
+                    if (podLabels(b.objects).some((l) => matches(sel, l))) problems.push(`${o.kind}/${o.metadata.name} of ${a.target} selects pods of ${b.target}`);
+            if (problems.length) fail(`instances ${a.target} and ${b.target}`, problems.join("; "));
+            else pass(`instances ${a.target} and ${b.target}: ${i < j ? "no object name in common, " : ""}no selector of the first matches the second's pods`);
+        }
     }
 }
 
