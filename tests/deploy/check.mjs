@@ -19,7 +19,7 @@
 //
 // Prints one line per finding and ends with `check-deploy: N passed, N failed`; exit 0 only when nothing failed.
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
@@ -32,10 +32,25 @@ const args = process.argv.slice(2);
 const opt = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
 const VERSION = opt("--version") ?? execFileSync("make", ["-s", "--no-print-directory", "version"], { cwd: ROOT, encoding: "utf8" }).trim();
 
+rmSync(WORK, { recursive: true, force: true });
+
 let passed = 0;
 let failed = 0;
 const pass = (what) => { passed++; console.log(`PASS ${what}`); };
 const fail = (what, why) => { failed++; console.log(`FAIL ${what}: ${why}`); };
+
+// KEDA trigger metadata keys, per trigger type, as KEDA's scaler documentation lists them (keda.sh/docs/2.16:
+// scalers/redis and scalers/prometheus; keyName, keyValue and activationValue are 2.16's). The CRD types metadata
+// as a free map of strings, so a misspelt key (`listlength`, `activationListLenght`) passes every schema and KEDA
+// falls back to the default. Authentication parameters (password, username, tls, ca, ...) belong in the
+// TriggerAuthentication, not here.
+const KEDA_TRIGGER_KEYS = {
+    redis: ["address", "host", "port", "addressFromEnv", "hostFromEnv", "portFromEnv", "usernameFromEnv",
+        "passwordFromEnv", "listName", "listLength", "activationListLength", "keyName", "keyValue", "activationValue",
+        "enableTLS", "unsafeSsl", "databaseIndex"],
+    prometheus: ["serverAddress", "query", "queryParameters", "threshold", "activationThreshold", "namespace",
+        "customHeaders", "ignoreNullValues", "unsafeSsl", "timeout", "authModes", "awsRegion", "identityOwner"],
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // 5. The PrometheusRule generated from rules.yaml.
@@ -66,6 +81,57 @@ if (args.includes("--write-prometheusrule")) {
     else fail("prometheusrule.yaml", "differs from rules.yaml: run `make deploy-sync`");
 }
 
+// Every alert waits (`for:`) before it fires and names its runbook (deploy/runbooks/<alert>.md, a file that exists).
+{
+    const alerts = YAML.parse(readFileSync(RULES, "utf8")).groups.flatMap((g) => g.rules).filter((r) => r.alert);
+    let bad = 0;
+    for (const a of alerts) {
+        const problems = [];
+        if (!a.for) problems.push("no for:");
+        const rb = a.annotations?.runbook_url;
+        if (!rb) problems.push("no runbook_url annotation");
+        else if (!/^deploy\/runbooks\/[\w-]+\.md$/.test(rb) || !existsSync(join(ROOT, rb)))
+            problems.push(`runbook_url ${rb} is not a file under deploy/runbooks/`);
+        if (problems.length) { bad++; fail(`alert ${a.alert}`, problems.join("; ")); }
+    }
+    if (!bad) pass(`alerts: all ${alerts.length} have for: and a runbook in deploy/runbooks/`);
+}
+
+// The dashboard (deploy/grafana/chunkd.json) and the rules query only metrics chunkd exports: every chunkd_* and
+// process_* name they use (histograms with _bucket, _sum or _count) is a metric name in src/metrics.c. The
+// dashboard's queries must also parse: each becomes a recording rule of a throwaway file for `promtool check rules`
+// (Grafana's $__rate_interval and $variables replaced).
+{
+    const exported = new Set([...readFileSync(join(ROOT, "src/metrics.c"), "utf8").matchAll(/"((?:chunkd|process)_[a-z0-9_]+)"/g)].map((m) => m[1]));
+    const known = (n) => exported.has(n) || exported.has(n.replace(/_(bucket|sum|count)$/, ""));
+    const dash = JSON.parse(readFileSync(join(ROOT, "deploy/grafana/chunkd.json"), "utf8"));
+    const exprs = [];  // {where, expr}
+    const walk = (panels) => { for (const p of panels ?? []) {
+        for (const t of p.targets ?? []) if (t.expr) exprs.push({ where: `panel ${p.id} "${p.title}"`, expr: t.expr });
+        walk(p.panels);
+    } };
+    walk(dash.panels);
+    for (const v of dash.templating?.list ?? []) if (v.definition) exprs.push({ where: `variable ${v.name}`, expr: v.definition, template: true });
+    const rules = YAML.parse(readFileSync(RULES, "utf8")).groups.flatMap((g) => g.rules);
+    for (const r of rules) exprs.push({ where: `rule ${r.alert ?? r.record}`, expr: r.expr });
+    let bad = 0;
+    for (const { where, expr } of exprs) {
+        const unknown = [...new Set([...expr.matchAll(/\b((?:chunkd|process)_[a-z0-9_]+)\b/g)].map((m) => m[1]))].filter((n) => !known(n));
+        if (unknown.length) { bad++; fail(where, `queries ${unknown.join(", ")}, not a metric of src/metrics.c`); }
+    }
+    if (!bad) pass(`metric names: the ${exprs.length} queries of the dashboard and the rules use only metrics of src/metrics.c`);
+    const panelExprs = exprs.filter((e) => e.where.startsWith("panel "));
+    const file = join(ensureDir(WORK), "dashboard-queries.yaml");
+    writeFileSync(file, YAML.stringify({ groups: [{ name: "dashboard", rules: panelExprs.map((e, i) => ({
+        record: `dashboard:query${i}`,
+        expr: e.expr.replaceAll("$__rate_interval", "5m").replace(/\$(namespace|queue)/g, ".*"),
+    })) }] }));
+    const r = spawnSync("promtool", ["check", "rules", file], { encoding: "utf8" });
+    if (r.error) fail("dashboard queries", `promtool: ${r.error.message}`);
+    else if (r.status !== 0) fail("dashboard queries", (r.stdout + r.stderr).trim().split("\n").slice(-3).join(" "));
+    else pass(`dashboard queries: all ${panelExprs.length} parse (promtool)`);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 1. Render.
 const kubectl = spawnSync("kubectl", ["version", "--client"], { encoding: "utf8" });
@@ -77,10 +143,10 @@ const TARGETS = [
     { name: "base", dir: "deploy/base" },
     { name: "overlays/dev", dir: "deploy/overlays/dev" },
     { name: "overlays/prod", dir: "deploy/overlays/prod" },
+    { name: "overlays/queue-example", dir: "deploy/overlays/queue-example" },
     { name: "batch/enqueue", dir: "deploy/batch/enqueue" },
     { name: "batch/work", dir: "deploy/batch/work" },
 ];
-rmSync(WORK, { recursive: true, force: true });
 for (const c of ["keda", "hpa-cpu", "monitoring"]) {
     const dir = join(WORK, `base+${c}`);
     mkdirSync(dir, { recursive: true });
@@ -225,31 +291,176 @@ for (const { target, objects } of rendered) {
         }
     }
     for (const so of byKind("ScaledObject")) {
-        const what = label(target, so);
-        const problems = [];
-        const dep = objects.find((o) => o.kind === so.spec.scaleTargetRef.kind && o.metadata.name === so.spec.scaleTargetRef.name);
-        if (!dep) problems.push(`scale target ${so.spec.scaleTargetRef.name} is not in this render`);
-        for (const t of so.spec.triggers) {
-            if (t.type === "redis" && t.metadata.listName !== `chunkd:{${queue}}:pending`)
-                problems.push(`redis trigger lists ${t.metadata.listName}, the queue is ${queue}`);
-            if (t.type === "prometheus" && !t.metadata.query.includes(`queue="${queue}"`))
-                problems.push(`prometheus trigger query does not select queue="${queue}"`);
-            const auth = t.authenticationRef?.name;
-            if (auth && !objects.some((o) => o.kind === "TriggerAuthentication" && o.metadata.name === auth))
-                problems.push(`TriggerAuthentication ${auth} is not in this render`);
-        }
-        if (problems.length) fail(what, problems.join("; ")); else pass(`${what}: target, queue and auth match`);
+        const problems = scaledObjectProblems(so, objects, queue);
+        if (problems.length) fail(label(target, so), problems.join("; "));
+        else pass(`${label(target, so)}: target, queue, namespace, trigger keys and auth match`);
+    }
+    for (const dep of byKind("Deployment")) {
+        const by = autoscalersOf(dep, objects);
+        if (!by.length) continue;
+        if (dep.spec.replicas !== undefined)
+            fail(label(target, dep), `sets replicas: ${dep.spec.replicas} while ${by.join(", ")} owns the count (every apply would reset it)`);
+        else pass(`${label(target, dep)}: no replicas, ${by.join(", ")} owns the count`);
+    }
+    // The Prometheus Operator picks these up only through its selectors (kube-prometheus-stack: `release`).
+    for (const m of objects.filter((o) => ["ServiceMonitor", "PodMonitor", "PrometheusRule"].includes(o.kind))) {
+        const release = m.metadata.labels?.release;
+        if (release) pass(`${label(target, m)}: labelled release=${release} for the operator's selector`);
+        else fail(label(target, m), "no release label: kube-prometheus-stack's default selector would not pick it up");
     }
     for (const pdb of byKind("PodDisruptionBudget")) {
         const sel = pdb.spec.selector.matchLabels;
         const hit = objects.some((o) => o.kind === "Deployment" &&
             Object.entries(sel).every(([k, v]) => o.spec.template.metadata.labels?.[k] === v));
-        if (hit) pass(`${label(target, pdb)}: selects the workers`); else fail(label(target, pdb), "selects no Deployment's pods");
+        // Readiness follows Redis: in an outage every worker is unready, and only AlwaysAllow lets drains evict them.
+        if (!hit) fail(label(target, pdb), "selects no Deployment's pods");
+        else if (pdb.spec.unhealthyPodEvictionPolicy !== "AlwaysAllow")
+            fail(label(target, pdb), "unhealthyPodEvictionPolicy is not AlwaysAllow (a Redis outage would stall every node drain)");
+        else pass(`${label(target, pdb)}: selects the workers, evicts unready ones`);
     }
     checkNetwork(target, objects, byKind, configMaps);
+    if (!target.startsWith("batch/")) checkLabels(target, objects);
+    checkPodSecurity(target, objects);
+}
+checkInstances(["overlays/prod", "overlays/queue-example"]);
+
+checkNegativeFixtures();
+finish();
+
+// What a ScaledObject gets wrong: its target, a trigger of a type or with a key KEDA does not document, a redis list
+// or prometheus query for another queue or namespace than the workers', a TriggerAuthentication not in the render.
+function scaledObjectProblems(so, objects, queue) {
+    const problems = [];
+    const ns = so.metadata.namespace;
+    const dep = objects.find((o) => o.kind === so.spec.scaleTargetRef.kind && o.metadata.name === so.spec.scaleTargetRef.name);
+    if (!dep) problems.push(`scale target ${so.spec.scaleTargetRef.name} is not in this render`);
+    for (const [i, t] of so.spec.triggers.entries()) {
+        const known = KEDA_TRIGGER_KEYS[t.type];
+        if (!known) { problems.push(`trigger ${i}: type ${t.type} is not one the checker knows the keys of`); continue; }
+        for (const k of Object.keys(t.metadata ?? {}))
+            if (!known.includes(k)) problems.push(`trigger ${i} (${t.type}): unknown metadata key "${k}" (KEDA's keys: ${known.join(", ")})`);
+        if (t.type === "redis" && t.metadata.listName !== `chunkd:{${queue}}:pending`)
+            problems.push(`redis trigger lists ${t.metadata.listName}, the queue is ${queue}`);
+        if (t.type === "prometheus") {
+            const q = t.metadata.query ?? "";
+            if (!q.includes(`queue="${queue}"`)) problems.push(`prometheus trigger query does not select queue="${queue}"`);
+            if (ns ? !q.includes(`namespace="${ns}"`) : !/namespace="[^"]+"/.test(q))
+                problems.push(`prometheus trigger query does not select namespace="${ns ?? "..."}" (the same queue in another namespace would scale this one)`);
+        }
+        const auth = t.authenticationRef?.name;
+        if (auth && !objects.some((o) => o.kind === "TriggerAuthentication" && o.metadata.name === auth))
+            problems.push(`TriggerAuthentication ${auth} is not in this render`);
+    }
+    return problems;
 }
 
-finish();
+// The autoscalers (ScaledObject, HorizontalPodAutoscaler) of a render that scale `dep`.
+function autoscalersOf(dep, objects) {
+    return objects.filter((o) => ["ScaledObject", "HorizontalPodAutoscaler"].includes(o.kind) &&
+        o.spec.scaleTargetRef.name === dep.metadata.name && (o.spec.scaleTargetRef.kind ?? "Deployment") === dep.kind)
+        .map((o) => `${o.kind}/${o.metadata.name}`);
+}
+
+// Negative fixtures (tests/deploy/fixtures/*): renders the checker must reject, each with the findings it must
+// report. A check that lets a fixture through has stopped working.
+function checkNegativeFixtures() {
+    const FIXTURES = [
+        {
+            dir: "tests/deploy/fixtures/keda-typos",
+            findings: (objects) => objects.flatMap((o) => o.kind === "ScaledObject"
+                ? scaledObjectProblems(o, objects, "default")
+                : o.kind === "Deployment" && autoscalersOf(o, objects).length && o.spec.replicas !== undefined
+                    ? [`${o.kind}/${o.metadata.name} sets replicas`] : []),
+            expect: ['unknown metadata key "listlength"', 'unknown metadata key "activationListLenght"',
+                'unknown metadata key "treshold"', "sets replicas", 'does not select namespace="chunkd"'],
+        },
+    ];
+    for (const f of FIXTURES) {
+        const r = spawnSync("kubectl", ["kustomize", f.dir], { cwd: ROOT, encoding: "utf8", maxBuffer: 64 << 20 });
+        if (r.status !== 0) { fail(`fixture ${f.dir}`, `does not render: ${(r.stderr || "").trim()}`); continue; }
+        const found = f.findings(YAML.parseAllDocuments(r.stdout).map((d) => d.toJS()).filter(Boolean));
+        const missed = f.expect.filter((e) => !found.some((x) => x.includes(e)));
+        if (missed.length) fail(`fixture ${f.dir}`, `the checker let through: ${missed.join("; ")}`);
+        else pass(`fixture ${f.dir}: rejected (${found.length} findings)`);
+    }
+}
+
+// The app.kubernetes.io/* labels (components/common-labels) on every object: instance, managed-by, and version equal
+// to the Makefile's.
+function checkLabels(target, objects) {
+    const missing = [];
+    for (const o of objects) {
+        const l = o.metadata.labels ?? {};
+        const problems = [];
+        if (!l["app.kubernetes.io/instance"]) problems.push("no app.kubernetes.io/instance");
+        if (!l["app.kubernetes.io/managed-by"]) problems.push("no app.kubernetes.io/managed-by");
+        if (l["app.kubernetes.io/version"] !== VERSION) problems.push(`app.kubernetes.io/version is ${l["app.kubernetes.io/version"]}, not ${VERSION}`);
+        if (problems.length) missing.push(`${o.kind}/${o.metadata.name}: ${problems.join(", ")}`);
+    }
+    if (missing.length) fail(`${target} labels`, missing.join("; "));
+    else pass(`${target} labels: instance, version ${VERSION} and managed-by on all ${objects.length} objects`);
+}
+
+// Pod Security Admission: every Namespace of a render enforces the restricted profile, and every pod template of
+// the render meets it (the parts the securityContext rules above do not cover: host namespaces, privileged,
+// added capabilities, volume types, root UID).
+function checkPodSecurity(target, objects) {
+    for (const ns of objects.filter((o) => o.kind === "Namespace")) {
+        const l = ns.metadata.labels ?? {};
+        if (l["pod-security.kubernetes.io/enforce"] === "restricted") pass(`${label(target, ns)}: enforces the restricted Pod Security profile`);
+        else fail(label(target, ns), "no pod-security.kubernetes.io/enforce: restricted label");
+    }
+    const OK_VOLUMES = ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
+    for (const w of objects.filter((o) => o.spec?.template?.spec)) {
+        const pod = w.spec.template.spec;
+        const problems = [];
+        for (const k of ["hostNetwork", "hostPID", "hostIPC"]) if (pod[k]) problems.push(`${k} is set`);
+        if (pod.securityContext?.runAsUser === 0) problems.push("runs as UID 0");
+        for (const v of pod.volumes ?? []) {
+            const type = Object.keys(v).find((k) => k !== "name");
+            if (!OK_VOLUMES.includes(type)) problems.push(`volume ${v.name} is ${type}`);
+        }
+        for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+            const sc = c.securityContext ?? {};
+            if (sc.privileged) problems.push(`${c.name}: privileged`);
+            if (sc.runAsUser === 0) problems.push(`${c.name}: runs as UID 0`);
+            if ((sc.capabilities?.add ?? []).some((x) => x !== "NET_BIND_SERVICE")) problems.push(`${c.name}: adds capabilities`);
+            if ((c.ports ?? []).some((p) => p.hostPort)) problems.push(`${c.name}: uses a hostPort`);
+        }
+        if (problems.length) fail(`${label(target, w)}: pod security`, `breaks the restricted profile: ${problems.join("; ")}`);
+    }
+}
+
+// Instances (overlays/queue-example) next to each other in one namespace: no object name in common, and no
+// selector of one (Deployment, Service, PodDisruptionBudget, NetworkPolicy) that matches the other's pods.
+function checkInstances(names) {
+    const renders = names.map((n) => rendered.find((r) => r.target === n)).filter(Boolean);
+    if (renders.length !== names.length) { fail("instances", `${names.join(" and ")} did not both render`); return; }
+    const id = (o) => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+    // Pod selectors only: the ServiceMonitor selects Services, and on purpose those of every instance.
+    const POD_SELECTING = ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"];
+    const selectors = (o) => !POD_SELECTING.includes(o.kind) ? [] : [o.spec?.selector?.matchLabels ?? (o.kind === "Service" ? o.spec?.selector : undefined),
+        o.spec?.podSelector?.matchLabels].filter((s) => s && Object.keys(s).length);
+    const podLabels = (objs) => objs.filter((o) => o.spec?.template?.metadata?.labels).map((o) => o.spec.template.metadata.labels);
+    const matches = (sel, labels) => Object.entries(sel).every(([k, v]) => labels[k] === v);
+    for (let i = 0; i < renders.length; i++) {
+        for (let j = 0; j < renders.length; j++) {
+            if (i === j) continue;
+            const a = renders[i], b = renders[j];
+            const problems = [];
+            if (i < j) {
+                const ids = new Set(a.objects.map(id));
+                const same = b.objects.map(id).filter((x) => ids.has(x));
+                if (same.length) problems.push(`objects in both: ${same.join(", ")}`);
+            }
+            for (const o of a.objects)
+                for (const sel of selectors(o))
+                    if (podLabels(b.objects).some((l) => matches(sel, l))) problems.push(`${o.kind}/${o.metadata.name} of ${a.target} selects pods of ${b.target}`);
+            if (problems.length) fail(`instances ${a.target} and ${b.target}`, problems.join("; "));
+            else pass(`instances ${a.target} and ${b.target}: ${i < j ? "no object name in common, " : ""}no selector of the first matches the second's pods`);
+        }
+    }
+}
 
 // Network isolation (base/networkpolicy.yaml): a NetworkPolicy selects the workers of every Deployment, for
 // ingress and egress; ingress reaches only the metrics port, from namespaces chosen by label; every egress rule
