@@ -20,23 +20,14 @@ from pathlib import Path
 
 from harness import (REDIS_SERVER, _die_with_parent, assert_exactly_once, check, free_port, one_line, read_jsonl,
                      wait_until)
-from resp import Redis, RedisError
+from resp import Redis, RedisError, key_slot
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 N_MASTERS = 3
 
 
-def crc16(data):
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
-
-
 def slot_of_queue(queue):
-    return crc16(queue.encode()) % 16384  # every key is chunkd:{Q}:..., hash tag Q
+    return key_slot(f"chunkd:{{{queue}}}:stats")
 
 
 class Node:
