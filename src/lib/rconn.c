@@ -195,14 +195,24 @@ int rconn_connect_serving(rconn_t *c, char *err, size_t errlen)
 bool rconn_refused(const rconn_t *c) { return c->refused; }
 
 /* Cluster: asks the node this connection is at which node serves key's slot (CLUSTER SLOTS) and moves the
- * connection there when it is another node. Returns 0, also when the node does not say (a user without the right
- * to CLUSTER SLOTS: MOVED replies route then), or -1 with the reason in err (the connection dropped). */
+ * connection there when it is another node. A user without the right to CLUSTER SLOTS finds it through a MOVED
+ * reply instead: to a script that does nothing, given the key (every role may EVAL with its queue's stats key).
+ * Returns 0, or -1 with the reason in err (the connection dropped). */
 static int rconn_cluster_route(rconn_t *c, const char *key, char *err, size_t errlen)
 {
     redisReply *r = redisCommand(c->ctx, "CLUSTER SLOTS");
-    if (!r) {
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        r = rconn_command(c, "EVAL %s 1 %s", "return 1", key); /* follows MOVED; NULL: connection lost */
+        if (r) {
+            freeReplyObject(r);
+            return 0;
+        }
+    } else if (!r) {
         snprintf(c->err, sizeof c->err, "CLUSTER SLOTS: %s", c->ctx->errstr);
         rconn_drop(c);
+    }
+    if (!r) {
         if (err) snprintf(err, errlen, "cannot connect to Redis at %s: %s", c->addr, c->err);
         return -1;
     }

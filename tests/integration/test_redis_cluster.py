@@ -254,6 +254,32 @@ def test_cluster_queue_commands_through_another_seed(ctx):
     assert_exactly_once(read_jsonl(out), range(50), "run")
 
 
+def test_cluster_acl_recipe_users_without_the_cluster_slots_right(ctx):
+    """The users of deploy/redis/chunkd.acl as they are (no +cluster|slots), on every node: each connection finds
+    its queue's master through a MOVED reply instead of CLUSTER SLOTS, so the worker's first pipeline (its
+    registration) already goes to the right node. enqueue, worker, collect and status, each as its role's user,
+    through a seed that is not the queue's master: every id once."""
+    from test_security_acl import _password, _render, _user
+    cl = cluster()
+    q = next(iter(cl.queues_on_masters(ctx.queue).values()))
+    for line in _render(q).splitlines():
+        if line.startswith("user "):
+            for node in cl.live():
+                check(node.call("ACL", "SETUSER", *line.split()[1:]) == "OK", f"ACL SETUSER {line[:60]}")
+    seed = cl.seed_for(q)
+
+    def url(role):
+        return f"redis-cluster://{_user(q, role)}:{_password(role)}@127.0.0.1:{seed}"
+
+    _enqueue(ctx, url("enqueuer"), q, range(50))
+    ctx.run("worker", "--queue", q, "--handler", "echo", "--exit-when-empty", timeout=60, url=url("worker"))
+    out = ctx.path("out.jsonl")
+    ctx.run("collect", "--queue", q, "--out", out, "--until-done", timeout=60, url=url("collector"))
+    assert_exactly_once(read_jsonl(out), range(50), "as the recipe's users")
+    st = json.loads(ctx.run("status", "--queue", q, "--json", url=url("operator")).stdout())
+    check(st["done"] == 50, f"status as the operator: {st}")
+
+
 def test_cluster_ask_during_a_slot_migration(ctx):
     """A slot being migrated (CLUSTER SETSLOT MIGRATING/IMPORTING) whose keys already moved: the source node answers
     ASK, chunkd sends ASKING and the command to the target. An enqueue straight at the source mid-migration puts its
