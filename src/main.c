@@ -181,6 +181,7 @@ int main(int argc, char **argv)
     if (children_start(err, sizeof err))
         LOG(LL_WARN, "%s; exited children that chunkd did not start stay zombies", err);
     if (bit != CMD_WORKER) settings_log_effective(&s, bit, LL_DEBUG); /* worker logs it once connected */
+    cmd_cluster_key(&s); /* before any thread: each connection to a Redis Cluster goes to this queue's node */
     int rc = cmd->run(&s);
     children_stop();
     settings_free(&s);

@@ -22,6 +22,13 @@ rconn_t *cmd_connect(const settings_t *s)
     return NULL;
 }
 
+void cmd_cluster_key(const settings_t *s)
+{
+    keys_t k;
+    keys_init(&k, s->queue ? s->queue : "");
+    rconn_set_cluster_key(s->queue && s->queue[0] ? k.stats : "");
+}
+
 int cmd_report_failed(const settings_t *s, const collect_progress_t *p, const char *who, bool dead_kept)
 {
     long long failed = p->tally ? tally_failed(p->tally) : 0, unread = p->dead_chunk_items_left;

@@ -43,6 +43,9 @@ int cmd_dead(settings_t *s);
 
 /* A connection for a subcommand, or NULL after logging the one-line reason (the caller exits 1). */
 rconn_t *cmd_connect(const settings_t *s);
+/* Tells rconn which queue this process works on (rconn_set_cluster_key), so that connections to a Redis Cluster
+ * go to the node serving its slot. Called before any thread starts, and again by run once it has named its queue. */
+void cmd_cluster_key(const settings_t *s);
 
 struct collect_progress;
 /* The end of collect --until-done and run: prints "<who>: N ok, N failed" and the most common error reasons of the

@@ -10,6 +10,7 @@
 #include "cmd.h"
 #include "keys.h"
 #include "log.h"
+#include "rcluster.h"
 #include "rconn.h"
 #include "scripts.h"
 #include "xalloc.h"
@@ -37,14 +38,13 @@ int cmd_queue_exists(rconn_t *c, const settings_t *s, bool lists)
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Every name Q with a key chunkd:{Q}:stats, found with SCAN (never KEYS: it would block Redis on a large
- * keyspace), sorted. Returns how many (at most QUEUES_MAX) into *names (the caller frees each and the array), or
- * -1 on a Redis error (logged). */
-static long queue_names(rconn_t *c, char ***names)
+/* Adds to *names (*n of them) every name Q with a key chunkd:{Q}:stats on the server c is connected to, found with
+ * SCAN (never KEYS: it would block Redis on a large keyspace). Returns 0, or -1 on a Redis error (logged; *names
+ * freed). */
+static int queue_names_scan(rconn_t *c, char ***names, long *n_names)
 {
     char cursor[32] = "0";
-    long n = 0;
-    *names = NULL;
+    long n = *n_names;
     do {
         const char *scan[] = {"SCAN", cursor, "MATCH", "chunkd:{*}:stats", "COUNT", QUEUE_KEYS_SCAN};
         redisReply *r = rconn_command_argv(c, 6, scan, NULL);
@@ -55,6 +55,7 @@ static long queue_names(rconn_t *c, char ***names)
             for (long i = 0; i < n; i++) free((*names)[i]);
             free(*names);
             *names = NULL;
+            *n_names = 0;
             return -1;
         }
         snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
@@ -67,6 +68,34 @@ static long queue_names(rconn_t *c, char ***names)
         }
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0 && n < QUEUES_MAX);
+    *n_names = n;
+    return 0;
+}
+
+/* Every queue's name, sorted: SCAN on the server, or on each master of a Redis Cluster (a queue lives on one).
+ * Returns how many (at most QUEUES_MAX) into *names (the caller frees each and the array), or -1 on a Redis error
+ * (logged). */
+static long queue_names(rconn_t *c, char ***names)
+{
+    redis_url_node_t masters[RCLUSTER_MASTERS_MAX];
+    int n_masters = rconn_cluster_masters(c, masters, RCLUSTER_MASTERS_MAX);
+    long n = 0;
+    *names = NULL;
+    if (n_masters < 0) {
+        LOG(LL_ERROR, "cannot list the masters of the Redis Cluster at %s: %s", rconn_addr(c), rconn_error(c));
+        return -1;
+    }
+    for (int m = 0; m < (n_masters > 0 ? n_masters : 1) && n < QUEUES_MAX; m++) {
+        char err[512];
+        if (n_masters > 0 && rconn_connect_node(c, &masters[m], err, sizeof err)) {
+            LOG(LL_ERROR, "cannot list queues on %s:%d: %s", masters[m].host, masters[m].port, err);
+            for (long i = 0; i < n; i++) free((*names)[i]);
+            free(*names);
+            *names = NULL;
+            return -1;
+        }
+        if (queue_names_scan(c, names, &n)) return -1;
+    }
     if (n >= QUEUES_MAX) LOG(LL_WARN, "more than %d queues: only the first %d are listed", QUEUES_MAX, QUEUES_MAX);
     if (n > 1) qsort(*names, (size_t)n, sizeof **names, by_name);
     return n;
@@ -158,6 +187,13 @@ static long long queue_delete_keys(rconn_t *c, const char *queue)
     char pattern[KEYS_MAX], cursor[32] = "0";
     snprintf(pattern, sizeof pattern, "chunkd:{%s}:*", queue);
     long long deleted = 0;
+    keys_t k;
+    keys_init(&k, queue);
+    /* On a Redis Cluster, SCAN sees the keys of the node it runs on: the node of this queue's slot. */
+    if (rconn_route(c, k.stats)) {
+        LOG(LL_ERROR, "cannot delete queue %s: %s", queue, rconn_error(c));
+        return -1;
+    }
     do {
         const char *scan[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", QUEUE_KEYS_SCAN};
         redisReply *r = rconn_command_argv(c, 6, scan, NULL);

@@ -114,6 +114,7 @@ static int run_prepare(run_state_t *st, char *err, size_t errlen)
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = (unsigned int)clock_now_ms();
         free(s->queue);
         s->queue = xasprintf("run-%08x", rnd);
+        cmd_cluster_key(s);
     }
     if (!s->redis_url) {
         st->local = localredis_start(s->redis_server, err, errlen);

@@ -28,6 +28,7 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
     const char *cmds[][2] = {{"LLEN", k->pending}, {"XLEN", k->results}, {"LLEN", k->dead}, {"HGETALL", k->stats},
                              {"EXISTS", k->paused}};
     enum { N_CMDS = sizeof cmds / sizeof cmds[0] };
+    rconn_route(c, k->stats); /* a cluster's node of this queue (queues reads several), before the pipeline */
     for (size_t i = 0; i < N_CMDS; i++) rconn_append_argv(c, 2, cmds[i], NULL);
     redisReply *r[N_CMDS] = {0};
     int rc = 0;

@@ -14,10 +14,12 @@
 
 #include "clock.h"
 #include "log.h"
+#include "rcluster.h"
 #include "redis_url.h"
 #include "xalloc.h"
 
 #define RCONN_DIRECT_BYTES ((size_t)1 << 20) /* commands larger than this are written without copies */
+#define RCONN_REDIRECTS_MAX 5 /* Redis Cluster: redirections one command follows at most */
 
 struct rconn {
     redis_url_t url;
@@ -27,7 +29,16 @@ struct rconn {
     redisContext *ctx;       /* NULL while disconnected */
     char err[256];           /* last error */
     bool refused;            /* the last connect failed on an error reply that waiting will not change */
+    rcluster_t *cluster;     /* redis-cluster:// only: seeds, the node of our slot, an ASK target; else NULL */
+    bool at_seed;            /* cluster: the node dialled last was a seed (not known to serve our slot) */
+    char at_host[256];       /* cluster: the node dialled last */
+    int at_port;
+    bool routing;            /* cluster: rconn_cluster_settle is under way (it connects once more, not again) */
 };
+
+/* Redis Cluster: a key of the queue this process works on (rconn_set_cluster_key), set before any thread starts.
+ * A connection made through a seed node goes on to the node serving this key's slot. */
+static char rconn_cluster_key[512];
 
 /* The last write refusal seen by any connection (rconn_refused_recently). */
 static pthread_mutex_t rconn_refusal_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -50,6 +61,7 @@ rconn_t *rconn_new(const char *url, long long timeout_ms)
     if (redis_url_parse(url, &c->url, err, sizeof err)) abort(); /* validated by settings */
     redis_url_mask(url, c->addr, sizeof c->addr);
     c->timeout_ms = timeout_ms;
+    if (c->url.mode == REDIS_URL_CLUSTER) c->cluster = rcluster_new(&c->url);
     return c;
 }
 
@@ -66,6 +78,7 @@ void rconn_free(rconn_t *c)
 {
     if (!c) return;
     rconn_drop(c);
+    rcluster_free(c->cluster);
     free(c);
 }
 
@@ -96,13 +109,23 @@ static int rconn_dial(rconn_t *c, const char *host, int port)
     return c->ctx && !c->ctx->err ? 0 : -1;
 }
 
-/* Which server to dial: the URL's own for redis:// and rediss://. Returns 0, or -1 with c->err set. */
+/* Which server to dial: the URL's own for redis:// and rediss://; for redis-cluster:// the node rcluster gives (an
+ * ASK target, the node of our slot, or a seed). Returns 0, or -1 with c->err set. */
 static int rconn_resolve(rconn_t *c, char *host, size_t hostlen, int *port)
 {
+    if (c->cluster) {
+        rcluster_next(c->cluster, host, hostlen, port, &c->at_seed);
+        snprintf(c->at_host, sizeof c->at_host, "%s", host);
+        c->at_port = *port;
+        return 0;
+    }
     snprintf(host, hostlen, "%s", c->url.host);
     *port = c->url.port;
     return 0;
 }
+
+static int rconn_cluster_settle(rconn_t *c, char *err, size_t errlen);
+static redisReply *rconn_check(rconn_t *c, void *reply);
 
 int rconn_connect(rconn_t *c, char *err, size_t errlen)
 {
@@ -110,8 +133,16 @@ int rconn_connect(rconn_t *c, char *err, size_t errlen)
     c->refused = false;
     char host[sizeof c->url.host];
     int port = 0;
+    int dials_left = c->cluster ? rcluster_candidates(c->cluster) : 1;
+redial:
     if (rconn_resolve(c, host, sizeof host, &port)) goto fail;
-    rconn_dial(c, host, port);
+    if (rconn_dial(c, host, port) && c->cluster && --dials_left > 0) {
+        /* A node gone (a failed master): the next candidate, down to the seeds. */
+        rconn_drop(c);
+        rcluster_dial_failed(c->cluster);
+        goto redial;
+    }
+    if (c->cluster && (!c->ctx || c->ctx->err)) rcluster_dial_failed(c->cluster);
     if (!c->ctx) {
         snprintf(c->err, sizeof c->err, "cannot allocate a Redis context");
         goto fail;
@@ -134,6 +165,7 @@ int rconn_connect(rconn_t *c, char *err, size_t errlen)
         const char *argv[2] = {"SELECT", db};
         if (rconn_setup_cmd(c, "SELECT", 2, argv)) goto fail;
     }
+    if (c->cluster && c->at_seed && rconn_cluster_key[0]) return rconn_cluster_settle(c, err, errlen);
     return 0;
 fail:
     if (c->ctx) redisFree(c->ctx);
@@ -161,6 +193,74 @@ int rconn_connect_serving(rconn_t *c, char *err, size_t errlen)
 }
 
 bool rconn_refused(const rconn_t *c) { return c->refused; }
+
+/* Cluster: asks the node this connection is at which node serves key's slot (CLUSTER SLOTS) and moves the
+ * connection there when it is another node. A user without the right to CLUSTER SLOTS finds it through a MOVED
+ * reply instead: to a script that does nothing, given the key (every role may EVAL with its queue's stats key).
+ * Returns 0, or -1 with the reason in err (the connection dropped). */
+static int rconn_cluster_route(rconn_t *c, const char *key, char *err, size_t errlen)
+{
+    redisReply *r = redisCommand(c->ctx, "CLUSTER SLOTS");
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        r = rconn_command(c, "EVAL %s 1 %s", "return 1", key); /* follows MOVED; NULL: connection lost */
+        if (r) {
+            freeReplyObject(r);
+            return 0;
+        }
+    } else if (!r) {
+        snprintf(c->err, sizeof c->err, "CLUSTER SLOTS: %s", c->ctx->errstr);
+        rconn_drop(c);
+    }
+    if (!r) {
+        if (err) snprintf(err, errlen, "cannot connect to Redis at %s: %s", c->addr, c->err);
+        return -1;
+    }
+    char host[256];
+    int port = 0;
+    int unknown = rcluster_slot_owner(r, rcluster_slot(key, strlen(key)), host, sizeof host, &port);
+    freeReplyObject(r);
+    if (unknown || (port == c->at_port && strcmp(host, c->at_host) == 0)) return 0;
+    rcluster_remember(c->cluster, host, port);
+    return rconn_connect(c, err, errlen);
+}
+
+/* Cluster, after a connect through a seed: on to the node of this process's queue. Once per connect: when that
+ * node cannot be dialled, the connection ends on a seed and MOVED replies route it later. */
+static int rconn_cluster_settle(rconn_t *c, char *err, size_t errlen)
+{
+    if (c->routing) return 0;
+    c->routing = true;
+    int rc = rconn_cluster_route(c, rconn_cluster_key, err, errlen);
+    c->routing = false;
+    return rc;
+}
+
+void rconn_set_cluster_key(const char *key) { snprintf(rconn_cluster_key, sizeof rconn_cluster_key, "%s", key); }
+
+int rconn_route(rconn_t *c, const char *key)
+{
+    if (!c->cluster) return 0;
+    if (!c->ctx) return -1;
+    return rconn_cluster_route(c, key, NULL, 0);
+}
+
+int rconn_cluster_masters(rconn_t *c, redis_url_node_t *out, int max)
+{
+    if (!c->cluster) return 0;
+    if (!c->ctx) return -1;
+    redisReply *r = rconn_check(c, redisCommand(c->ctx, "CLUSTER SLOTS"));
+    int n = r ? rcluster_masters(r, out, max) : -1;
+    if (r && n < 0) snprintf(c->err, sizeof c->err, "CLUSTER SLOTS: %.200s", r->type == REDIS_REPLY_ERROR ? r->str : "not a list of slots");
+    if (r) freeReplyObject(r);
+    return n;
+}
+
+int rconn_connect_node(rconn_t *c, const redis_url_node_t *node, char *err, size_t errlen)
+{
+    if (c->cluster) rcluster_remember(c->cluster, node->host, node->port);
+    return rconn_connect(c, err, errlen);
+}
 
 long long rconn_backoff_next(long long *backoff_ms)
 {
@@ -290,23 +390,72 @@ fail:
     return -1;
 }
 
+/* One command: formatted (by redisvFormatCommand) or as argv. */
+typedef struct rconn_cmd {
+    const char *formatted;
+    size_t formatted_len;
+    int argc;
+    const char **argv;
+    const size_t *lens;
+} rconn_cmd_t;
+
+/* Sends one command and reads its reply (NULL when the connection failed). */
+static void *rconn_send(rconn_t *c, const rconn_cmd_t *cmd)
+{
+    void *r = NULL;
+    if (!c->ctx) return NULL;
+    if (cmd->formatted) {
+        if (redisAppendFormattedCommand(c->ctx, cmd->formatted, cmd->formatted_len) != REDIS_OK) return NULL;
+    } else if (rconn_command_bytes(cmd->argc, cmd->argv, cmd->lens) <= RCONN_DIRECT_BYTES) {
+        return redisCommandArgv(c->ctx, cmd->argc, cmd->argv, cmd->lens);
+    } else if (rconn_write_direct(c, cmd->argc, cmd->argv, cmd->lens)) {
+        return NULL;
+    }
+    if (redisGetReply(c->ctx, &r) != REDIS_OK) r = NULL;
+    return r;
+}
+
+/* Sends one command and follows Redis Cluster redirections: a MOVED or ASK reply means the command did not run,
+ * so it is sent again at the node named (after ASKING, for ASK), at most RCONN_REDIRECTS_MAX times. */
+static redisReply *rconn_send_following(rconn_t *c, const rconn_cmd_t *cmd)
+{
+    redisReply *r = rconn_check(c, rconn_send(c, cmd));
+    for (int hops = 0; c->cluster && r && r->type == REDIS_REPLY_ERROR && hops < RCONN_REDIRECTS_MAX; hops++) {
+        rcluster_redirect_t how = rcluster_redirect(c->cluster, r->str, true);
+        if (how == RCLUSTER_NONE) break;
+        LOG(LL_DEBUG, "Redis Cluster at %s: %.200s", c->addr, r->str);
+        freeReplyObject(r);
+        if (rconn_connect(c, NULL, 0)) return NULL;
+        const char *asking[] = {"ASKING"};
+        if (how == RCLUSTER_ASK && rconn_setup_cmd(c, "ASKING", 1, asking)) {
+            rconn_drop(c);
+            return NULL;
+        }
+        r = rconn_check(c, rconn_send(c, cmd));
+    }
+    return r;
+}
+
 redisReply *rconn_command(rconn_t *c, const char *fmt, ...)
 {
     if (!c->ctx) return NULL;
+    char *formatted = NULL;
     va_list ap;
     va_start(ap, fmt);
-    void *r = redisvCommand(c->ctx, fmt, ap);
+    int len = redisvFormatCommand(&formatted, fmt, ap);
     va_end(ap);
-    return rconn_check(c, r);
+    if (len < 0) abort(); /* out of memory or a bad format: a bug, as xmalloc */
+    rconn_cmd_t cmd = {.formatted = formatted, .formatted_len = (size_t)len};
+    redisReply *r = rconn_send_following(c, &cmd);
+    redisFreeCommand(formatted);
+    return r;
 }
 
 redisReply *rconn_command_argv(rconn_t *c, int argc, const char **argv, const size_t *lens)
 {
     if (!c->ctx) return NULL;
-    if (rconn_command_bytes(argc, argv, lens) <= RCONN_DIRECT_BYTES)
-        return rconn_check(c, redisCommandArgv(c->ctx, argc, argv, lens));
-    if (rconn_write_direct(c, argc, argv, lens)) return NULL;
-    return rconn_get_reply(c);
+    rconn_cmd_t cmd = {.argc = argc, .argv = argv, .lens = lens};
+    return rconn_send_following(c, &cmd);
 }
 
 void rconn_append_argv(rconn_t *c, int argc, const char **argv, const size_t *lens)
@@ -321,19 +470,37 @@ redisReply *rconn_get_reply(rconn_t *c)
     if (!c->ctx) return NULL;
     void *r = NULL;
     if (redisGetReply(c->ctx, &r) != REDIS_OK) r = NULL;
-    return rconn_check(c, r);
+    redisReply *reply = rconn_check(c, r);
+    if (c->cluster && reply && reply->type == REDIS_REPLY_ERROR &&
+        rcluster_redirect(c->cluster, reply->str, false) != RCLUSTER_NONE) {
+        /* The pipeline's commands did not run here (one queue: one slot): as a lost connection, so that the caller
+         * sends them again after its reconnect, which dials the node MOVED named. An ASK is not followed in a
+         * pipeline (each command would need its own ASKING): the retry waits out the migration. */
+        snprintf(c->err, sizeof c->err, "redirected by the cluster: %.200s", reply->str);
+        LOG_LIMITED(LL_INFO, "Redis Cluster at %s: %s", c->addr, c->err);
+        freeReplyObject(reply);
+        redisFree(c->ctx);
+        c->ctx = NULL;
+        return NULL;
+    }
+    return reply;
 }
 
 bool rconn_connected(const rconn_t *c) { return c->ctx != NULL; }
 const char *rconn_addr(const rconn_t *c) { return c->addr; }
 const char *rconn_error(const rconn_t *c) { return c->err; }
 
+static bool rconn_has_prefix(const char *msg, const char *const *prefixes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0) return true;
+    return false;
+}
+
 bool rconn_refusal_error(const char *msg)
 {
     static const char *const prefixes[] = {"OOM ", "READONLY ", "MISCONF ", "MASTERDOWN ", "NOREPLICAS "};
-    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
-        if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0) return true;
-    return false;
+    return rconn_has_prefix(msg, prefixes, sizeof prefixes / sizeof prefixes[0]);
 }
 
 bool rconn_permission_error(const char *msg)
@@ -343,7 +510,12 @@ bool rconn_permission_error(const char *msg)
 
 bool rconn_transient_error(const char *msg)
 {
-    return strncmp(msg, "LOADING ", 8) == 0 || strncmp(msg, "BUSY ", 5) == 0 || rconn_refusal_error(msg);
+    /* MOVED and ASK: the command did not run, at a node that no longer serves the slot; TRYAGAIN: a multi-key
+     * command during a slot migration; CLUSTERDOWN: a failover under way; UNBLOCKED: a blocked command's key went
+     * away, moved to another node by a slot migration (or deleted: the retry says so). */
+    static const char *const prefixes[] = {"LOADING ",  "BUSY ",        "MOVED ",    "ASK ",
+                                           "TRYAGAIN ", "CLUSTERDOWN ", "UNBLOCKED "};
+    return rconn_has_prefix(msg, prefixes, sizeof prefixes / sizeof prefixes[0]) || rconn_refusal_error(msg);
 }
 
 bool rconn_denied(char *why, size_t whylen)

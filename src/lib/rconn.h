@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "redis_url.h"
+
 typedef struct rconn rconn_t;
 
 /* url must already be valid (settings checked it). timeout_ms bounds connecting and every command. */
@@ -72,6 +74,21 @@ bool rconn_denied(char *why, size_t whylen);
 /* Process-wide: the last refusal any connection received (rconn records it when a reply is one). Returns true and
  * copies its text to why when one came within the last within_ms milliseconds. Thread-safe. */
 bool rconn_refused_recently(long long within_ms, char *why, size_t whylen);
+/* Redis Cluster (redis-cluster:// URLs; for other URLs these do nothing and return 0).
+ *
+ * Process-wide: a key of the queue this process works on (keys_t.stats), set once before any thread starts. Each
+ * connection made through a seed node then moves on to the node that serves this key's slot (CLUSTER SLOTS), so
+ * pipelines start at the right node. */
+void rconn_set_cluster_key(const char *key);
+/* Moves the connection to the node that serves key's slot (for a command that works on several queues). Returns 0,
+ * or -1 when the connection failed. */
+int rconn_route(rconn_t *c, const char *key);
+/* The masters that serve slots (CLUSTER SLOTS, asked of the node the connection is at): up to max into out.
+ * Returns how many, or -1 (reason in rconn_error). For commands without keys, like SCAN, that must visit each. */
+int rconn_cluster_masters(rconn_t *c, redis_url_node_t *out, int max);
+/* Connects to that node; keyed commands still follow MOVED from there. Returns 0, or -1 with a reason in err. */
+int rconn_connect_node(rconn_t *c, const redis_url_node_t *node, char *err, size_t errlen);
+
 /* The address with the password masked, for messages. */
 const char *rconn_addr(const rconn_t *c);
 /* Last connection error text (never contains the password). */

@@ -18,6 +18,9 @@ Cases (see README.md beside this file):
             delay): the calls/s the mock saw over 30 s, and items per worker; then the
             adaptation to 429s: a true limit L with --rate-limit 2L, and 10 % random 429s,
             the shared rate over time in ratelimit.png
+  cluster   the scale-out path for Redis itself: 6 queues, one echo worker and one collector each,
+            spread over a 3-master Redis Cluster, against the same 6 queues on one redis-server
+            (both over loopback TCP): total items/s, median of alternating runs
   httpd     1,000 hostile connections (slow headers, idle, oversized) held against a
             worker's HTTP port: /healthz, /readyz and /metrics latencies (p50/p99/max)
             and the worker's RSS, before and under the attack
@@ -51,6 +54,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import hostile  # noqa: E402
 import procmem  # noqa: E402
+from resp import key_slot  # noqa: E402
 
 SLEEP_MS = 100
 RUN_NGINX = os.path.join(HERE, "..", "mockapi", "run-nginx.sh")
@@ -1853,6 +1857,139 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
                          f"{peak / 2**20:6.0f} MiB = baseline + {over:.2f} x the chunk; {wall:.2f} s")
         self.sections.append("\n".join(lines))
 
+    # -- case cluster
+    CLUSTER_MASTERS = 3
+    CLUSTER_QUEUES = 6
+
+    def start_cluster_nodes(self, label, n, cluster):
+        """n redis-servers on free loopback ports (cluster mode or not) in TMP/label; returns their ports."""
+        base = os.path.join(self.tmp, label)
+        ports = []
+        for i in range(n):
+            d = os.path.join(base, f"n{i}")
+            os.makedirs(d, exist_ok=True)
+            port = free_port()
+            argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", d, "--logfile", os.path.join(d, "redis.log"), "--daemonize", "no"]
+            if cluster:
+                argv += ["--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                         "--cluster-config-file", os.path.join(d, "nodes.conf"), "--cluster-node-timeout", "5000"]
+            self.procs.start(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ports.append(port)
+        for port in ports:
+            deadline = time.monotonic() + 10
+            while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True,
+                                 text=True).stdout.strip() != "PONG":
+                if time.monotonic() > deadline:
+                    raise BenchError(f"redis-server on {port} did not answer PING within 10 s")
+                time.sleep(0.05)
+        if cluster:
+            out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                                  "--cluster-yes"], capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise BenchError(f"redis-cli --cluster create: {out.stdout[-300:]} {out.stderr[-300:]}")
+            deadline = time.monotonic() + 60
+            while not all("cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(p), "CLUSTER", "INFO"],
+                                                                capture_output=True, text=True).stdout
+                          for p in ports):
+                if time.monotonic() > deadline:
+                    raise BenchError("the cluster did not reach cluster_state:ok within 60 s")
+                time.sleep(0.1)
+        return ports
+
+    def cluster_queues(self, ports):
+        """CLUSTER_QUEUES queue names, spread evenly over the masters (by the slot of their hash tag)."""
+        out = subprocess.run(["redis-cli", "-p", str(ports[0]), "CLUSTER", "SLOTS"], capture_output=True,
+                             text=True).stdout.split("\n")
+        # redis-cli prints each range as start, end, host, port, id on lines of their own.
+        ranges, i = [], 0
+        while i + 4 < len(out):
+            if out[i].strip().isdigit() and out[i + 1].strip().isdigit() and out[i + 3].strip().isdigit():
+                ranges.append((int(out[i]), int(out[i + 1]), int(out[i + 3])))
+                i += 5
+            else:
+                i += 1
+        per = self.CLUSTER_QUEUES // self.CLUSTER_MASTERS
+        chosen, count = [], {}
+        for k in range(100000):
+            q = f"cl{k}"
+            slot = key_slot(f"chunkd:{{{q}}}:stats")
+            owner = next((p for a, b, p in ranges if a <= slot <= b), None)
+            if owner is not None and count.get(owner, 0) < per:
+                count[owner] = count.get(owner, 0) + 1
+                chosen.append(q)
+            if len(chosen) == self.CLUSTER_QUEUES:
+                log(f"cluster: queues {', '.join(chosen)}, {per} on each master (ports {sorted(count)})")
+                return chosen
+        raise BenchError(f"no queue names spread over the masters (CLUSTER SLOTS: {ranges})")
+
+    def cluster_run(self, label, url, queues, n, path):
+        """Enqueues n items into each queue, then one echo worker and one collector per queue, all at once.
+        Returns the total items/s from the workers' start to the last collector's exit."""
+        env = child_env(url)
+        for q in queues:
+            p, logp = self.run_chunkd(f"{label}.enqueue.{q}", ["enqueue", "--queue", q, path], env, 600)
+            code, _, _ = self.procs.wait(p, 600)
+            self.check_exit("chunkd enqueue", code, logp)
+        t0 = time.monotonic()
+        started = []
+        for q in queues:
+            out = os.path.join(self.tmp, f"{label}.{q}.out")
+            started.append((q, out, self.run_chunkd(f"{label}.worker.{q}", ["worker", "--queue", q, "--handler",
+                                                                           "echo", "--exit-when-empty"], env, 600),
+                            self.run_chunkd(f"{label}.collect.{q}", ["collect", "--queue", q, "--until-done",
+                                                                     "--out", out], env, 600)))
+        try:
+            for q, out, (pw, logw), (pc, logc) in started:
+                code, _, _ = self.procs.wait(pw, 600)
+                self.check_exit(f"chunkd worker ({label}, {q})", code, logw)
+                code, _, _ = self.procs.wait(pc, 600)
+                self.check_exit(f"chunkd collect ({label}, {q})", code, logc)
+        finally:
+            for _, _, (pw, _), (pc, _) in started:
+                for p in (pw, pc):
+                    if p.returncode is None:
+                        self.procs.kill(p)
+        wall = time.monotonic() - t0
+        for q, out, _, _ in started:
+            problem = verify_results(out, n)
+            os.unlink(out)
+            if problem:
+                raise BenchError(f"{label} queue {q}: {problem}")
+        total = n * len(queues)
+        log(f"cluster: {label}: {len(queues)} queues x {fmt_int(n)} items: {wall:.2f} s, "
+            f"{fmt_int(total / wall)} items/s")
+        return total / wall
+
+    def case_cluster(self):
+        n, reps = self.a.cluster_items, self.a.cluster_reps
+        path = os.path.join(self.tmp, f"cluster-items-{n}.jsonl")
+        gen_items(path, n)
+        ports = self.start_cluster_nodes("cluster", self.CLUSTER_MASTERS, cluster=True)
+        queues = self.cluster_queues(ports)
+        cluster_url = "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+        single_port = self.start_cluster_nodes("single", 1, cluster=False)[0]
+        single_url = f"redis://127.0.0.1:{single_port}"
+        sides = {"cluster": [], "single": []}
+        for rep in range(reps):
+            order = [("cluster", cluster_url, ports), ("single", single_url, [single_port])]
+            for side, url, side_ports in order if rep % 2 == 0 else order[::-1]:
+                for port in side_ports:
+                    subprocess.run(["redis-cli", "-p", str(port), "FLUSHALL"], capture_output=True)
+                sides[side].append(self.cluster_run(f"{side}{rep + 1}", url, queues, n, path))
+        med = {side: statistics.median(v) for side, v in sides.items()}
+        ratio = med["cluster"] / med["single"]
+        self.rows += [
+            ("cluster", f"{len(queues)} queues on 3 shards, items/s (echo)", fmt_int(med["cluster"]), "", ""),
+            ("cluster", f"{len(queues)} queues on 1 redis-server, items/s", fmt_int(med["single"]), "", ""),
+            ("cluster", "3 shards / 1 server", f"{ratio:.2f}x", "", ""),
+        ]
+        self.sections.append(
+            f"cluster: {len(queues)} queues x {n} echo items, one worker and one collector per queue, all at once; "
+            f"{reps} alternating runs per side (total items/s from the workers' start to the last exit):\n"
+            + "\n".join(f"  {side:7}: " + ", ".join(fmt_int(x) for x in v) for side, v in sides.items()))
+        os.unlink(path)
+
     # -- reporting
     @staticmethod
     def verdict(value, target, higher):
@@ -1944,16 +2081,18 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
         return 1 if self.errors else 0
 
 
+CASES = ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd", "latency",
+         "cluster")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("chunkd", help="path to the chunkd binary")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
     ap.add_argument("--cases", default=os.environ.get("BENCH_CASES",
-                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd,latency"),
-                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd,"
-                         "latency (also "
-                         "BENCH_CASES)")
+                                                      ",".join(CASES)),
+                    help="comma-separated subset of " + ",".join(CASES) + " (also BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
     ap.add_argument("--million", type=int, help="items of the big worker run (1000000; quick 100000)")
@@ -1994,6 +2133,8 @@ def main():
     ap.add_argument("--latency-items", type=int, help="latency case: items per run (200000; quick 50000)")
     ap.add_argument("--latency-reps", type=int, help="latency case: alternating runs of each round trip (3; quick 1)")
     ap.add_argument("--latency-rtts", help="latency case: added round trips in ms, 0 first (0,2,10)")
+    ap.add_argument("--cluster-items", type=int, help="cluster case: items per queue (100000; quick 20000)")
+    ap.add_argument("--cluster-reps", type=int, help="cluster case: alternating runs of each side (3; quick 1)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -2021,10 +2162,11 @@ def main():
     a.latency_rtts = [int(x) for x in (a.latency_rtts or "0,2,10").split(",")]
     if a.latency_rtts[0] != 0:
         ap.error("--latency-rtts must start with 0 (direct)")
+    a.cluster_items = a.cluster_items or (20000 if q else 100000)
+    a.cluster_reps = a.cluster_reps or (1 if q else 3)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd",
-                     "latency"):
+        if c not in CASES:
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if a.baseline:

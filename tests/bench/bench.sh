@@ -5,6 +5,7 @@
 #   BENCH_QUICK=1 tests/bench/bench.sh build/chunkd          # smaller sizes, ~1.5 min
 #   BENCH_CASES=million tests/bench/bench.sh build/chunkd    # one case
 #   BENCH_CASES=http tests/bench/bench.sh build/chunkd       # the http handler vs wrk (nginx)
+#   BENCH_CASES=cluster tests/bench/bench.sh build/chunkd    # 6 queues on a 3-shard Redis Cluster vs one redis-server
 #
 # Prints a summary table and writes tests/bench/results.txt, throughput.dat and
 # throughput.png. Numbers are recorded, never asserted: exit 0 unless a run

@@ -7,6 +7,23 @@ returned as str (UTF-8, with surrogateescape so arbitrary bytes survive).
 import socket
 
 
+def key_slot(key):
+    """The Redis Cluster slot of a key: CRC16-XMODEM of its hash tag ({...}, when not empty) or of the whole key,
+    modulo 16384."""
+    data = key.encode() if isinstance(key, str) else key
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1:end]
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc % 16384
+
+
 class RedisError(Exception):
     """An error reply (-ERR ...) from the server."""
 
