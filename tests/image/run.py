@@ -19,6 +19,10 @@ with the host's network, so the containers reach it on 127.0.0.1 and their HTTP 
 - kube.batch_jobs_play: deploy/batch's two Jobs, rendered the same way (podman 4.3 plays no Job, so each Job's
   pod template is played as a Pod): the work pod starts first and waits for the queue's input, the enqueue pod
   pushes and seals it, and the work pod exits 0 with every item done.
+- compose.stack: docker/compose.yaml run with `podman run` commands generated from it (no podman-compose: it needs
+  a bridge network, which podman cannot make here), on the host network, with the test's redis-server and the
+  Debian prometheus binary in place of the Docker Hub images: enqueue, the workers, the collector's results files
+  (every id once), Prometheus scraping every worker with chunkd's rules loaded.
 
 Prints `PASS name (1.2s)`, `FAIL name: reason` or `SKIP name: reason` and ends with
 `check-image: N passed, N failed, N skipped`; fails when anything failed or nothing passed, and a -k that selects
@@ -400,12 +404,107 @@ def test_kube_batch_jobs_play(redis, tmp):
     check(processing_len(c, queue) == 0, "chunks left in processing lists")
 
 
+def compose_run_args(name, svc, redis_url, queue, extra_env=()):
+    """`podman run` arguments for a chunkd service of docker/compose.yaml, as compose would run it but on the host
+    network (podman here has no bridge network: netavark is missing): its environment with REDIS_URL and
+    CHUNKD_QUEUE pointed at the test's, read_only, cap_drop, security_opt and tmpfs as written."""
+    env = {**svc.get("environment", {}), "REDIS_URL": redis_url, "CHUNKD_QUEUE": queue, **dict(extra_env)}
+    args = ["--name", name, "--network", "host"]
+    for k, v in env.items():
+        args += ["-e", f"{k}={v}"]
+    if svc.get("read_only"):
+        args.append("--read-only")
+    for cap in svc.get("cap_drop", []):
+        args += ["--cap-drop", cap]
+    for opt in svc.get("security_opt", []):
+        args += ["--security-opt", opt]
+    for path in svc.get("tmpfs", []):
+        args += ["--tmpfs", path]
+    return args
+
+
+def test_compose_stack(redis, tmp):
+    """docker/compose.yaml's stack, run with plain `podman run` commands generated from it (podman-compose needs a
+    bridge network, which podman cannot make here): its workers and collector from the chunkd image with their
+    commands and hardening as written, the enqueue tool fed a file on stdin, and Prometheus (the Debian binary, with
+    docker/prometheus.yml and deploy/prometheus/rules.yaml) scraping the workers. Redis is the test's redis-server
+    (the compose file's image is on Docker Hub). Every id comes back once in the collector's results files, and
+    Prometheus sees every worker up with chunkd's metrics."""
+    import yaml  # python3-yaml (Debian)
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    run = uuid.uuid4().hex[:8]
+    queue = f"compose-{run}"
+    workers = sorted(n for n, svc in services.items() if svc.get("command", [None])[0] == "worker")
+    check(len(workers) >= 2, f"compose.yaml has workers {workers}")
+    ports = {w: free_port() for w in workers}
+    for w in workers:
+        name = f"chunkd-{w}-{run}"
+        extra = {"CHUNKD_HTTP_PORT": ports[w], "CHUNKD_HTTP_ADDR": "127.0.0.1"}  # one host network: a port each
+        engine("run", "-d", *compose_run_args(name, services[w], redis.url(), queue, extra.items()), IMAGE,
+               *services[w]["command"])
+        CLEANUP.append(lambda name=name: engine("rm", "-f", "-t", "0", name, check_rc=False))
+    results_dir = tmp / "results"
+    results_dir.mkdir()
+    results_dir.chmod(0o777)  # the collector runs as 10001
+    col = services["collector"]
+    col_name = f"chunkd-collector-{run}"
+    mount = col["volumes"][0].split(":")[1]  # results:/data
+    engine("run", "-d", *compose_run_args(col_name, col, redis.url(), queue), "-v", f"{results_dir}:{mount}:Z",
+           IMAGE, *col["command"])
+    CLEANUP.append(lambda: engine("rm", "-f", "-t", "0", col_name, check_rc=False))
+
+    prom_port, prom_dir = free_port(), tmp / "prometheus"
+    prom_dir.mkdir()
+    prom_cfg = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
+    prom_cfg["rule_files"] = [str(ROOT / "deploy" / "prometheus" / "rules.yaml")]
+    prom_cfg["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{ports[w]}" for w in workers]
+    prom_cfg["global"]["scrape_interval"] = "1s"
+    (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
+    with open(prom_dir / "log", "wb") as log:
+        prom = subprocess.Popen(["prometheus", f"--config.file={prom_dir / 'prometheus.yml'}",
+                                 f"--storage.tsdb.path={prom_dir / 'data'}",
+                                 f"--web.listen-address=127.0.0.1:{prom_port}"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    CLEANUP.append(lambda: (prom.terminate(), prom.wait(30)))
+
+    items = [{"id": i, "sleep_ms": 20} for i in range(1, 1001)]
+    enq = services["enqueue"]
+    engine("run", "--rm", "-i", *compose_run_args(f"chunkd-enqueue-{run}", enq, redis.url(), queue), IMAGE,
+           *enq["command"], input_text="".join(json.dumps(i) + "\n" for i in items))
+
+    def lines():
+        return [json.loads(x) for f in sorted(results_dir.glob("*.jsonl")) for x in f.read_text().splitlines()
+                if x.strip()]
+    wait_until(lambda: len(lines()) >= len(items), 90,
+               lambda: f"{len(items)} result lines in {results_dir} ({len(lines())}; logs: {container_logs(col_name)})")
+    assert_exactly_once(lines(), [i["id"] for i in items])
+
+    def prom_query(q):
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?query={urllib.request.quote(q)}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return json.load(resp)["data"]["result"]
+        except (OSError, ValueError, KeyError):
+            return []
+    want = len(workers)
+    wait_until(lambda: len([r for r in prom_query('up{job="chunkd"}') if r["value"][1] == "1"]) == want, 60,
+               lambda: f"Prometheus scraping {want} workers up ({prom_query('up')}; "
+                       f"log: {one_line((prom_dir / 'log').read_text()[-600:])})")
+    wait_until(lambda: prom_query("sum(chunkd_chunks_committed_total)"), 30, "chunkd's metrics in Prometheus")
+    committed = float(prom_query("sum(chunkd_chunks_committed_total)")[0]["value"][1])
+    check(committed > 0, f"Prometheus sees {committed} chunks committed")
+    rules = urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/rules", timeout=5).read()
+    check(b'"groups":[{' in rules, "Prometheus loaded no rule group from deploy/prometheus/rules.yaml")
+
+
 TESTS = [
     ("image.pipeline", test_image_pipeline),
     ("image.sigterm_drains", test_image_sigterm_drains),
     ("image.sigint_drains", test_image_sigint_drains),
     ("kube.dev_overlay_plays", test_kube_dev_overlay_plays),
     ("kube.batch_jobs_play", test_kube_batch_jobs_play),
+    ("compose.stack", test_compose_stack),
 ]
 
 
