@@ -149,8 +149,12 @@ static bool collect_done(const collect_progress_t *p, const atomic_bool *produce
     return p->sealed && collect_finished(p) >= p->enqueued;
 }
 
+/* Reads the seal, then the counters: every item of a queue seen sealed is counted in enqueued read after it. */
 static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *p)
 {
+    redisReply *sealed = rconn_command(c, "EXISTS %s", k->sealed);
+    if (sealed && sealed->type == REDIS_REPLY_INTEGER) p->sealed = sealed->integer == 1;
+    if (sealed) freeReplyObject(sealed);
     redisReply *r = rconn_command(c, "HMGET %s collected enqueued dead_chunk_items failed requeued_dead "
                                      "requeued_chunk_items", k->stats);
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
@@ -163,9 +167,6 @@ static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *
         if (p->failed_left < 0) p->failed_left = 0;
         if (p->dead_chunk_items_left < 0) p->dead_chunk_items_left = 0;
     }
-    if (r) freeReplyObject(r);
-    r = rconn_command(c, "EXISTS %s", k->sealed);
-    if (r && r->type == REDIS_REPLY_INTEGER) p->sealed = r->integer == 1;
     if (r) freeReplyObject(r);
 }
 

@@ -25,8 +25,11 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
 {
     keys_t keys, *k = &keys;
     keys_init(k, queue);
-    const char *cmds[][2] = {{"LLEN", k->pending}, {"XLEN", k->results}, {"LLEN", k->dead}, {"HGETALL", k->stats},
-                             {"EXISTS", k->paused}, {"EXISTS", k->sealed}};
+    /* The seal first: every item of a queue seen sealed is counted in the stats read after it. */
+    enum { SEALED, PENDING, RESULTS, DEAD, STATS, PAUSED };
+    const char *cmds[][2] = {[SEALED] = {"EXISTS", k->sealed}, [PENDING] = {"LLEN", k->pending},
+                             [RESULTS] = {"XLEN", k->results}, [DEAD] = {"LLEN", k->dead},
+                             [STATS] = {"HGETALL", k->stats},  [PAUSED] = {"EXISTS", k->paused}};
     enum { N_CMDS = sizeof cmds / sizeof cmds[0] };
     for (size_t i = 0; i < N_CMDS; i++) rconn_append_argv(c, 2, cmds[i], NULL);
     redisReply *r[N_CMDS] = {0};
@@ -43,25 +46,25 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
     if (rc == 0) {
         out = json_object();
         json_object_set_new(out, "queue", json_string(queue));
-        json_object_set_new(out, "paused", json_boolean(r[4]->integer > 0));
-        json_object_set_new(out, "pending", json_integer(r[0]->integer));
+        json_object_set_new(out, "paused", json_boolean(r[PAUSED]->integer > 0));
+        json_object_set_new(out, "pending", json_integer(r[PENDING]->integer));
         long long workers = 0, processing = lease_processing_chunks(c, queue, k, NULL, &workers);
         json_object_set_new(out, "processing", json_integer(processing > 0 ? processing : 0));
         json_object_set_new(out, "workers", json_integer(workers));
-        json_object_set_new(out, "results_backlog", json_integer(r[1]->integer));
-        json_object_set_new(out, "dead_list", json_integer(r[2]->integer));
+        json_object_set_new(out, "results_backlog", json_integer(r[RESULTS]->integer));
+        json_object_set_new(out, "dead_list", json_integer(r[DEAD]->integer));
         for (size_t i = 0; i < sizeof stat_fields / sizeof stat_fields[0]; i++)
             json_object_set_new(out, stat_fields[i], json_integer(0));
-        for (size_t i = 0; i + 1 < r[3]->elements; i += 2)
-            if (json_object_get(out, r[3]->element[i]->str))
-                json_object_set_new(out, r[3]->element[i]->str, json_integer(atoll(r[3]->element[i + 1]->str)));
+        for (size_t i = 0; i + 1 < r[STATS]->elements; i += 2)
+            if (json_object_get(out, r[STATS]->element[i]->str))
+                json_object_set_new(out, r[STATS]->element[i]->str, json_integer(atoll(r[STATS]->element[i + 1]->str)));
         /* stats "failed" counts every failure; a requeued item that then succeeded is no longer failed. The same
          * arithmetic as collect's (collect_read_stats). */
         long long left = field(out, "failed") + field(out, "dead_chunk_items") - field(out, "requeued_dead");
         json_object_set_new(out, "failed_left", json_integer(left > 0 ? left : 0));
         /* Sealed: the input is complete, so enqueued is the total; open: more items may come. */
-        json_object_set_new(out, "sealed", json_boolean(r[5]->integer > 0));
-        json_object_set_new(out, "total", r[5]->integer > 0 ? json_integer(field(out, "enqueued")) : json_null());
+        json_object_set_new(out, "sealed", json_boolean(r[SEALED]->integer > 0));
+        json_object_set_new(out, "total", r[SEALED]->integer > 0 ? json_integer(field(out, "enqueued")) : json_null());
     } else {
         LOG_LIMITED(LL_ERROR, "cannot read queue %s at %s: %s", queue, rconn_addr(c), why);
     }
