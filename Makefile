@@ -228,15 +228,17 @@ deploy-sync:
 	node tests/deploy/check.mjs --write-prometheusrule
 
 # The container image (Dockerfile; docker/README.md): podman, buildah and debootstrap make it without a registry.
-IMAGE_PACKAGES := podman buildah runc catatonit debootstrap uidmap netavark aardvark-dns slirp4netns fuse-overlayfs
+# python3-yaml: check-image reads docker/compose.yaml and turns the batch Jobs into Pods for kube play.
+IMAGE_PACKAGES := podman buildah runc catatonit debootstrap uidmap netavark aardvark-dns slirp4netns fuse-overlayfs \
+                  python3-yaml
 image-deps:
 	$(call install_missing,$(IMAGE_PACKAGES))
 
 image: image-deps
 	docker/image.sh
 
-# The image against a redis-server of its own (pipeline, non-root PID 1, SIGTERM/SIGINT drain) and
-# `podman kube play` of the dev overlay (tests/image/run.py).
+# The image against a redis-server of its own (pipeline, non-root PID 1, SIGTERM/SIGINT drain), `podman kube play`
+# of the dev overlay and of the batch Jobs, and docker/compose.yaml's stack with Prometheus (tests/image/run.py).
 check-image: deps image
 	tests/image/check-image.sh
 

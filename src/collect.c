@@ -141,14 +141,20 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
 }
 
 
+/* Done: every item of the queue is finished, and no more can come (the producer in this process is done, or the
+ * queue is sealed). */
 static bool collect_done(const collect_progress_t *p, const atomic_bool *producer_done)
 {
     if (producer_done) return atomic_load(producer_done) && collect_finished(p) >= p->enqueued;
-    return p->enqueued > 0 && collect_finished(p) >= p->enqueued;
+    return p->sealed && collect_finished(p) >= p->enqueued;
 }
 
+/* Reads the seal, then the counters: every item of a queue seen sealed is counted in enqueued read after it. */
 static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *p)
 {
+    redisReply *sealed = rconn_command(c, "EXISTS %s", k->sealed);
+    if (sealed && sealed->type == REDIS_REPLY_INTEGER) p->sealed = sealed->integer == 1;
+    if (sealed) freeReplyObject(sealed);
     redisReply *r = rconn_command(c, "HMGET %s collected enqueued dead_chunk_items failed requeued_dead "
                                      "requeued_chunk_items", k->stats);
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
@@ -177,6 +183,7 @@ typedef struct collect_run_state {
     collect_marker_t marker;
     char count[24], block[24];         /* XREADGROUP's COUNT and BLOCK */
     bool own_pending;                  /* first re-read entries this consumer took before a crash */
+    bool told_open;                    /* "the queue is not sealed" was logged (once) */
     bool show_bar;                     /* a progress bar for people: only with --until-done and a terminal on stderr */
     int64_t last_bar, last_log;        /* monotonic ms of the last progress bar and log line */
     progress_rate_t rate;
@@ -288,6 +295,11 @@ static bool collect_read_nothing(collect_run_state_t *st)
     if (st->mode == COLLECT_AVAILABLE) return true;
     if (st->mode != COLLECT_UNTIL_DONE) return false;
     collect_read_stats(st->c, &st->k, st->p);
+    if (!st->producer_done && !st->p->sealed && !st->told_open) {
+        st->told_open = true;
+        LOG(LL_INFO, "queue %s is not sealed: --until-done waits until its input is complete (an enqueue that "
+                     "reaches the end of its input seals it, or `chunkd seal --queue %s`)", st->s->queue, st->s->queue);
+    }
     return collect_done(st->p, st->producer_done);
 }
 
@@ -411,6 +423,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     snprintf(st.count, sizeof st.count, "%lld", s->collect_batch);
     snprintf(st.block, sizeof st.block, "%d", COLLECT_BLOCK_MS);
     int rc = collect_open(&st, err, errlen);
+    if (rc == 0 && mode == COLLECT_UNTIL_DONE) collect_read_stats(st.c, &st.k, p); /* sealed already? */
     if (rc == 0) rc = collect_batches(&st, err, errlen);
     else if (rc > 0) rc = 0; /* stopped while waiting for the marker */
     collect_close(&st);

@@ -21,7 +21,7 @@
 
 typedef enum {
     COLLECT_AVAILABLE,  /* write what the stream holds now, then return */
-    COLLECT_UNTIL_DONE, /* return once every enqueued item's result is written */
+    COLLECT_UNTIL_DONE, /* return once the queue is sealed and every enqueued item's result is written */
     COLLECT_FOLLOW,     /* return only when *stop is set */
 } collect_mode_t;
 
@@ -30,6 +30,7 @@ typedef struct collect_progress {
     long long collected; /* stats "collected" of the queue, after the last batch */
     long long enqueued;  /* stats "enqueued" of the queue, after the last batch */
     long long dead_chunk_items; /* stats "dead_chunk_items": items of chunks that went to dead unread (no result) */
+    bool sealed;         /* the queue is sealed (its input complete), as last read; --until-done waits for it */
     /* Read when collect_run returns: items that failed and were not requeued since (ok:false results and items of
      * dead chunks: stats failed + dead_chunk_items - requeued_dead), and of those, the dead chunks' items
      * (dead_chunk_items - requeued_chunk_items). */

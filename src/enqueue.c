@@ -36,8 +36,65 @@ static void enqueue_warn_finished(rconn_t *c, const keys_t *k, const char *queue
     if (r) freeReplyObject(r);
 }
 
+int enqueue_seal(rconn_t *c, const char *queue, bool seal, bool *was_sealed, long long *enqueued, char *err,
+                 size_t errlen)
+{
+    keys_t k;
+    keys_init(&k, queue);
+    const char *argv[] = {"EVAL", script_seal, "2", k.sealed, k.stats, seal ? "seal" : "open"};
+    redisReply *r = rconn_command_argv(c, 6, argv, NULL);
+    int rc = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        if (was_sealed) *was_sealed = r->element[0]->integer == 1;
+        if (enqueued) *enqueued = r->element[1]->integer;
+        rc = 0;
+    } else {
+        snprintf(err, errlen, "cannot %s queue %s at %s: %.300s", seal ? "seal" : "reopen", queue, rconn_addr(c),
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : rconn_error(c));
+    }
+    if (r) freeReplyObject(r);
+    return rc;
+}
+
+/* Says why a sealed queue takes nothing, into err. */
+static void enqueue_sealed_error(const char *queue, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "queue %s is sealed: its input was declared complete (by an enqueue that read its input "
+             "to the end, or chunkd seal), and --no-reopen refuses to add to it, so nothing was enqueued; drop "
+             "--no-reopen to add to it, or use a new --queue", queue);
+}
+
+/* Opens a sealed queue (--reopen, the default) or refuses it (--no-reopen). Returns 0, or -1 with the reason in
+ * err. */
+static int enqueue_check_open(rconn_t *c, const settings_t *s, const keys_t *k, enqueue_result_t *res, char *err,
+                              size_t errlen)
+{
+    if (s->reopen) {
+        bool was_sealed = false;
+        if (enqueue_seal(c, s->queue, false, &was_sealed, NULL, err, errlen)) return -1;
+        if (was_sealed)
+            LOG(LL_WARN, "queue %s was sealed: this enqueue adds to it (--no-reopen refuses instead); workers that "
+                         "already ended with --exit-when-empty do not see these items", s->queue);
+        return 0;
+    }
+    redisReply *r = rconn_command(c, "EXISTS %s", k->sealed);
+    int rc = 0;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        snprintf(err, errlen, "cannot read queue %s at %s: %.300s", s->queue, rconn_addr(c),
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : rconn_error(c));
+        rc = -1;
+    } else if (r->integer == 1) {
+        res->refused_sealed = true;
+        enqueue_sealed_error(s->queue, err, errlen);
+        rc = -1;
+    }
+    if (r) freeReplyObject(r);
+    return rc;
+}
+
 typedef struct enqueue_state {
     keys_t keys;
+    const char *queue;      /* borrowed: the settings' */
     rconn_t *conn;
     char run_id[20];        /* random prefix of this run's chunk ids */
     long long chunk_seq;
@@ -53,21 +110,25 @@ typedef struct enqueue_state {
 static int enqueue_send(enqueue_state_t *st, char *err, size_t errlen)
 {
     if (st->batch_n == 0) return 0;
-    size_t argc = 6 + st->batch_n;
+    enum { HEAD = 7 };
+    size_t argc = HEAD + st->batch_n;
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
     char items[24];
     snprintf(items, sizeof items, "%lld", st->batch_items);
-    const char *head[] = {"EVAL", script_enqueue, "2", st->keys.pending, st->keys.stats, items};
-    for (size_t i = 0; i < 6; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
-    for (size_t i = 0; i < st->batch_n; i++) argv[6 + i] = st->batch[i], lens[6 + i] = st->batch_lens[i];
+    const char *head[HEAD] = {"EVAL", script_enqueue, "3", st->keys.pending, st->keys.stats, st->keys.sealed, items};
+    for (size_t i = 0; i < HEAD; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
+    for (size_t i = 0; i < st->batch_n; i++) argv[HEAD + i] = st->batch[i], lens[HEAD + i] = st->batch_lens[i];
     int rc = -1;
     /* The script is atomic, so a lost reply is the only ambiguous case: the batch may or may not have been
      * pushed. Resending could enqueue it twice, so enqueue stops with an error instead. */
     redisReply *r = rconn_command_argv(st->conn, (int)argc, argv, lens);
     if (!r) snprintf(err, errlen, "Redis at %s failed during enqueue: %s (lines up to %lld were enqueued before this batch)",
                      rconn_addr(st->conn), rconn_error(st->conn), st->res->lines - st->batch_items);
-    else if (r->type == REDIS_REPLY_ERROR) snprintf(err, errlen, "enqueue failed: %.300s", r->str);
+    else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "SEALED", 6) == 0) { /* sealed since the start */
+        st->res->refused_sealed = true;
+        enqueue_sealed_error(st->queue, err, errlen);
+    } else if (r->type == REDIS_REPLY_ERROR) snprintf(err, errlen, "enqueue failed: %.300s", r->str);
     else rc = 0;
     if (r) freeReplyObject(r);
     if (rc == 0) {
@@ -149,13 +210,17 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
     else if (is_stdin) snprintf(res->rejects_path, sizeof res->rejects_path, "chunkd-rejected.jsonl");
     else snprintf(res->rejects_path, sizeof res->rejects_path, "%s.rejected", input_name);
 
-    enqueue_state_t st = {.res = res};
+    enqueue_state_t st = {.res = res, .queue = s->queue};
     keys_init(&st.keys, s->queue);
     unsigned char rnd[6];
     if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) memset(rnd, (int)clock_now_ms(), sizeof rnd);
     snprintf(st.run_id, sizeof st.run_id, "%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
     st.conn = rconn_new(s->redis_url, s->redis_timeout_ms);
     if (rconn_connect(st.conn, err, errlen)) {
+        rconn_free(st.conn);
+        return -1;
+    }
+    if (enqueue_check_open(st.conn, s, &st.keys, res, err, errlen)) {
         rconn_free(st.conn);
         return -1;
     }
@@ -217,6 +282,11 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
     }
     if (rc == 0) rc = enqueue_close_chunk(&st, err, errlen);
     if (rc == 0) rc = enqueue_send(&st, err, errlen);
+    /* The whole input is in: seal, so that workers with --exit-when-empty and collect --until-done can end. */
+    if (rc == 0 && got == 0 && !(stop && atomic_load(stop)) && s->seal) {
+        rc = enqueue_seal(st.conn, s->queue, true, NULL, &res->total, err, errlen);
+        res->sealed = rc == 0;
+    }
     if (repeated)
         LOG(LL_WARN, "%lld items repeat the id of an earlier line of %s", repeated, is_stdin ? "stdin" : input_name);
     idset_free(ids);

@@ -38,6 +38,7 @@ struct fetch {
     atomic_bool found_empty;
     atomic_bool connected;    /* for /readyz */
     atomic_bool queue_paused; /* fetch.lua found the queue paused (chunkd pause): for /readyz */
+    bool told_open;           /* --exit-when-empty: "the queue is not sealed" was logged (once) */
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
@@ -106,6 +107,15 @@ static bool fetch_others_idle(fetch_t *f)
     keys_processing(prefix, sizeof prefix, f->settings->queue, ""); /* this worker's id follows the prefix */
     const char *self = f->keys.processing + strlen(prefix);
     return lease_processing_chunks(f->conn, f->settings->queue, &f->keys, self, NULL) == 0;
+}
+
+/* True when the queue is sealed: its input is complete (false on an error: not sure). */
+static bool fetch_sealed(fetch_t *f)
+{
+    redisReply *r = rconn_command_argv(f->conn, 2, (const char *[]){"EXISTS", f->keys.sealed}, NULL);
+    bool sealed = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    if (r) freeReplyObject(r);
+    return sealed;
 }
 
 /* Sleeps up to ms, waking early when the fetcher is asked to stop. */
@@ -290,24 +300,38 @@ static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
     if (r) freeReplyObject(r);
 }
 
-/* Pending was empty. With --exit-when-empty the worker is done once it holds nothing and its processing list has no
- * orphans: poll briefly, so it exits as soon as its last chunk is committed. Otherwise orphans of a lost reply are
- * given back while this worker holds nothing, once per --fetch-block-ms (*last_reclaim_ms), and the next look waits
- * *poll_ms, doubled each time up to --fetch-block-ms. */
+/* Pending was empty. With --exit-when-empty the worker is done once the queue is sealed (its input complete), it
+ * holds nothing and no processing list has chunks: poll briefly, so it exits as soon as its last chunk is
+ * committed; while the queue is open it waits for the seal, looking again after *poll_ms (doubled up to
+ * --fetch-block-ms). Otherwise orphans of a lost reply are given back while this worker holds nothing, once per
+ * --fetch-block-ms (*last_reclaim_ms), and the next look waits *poll_ms, doubled each time up to --fetch-block-ms. */
 static void fetch_found_pending_empty(fetch_t *f, int64_t *poll_ms, int64_t *last_reclaim_ms)
 {
+    int64_t next_poll_ms = *poll_ms * 2 > f->settings->fetch_block_ms ? f->settings->fetch_block_ms : *poll_ms * 2;
     if (f->settings->exit_when_empty) {
+        bool sealed = true;
         if (window_held(f->window) == 0) {
             long long reclaimed = fetch_reclaim(f->conn, &f->keys);
-            /* Chunks held by other workers are not done yet: one of them may die, and its chunks come back
-             * here when its lease expires. */
-            /* Pending again last: a reaper may have moved a dead worker's chunks there since the fetch. */
-            if (reclaimed == 0 && fetch_others_idle(f) && fetch_pending_empty(f) &&
+            /* Sealed first: every chunk of a sealed queue was pushed before the seal, so pending, read after it,
+             * has them all. Chunks held by other workers are not done yet: one of them may die, and its chunks
+             * come back here when its lease expires. Pending again last: a reaper may have moved a dead worker's
+             * chunks there since the fetch. */
+            sealed = reclaimed != 0 || fetch_sealed(f);
+            if (!sealed && !f->told_open) {
+                f->told_open = true;
+                LOG(LL_INFO, "queue %s is empty but not sealed: --exit-when-empty waits until its input is complete "
+                             "(an enqueue that reaches the end of its input seals it, or `chunkd seal --queue %s`)",
+                    f->settings->queue, f->settings->queue);
+            }
+            if (reclaimed == 0 && sealed && fetch_others_idle(f) && fetch_pending_empty(f) &&
                 !atomic_exchange(&f->found_empty, true))
                 sig_wake(); /* the main thread polls worker_idle() in sig_wait(): it exits now */
             if (reclaimed != 0) fetch_pause(f, reclaimed < 0 ? 500 : 0);
         }
-        if (atomic_load(&f->found_empty)) fetch_pause(f, 200);
+        if (!sealed) { /* open: chunks may come at any time, like a worker without --exit-when-empty */
+            fetch_pause(f, *poll_ms);
+            *poll_ms = next_poll_ms;
+        } else if (atomic_load(&f->found_empty)) fetch_pause(f, 200);
         else if (window_held(f->window) == 0) fetch_pause(f, 20); /* others' chunks: look again soon */
         else window_wait_empty(f->window, clock_now_ms() + 20); /* back as soon as the last commit is done */
         return;
@@ -317,7 +341,7 @@ static void fetch_found_pending_empty(fetch_t *f, int64_t *poll_ms, int64_t *las
         *last_reclaim_ms = clock_now_ms();
     }
     fetch_pause(f, *poll_ms);
-    *poll_ms = *poll_ms * 2 > f->settings->fetch_block_ms ? f->settings->fetch_block_ms : *poll_ms * 2;
+    *poll_ms = next_poll_ms;
 }
 
 static void *fetch_main(void *arg)

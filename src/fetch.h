@@ -29,7 +29,8 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sc
 int fetch_start(fetch_t *f, char *err, size_t errlen);
 /* Stops fetching and waits for the thread (at most about one round trip). */
 void fetch_stop(fetch_t *f);
-/* True once a fetch found pending empty while the window was empty (for --exit-when-empty). */
+/* True once a fetch found the queue sealed and empty (pending and every processing list) while the window was empty
+ * (for --exit-when-empty). */
 bool fetch_found_empty(fetch_t *f);
 /* Whether the fetch connection is up (any thread; for /readyz). */
 bool fetch_connected(fetch_t *f);

@@ -20,6 +20,8 @@ typedef struct keys {
     char rate[KEYS_MAX];       /* hash: the shared rate limit's bucket and adaptive rate (ratelimit.lua) */
     char inflight[KEYS_MAX];   /* hash: worker id -> slots of --max-inflight-global it holds */
     char paused[KEYS_MAX];     /* string: while it exists, workers take no chunk (chunkd pause / resume) */
+    char sealed[KEYS_MAX];     /* string: while it exists, the input is complete (enqueue, chunkd seal): no chunk
+                                * is added, and --exit-when-empty / collect --until-done may end once it is done */
 } keys_t;
 
 #define KEYS_COLLECT_GROUP "chunkd-collect"
@@ -36,6 +38,7 @@ static inline void keys_init(keys_t *k, const char *queue)
     snprintf(k->rate, sizeof k->rate, "chunkd:{%s}:rate", queue);
     snprintf(k->inflight, sizeof k->inflight, "chunkd:{%s}:inflight", queue);
     snprintf(k->paused, sizeof k->paused, "chunkd:{%s}:paused", queue);
+    snprintf(k->sealed, sizeof k->sealed, "chunkd:{%s}:sealed", queue);
     k->processing[0] = '\0';
     k->lease[0] = '\0';
 }

@@ -63,6 +63,9 @@ static const command_t commands[] = {
      .summary = "Workers take no new chunk from the queue (they finish what they hold); /readyz says paused."},
     {.name = "resume", .bit = CMD_RESUME, .run = cmd_resume, .usage = "--queue Q",
      .summary = "Undo pause: workers take chunks again."},
+    {.name = "seal", .bit = CMD_SEAL, .run = cmd_seal, .usage = "--queue Q",
+     .summary = "Declare a queue's input complete (enqueue does this when its input ends, unless --no-seal):\n"
+                "workers with --exit-when-empty and collect --until-done end once it is done."},
     {.name = "dead", .bit = CMD_DEAD, .run = cmd_dead, .usage = "[options]",
      .summary = "List the failed items waiting in the dead list, with their reasons (--json: as stored)."},
 };

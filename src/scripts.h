@@ -16,5 +16,6 @@ extern const char script_ratelimit[];
 extern const char script_collector[];
 extern const char script_fetch[];
 extern const char script_purge[];
+extern const char script_seal[];
 
 #endif

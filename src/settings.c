@@ -81,6 +81,15 @@ static const setting_def_t setting_defs[] = {
      .def = "1048576", .min = 16, .max = 67108864, .cmds = CMD_ENQUEUE | CMD_RUN,
      .topic = T_QUEUE,
      .help = "longest input line accepted; longer lines are rejected"},
+    {.name = "seal", .env = "CHUNKD_SEAL", .type = ST_BOOL, .offset = OFF(seal), .def = "true", .cmds = CMD_ENQUEUE,
+     .topic = T_QUEUE,
+     .help = "seal the queue when the input ends (it is complete: workers with --exit-when-empty and "
+             "collect --until-done may finish); --no-seal keeps it open for more (then chunkd seal)"},
+    {.name = "reopen", .env = "CHUNKD_REOPEN", .type = ST_BOOL, .offset = OFF(reopen), .def = "true",
+     .cmds = CMD_ENQUEUE,
+     .topic = T_QUEUE,
+     .help = "add to a sealed queue (open while this enqueue runs, sealed again at its end); --no-reopen refuses "
+             "it (exit 2): a Job that must not enqueue its input twice"},
     {.name = "rejects", .env = "CHUNKD_REJECTS", .type = ST_STR, .offset = OFF(rejects), .cmds = CMD_ENQUEUE | CMD_RUN,
      .topic = T_QUEUE,
      .help = "file for rejected lines (default <input>.rejected, or chunkd-rejected.jsonl for stdin)"},
@@ -103,7 +112,8 @@ static const setting_def_t setting_defs[] = {
     {.name = "exit-when-empty", .env = "CHUNKD_EXIT_WHEN_EMPTY", .type = ST_BOOL, .offset = OFF(exit_when_empty),
      .def = "false", .cmds = CMD_WORKER,
      .topic = T_QUEUE,
-     .help = "exit 0 once pending is empty and nothing is in flight (Kubernetes Job mode)"},
+     .help = "exit 0 once the queue is sealed (its input complete), pending is empty and nothing is in flight "
+             "(Kubernetes Job mode); an open queue is waited for"},
     {.name = "include-item", .env = "CHUNKD_INCLUDE_ITEM", .type = ST_BOOL, .offset = OFF(include_item),
      .def = "false", .cmds = CMD_WORKER | CMD_RUN,
      .help = "each result line carries its input item as \"item\" (no join by id needed)"},

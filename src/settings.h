@@ -27,6 +27,7 @@ enum {
     CMD_PAUSE = 1 << 10,
     CMD_RESUME = 1 << 11,
     CMD_DEAD = 1 << 12,
+    CMD_SEAL = 1 << 13,
     CMD_ALL = ~0, /* every subcommand, a new one included: the Redis address, the queue, logging */
 };
 
@@ -43,6 +44,8 @@ typedef struct settings {
     long long chunk_size;   /* items per chunk */
     long long max_item_bytes;
     char *rejects;          /* NULL: derived from the input name */
+    bool seal;              /* seal the queue once the input is read to its end */
+    bool reopen;            /* add to a sealed queue (it is open while this enqueue runs); false: refuse it */
     /* worker (and run). */
     char *handler;
     long long sleep_ms;

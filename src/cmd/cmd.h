@@ -31,6 +31,7 @@ int cmd_purge(settings_t *s);
 int cmd_delete(settings_t *s);
 int cmd_pause(settings_t *s);
 int cmd_resume(settings_t *s);
+int cmd_seal(settings_t *s);
 
 /* Whether queue Q has any of its keys (stats, results, and with lists pending and dead; enqueue always writes
  * stats): 1 yes, 0 no (logs a warning that says so, naming the queue, and `chunkd queues`), -1 on a Redis error

@@ -1,4 +1,5 @@
-/* cmd_enqueue: `chunkd enqueue [FILE|-]`: JSON Lines to chunks on the pending list. */
+/* cmd_enqueue: `chunkd enqueue [FILE|-]`: JSON Lines to chunks on the pending list, sealing the queue at the end
+ * of the input (unless --no-seal); `chunkd seal`: seal a queue left open. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -25,13 +26,33 @@ int cmd_enqueue(settings_t *s)
     if (in != stdin) fclose(in);
     if (rc) {
         LOG(LL_ERROR, "%s", err);
-        return EXIT_RUNTIME;
+        return res.refused_sealed ? EXIT_USAGE : EXIT_RUNTIME;
     }
     LOG(LL_INFO, "enqueued %lld items in %lld chunks to queue %s from %s", res.items, res.chunks, s->queue,
         strcmp(input, "-") == 0 ? "stdin" : input);
+    if (res.sealed)
+        LOG(LL_INFO, "queue %s sealed: its input is complete, %lld items in all", s->queue, res.total);
+    else
+        LOG(LL_INFO, "queue %s left open (--no-seal): `chunkd seal --queue %s` once its input is complete",
+            s->queue, s->queue);
     if (res.rejected) {
         LOG(LL_WARN, "%lld lines rejected; they are in %s", res.rejected, res.rejects_path);
         return EXIT_REJECTED;
     }
     return 0;
+}
+
+int cmd_seal(settings_t *s)
+{
+    rconn_t *c = cmd_connect(s);
+    if (!c) return EXIT_RUNTIME;
+    char err[1024];
+    bool was_sealed = false;
+    long long total = 0;
+    int rc = enqueue_seal(c, s->queue, true, &was_sealed, &total, err, sizeof err);
+    if (rc) LOG(LL_ERROR, "%s", err);
+    else LOG(LL_INFO, "queue %s %s: its input is complete, %lld items in all", s->queue,
+             was_sealed ? "was sealed already" : "sealed", total);
+    rconn_free(c);
+    return rc ? EXIT_RUNTIME : 0;
 }

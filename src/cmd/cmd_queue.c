@@ -1,7 +1,7 @@
-/* cmd_queue: the small commands that manage queues as a whole: `queues` (every queue and its counts), `purge`
- * (drop pending chunks), `delete` (every key of a queue), `pause` and `resume` (the key chunkd:{Q}:paused, which
- * fetch.lua reads before it moves a chunk). purge and delete change nothing without --yes: they say what they
- * would remove and exit 2. */
+/* cmd_queue: the small commands that manage queues as a whole: `queues` (every queue and its counts, sealed or
+ * open), `purge` (drop pending chunks; a sealed queue stays sealed), `delete` (every key of a queue, its seal
+ * chunkd:{Q}:sealed included), `pause` and `resume` (the key chunkd:{Q}:paused, which fetch.lua reads before it moves
+ * a chunk). purge and delete change nothing without --yes: they say what they would remove and exit 2. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,8 +111,8 @@ int cmd_queues(settings_t *s)
     long n = queue_names(c, &names);
     int rc = n < 0 ? EXIT_RUNTIME : 0;
     if (n >= 0 && !s->json)
-        printf("%-24s %9s %9s %9s %9s %9s %9s %7s %s\n", "QUEUE", "PENDING", "RUNNING", "ENQUEUED", "DONE", "FAILED",
-               "DEAD", "WORKERS", "");
+        printf("%-24s %9s %9s %9s %9s %9s %9s %7s %-6s %s\n", "QUEUE", "PENDING", "RUNNING", "ENQUEUED", "DONE",
+               "FAILED", "DEAD", "WORKERS", "INPUT", "");
     if (n >= 0 && !s->json) printf("%-24s %9s %9s %9s %9s %9s %9s\n", "", "chunks", "chunks", "items", "items",
                                    "items", "entries");
     for (long i = 0; i < n; i++) {
@@ -123,9 +123,10 @@ int cmd_queues(settings_t *s)
             printf("%s\n", text);
             free(text);
         } else {
-            printf("%-24s %9lld %9lld %9lld %9lld %9lld %9lld %7lld %s\n", names[i], count(o, "pending"),
+            printf("%-24s %9lld %9lld %9lld %9lld %9lld %9lld %7lld %-6s %s\n", names[i], count(o, "pending"),
                    count(o, "processing"), count(o, "enqueued"), count(o, "done"), count(o, "failed_left"),
                    count(o, "dead_list"), count(o, "workers"),
+                   json_is_true(json_object_get(o, "sealed")) ? "sealed" : "open",
                    json_is_true(json_object_get(o, "paused")) ? "paused" : "");
         }
         json_decref(o);
@@ -241,8 +242,8 @@ int cmd_delete(settings_t *s)
         rc = EXIT_USAGE;
     } else if (!s->yes) {
         fprintf(stderr, "chunkd delete: would remove every key of queue %s (chunkd:{%s}:*): %lld pending and %lld "
-                        "running chunks, %lld results not collected, %lld dead records and the counters. Give --yes "
-                        "to do it.\n", s->queue, s->queue, count(o, "pending"), count(o, "processing"),
+                        "running chunks, %lld results not collected, %lld dead records, the counters and the seal. "
+                        "Give --yes to do it.\n", s->queue, s->queue, count(o, "pending"), count(o, "processing"),
                 count(o, "results_backlog"), count(o, "dead_list"));
         rc = EXIT_USAGE;
     } else {

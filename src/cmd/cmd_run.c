@@ -328,6 +328,8 @@ static int run_resume_queue_idle(const settings_t *s)
 
 int cmd_run(settings_t *s)
 {
+    /* The private queue (or --queue on REDIS_URL, which --resume reopens) is sealed once the input is in. */
+    s->seal = s->reopen = true;
     run_state_t st = {.settings = s};
     atomic_init(&st.stop, false);
     atomic_init(&st.enqueue_done, false);

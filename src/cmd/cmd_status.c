@@ -25,8 +25,11 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
 {
     keys_t keys, *k = &keys;
     keys_init(k, queue);
-    const char *cmds[][2] = {{"LLEN", k->pending}, {"XLEN", k->results}, {"LLEN", k->dead}, {"HGETALL", k->stats},
-                             {"EXISTS", k->paused}};
+    /* The seal first: every item of a queue seen sealed is counted in the stats read after it. */
+    enum { SEALED, PENDING, RESULTS, DEAD, STATS, PAUSED };
+    const char *cmds[][2] = {[SEALED] = {"EXISTS", k->sealed}, [PENDING] = {"LLEN", k->pending},
+                             [RESULTS] = {"XLEN", k->results}, [DEAD] = {"LLEN", k->dead},
+                             [STATS] = {"HGETALL", k->stats},  [PAUSED] = {"EXISTS", k->paused}};
     enum { N_CMDS = sizeof cmds / sizeof cmds[0] };
     rconn_route(c, k->stats); /* a cluster's node of this queue (queues reads several), before the pipeline */
     for (size_t i = 0; i < N_CMDS; i++) rconn_append_argv(c, 2, cmds[i], NULL);
@@ -44,22 +47,25 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
     if (rc == 0) {
         out = json_object();
         json_object_set_new(out, "queue", json_string(queue));
-        json_object_set_new(out, "paused", json_boolean(r[4]->integer > 0));
-        json_object_set_new(out, "pending", json_integer(r[0]->integer));
+        json_object_set_new(out, "paused", json_boolean(r[PAUSED]->integer > 0));
+        json_object_set_new(out, "pending", json_integer(r[PENDING]->integer));
         long long workers = 0, processing = lease_processing_chunks(c, queue, k, NULL, &workers);
         json_object_set_new(out, "processing", json_integer(processing > 0 ? processing : 0));
         json_object_set_new(out, "workers", json_integer(workers));
-        json_object_set_new(out, "results_backlog", json_integer(r[1]->integer));
-        json_object_set_new(out, "dead_list", json_integer(r[2]->integer));
+        json_object_set_new(out, "results_backlog", json_integer(r[RESULTS]->integer));
+        json_object_set_new(out, "dead_list", json_integer(r[DEAD]->integer));
         for (size_t i = 0; i < sizeof stat_fields / sizeof stat_fields[0]; i++)
             json_object_set_new(out, stat_fields[i], json_integer(0));
-        for (size_t i = 0; i + 1 < r[3]->elements; i += 2)
-            if (json_object_get(out, r[3]->element[i]->str))
-                json_object_set_new(out, r[3]->element[i]->str, json_integer(atoll(r[3]->element[i + 1]->str)));
+        for (size_t i = 0; i + 1 < r[STATS]->elements; i += 2)
+            if (json_object_get(out, r[STATS]->element[i]->str))
+                json_object_set_new(out, r[STATS]->element[i]->str, json_integer(atoll(r[STATS]->element[i + 1]->str)));
         /* stats "failed" counts every failure; a requeued item that then succeeded is no longer failed. The same
          * arithmetic as collect's (collect_read_stats). */
         long long left = field(out, "failed") + field(out, "dead_chunk_items") - field(out, "requeued_dead");
         json_object_set_new(out, "failed_left", json_integer(left > 0 ? left : 0));
+        /* Sealed: the input is complete, so enqueued is the total; open: more items may come. */
+        json_object_set_new(out, "sealed", json_boolean(r[SEALED]->integer > 0));
+        json_object_set_new(out, "total", r[SEALED]->integer > 0 ? json_integer(field(out, "enqueued")) : json_null());
     } else {
         LOG_LIMITED(LL_ERROR, "cannot read queue %s at %s: %s", queue, rconn_addr(c), why);
     }
@@ -83,16 +89,25 @@ static const char *status_unit(const char *key)
     return "items";
 }
 
-/* Every enqueued item is finished: done, failed or in a chunk that went to dead unread. */
+/* The queue is sealed and every enqueued item is finished: done, failed or in a chunk that went to dead unread. */
 static bool status_done(const json_t *out)
 {
     long long finished = field(out, "done") + field(out, "failed") + field(out, "dead_chunk_items");
-    return field(out, "enqueued") > 0 && finished >= field(out, "enqueued") && field(out, "pending") == 0 &&
-           field(out, "processing") == 0;
+    return json_is_true(json_object_get(out, "sealed")) && finished >= field(out, "enqueued") &&
+           field(out, "pending") == 0 && field(out, "processing") == 0;
+}
+
+/* "sealed, N items" or "open (more items may come)", into buf. */
+static const char *status_input(const json_t *out, char *buf, size_t buflen)
+{
+    if (json_is_true(json_object_get(out, "sealed"))) snprintf(buf, buflen, "sealed, %lld items", field(out, "total"));
+    else snprintf(buf, buflen, "open (not sealed: more items may come)");
+    return buf;
 }
 
 static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate, bool watch, bool tty)
 {
+    char input[64];
     /* Items of chunks that went to dead unread are finished too: they will get no result. */
     long long finished = field(out, "done") + field(out, "failed") + field(out, "dead_chunk_items");
     long long total = field(out, "enqueued");
@@ -106,17 +121,19 @@ static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate
             progress_format(line, sizeof line, finished, total, per_s, tty ? 40 : 0);
             if (tty) {
                 printf("\033[H\033[2J");
-                printf("chunkd queue %s%s\n\n  %s\n\n", s->queue,
-                       json_is_true(json_object_get(out, "paused")) ? " (paused)" : "", line);
+                printf("chunkd queue %s%s: %s\n\n  %s\n\n", s->queue,
+                       json_is_true(json_object_get(out, "paused")) ? " (paused)" : "",
+                       status_input(out, input, sizeof input), line);
                 printf("  in flight %lld chunks   pending %lld chunks   failed %lld items   dead %lld   workers %lld\n",
                        field(out, "processing"), field(out, "pending"), field(out, "failed_left"), field(out, "dead_list"),
                        field(out, "workers"));
                 printf("  results not yet collected %lld   collected %lld\n", field(out, "results_backlog"),
                        field(out, "collected"));
             } else {
-                printf("%s  failed %lld  dead %lld  in flight %lld chunks  workers %lld%s\n", line,
+                printf("%s  failed %lld  dead %lld  in flight %lld chunks  workers %lld%s%s\n", line,
                        field(out, "failed_left"), field(out, "dead_list"), field(out, "processing"),
-                       field(out, "workers"), json_is_true(json_object_get(out, "paused")) ? "  paused" : "");
+                       field(out, "workers"), json_is_true(json_object_get(out, "paused")) ? "  paused" : "",
+                       json_is_true(json_object_get(out, "sealed")) ? "" : "  open");
             }
             fflush(stdout);
             return;
@@ -129,7 +146,8 @@ static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate
     } else {
         const char *key;
         json_t *v;
-        printf("queue %s%s\n", s->queue, json_is_true(json_object_get(out, "paused")) ? " (paused)" : "");
+        printf("queue %s%s: %s\n", s->queue, json_is_true(json_object_get(out, "paused")) ? " (paused)" : "",
+               status_input(out, input, sizeof input));
         json_object_foreach(out, key, v) {
             if (json_is_integer(v))
                 printf("  %-16s %lld %s\n", key, (long long)json_integer_value(v), status_unit(key));

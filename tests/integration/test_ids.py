@@ -99,6 +99,7 @@ def test_hand_built_chunk_per_contract(ctx):
              (4, "null"), ("bad", "{not json")]
     chunk = {"v": 1, "chunk": "hand-built-1", "items": [{"id": i, "item": text} for i, text in items]}
     ctx.r.execute("LPUSH", ctx.key("pending"), json.dumps(chunk))
+    ctx.r.execute("SET", ctx.key("sealed"), "1")  # the contract: a producer seals the queue when its input is in
     worker = ctx.spawn("worker", "--queue", ctx.queue, "--handler", "echo", "--exit-when-empty")
     worker.wait(15, expect_rc=0)
     check(ctx.stat("dead_chunks") == 0, f"hand-built chunk went to dead: {ctx.dead_entries()}")

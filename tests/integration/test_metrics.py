@@ -216,9 +216,11 @@ def test_status_watch(ctx):
     done = [r["done"] for r in rows]
     check(done == sorted(done), f"done went backwards across status lines: {done}")
     check(any(r["items_per_s"] > 0 for r in rows), "status --watch never showed a rate above 0")
-    # The plain form: "queue Q" then one "  name value unit" line per counter, the same counters as --json.
+    # The plain form: "queue Q: sealed, N items" then one "  name value unit" line per counter, the same counters
+    # as --json.
     plain = ctx.run("status", "--queue", ctx.queue).stdout().splitlines()
-    check(plain and plain[0] == f"queue {ctx.queue}", f"plain status does not start with the queue: {plain[:2]}")
+    check(plain and plain[0] == f"queue {ctx.queue}: sealed, 3000 items",
+          f"plain status does not start with the queue: {plain[:2]}")
     fields = {}
     for line in plain[1:]:
         name, _, value = line.strip().partition(" ")

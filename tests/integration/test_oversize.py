@@ -96,6 +96,7 @@ def test_chunk_bytes_boundary_and_whole_dead_record(ctx):
     check(len(exact) == cap and len(over) == cap + 1, "test data sizes")
     ctx.r.execute("LPUSH", ctx.key("pending"), exact)
     ctx.r.execute("LPUSH", ctx.key("pending"), over)
+    ctx.r.execute("SET", ctx.key("sealed"), "1")  # a hand producer seals its queue (README, data contract)
     worker = ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--max-chunk-bytes", cap,
                      "--exit-when-empty", timeout=30)
     check(sorted(r["id"] for r in ctx.stream_results()) == ["exact-0", "exact-1", "exact-2"],
@@ -116,6 +117,7 @@ def test_unreadable_chunk_dead_record_whole(ctx):
     """Junk under --max-chunk-bytes but over the old 64 KiB cut goes to dead with all of its text."""
     junk = "<" + "j" * 100000 + ">"
     ctx.r.execute("LPUSH", ctx.key("pending"), junk)
+    ctx.r.execute("SET", ctx.key("sealed"), "1")  # a hand producer seals its queue (README, data contract)
     ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--exit-when-empty", timeout=30)
     dead = ctx.dead_entries()
     check(len(dead) == 1 and dead[0].get("raw") == junk and dead[0].get("bytes") == len(junk)
