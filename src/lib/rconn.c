@@ -416,15 +416,28 @@ static void *rconn_send(rconn_t *c, const rconn_cmd_t *cmd)
 }
 
 /* Sends one command and follows Redis Cluster redirections: a MOVED or ASK reply means the command did not run,
- * so it is sent again at the node named (after ASKING, for ASK), at most RCONN_REDIRECTS_MAX times. */
+ * so it is sent again at the node named (after ASKING, for ASK), at most RCONN_REDIRECTS_MAX times. TRYAGAIN (a
+ * multi-key command while the slot migrates, or at an ASK target that has some of the keys) did not run either: it
+ * is sent again from the start after a pause, for at most the command timeout, so a one-shot command waits out a
+ * short migration instead of failing. */
 static redisReply *rconn_send_following(rconn_t *c, const rconn_cmd_t *cmd)
 {
     redisReply *r = rconn_check(c, rconn_send(c, cmd));
-    for (int hops = 0; c->cluster && r && r->type == REDIS_REPLY_ERROR && hops < RCONN_REDIRECTS_MAX; hops++) {
-        rcluster_redirect_t how = rcluster_redirect(c->cluster, r->str, true);
-        if (how == RCLUSTER_NONE) break;
+    int64_t give_up_ms = clock_now_ms() + c->timeout_ms;
+    long long pause_ms = 20;
+    for (int hops = 0; c->cluster && r && r->type == REDIS_REPLY_ERROR && hops < RCONN_REDIRECTS_MAX;) {
+        bool again = strncmp(r->str, "TRYAGAIN", 8) == 0 && clock_now_ms() + pause_ms < give_up_ms;
+        rcluster_redirect_t how = again ? RCLUSTER_NONE : rcluster_redirect(c->cluster, r->str, true);
+        if (how == RCLUSTER_NONE && !again) break;
         LOG(LL_DEBUG, "Redis Cluster at %s: %.200s", c->addr, r->str);
         freeReplyObject(r);
+        if (again) {
+            struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            pause_ms = pause_ms * 2 > 500 ? 500 : pause_ms * 2;
+        } else {
+            hops++;
+        }
         if (rconn_connect(c, NULL, 0)) return NULL;
         const char *asking[] = {"ASKING"};
         if (how == RCLUSTER_ASK && rconn_setup_cmd(c, "ASKING", 1, asking)) {

@@ -12,6 +12,7 @@ tests after it, with one master fewer replicas.
 
 import atexit
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -280,11 +281,20 @@ def test_cluster_acl_recipe_users_without_the_cluster_slots_right(ctx):
     check(st["done"] == 50, f"status as the operator: {st}")
 
 
+def _asking_calls(node):
+    """How many ASKING commands the node has served (INFO commandstats)."""
+    info = node.call("INFO", "commandstats")
+    m = re.search(r"cmdstat_asking:calls=(\d+)", info if isinstance(info, str) else info.decode())
+    return int(m.group(1)) if m else 0
+
+
 def test_cluster_ask_during_a_slot_migration(ctx):
     """A slot being migrated (CLUSTER SETSLOT MIGRATING/IMPORTING) whose keys already moved: the source node answers
-    ASK, chunkd sends ASKING and the command to the target. An enqueue straight at the source mid-migration puts its
-    chunks on the target. The migration is then finished (SETSLOT NODE); a worker and a collector give every id of
-    both enqueues once."""
+    ASK, chunkd sends ASKING and the command to the target. An enqueue straight at the source mid-migration reopens
+    the sealed queue there (ASK), then its enqueue script, which names the sealed key it just deleted, gets TRYAGAIN
+    at the target (a multi-key command with a key missing while the slot imports): chunkd sends it again after a
+    pause until the migration is finished (SETSLOT NODE), and its chunks are on the target. A worker and a collector
+    then give every id of both enqueues once."""
     cl = cluster()
     q = next(iter(cl.queues_on_masters(ctx.queue).values()))
     url = cl.url(cl.seed_for(q))
@@ -295,17 +305,25 @@ def test_cluster_ask_during_a_slot_migration(ctx):
     source_id, target_id = source.call("CLUSTER", "MYID"), target.call("CLUSTER", "MYID")
     check(target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id) == "OK", "IMPORTING")
     check(source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id) == "OK", "MIGRATING")
+    enq = None
     try:
         keys = source.call("CLUSTER", "GETKEYSINSLOT", slot, 1000)
         check(source.call("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys) == "OK", "MIGRATE")
         check(source.call("CLUSTER", "COUNTKEYSINSLOT", slot) == 0, "keys left on the source")
-        # Straight at the source: ASK, then ASKING and the enqueue script at the target.
-        _enqueue(ctx, cl.url(source.port), q, range(10, 30), name="during.jsonl")
-        check(target.call_asking("LLEN", f"chunkd:{{{q}}}:pending") == 3,
-              "the chunks enqueued mid-migration are not on its target")
+        # Straight at the source: ASK, then ASKING and the scripts at the target; TRYAGAIN until the slot is moved.
+        asked = _asking_calls(target)
+        path = ctx.write_jsonl("during.jsonl", [{"id": i, "sleep_ms": 0} for i in range(10, 30)])
+        enq = ctx.spawn("enqueue", "--queue", q, "--chunk-size", 10, "--redis-timeout-ms", 20000, path,
+                        url=cl.url(source.port))
+        wait_until(lambda: _asking_calls(target) >= asked + 2 or not enq.alive(), 30,
+                   lambda: f"the enqueue following ASK to the target ({enq.describe()})")
+        check(enq.alive(), f"the enqueue ended while the slot was still migrating: {enq.describe()}")
     finally:
         for node in cl.live():
             node.try_call("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    enq.wait(30, expect_rc=0)
+    check(target.call("LLEN", f"chunkd:{{{q}}}:pending") == 3,
+          "the chunks enqueued mid-migration are not on its target")
     cl.wait_ok()
     ctx.run("worker", "--queue", q, "--handler", "echo", "--exit-when-empty", timeout=60, url=url)
     out = ctx.path("out.jsonl")
