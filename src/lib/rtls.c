@@ -80,6 +80,13 @@ static int rtls_on_ticket(SSL *ssl, SSL_SESSION *session)
     return 0;
 }
 
+/* An encrypted private key is refused instead of OpenSSL asking for its pass phrase on the terminal. */
+static int rtls_no_pass_phrase(char *buf, int size, int rwflag, void *arg)
+{
+    (void)buf, (void)size, (void)rwflag, (void)arg;
+    return 0;
+}
+
 rtls_ctx_t *rtls_ctx_new(const rtls_opts_t *o, char *err, size_t errlen)
 {
     ERR_clear_error();
@@ -90,6 +97,7 @@ rtls_ctx_t *rtls_ctx_new(const rtls_opts_t *o, char *err, size_t errlen)
     }
     SSL_CTX_set_min_proto_version(sc, TLS1_2_VERSION);
     SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_default_passwd_cb(sc, rtls_no_pass_phrase);
     char what[4200];
     if (o->ca_file ? SSL_CTX_load_verify_locations(sc, o->ca_file, NULL) != 1
                    : SSL_CTX_set_default_verify_paths(sc) != 1) {

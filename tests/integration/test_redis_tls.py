@@ -228,7 +228,8 @@ def test_mutual_tls(ctx):
 
 
 def test_tls_files_checked_at_start(ctx):
-    """A TLS file that cannot be read, or a certificate without its key: exit 2 at once, naming the flag and path."""
+    """A TLS file that cannot be read, a certificate without its key, a key that does not match it, an encrypted
+    key (never a pass phrase prompt): exit 2 at once, naming the flag or file and its path."""
     server, certs = _setup(ctx)
     missing = ctx.tmp / "no-such-ca.pem"
     proc = ctx.run("status", "--queue", ctx.queue, "--redis-ca-file", missing, redis="flag", url=server.url(),
@@ -244,6 +245,11 @@ def test_tls_files_checked_at_start(ctx):
     check(f"client key file {certs / 'server.key'}" in proc.stderr(),
           f"stderr: {one_line(proc.stderr())}")
     check("PRIVATE KEY" not in proc.stderr(), "key material in the error")
+    _openssl(certs, "pkey", "-in", "client.key", "-aes256", "-passout", "pass:secret", "-out", "client-enc.key")
+    proc = ctx.run("status", "--queue", ctx.queue, *_ca(certs), "--redis-cert-file", certs / "client.pem",
+                   "--redis-key-file", certs / "client-enc.key", redis="flag", url=server.url(), expect_rc=2)
+    check(f"client key file {certs / 'client-enc.key'}: no usable private key" in proc.stderr(),
+          f"an encrypted key: stderr {one_line(proc.stderr())}")
 
 
 def _per_connection_excess(pid, client, own_id):
