@@ -8,7 +8,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       gcc libc6-dev make pkg-config binutils \
-      libhiredis-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev \
+      libhiredis-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -24,7 +24,7 @@ FROM debian:bookworm-slim
 # a mounted volume (docker/compose.yaml).
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      libhiredis0.14 libjansson4 libcurl4 libmicrohttpd12 ca-certificates \
+      libhiredis0.14 libjansson4 libcurl4 libmicrohttpd12 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && echo 'chunkd:x:10001:10001:chunkd:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'chunkd:x:10001:' >> /etc/group \

@@ -1,7 +1,7 @@
 # chunkd: see README.md. `make run` and `make test` install missing Debian packages first.
 CC       ?= cc
 VERSION  := 0.1.0
-PKGS     := hiredis jansson libcurl libmicrohttpd
+PKGS     := hiredis jansson libcurl libmicrohttpd openssl
 # Recursively expanded, so pkg-config runs after `deps` has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -19,14 +19,14 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -D_GNU_SOURCE -DCHUNKD_VERSION='"$(VERSION)"' $(S
 LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
 BUILD    ?= build
 
-DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev redis-server \
-                redis-tools python3 libmicrohttpd-dev prometheus \
+DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev libssl-dev \
+                redis-server redis-tools python3 libmicrohttpd-dev prometheus \
                 valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl tmux
 
 # The data path (src/): enqueue -> fetch -> scheduler on loop -> handler -> commit -> collect.
 SRCS_PIPELINE := main.c settings.c enqueue.c chunk.c fetch.c window.c scheduler.c loop.c work.c result.c commit.c \
                  commit_round.c collect.c tally.c lastonly.c sink.c worker.c lease.c ratelimit.c ratelimit_math.c metrics.c httpd.c
-SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c idset.c rconn.c rcluster.c redis_url.c proctab.c children.c progress.c
+SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c idset.c rconn.c rcluster.c rtls.c redis_url.c proctab.c children.c progress.c
 SRCS_HANDLER  := handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c \
                  keeper.c breaker.c
 SRCS_CMD      := cmd.c cmd_queue.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c cmd_dead.c \
@@ -52,7 +52,7 @@ UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 UNIT_exec_proto := exec_proto.c dynbuf.c xalloc.c
 UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
-UNIT_cmd        := cmd.c sig.c rconn.c rcluster.c log.c redis_url.c xalloc.c tally.c
+UNIT_cmd        := cmd.c sig.c rconn.c rcluster.c rtls.c log.c redis_url.c xalloc.c tally.c
 UNIT_tally      := tally.c xalloc.c
 UNIT_lastonly   := lastonly.c xalloc.c
 UNIT_commit_script :=
@@ -303,7 +303,7 @@ fuzz-ci: fuzz-deps
 
 # The linters are Debian packages too (installed like the other targets' tools), and a linter that is missing or
 # fails to run fails the target: its output is not only grepped for findings.
-LINT_PACKAGES := clang-tidy cppcheck libhiredis-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev pkg-config
+LINT_PACKAGES := clang-tidy cppcheck libhiredis-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config
 lint-deps:
 	$(call install_missing,$(LINT_PACKAGES))
 

@@ -18,6 +18,8 @@
 #include "cmd.h"
 #include "keeper.h"
 #include "log.h"
+#include "rconn.h"
+#include "redis_url.h"
 #include "settings.h"
 #include "sig.h"
 
@@ -115,6 +117,43 @@ static int std_fds_open(void)
     return closed;
 }
 
+/* rediss://: checks that each TLS file given can be read (naming its flag), then sets rconn's process-wide TLS
+ * settings; before any thread starts. Nothing to do for another address (the flags then only draw a warning).
+ * Returns 0, or -1 with err. */
+static int redis_tls_init(const settings_t *s, char *err, size_t errlen)
+{
+    redis_url_t url;
+    char uerr[256];
+    bool tls = s->redis_url && redis_url_parse(s->redis_url, &url, uerr, sizeof uerr) == 0 && url.tls;
+    bool flags = s->redis_ca_file || s->redis_cert_file || s->redis_tls_insecure;
+    if (!tls) {
+        if (flags) LOG(LL_WARN, "the Redis address is not rediss://: --redis-ca-file, --redis-cert-file, "
+                                "--redis-key-file and --redis-tls-insecure are ignored");
+        return 0;
+    }
+    const struct { const char *flag, *path; } files[] = {
+        {"--redis-ca-file", s->redis_ca_file}, {"--redis-cert-file", s->redis_cert_file},
+        {"--redis-key-file", s->redis_key_file}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        FILE *f = files[i].path ? fopen(files[i].path, "r") : NULL;
+        if (files[i].path && !f) {
+            snprintf(err, errlen, "cannot read %s %s: %s", files[i].flag, files[i].path, strerror(errno));
+            return -1;
+        }
+        if (f) fclose(f);
+    }
+    rtls_opts_t opts = {.ca_file = s->redis_ca_file, .cert_file = s->redis_cert_file, .key_file = s->redis_key_file,
+                        .insecure = s->redis_tls_insecure};
+    if (rconn_tls_init(&opts, uerr, sizeof uerr)) {
+        snprintf(err, errlen, "Redis TLS settings: %s", uerr);
+        return -1;
+    }
+    if (s->redis_tls_insecure)
+        LOG(LL_WARN, "--redis-tls-insecure: the Redis server's certificate and name are not verified; the traffic is "
+                     "encrypted, but anyone on the path can pose as the server");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* The exec handler runs each subprocess under chunkd itself as its keeper (keeper.h), before anything else. */
@@ -180,6 +219,12 @@ int main(int argc, char **argv)
         settings_free(&s);
         return EXIT_RUNTIME;
     }
+    if (redis_tls_init(&s, err, sizeof err)) { /* before any thread */
+        fprintf(stderr, "chunkd %s: %s\n", cmd->name, err);
+        settings_free(&s);
+        curl_global_cleanup();
+        return EXIT_USAGE;
+    }
     /* Before any other thread: the reaper takes SIGCHLD, blocked from here on in every thread. */
     if (children_start(err, sizeof err))
         LOG(LL_WARN, "%s; exited children that chunkd did not start stay zombies", err);
@@ -187,6 +232,7 @@ int main(int argc, char **argv)
     cmd_cluster_key(&s); /* before any thread: each connection to a Redis Cluster goes to this queue's node */
     int rc = cmd->run(&s);
     children_stop();
+    rconn_tls_cleanup();
     settings_free(&s);
     curl_global_cleanup();
     return rc;

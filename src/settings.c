@@ -51,8 +51,8 @@ typedef struct setting_def {
 static const setting_def_t setting_defs[] = {
     {.name = "redis", .env = "REDIS_URL", .type = ST_STR, .offset = OFF(redis_url), .cmds = CMD_ALL, .secret = true,
      .topic = T_REDIS,
-     .help = "Redis address: redis://[user:password@]host[:port][/db] or unix:///path[?db=N] (run: a private server "
-             "when unset)"},
+     .help = "Redis address: redis://[user:password@]host[:port][/db], rediss://... (TLS) or unix:///path[?db=N] "
+             "(run: a private server when unset)"},
     {.name = "queue", .env = "CHUNKD_QUEUE", .type = ST_STR, .offset = OFF(queue), .def = "default", .cmds = CMD_ALL,
      .topic = T_QUEUE,
      .help = "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
@@ -73,6 +73,20 @@ static const setting_def_t setting_defs[] = {
      .topic = T_REDIS,
      .help = "at start, how long to wait for a Redis that cannot be reached (not ready meanwhile) before exiting 1 "
              "(0: forever)"},
+    {.name = "redis-ca-file", .env = "CHUNKD_REDIS_CA_FILE", .type = ST_STR, .offset = OFF(redis_ca_file),
+     .cmds = CMD_ALL, .topic = T_REDIS,
+     .help = "rediss://: PEM file of the CA certificates that sign the Redis server's certificate (default: the "
+             "system's CAs)"},
+    {.name = "redis-cert-file", .env = "CHUNKD_REDIS_CERT_FILE", .type = ST_STR, .offset = OFF(redis_cert_file),
+     .cmds = CMD_ALL, .topic = T_REDIS,
+     .help = "rediss://: PEM client certificate for a Redis that requires one (mutual TLS; with --redis-key-file)"},
+    {.name = "redis-key-file", .env = "CHUNKD_REDIS_KEY_FILE", .type = ST_STR, .offset = OFF(redis_key_file),
+     .cmds = CMD_ALL, .topic = T_REDIS,
+     .help = "rediss://: PEM private key of --redis-cert-file"},
+    {.name = "redis-tls-insecure", .env = "CHUNKD_REDIS_TLS_INSECURE", .type = ST_BOOL,
+     .offset = OFF(redis_tls_insecure), .def = "false", .cmds = CMD_ALL, .topic = T_REDIS,
+     .help = "rediss://: do not verify the Redis server's certificate or name (encrypted, but anyone on the path "
+             "can pose as the server; logs a warning)"},
     {.name = "chunk-size", .env = "CHUNKD_CHUNK_SIZE", .type = ST_INT, .offset = OFF(chunk_size), .def = "100",
      .min = 1, .max = 100000, .cmds = CMD_ENQUEUE | CMD_RUN | CMD_REQUEUE,
      .topic = T_QUEUE,
@@ -682,6 +696,11 @@ static int settings_check(const settings_t *s, char *err, size_t errlen)
     }
     if (s->retry_max_ms < s->retry_base_ms) {
         snprintf(err, errlen, "--retry-max-ms (CHUNKD_RETRY_MAX_MS) must not be less than --retry-base-ms");
+        return -1;
+    }
+    if (!s->redis_cert_file != !s->redis_key_file) {
+        snprintf(err, errlen, "--redis-cert-file (CHUNKD_REDIS_CERT_FILE) and --redis-key-file "
+                              "(CHUNKD_REDIS_KEY_FILE) go together");
         return -1;
     }
     if (s->redis_url) {

@@ -40,6 +40,10 @@ typedef struct settings {
     long long redis_timeout_ms;
     long long redis_wait_ms;  /* worker: how long to wait at start for an unreachable Redis; 0: forever;
                                * SETTINGS_NO_WAIT (run sets it): not at all */
+    char *redis_ca_file;      /* rediss://: PEM CAs to trust; NULL: the system's */
+    char *redis_cert_file;    /* rediss://: client certificate for mutual TLS; NULL: none */
+    char *redis_key_file;     /* its private key (given with redis_cert_file) */
+    bool redis_tls_insecure;  /* rediss://: no verification of the server's certificate */
     /* enqueue (and run). */
     long long chunk_size;   /* items per chunk */
     long long max_item_bytes;

@@ -50,6 +50,8 @@ struct worker {
     bool monitor_started;
     atomic_bool monitor_stop;
     atomic_llong redis_ok_ms;    /* monotonic time of the monitor's last successful PING */
+    pthread_mutex_t wait_mu;     /* guards wait_err: written by main while it waits for Redis, read by /readyz */
+    char wait_err[256];          /* why Redis cannot be reached yet ("" before the first failed attempt) */
 };
 
 #define WORKER_LOOP_STALL_MS 5000  /* a loop silent for longer is stuck (loops turn at least once a second) */
@@ -89,7 +91,12 @@ static long long worker_refusal_window_ms(const worker_t *w)
 static bool worker_ready(void *arg, char *why, size_t whylen)
 {
     worker_t *w = arg;
-    if (atomic_load(&w->starting)) return snprintf(why, whylen, "waiting for Redis"), false;
+    if (atomic_load(&w->starting)) {
+        pthread_mutex_lock(&w->wait_mu);
+        snprintf(why, whylen, "waiting for Redis%s%s", w->wait_err[0] ? ": " : "", w->wait_err);
+        pthread_mutex_unlock(&w->wait_mu);
+        return false;
+    }
     if (atomic_load(&w->draining)) return snprintf(why, whylen, "draining"), false;
     if (!w->fetch || !fetch_connected(w->fetch) || !commit_connected(w->commit) ||
         clock_now_ms() - atomic_load(&w->redis_ok_ms) > WORKER_PING_MS + w->settings->redis_timeout_ms)
@@ -214,6 +221,7 @@ worker_t *worker_new(const settings_t *s)
     worker_t *w = xcalloc(1, sizeof *w);
     w->settings = s;
     atomic_init(&w->starting, true);
+    pthread_mutex_init(&w->wait_mu, NULL);
     if (s->worker_id) {
         snprintf(w->id, sizeof w->id, "%s", s->worker_id);
     } else {
@@ -295,6 +303,9 @@ static int worker_wait_for_redis(worker_t *w, char *err, size_t errlen)
     unsigned attempt = 1;
     for (; rconn_connect_serving(c, err, errlen); attempt++) {
         long long waited = clock_now_ms() - start;
+        pthread_mutex_lock(&w->wait_mu);
+        snprintf(w->wait_err, sizeof w->wait_err, "%s", rconn_error(c));
+        pthread_mutex_unlock(&w->wait_mu);
         if (rconn_refused(c) || s->redis_wait_ms == SETTINGS_NO_WAIT) {
             rc = -1;
             break;
@@ -445,5 +456,6 @@ void worker_free(worker_t *w)
     if (w->handler->fini && w->handler_shared) w->handler->fini(w->handler_shared);
     free(w->loops);
     window_free(w->window);
+    pthread_mutex_destroy(&w->wait_mu); /* after httpd_stop: /readyz no longer reads it */
     free(w);
 }

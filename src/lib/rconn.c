@@ -11,11 +11,13 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
 #include "rcluster.h"
 #include "redis_url.h"
+#include "rtls.h"
 #include "xalloc.h"
 
 #define RCONN_DIRECT_BYTES ((size_t)1 << 20) /* commands larger than this are written without copies */
@@ -27,6 +29,7 @@ struct rconn {
     long long timeout_ms;    /* connect and command timeout */
     long long extra_ms;      /* added to the command timeout (blocking commands) */
     redisContext *ctx;       /* NULL while disconnected */
+    rtls_conn_t *tls;        /* rediss: the TLS stream behind ctx's descriptor; NULL otherwise */
     char err[256];           /* last error */
     bool refused;            /* the last connect failed on an error reply that waiting will not change */
     rcluster_t *cluster;     /* redis-cluster:// only: seeds, the node of our slot, an ASK target; else NULL */
@@ -47,6 +50,8 @@ static char rconn_refusal_text[200];
 /* The first refusal for lack of rights any connection received (rconn_denied), under rconn_refusal_mu. */
 static bool rconn_denied_seen;
 static char rconn_denied_text[200];
+/* rediss: what every TLS connection trusts and shows; set by rconn_tls_init() before any thread, then only read. */
+static rtls_ctx_t *rconn_tls_ctx;
 
 static struct timeval ms_to_tv(long long ms)
 {
@@ -65,13 +70,31 @@ rconn_t *rconn_new(const char *url, long long timeout_ms)
     return c;
 }
 
+/* Closes the context and, after it, the TLS stream behind it (whose pump ends when it sees the close). */
+static void rconn_close(rconn_t *c)
+{
+    if (c->ctx) redisFree(c->ctx);
+    c->ctx = NULL;
+    rtls_close(c->tls);
+    c->tls = NULL;
+}
+
 static void rconn_drop(rconn_t *c)
 {
-    if (c->ctx) {
-        if (c->ctx->err) snprintf(c->err, sizeof c->err, "%s", c->ctx->errstr);
-        redisFree(c->ctx);
-        c->ctx = NULL;
-    }
+    if (c->ctx && c->ctx->err) snprintf(c->err, sizeof c->err, "%s", c->ctx->errstr);
+    rconn_close(c);
+}
+
+int rconn_tls_init(const rtls_opts_t *opts, char *err, size_t errlen)
+{
+    rconn_tls_ctx = rtls_ctx_new(opts, err, errlen);
+    return rconn_tls_ctx ? 0 : -1;
+}
+
+void rconn_tls_cleanup(void)
+{
+    rtls_ctx_free(rconn_tls_ctx);
+    rconn_tls_ctx = NULL;
 }
 
 void rconn_free(rconn_t *c)
@@ -100,12 +123,32 @@ static int rconn_setup_cmd(rconn_t *c, const char *what, int argc, const char **
     return rc;
 }
 
-/* Transport: opens c->ctx to host:port (or the unix socket). Returns 0, or -1 with c->err set (c->ctx may be
- * NULL or hold the error). */
+/* rediss: hiredis 0.14 speaks to the TLS stream through a plain descriptor (rtls.h). Returns 0, or -1 with c->err
+ * set and c->ctx NULL. */
+static int rconn_dial_tls(rconn_t *c, const char *host, int port)
+{
+    if (!rconn_tls_ctx) abort(); /* rconn_tls_init() must come first (main does it for a rediss:// URL) */
+    int fd = -1;
+    c->tls = rtls_connect(rconn_tls_ctx, host, port, c->timeout_ms, &fd, c->err, sizeof c->err);
+    if (!c->tls) return -1;
+    c->ctx = redisConnectFd(fd);
+    if (c->ctx) return 0;
+    close(fd);
+    rconn_close(c);
+    snprintf(c->err, sizeof c->err, "cannot allocate a Redis context");
+    return -1;
+}
+
+/* Transport: opens c->ctx to host:port (or the unix socket), over TLS for rediss. Returns 0, or -1 with c->err set
+ * (c->ctx may be NULL or hold the error). */
 static int rconn_dial(rconn_t *c, const char *host, int port)
 {
+    if (c->url.tls && !c->url.is_unix) return rconn_dial_tls(c, host, port);
     struct timeval tv = ms_to_tv(c->timeout_ms);
     c->ctx = c->url.is_unix ? redisConnectUnixWithTimeout(c->url.path, tv) : redisConnectWithTimeout(host, port, tv);
+    if (!c->ctx) snprintf(c->err, sizeof c->err, "cannot allocate a Redis context");
+    else if (c->ctx->err) snprintf(c->err, sizeof c->err, "%s", c->ctx->errstr);
+    else if (!c->url.is_unix) redisEnableKeepAlive(c->ctx);
     return c->ctx && !c->ctx->err ? 0 : -1;
 }
 
@@ -136,23 +179,16 @@ int rconn_connect(rconn_t *c, char *err, size_t errlen)
     int dials_left = c->cluster ? rcluster_candidates(c->cluster) : 1;
 redial:
     if (rconn_resolve(c, host, sizeof host, &port)) goto fail;
-    if (rconn_dial(c, host, port) && c->cluster && --dials_left > 0) {
-        /* A node gone (a failed master): the next candidate, down to the seeds. */
-        rconn_drop(c);
-        rcluster_dial_failed(c->cluster);
-        goto redial;
-    }
-    if (c->cluster && (!c->ctx || c->ctx->err)) rcluster_dial_failed(c->cluster);
-    if (!c->ctx) {
-        snprintf(c->err, sizeof c->err, "cannot allocate a Redis context");
-        goto fail;
-    }
-    if (c->ctx->err) {
-        snprintf(c->err, sizeof c->err, "%s", c->ctx->errstr);
+    if (rconn_dial(c, host, port)) {
+        if (c->cluster) {
+            /* A node gone (a failed master): the next candidate, down to the seeds. */
+            rconn_drop(c);
+            rcluster_dial_failed(c->cluster);
+            if (--dials_left > 0) goto redial;
+        }
         goto fail;
     }
     redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + c->extra_ms));
-    if (!c->url.is_unix) redisEnableKeepAlive(c->ctx);
     if (c->url.password[0]) {
         const char *argv[3] = {"AUTH", c->url.user, c->url.password};
         int argc = 3;
@@ -168,8 +204,7 @@ redial:
     if (c->cluster && c->at_seed && rconn_cluster_key[0]) return rconn_cluster_settle(c, err, errlen);
     return 0;
 fail:
-    if (c->ctx) redisFree(c->ctx);
-    c->ctx = NULL;
+    rconn_close(c);
     if (err) snprintf(err, errlen, "cannot connect to Redis at %s: %s", c->addr, c->err);
     return -1;
 }

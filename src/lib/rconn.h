@@ -2,7 +2,12 @@
  *
  * A connection belongs to one thread. After any I/O error the hiredis context is unusable, so rconn drops it;
  * the next command fails fast until rconn_reconnect() succeeds. Every message names the address with the
- * password masked. */
+ * password masked.
+ *
+ * rediss:// (TLS): hiredis 0.14 has no TLS, so each such connection is an rtls stream (rtls.h: OpenSSL, and a pump
+ * thread per connection) behind a plain descriptor that hiredis reads and writes. What TLS trusts and shows is
+ * process-wide: rconn_tls_init() sets it once, before any thread starts, and every connection (Sentinel and Cluster
+ * ones too: they all go through the same transport) uses it. */
 #ifndef CHUNKD_RCONN_H
 #define CHUNKD_RCONN_H
 
@@ -12,8 +17,16 @@
 #include <stddef.h>
 
 #include "redis_url.h"
+#include "rtls.h"
 
 typedef struct rconn rconn_t;
+
+/* Process-wide TLS settings for rediss:// (the CA file, client certificate and key, or no verification). Call once,
+ * before any thread starts and before the first rediss:// connection (which aborts without it). Returns 0, or -1
+ * with a one-line reason in err naming the file that could not be used. */
+int rconn_tls_init(const rtls_opts_t *opts, char *err, size_t errlen);
+/* Frees them; only once no connection is left. */
+void rconn_tls_cleanup(void);
 
 /* url must already be valid (settings checked it). timeout_ms bounds connecting and every command. */
 rconn_t *rconn_new(const char *url, long long timeout_ms);

@@ -21,6 +21,7 @@ Cases (see README.md beside this file):
   cluster   the scale-out path for Redis itself: 6 queues, one echo worker and one collector each,
             spread over a 3-master Redis Cluster, against the same 6 queues on one redis-server
             (both over loopback TCP): total items/s, median of alternating runs
+  tls       the million case over rediss:// against the same over plain TCP, one redis-server, alternating
   httpd     1,000 hostile connections (slow headers, idle, oversized) held against a
             worker's HTTP port: /healthz, /readyz and /metrics latencies (p50/p99/max)
             and the worker's RSS, before and under the attack
@@ -222,19 +223,20 @@ class Procs:
 class Redis:
     """A private redis-server on a unix socket, plus a minimal RESP client."""
 
-    def __init__(self, procs, tmp):
-        self.dir = os.path.join(tmp, "redis")
+    def __init__(self, procs, tmp, name="redis", extra_args=()):
+        self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir, exist_ok=True)
         self.sock_path = os.path.join(self.dir, "redis.sock")
         self.url = "unix://" + self.sock_path
-        self.tcp_port = free_port()  # also on loopback TCP, for the cases that put something in between
-        self.tcp_url = f"redis://127.0.0.1:{self.tcp_port}"
+        # Also on loopback TCP (unless extra_args set the ports), for the cases that put something in between.
+        self.tcp_port = None if "--port" in extra_args else free_port()
+        self.tcp_url = f"redis://127.0.0.1:{self.tcp_port}" if self.tcp_port else None
+        tcp = ["--port", str(self.tcp_port), "--bind", "127.0.0.1"] if self.tcp_port else []
         self.procs = procs
         self.log = open(os.path.join(self.dir, "redis.log"), "wb")
-        self.proc = procs.start(["redis-server", "--port", str(self.tcp_port), "--bind", "127.0.0.1",
-                                 "--unixsocket", self.sock_path,
+        self.proc = procs.start(["redis-server", *tcp, "--unixsocket", self.sock_path,
                                  "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
-                                 "--dir", self.dir, "--daemonize", "no"],
+                                 "--dir", self.dir, "--daemonize", "no", *extra_args],
                                 stdout=self.log, stderr=subprocess.STDOUT)
         self.sock = None
         deadline = time.monotonic() + 10
@@ -1118,16 +1120,20 @@ unset multiplot
     # removed after the run), results checked for status 200; on_worker(pid) is called once
     # with the pid of the chunkd worker itself (not its trampoline) while it runs.
     def worker_run(self, label, queue, n, concurrency, collect_out, handler=("--handler", "sleep"),
-                   http=False, on_worker=None, binary=None, worker_url=None):
-        """worker_url: the worker's Redis address when not the unix socket (enqueue and collect keep it)."""
-        r = self.get_redis()
+                   http=False, on_worker=None, binary=None, redis=None, redis_url=None, redis_args=(),
+                   worker_url=None):
+        """redis: another Redis than the private one (its unix socket is the harness's own connection);
+        redis_url: the address chunkd is given (default: that socket); redis_args: flags of every chunkd command;
+        worker_url: the worker's address when not redis_url (enqueue and collect keep redis_url)."""
+        r = redis or self.get_redis()
         r.cmd("FLUSHALL")
         path = os.path.join(self.tmp, f"{'http-' if http else ''}items-{n}.jsonl")
         if not os.path.exists(path):
             (gen_http_items if http else gen_items)(path, n)
-        env = child_env(r.url)
+        env = child_env(redis_url or r.url)
+        redis_args = list(redis_args)
 
-        p, logp = self.run_chunkd(f"{label}.enqueue", ["enqueue", "--queue", queue, path], env, 600)
+        p, logp = self.run_chunkd(f"{label}.enqueue", ["enqueue", "--queue", queue, path] + redis_args, env, 600)
         code, ru, t_enq = self.procs.wait(p, 600)
         self.check_exit("chunkd enqueue", code, logp)
         st = r.stats(queue)
@@ -1140,10 +1146,10 @@ unset multiplot
             os.unlink(collect_out)
         redis_cpu0 = cpu_ticks_s(r.proc.pid)
         pc, logc = self.run_chunkd(f"{label}.collect", ["collect", "--queue", queue, "--until-done",
-                                                        "--out", collect_out], env, timeout)
+                                                        "--out", collect_out] + redis_args, env, timeout)
         pw, logw = self.run_chunkd(f"{label}.worker",
                                    ["worker", "--queue", queue] + list(handler) +
-                                   ["--concurrency", str(concurrency), "--exit-when-empty"],
+                                   ["--concurrency", str(concurrency), "--exit-when-empty"] + redis_args,
                                    child_env(worker_url) if worker_url else env, timeout, binary=binary)
         # Watch the `done` counter (10 polls/s) to tell work time from exit time.
         # Also read the worker's VmHWM (peak RSS of its own memory image) as a cross-check
@@ -1293,6 +1299,67 @@ unset multiplot
             for i, m in enumerate(runs[rtt], 1):
                 det.append(f"  +{rtt} ms, run {i}: {fmt_int(m['items_per_s'])} items/s, worker cpu {m['cpu_pct']:.0f}%, "
                            f"redis {m['redis_cpu_pct']:.0f}%, maxrss {m['maxrss_mib']:.1f} MiB")
+        self.sections.append("\n".join(det))
+
+    # -- tls: the million case over rediss:// against the same over plain TCP, same server, alternating
+    def tls_redis(self):
+        """A private redis-server with a plain TCP port and a TLS port (certificates for 127.0.0.1 from a CA made
+        here with openssl). Returns (redis, plain url, tls url, CA file)."""
+        d = os.path.join(self.tmp, "tls-certs")
+        os.makedirs(d, exist_ok=True)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        with open(os.path.join(d, "server.ext"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        for args in (["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench ca",
+                      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+                     ["req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+                     ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                      "-days", "2", "-extfile", "server.ext", "-out", "server.pem"]):
+            p = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise BenchError(f"openssl {args[0]}: {p.stderr.strip()[-300:]}")
+        plain, tls = free_port(), free_port()
+        r = Redis(self.procs, self.tmp, name="tls-redis", extra_args=(
+            "--port", str(plain), "--bind", "127.0.0.1", "--tls-port", str(tls),
+            "--tls-cert-file", os.path.join(d, "server.pem"), "--tls-key-file", os.path.join(d, "server.key"),
+            "--tls-ca-cert-file", os.path.join(d, "ca.pem"), "--tls-auth-clients", "no"))
+        return r, f"redis://127.0.0.1:{plain}", f"rediss://127.0.0.1:{tls}", os.path.join(d, "ca.pem")
+
+    def case_tls(self):
+        n, reps = self.a.million, self.a.million_reps
+        r, plain_url, tls_url, ca = self.tls_redis()
+        variants = {"plain": (plain_url, ()), "tls": (tls_url, ("--redis-ca-file", ca))}
+        runs = {v: [] for v in variants}
+        try:
+            for rep in range(1, reps + 1):
+                order = list(variants) if rep % 2 else list(reversed(variants))  # take turns to go first
+                for v in order:
+                    url, args = variants[v]
+                    runs[v].append(self.worker_run(f"tls-{v}-{n} {rep}/{reps}", "bench", n, 10000,
+                                                   os.path.join(self.tmp, "tls.collect.out"), redis=r,
+                                                   redis_url=url, redis_args=args))
+        finally:
+            r.close()
+        res = {v: median_run(rs) for v, rs in runs.items()}
+        p, t = res["plain"], res["tls"]
+        ratio = t["items_per_s"] / p["items_per_s"]
+        self.rows += [
+            ("tls", f"worker items/s over TLS / plain TCP, {fmt_int(n)} items, c=10000",
+             f"{fmt_int(t['items_per_s'])} / {fmt_int(p['items_per_s'])}", "", ""),
+            ("tls", "  TLS / plain", f"{ratio:.2f}x", ">= 0.8x", self.verdict(ratio, 0.8, higher=True)),
+            ("tls", "  worker CPU, TLS / plain", f"{t['cpu_pct']:.0f}% / {p['cpu_pct']:.0f}%", "of one core", ""),
+            ("tls", "  worker peak RSS, TLS / plain", f"{t['maxrss_mib']:.1f} / {p['maxrss_mib']:.1f} MiB", "", ""),
+            ("tls", "  enqueue items/s, TLS / plain",
+             f"{fmt_int(t['enqueue_per_s'])} / {fmt_int(p['enqueue_per_s'])}", "", ""),
+            ("tls", "  collect wall, TLS / plain", f"{t['collect_wall_s']:.2f} / {p['collect_wall_s']:.2f} s", "", ""),
+        ]
+        det = [f"tls: the million case (one worker, --concurrency 10000 --exit-when-empty, collect alongside) against "
+               f"one redis-server over TCP on loopback, plain (redis://) and TLS (rediss://, --redis-ca-file), "
+               f"alternating, each going first in turn; medians of {reps} run(s) of each"]
+        for v in variants:
+            for i, m in enumerate(runs[v], 1):
+                det.append(f"  {v}, run {i}: " + json.dumps(
+                    {k: (round(x, 3) if isinstance(x, float) else x) for k, x in m.items()}))
         self.sections.append("\n".join(det))
 
     # -- case c
@@ -2082,7 +2149,7 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
 
 
 CASES = ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd", "latency",
-         "cluster")
+         "cluster", "tls")
 
 
 def main():

@@ -147,13 +147,14 @@ const TARGETS = [
     { name: "batch/enqueue", dir: "deploy/batch/enqueue" },
     { name: "batch/work", dir: "deploy/batch/work" },
 ];
-for (const c of ["keda", "hpa-cpu", "monitoring"]) {
+// redis-tls also after keda, as deploy/README.md (Managed Redis) lists them: it patches keda's TriggerAuthentication.
+for (const c of ["keda", "hpa-cpu", "monitoring", "redis-tls", "keda+redis-tls"]) {
     const dir = join(WORK, `base+${c}`);
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, "kustomization.yaml"), YAML.stringify({
         apiVersion: "kustomize.config.k8s.io/v1beta1", kind: "Kustomization",
         resources: [relative(dir, join(ROOT, "deploy/base"))],
-        components: [relative(dir, join(ROOT, "deploy/components", c))],
+        components: c.split("+").map((one) => relative(dir, join(ROOT, "deploy/components", one))),
     }));
     TARGETS.push({ name: `base+components/${c}`, dir: relative(ROOT, dir) });
 }
