@@ -233,9 +233,9 @@ int redis_url_parse(const char *text, redis_url_t *out, char *err, size_t errlen
     out->port = 6379;
     if (strncmp(text, "unix://", 7) == 0) return parse_unix(text + 7, out, err, errlen);
     size_t k = 0;
-    while (k < sizeof schemes / sizeof schemes[0] && strncmp(text, schemes[k].prefix, strlen(schemes[k].prefix)))
-        k++;
-    if (k == sizeof schemes / sizeof schemes[0]) {
+    const size_t n_schemes = sizeof schemes / sizeof schemes[0];
+    while (k < n_schemes && strncmp(text, schemes[k].prefix, strlen(schemes[k].prefix)) != 0) k++;
+    if (k == n_schemes) {
         snprintf(err, errlen, "expected redis://host[:port][/db], rediss://..., unix:///path, "
                               "redis-sentinel://host[:port],.../master or redis-cluster://host[:port],...");
         return -1;
