@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "log.h"
 #include "redis_url.h"
+#include "rsentinel.h"
 #include "xalloc.h"
 
 #define RCONN_DIRECT_BYTES ((size_t)1 << 20) /* commands larger than this are written without copies */
@@ -27,6 +28,7 @@ struct rconn {
     redisContext *ctx;       /* NULL while disconnected */
     char err[256];           /* last error */
     bool refused;            /* the last connect failed on an error reply that waiting will not change */
+    char master_at[300];     /* redis-sentinel://: "name at host:port", the master last connected to; else empty */
 };
 
 /* The last write refusal seen by any connection (rconn_refused_recently). */
@@ -96,11 +98,42 @@ static int rconn_dial(rconn_t *c, const char *host, int port)
     return c->ctx && !c->ctx->err ? 0 : -1;
 }
 
-/* Which server to dial: the URL's own for redis:// and rediss://. Returns 0, or -1 with c->err set. */
+/* rsentinel's dial: a connection to a Sentinel through the same transport, with a shorter connect timeout. */
+static redisContext *rconn_dial_sentinel(void *arg, const char *host, int port, long long timeout_ms)
+{
+    rconn_t *c = arg;
+    long long saved_ms = c->timeout_ms;
+    c->timeout_ms = timeout_ms;
+    rconn_dial(c, host, port);
+    c->timeout_ms = saved_ms;
+    redisContext *ctx = c->ctx;
+    c->ctx = NULL;
+    return ctx;
+}
+
+/* Which server to dial: the URL's own for redis:// and rediss://; the master the Sentinels name for
+ * redis-sentinel://. Returns 0, or -1 with c->err set. */
 static int rconn_resolve(rconn_t *c, char *host, size_t hostlen, int *port)
 {
+    if (c->url.mode == REDIS_URL_SENTINEL)
+        return rsentinel_resolve(&c->url, c->timeout_ms, rconn_dial_sentinel, c, host, hostlen, port, c->err,
+                                 sizeof c->err);
     snprintf(host, hostlen, "%s", c->url.host);
     *port = c->url.port;
+    return 0;
+}
+
+/* redis-sentinel://: refuses a server that is not the master (the Sentinels' view lags a failover) and logs when
+ * the master moved. Returns 0, or -1 with c->err set. */
+static int rconn_check_master(rconn_t *c, const char *host, int port)
+{
+    if (c->url.mode != REDIS_URL_SENTINEL) return 0;
+    char at[sizeof c->master_at];
+    snprintf(at, sizeof at, "master %s at %s:%d", c->url.master, host, port);
+    if (rsentinel_check_role(c->ctx, at, c->err, sizeof c->err, &c->refused)) return -1;
+    if (c->master_at[0] && strcmp(c->master_at, at) != 0)
+        LOG(LL_WARN, "Redis at %s: the Sentinels now name %s (was %s)", c->addr, at, c->master_at);
+    snprintf(c->master_at, sizeof c->master_at, "%s", at);
     return 0;
 }
 
@@ -134,6 +167,7 @@ int rconn_connect(rconn_t *c, char *err, size_t errlen)
         const char *argv[2] = {"SELECT", db};
         if (rconn_setup_cmd(c, "SELECT", 2, argv)) goto fail;
     }
+    if (rconn_check_master(c, host, port)) goto fail;
     return 0;
 fail:
     if (c->ctx) redisFree(c->ctx);
@@ -229,6 +263,15 @@ static redisReply *rconn_check(rconn_t *c, void *reply)
         pthread_mutex_unlock(&rconn_refusal_mu);
         LOG_LIMITED(LL_ERROR, "Redis at %s refused a command for lack of rights: %.200s (the Redis user needs the "
                               "commands and keys of its role in deploy/redis/chunkd.acl)", c->addr, r->str);
+    }
+    if (r->type == REDIS_REPLY_ERROR && r->str && c->url.mode == REDIS_URL_SENTINEL &&
+        strncmp(r->str, "READONLY ", 9) == 0) {
+        /* The master was demoted by a failover: the next connect asks the Sentinels again. */
+        LOG_LIMITED(LL_WARN, "Redis at %s: %s answered READONLY (demoted by a failover?); asking the Sentinels "
+                             "again", c->addr, c->master_at);
+        snprintf(c->err, sizeof c->err, "%s answered READONLY: %.150s", c->master_at, r->str);
+        rconn_drop(c);
+        return reply;
     }
     rconn_trim_reader(c);
     return reply;

@@ -2,7 +2,9 @@
  *
  * A connection belongs to one thread. After any I/O error the hiredis context is unusable, so rconn drops it;
  * the next command fails fast until rconn_reconnect() succeeds. Every message names the address with the
- * password masked. */
+ * password masked. With redis-sentinel:// each connect asks the Sentinels for the master (rsentinel.h) and refuses
+ * a replica; a READONLY reply (the master was demoted by a failover) drops the connection, so the next connect
+ * asks them again. */
 #ifndef CHUNKD_RCONN_H
 #define CHUNKD_RCONN_H
 
