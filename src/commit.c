@@ -49,6 +49,7 @@ commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
     c->keys = *keys;
     c->window = window;
     c->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
+    rconn_set_min_replicas(c->conn, (int)s->redis_min_replicas, s->redis_min_replicas_timeout_ms);
     pthread_mutex_init(&c->mu, NULL);
     clock_cond_init(&c->changed);
     clock_cond_init(&c->exited_cv);
@@ -337,6 +338,7 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
 {
     *f = (commit_failure_t){0};
     work_chunk_t *retry = NULL, **retry_tail = &retry;
+    work_chunk_t *settled = NULL, **settled_tail = &settled; /* dropped once the replicas have them */
     for (work_chunk_t *w = sent; w;) {
         work_chunk_t *next = w->round_next;
         redisReply *r = f->lost ? NULL : rconn_get_reply(c->conn);
@@ -344,11 +346,13 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
             LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
             f->lost = true;
         }
-        int settled = r ? commit_settle(c, w, r) : -2;
-        if (settled == 0) {
-            commit_drop(c, w);
+        int outcome = r ? commit_settle(c, w, r) : -2;
+        if (outcome == 0) {
+            w->round_next = NULL;
+            *settled_tail = w;
+            settled_tail = &w->round_next;
         } else {
-            f->transient |= settled == -2;
+            f->transient |= outcome == -2;
             f->failed = true;
             w->round_next = NULL;
             *retry_tail = w;
@@ -356,6 +360,24 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
         }
         if (r) freeReplyObject(r);
         w = next;
+    }
+    char why[300];
+    if (settled && rconn_wait_replicas(c->conn, why, sizeof why)) {
+        /* --redis-min-replicas: not known to be on enough replicas, so a failover could lose them. The worker
+         * keeps the chunks and sends them again: commit.lua writes nothing twice (the checkpoint's bits; the final
+         * commit's LREM fences), and the next WAIT covers the first writes too. */
+        LOG_LIMITED(LL_WARN, "commit round not confirmed: %s; sending it again", why);
+        f->failed = f->transient = true;
+        bool none_failed = retry_tail == &retry;
+        *settled_tail = retry;
+        retry = settled;
+        if (none_failed) retry_tail = settled_tail;
+    } else {
+        while (settled) {
+            work_chunk_t *next = settled->round_next;
+            commit_drop(c, settled);
+            settled = next;
+        }
     }
     *retry_tail = rest;
     return retry;

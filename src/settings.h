@@ -39,6 +39,9 @@ typedef struct settings {
     long long redis_timeout_ms;
     long long redis_wait_ms;  /* worker: how long to wait at start for an unreachable Redis; 0: forever;
                                * SETTINGS_NO_WAIT (run sets it): not at all */
+    long long redis_min_replicas;            /* WAIT for this many replicas after enqueue batches and commit
+                                              * rounds; 0: off */
+    long long redis_min_replicas_timeout_ms; /* WAIT's timeout */
     /* enqueue (and run). */
     long long chunk_size;   /* items per chunk */
     long long max_item_bytes;

@@ -29,6 +29,8 @@ struct rconn {
     char err[256];           /* last error */
     bool refused;            /* the last connect failed on an error reply that waiting will not change */
     char master_at[300];     /* redis-sentinel://: "name at host:port", the master last connected to; else empty */
+    int min_replicas;        /* rconn_wait_replicas: replicas that must have each write (0: none) */
+    long long min_replicas_timeout_ms;
 };
 
 /* The last write refusal seen by any connection (rconn_refused_recently). */
@@ -365,6 +367,41 @@ redisReply *rconn_get_reply(rconn_t *c)
     void *r = NULL;
     if (redisGetReply(c->ctx, &r) != REDIS_OK) r = NULL;
     return rconn_check(c, r);
+}
+
+void rconn_set_min_replicas(rconn_t *c, int min_replicas, long long timeout_ms)
+{
+    c->min_replicas = min_replicas;
+    c->min_replicas_timeout_ms = timeout_ms;
+}
+
+int rconn_wait_replicas(rconn_t *c, char *why, size_t whylen)
+{
+    if (c->min_replicas <= 0) return 0;
+    if (!c->ctx) {
+        snprintf(why, whylen, "connection lost before WAIT: %s", c->err);
+        return -1;
+    }
+    redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + c->extra_ms + c->min_replicas_timeout_ms));
+    redisReply *r = rconn_command(c, "WAIT %d %lld", c->min_replicas, c->min_replicas_timeout_ms);
+    if (c->ctx) redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + c->extra_ms));
+    int rc = -1;
+    if (!r) snprintf(why, whylen, "connection lost during WAIT: %s", c->err);
+    else if (r->type == REDIS_REPLY_ERROR) snprintf(why, whylen, "WAIT refused: %.200s", r->str);
+    else if (r->type == REDIS_REPLY_INTEGER && r->integer >= c->min_replicas) rc = 0;
+    else
+        snprintf(why, whylen, "NOREPLICAS only %lld of --redis-min-replicas %d replicas of %s acknowledged the "
+                 "writes within %lld ms", r->type == REDIS_REPLY_INTEGER ? r->integer : 0LL, c->min_replicas,
+                 c->master_at[0] ? c->master_at : c->addr, c->min_replicas_timeout_ms);
+    if (r) freeReplyObject(r);
+    if (rc && r && r->type != REDIS_REPLY_ERROR) {
+        /* Recorded as a write refusal: the worker's /readyz says why. */
+        pthread_mutex_lock(&rconn_refusal_mu);
+        rconn_refusal_ms = clock_now_ms();
+        snprintf(rconn_refusal_text, sizeof rconn_refusal_text, "%s", why);
+        pthread_mutex_unlock(&rconn_refusal_mu);
+    }
+    return rc;
 }
 
 bool rconn_connected(const rconn_t *c) { return c->ctx != NULL; }

@@ -56,6 +56,14 @@ void rconn_set_extra_timeout(rconn_t *c, long long extra_ms);
 void rconn_append_argv(rconn_t *c, int argc, const char **argv, const size_t *lens);
 redisReply *rconn_get_reply(rconn_t *c);
 
+/* --redis-min-replicas: after writes whose loss matters, rconn_wait_replicas() sends WAIT min_replicas timeout_ms.
+ * 0 (the default) turns it off. */
+void rconn_set_min_replicas(rconn_t *c, int min_replicas, long long timeout_ms);
+/* Returns 0 when the writes sent so far on this connection reached min_replicas replicas (or it is 0); -1 with why
+ * otherwise (fewer acknowledged within the timeout, WAIT refused, the connection lost). A shortfall is recorded as
+ * a write refusal (rconn_refused_recently), so the worker's /readyz says why. */
+int rconn_wait_replicas(rconn_t *c, char *why, size_t whylen);
+
 bool rconn_connected(const rconn_t *c);
 /* True for error replies that mean "not now" rather than "never": Redis still loading its data after a restart,
  * or busy in a long script. */
