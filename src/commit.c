@@ -134,7 +134,14 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
     char done_key[KEYS_MAX];
     keys_done(done_key, sizeof done_key, c->settings->queue, id);
     const bool ends = commit_round_ends_chunk(w);
-    const char *mode = w->dead_reason ? COMMIT_MODE_DEAD : ends ? COMMIT_MODE_FINAL : COMMIT_MODE_PARTIAL;
+    /* Partial commits written before the master moved (a failover) may be missing from the new master: instead of
+     * ending the chunk, give it back, so its next delivery runs what the checkpoint there lacks. */
+    w->requeue_sent = ends && !w->dead_reason && w->partial_moves &&
+                      w->partial_moves != rconn_master_moves(c->conn) + 1;
+    const char *mode = w->dead_reason    ? COMMIT_MODE_DEAD
+                       : w->requeue_sent ? COMMIT_MODE_REQUEUE
+                       : ends            ? COMMIT_MODE_FINAL
+                                         : COMMIT_MODE_PARTIAL;
     /* A partial commit may be retried after a lost reply: only the checkpoint bits make that exactly-once. */
     if (!w->dead_reason && !ends) w->checkpointed = true;
     const bool bits = w->checkpointed;
@@ -159,6 +166,7 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
     argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DEAD)] = k->dead;
     argv[SCRIPT_EVAL_KEY(COMMIT_KEY_CHECKPOINT)] = done_key;
     argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DELIVERIES)] = k->deliveries;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_PENDING)] = k->pending;
     argv[COMMIT_EVAL_ARG(COMMIT_ARG_CHUNK)] = w->raw;
     argv[COMMIT_EVAL_ARG(COMMIT_ARG_MODE)] = mode;
     argv[COMMIT_EVAL_ARG(COMMIT_ARG_CKPT_NAME)] = id;
@@ -227,8 +235,14 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
         return -2; /* sent again at once, not a failure of the chunk */
     }
     if (is_int && r->integer == COMMIT_REPLY_OK) {
+        if (!commit_round_ends_chunk(w) && !w->dead_reason && !requeue && !w->partial_moves)
+            w->partial_moves = rconn_master_moves(c->conn) + 1;
+        if (w->requeue_sent)
+            LOG(LL_WARN, "chunk %s: the Redis master changed since its partial commits, which may be lost with the "
+                         "old master; its finished items are committed and it went back to %s, so its next "
+                         "delivery runs what the checkpoint lacks", chunk_name(w), c->keys.pending);
         if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
-        else if (requeue) metrics_add(M_CHUNKS_REQUEUED, 1);
+        else if (requeue || w->requeue_sent) metrics_add(M_CHUNKS_REQUEUED, 1);
         else if (commit_round_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
         for (work_item_t *it = w->round_items; it; it = it->commit_next)
             metrics_add(M_DEAD_ITEMS, it->dead_record != NULL);

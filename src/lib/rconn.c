@@ -29,6 +29,7 @@ struct rconn {
     char err[256];           /* last error */
     bool refused;            /* the last connect failed on an error reply that waiting will not change */
     char master_at[300];     /* redis-sentinel://: "name at host:port", the master last connected to; else empty */
+    long long master_moves;  /* times a connect found the master at another address than the time before */
     int min_replicas;        /* rconn_wait_replicas: replicas that must have each write (0: none) */
     long long min_replicas_timeout_ms;
 };
@@ -133,8 +134,10 @@ static int rconn_check_master(rconn_t *c, const char *host, int port)
     char at[sizeof c->master_at];
     snprintf(at, sizeof at, "master %s at %s:%d", c->url.master, host, port);
     if (rsentinel_check_role(c->ctx, at, c->err, sizeof c->err, &c->refused)) return -1;
-    if (c->master_at[0] && strcmp(c->master_at, at) != 0)
+    if (c->master_at[0] && strcmp(c->master_at, at) != 0) {
         LOG(LL_WARN, "Redis at %s: the Sentinels now name %s (was %s)", c->addr, at, c->master_at);
+        c->master_moves++;
+    }
     snprintf(c->master_at, sizeof c->master_at, "%s", at);
     return 0;
 }
@@ -405,6 +408,7 @@ int rconn_wait_replicas(rconn_t *c, char *why, size_t whylen)
 }
 
 bool rconn_connected(const rconn_t *c) { return c->ctx != NULL; }
+long long rconn_master_moves(const rconn_t *c) { return c->master_moves; }
 const char *rconn_addr(const rconn_t *c) { return c->addr; }
 const char *rconn_error(const rconn_t *c) { return c->err; }
 

@@ -65,6 +65,9 @@ void rconn_set_min_replicas(rconn_t *c, int min_replicas, long long timeout_ms);
 int rconn_wait_replicas(rconn_t *c, char *why, size_t whylen);
 
 bool rconn_connected(const rconn_t *c);
+/* redis-sentinel://: how many times this connection reconnected to a master at another address (a failover); what
+ * the old master acknowledged and had not replicated may be missing from the new one. Always 0 otherwise. */
+long long rconn_master_moves(const rconn_t *c);
 /* True for error replies that mean "not now" rather than "never": Redis still loading its data after a restart,
  * or busy in a long script. */
 bool rconn_transient_error(const char *msg);
