@@ -1098,13 +1098,14 @@ unset multiplot
     # removed after the run), results checked for status 200; on_worker(pid) is called once
     # with the pid of the chunkd worker itself (not its trampoline) while it runs.
     def worker_run(self, label, queue, n, concurrency, collect_out, handler=("--handler", "sleep"),
-                   http=False, on_worker=None, binary=None):
+                   http=False, on_worker=None, binary=None, extra_env=None):
         r = self.get_redis()
         r.cmd("FLUSHALL")
         path = os.path.join(self.tmp, f"{'http-' if http else ''}items-{n}.jsonl")
         if not os.path.exists(path):
             (gen_http_items if http else gen_items)(path, n)
         env = child_env(r.url)
+        env.update(extra_env or {})
 
         p, logp = self.run_chunkd(f"{label}.enqueue", ["enqueue", "--queue", queue, path], env, 600)
         code, ru, t_enq = self.procs.wait(p, 600)
@@ -1228,6 +1229,54 @@ unset multiplot
             for i, m in enumerate(runs[n], 1):
                 det.append(f"  {n:>9,} items, run {i}: " + json.dumps(
                     {k: (round(v, 3) if isinstance(v, float) else v) for k, v in m.items()}))
+        self.sections.append("\n".join(det))
+
+    # -- case replicas: the cost of --redis-min-replicas 1 (WAIT after each enqueue batch and commit round)
+    def case_replicas(self):
+        n, reps = self.a.replicas_items, self.a.replicas_reps
+        r = self.get_redis()
+        port = free_port()
+        r.cmd("CONFIG", "SET", "port", port)  # the private server listens on a unix socket only; a replica needs TCP
+        rdir = os.path.join(self.tmp, "replica")
+        os.makedirs(rdir, exist_ok=True)
+        with open(os.path.join(rdir, "redis.log"), "wb") as rlog:
+            replica = self.procs.start(["redis-server", "--port", "0", "--unixsocket", os.path.join(rdir, "redis.sock"),
+                                        "--replicaof", "127.0.0.1", str(port),
+                                        "--save", "", "--appendonly", "no", "--dir", rdir, "--daemonize", "no"],
+                                       stdout=rlog, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 20
+            while "connected_slaves:1" not in r.cmd("INFO", "replication"):
+                if time.monotonic() > deadline or replica.poll() is not None:
+                    raise BenchError(f"the replica did not attach within 20 s (see {rdir}/redis.log)")
+                time.sleep(0.05)
+            runs = {0: [], 1: []}
+            for rep in range(1, reps + 1):
+                for mr in ((0, 1) if rep % 2 else (1, 0)):  # taking turns to go first
+                    runs[mr].append(self.worker_run(
+                        f"replicas-{mr} {rep}/{reps}", "bench", n, 10000,
+                        os.path.join(self.tmp, "replicas.collect.out"),
+                        extra_env={"CHUNKD_REDIS_MIN_REPLICAS": str(mr)}))
+        finally:
+            self.procs.kill(replica)
+            r.cmd("CONFIG", "SET", "port", 0)
+        off, on = median_run(runs[0]), median_run(runs[1])
+        cost = lambda k: f"{100 * (on[k] - off[k]) / off[k]:+.1f}%"
+        self.rows += [
+            ("replicas", f"enqueue items/s, {fmt_int(n)} items: min-replicas 0 / 1",
+             f"{fmt_int(off['enqueue_per_s'])} / {fmt_int(on['enqueue_per_s'])} ({cost('enqueue_per_s')})", "", ""),
+            ("replicas", f"worker items/s, c=10000: min-replicas 0 / 1",
+             f"{fmt_int(off['items_per_s'])} / {fmt_int(on['items_per_s'])} ({cost('items_per_s')})", "", ""),
+            ("replicas", "  CPU: redis-server, min-replicas 0 / 1",
+             f"{off['redis_cpu_pct']:.0f}% / {on['redis_cpu_pct']:.0f}%", "", ""),
+        ]
+        det = [f"replicas: the private redis-server with one replica (--replicaof, loopback TCP); enqueue, then one "
+               f"worker (--concurrency 10000 --exit-when-empty) with collect running, {n} items x {SLEEP_MS} ms, "
+               f"with CHUNKD_REDIS_MIN_REPLICAS 0 and 1 taking turns; medians of {reps} run(s) of each"]
+        for mr in (0, 1):
+            for i, m in enumerate(runs[mr], 1):
+                det.append(f"  min-replicas {mr}, run {i}: enqueue {m['enqueue_s']:.2f} s, worker {m['wall_s']:.2f} s "
+                           f"({fmt_int(m['items_per_s'])} items/s), redis-server cpu {m['redis_cpu_pct']:.0f}%")
         self.sections.append("\n".join(det))
 
     # -- case c
@@ -1889,9 +1938,9 @@ def main():
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes (also BENCH_QUICK=1)")
     ap.add_argument("--cases", default=os.environ.get("BENCH_CASES",
-                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd"),
-                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd (also "
-                         "BENCH_CASES)")
+                                                      "original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd,replicas"),
+                    help="comma-separated subset of original,million,sweep,http,exec,ratelimit,chunkmem,flaky,httpd,"
+                         "replicas (also BENCH_CASES)")
     ap.add_argument("--reps", type=int, help="runs of each side in the original case (3; quick 1)")
     ap.add_argument("--original-items", type=int, default=10000)
     ap.add_argument("--million", type=int, help="items of the big worker run (1000000; quick 100000)")
@@ -1929,6 +1978,8 @@ def main():
     ap.add_argument("--flaky-items", type=int, help="flaky case: items per run (40000; quick 10000)")
     ap.add_argument("--flaky-reps", type=int, help="flaky case: alternating runs of each variant (3; quick 1)")
     ap.add_argument("--flaky-conc", type=int, default=500, help="flaky case: --concurrency (500)")
+    ap.add_argument("--replicas-items", type=int, help="replicas case: items per run (200000; quick 50000)")
+    ap.add_argument("--replicas-reps", type=int, help="replicas case: runs with each setting (3; quick 1)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -1951,9 +2002,12 @@ def main():
     a.rate_adapt_seconds = a.rate_adapt_seconds or (15 if q else 30)
     a.flaky_items = a.flaky_items or (10000 if q else 40000)
     a.flaky_reps = a.flaky_reps or (1 if q else 3)
+    a.replicas_items = a.replicas_items or (50000 if q else 200000)
+    a.replicas_reps = a.replicas_reps or (1 if q else 3)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
-        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd"):
+        if c not in ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd",
+                     "replicas"):
             ap.error(f"unknown case {c!r}")
     a.chunkd = os.path.abspath(a.chunkd)
     if a.baseline:
