@@ -396,8 +396,9 @@ int rconn_wait_replicas(rconn_t *c, char *why, size_t whylen)
         snprintf(why, whylen, "NOREPLICAS only %lld of --redis-min-replicas %d replicas of %s acknowledged the "
                  "writes within %lld ms", r->type == REDIS_REPLY_INTEGER ? r->integer : 0LL, c->min_replicas,
                  c->master_at[0] ? c->master_at : c->addr, c->min_replicas_timeout_ms);
+    bool too_few = rc && r && r->type != REDIS_REPLY_ERROR;
     if (r) freeReplyObject(r);
-    if (rc && r && r->type != REDIS_REPLY_ERROR) {
+    if (too_few) {
         /* Recorded as a write refusal: the worker's /readyz says why. */
         pthread_mutex_lock(&rconn_refusal_mu);
         rconn_refusal_ms = clock_now_ms();
