@@ -241,6 +241,10 @@ def _failover_with_lag(ctx, min_replicas):
     logs = "".join(w.stderr() for w in workers)
     check(f"the Sentinels now name master {MASTER} at 127.0.0.1:{stale.port}" in logs,
           f"no worker logged following the failover ({promoted_after:.1f}s to promote)")
+    # Each worker gives back what the new master still lists as its own once it holds nothing, right after the
+    # failover, not only when the queue runs dry.
+    for w in workers:
+        check("fetch: the Redis master moved;" in w.stderr(), f"`{w.name}` did not check its processing list")
     return ids, rows, logs
 
 
