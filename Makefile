@@ -26,7 +26,7 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
 # The data path (src/): enqueue -> fetch -> scheduler on loop -> handler -> commit -> collect.
 SRCS_PIPELINE := main.c settings.c enqueue.c chunk.c fetch.c window.c scheduler.c loop.c work.c result.c commit.c \
                  commit_round.c collect.c tally.c lastonly.c sink.c worker.c lease.c ratelimit.c ratelimit_math.c metrics.c httpd.c
-SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c idset.c rconn.c rcluster.c rtls.c redis_url.c proctab.c children.c progress.c
+SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c idset.c rconn.c rcluster.c rsentinel.c rtls.c redis_url.c proctab.c children.c progress.c
 SRCS_HANDLER  := handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c \
                  keeper.c breaker.c
 SRCS_CMD      := cmd.c cmd_queue.c cmd_enqueue.c cmd_worker.c cmd_collect.c cmd_status.c cmd_run.c cmd_requeue.c cmd_recover.c cmd_dead.c \
@@ -52,7 +52,7 @@ UNIT_work       := work.c chunk.c result.c dynbuf.c xalloc.c
 UNIT_exec_proto := exec_proto.c dynbuf.c xalloc.c
 UNIT_ratelimit  := ratelimit_math.c
 UNIT_http_request := http_request.c dynbuf.c xalloc.c
-UNIT_cmd        := cmd.c sig.c rconn.c rcluster.c rtls.c log.c redis_url.c xalloc.c tally.c
+UNIT_cmd        := cmd.c sig.c rconn.c rcluster.c rsentinel.c rtls.c log.c redis_url.c xalloc.c tally.c
 UNIT_tally      := tally.c xalloc.c
 UNIT_lastonly   := lastonly.c xalloc.c
 UNIT_commit_script :=

@@ -105,9 +105,11 @@ static int collect_marker_take(rconn_t *c, collect_marker_t *m, const char *queu
     }
 }
 
-/* Sends the ack script for ids until Redis answers (reconnecting as needed). Returns 0, or -1 on stop. */
+/* Sends the ack script for ids until Redis answers (reconnecting as needed; then *reconnected is set: after a
+ * failover the new master may hold entries this consumer read and acknowledged on the old one as still pending, to
+ * be read again). Returns 0, or -1 on stop. */
 static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t n, collect_progress_t *p,
-                       const atomic_bool *stop)
+                       const atomic_bool *stop, bool *reconnected)
 {
     size_t argc = 6 + n;
     const char **argv = xmalloc(argc * sizeof *argv);
@@ -119,7 +121,10 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
     /* The lines are written: try at least once even when stopping, or the next collect (the second pass of an
      * interrupted `run`) would read these entries again and write them twice. */
     do {
-        if (!rconn_connected(c) && rconn_reconnect(c, stop, NULL)) break;
+        if (!rconn_connected(c)) {
+            if (rconn_reconnect(c, stop, NULL)) break;
+            *reconnected = true;
+        }
         redisReply *r = rconn_command_argv(c, (int)argc, argv, lens);
         if (!r) continue;
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
@@ -384,7 +389,9 @@ static int collect_batches(collect_run_state_t *st, char *err, size_t errlen)
             return -1;
         }
         st->p->written += (long long)n;
-        int ack = collect_ack(st->c, &st->k, entries, n, st->p, st->stop);
+        bool reconnected = false;
+        int ack = collect_ack(st->c, &st->k, entries, n, st->p, st->stop, &reconnected);
+        if (reconnected) st->own_pending = true;
         freeReplyObject(r);
         if (ack) break;
         collect_report(st);

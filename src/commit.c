@@ -49,6 +49,7 @@ commit_t *commit_new(const settings_t *s, const keys_t *keys, window_t *window)
     c->keys = *keys;
     c->window = window;
     c->conn = rconn_new(s->redis_url, s->redis_timeout_ms);
+    rconn_set_min_replicas(c->conn, (int)s->redis_min_replicas, s->redis_min_replicas_timeout_ms);
     pthread_mutex_init(&c->mu, NULL);
     clock_cond_init(&c->changed);
     clock_cond_init(&c->exited_cv);
@@ -133,7 +134,14 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
     char done_key[KEYS_MAX];
     keys_done(done_key, sizeof done_key, c->settings->queue, id);
     const bool ends = commit_round_ends_chunk(w);
-    const char *mode = w->dead_reason ? COMMIT_MODE_DEAD : ends ? COMMIT_MODE_FINAL : COMMIT_MODE_PARTIAL;
+    /* Partial commits written before the master moved (a failover) may be missing from the new master: instead of
+     * ending the chunk, give it back, so its next delivery runs what the checkpoint there lacks. */
+    w->requeue_sent = ends && !w->dead_reason && w->partial_moves &&
+                      w->partial_moves != rconn_master_moves(c->conn) + 1;
+    const char *mode = w->dead_reason    ? COMMIT_MODE_DEAD
+                       : w->requeue_sent ? COMMIT_MODE_REQUEUE
+                       : ends            ? COMMIT_MODE_FINAL
+                                         : COMMIT_MODE_PARTIAL;
     /* A partial commit may be retried after a lost reply: only the checkpoint bits make that exactly-once. */
     if (!w->dead_reason && !ends) w->checkpointed = true;
     const bool bits = w->checkpointed;
@@ -158,6 +166,7 @@ static void commit_append_commit(commit_t *c, work_chunk_t *w)
     argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DEAD)] = k->dead;
     argv[SCRIPT_EVAL_KEY(COMMIT_KEY_CHECKPOINT)] = done_key;
     argv[SCRIPT_EVAL_KEY(COMMIT_KEY_DELIVERIES)] = k->deliveries;
+    argv[SCRIPT_EVAL_KEY(COMMIT_KEY_PENDING)] = k->pending;
     argv[COMMIT_EVAL_ARG(COMMIT_ARG_CHUNK)] = w->raw;
     argv[COMMIT_EVAL_ARG(COMMIT_ARG_MODE)] = mode;
     argv[COMMIT_EVAL_ARG(COMMIT_ARG_CKPT_NAME)] = id;
@@ -226,8 +235,14 @@ static int commit_settle(commit_t *c, work_chunk_t *w, redisReply *r)
         return -2; /* sent again at once, not a failure of the chunk */
     }
     if (is_int && r->integer == COMMIT_REPLY_OK) {
+        if (!commit_round_ends_chunk(w) && !w->dead_reason && !requeue && !w->partial_moves)
+            w->partial_moves = rconn_master_moves(c->conn) + 1;
+        if (w->requeue_sent)
+            LOG(LL_WARN, "chunk %s: the Redis master changed since its partial commits, which may be lost with the "
+                         "old master; its finished items are committed and it went back to %s, so its next "
+                         "delivery runs what the checkpoint lacks", chunk_name(w), c->keys.pending);
         if (w->dead_reason) metrics_add(M_CHUNKS_DEAD, 1);
-        else if (requeue) metrics_add(M_CHUNKS_REQUEUED, 1);
+        else if (requeue || w->requeue_sent) metrics_add(M_CHUNKS_REQUEUED, 1);
         else if (commit_round_ends_chunk(w)) metrics_add(M_CHUNKS_COMMITTED, 1);
         for (work_item_t *it = w->round_items; it; it = it->commit_next)
             metrics_add(M_DEAD_ITEMS, it->dead_record != NULL);
@@ -337,6 +352,7 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
 {
     *f = (commit_failure_t){0};
     work_chunk_t *retry = NULL, **retry_tail = &retry;
+    work_chunk_t *settled = NULL, **settled_tail = &settled; /* dropped once the replicas have them */
     for (work_chunk_t *w = sent; w;) {
         work_chunk_t *next = w->round_next;
         redisReply *r = f->lost ? NULL : rconn_get_reply(c->conn);
@@ -344,11 +360,13 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
             LOG_LIMITED(LL_WARN, "Redis connection lost while committing: %s", rconn_error(c->conn));
             f->lost = true;
         }
-        int settled = r ? commit_settle(c, w, r) : -2;
-        if (settled == 0) {
-            commit_drop(c, w);
+        int outcome = r ? commit_settle(c, w, r) : -2;
+        if (outcome == 0) {
+            w->round_next = NULL;
+            *settled_tail = w;
+            settled_tail = &w->round_next;
         } else {
-            f->transient |= settled == -2;
+            f->transient |= outcome == -2;
             f->failed = true;
             w->round_next = NULL;
             *retry_tail = w;
@@ -356,6 +374,24 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
         }
         if (r) freeReplyObject(r);
         w = next;
+    }
+    char why[300];
+    if (settled && rconn_wait_replicas(c->conn, why, sizeof why)) {
+        /* --redis-min-replicas: not known to be on enough replicas, so a failover could lose them. The worker
+         * keeps the chunks and sends them again: commit.lua writes nothing twice (the checkpoint's bits; the final
+         * commit's LREM fences), and the next WAIT covers the first writes too. */
+        LOG_LIMITED(LL_WARN, "commit round not confirmed: %s; sending it again", why);
+        f->failed = f->transient = true;
+        bool none_failed = retry_tail == &retry;
+        *settled_tail = retry;
+        retry = settled;
+        if (none_failed) retry_tail = settled_tail;
+    } else {
+        while (settled) {
+            work_chunk_t *next = settled->round_next;
+            commit_drop(c, settled);
+            settled = next;
+        }
     }
     *retry_tail = rest;
     return retry;

@@ -21,7 +21,8 @@
 #define COMMIT_KEY_DEAD 4       /* dead list */
 #define COMMIT_KEY_CHECKPOINT 5 /* the chunk's checkpoint bitmap */
 #define COMMIT_KEY_DELIVERIES 6 /* deliveries hash */
-#define COMMIT_N_KEYS 6
+#define COMMIT_KEY_PENDING 7    /* pending list (COMMIT_MODE_REQUEUE) */
+#define COMMIT_N_KEYS 7
 /* commit.lua: ARGV, then the N result lines, the D dead records, and with the checkpoint the N item tags. */
 #define COMMIT_ARG_CHUNK 1     /* the chunk exactly as fetched */
 #define COMMIT_ARG_MODE 2      /* COMMIT_MODE_* */
@@ -34,6 +35,8 @@
 #define COMMIT_MODE_PARTIAL "p" /* some of the chunk's items: the chunk stays in the processing list */
 #define COMMIT_MODE_FINAL "f"   /* the chunk's last items: the chunk leaves the processing list */
 #define COMMIT_MODE_DEAD "x"    /* a chunk that cannot run: it goes to the dead list */
+#define COMMIT_MODE_REQUEUE "r" /* the chunk's last items, but its earlier partial commits may have been lost with a
+                                 * failed-over master: the chunk goes back to pending, checkpoint kept */
 #define COMMIT_CKPT_ON "1"
 #define COMMIT_CKPT_OFF "0"
 /* An item's tag is one of these followed by its index in the chunk. */

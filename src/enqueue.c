@@ -131,6 +131,15 @@ static int enqueue_send(enqueue_state_t *st, char *err, size_t errlen)
     } else if (r->type == REDIS_REPLY_ERROR) snprintf(err, errlen, "enqueue failed: %.300s", r->str);
     else rc = 0;
     if (r) freeReplyObject(r);
+    char why[300];
+    if (rc == 0 && rconn_wait_replicas(st->conn, why, sizeof why)) {
+        /* Written to the master but not known to be on a replica: a failover could lose it, so it is not
+         * reported as enqueued. */
+        snprintf(err, errlen, "Redis at %s: the batch of %lld items up to line %lld was written but not confirmed "
+                 "on a replica: %s (the items before it were; this batch may be in the queue too)",
+                 rconn_addr(st->conn), st->batch_items, st->res->lines, why);
+        rc = -1;
+    }
     if (rc == 0) {
         st->res->chunks += (long long)st->batch_n;
         st->res->items += st->batch_items;
@@ -216,6 +225,7 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
     if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) memset(rnd, (int)clock_now_ms(), sizeof rnd);
     snprintf(st.run_id, sizeof st.run_id, "%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
     st.conn = rconn_new(s->redis_url, s->redis_timeout_ms);
+    rconn_set_min_replicas(st.conn, (int)s->redis_min_replicas, s->redis_min_replicas_timeout_ms);
     if (rconn_connect(st.conn, err, errlen)) {
         rconn_free(st.conn);
         return -1;

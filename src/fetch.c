@@ -39,6 +39,7 @@ struct fetch {
     atomic_bool connected;    /* for /readyz */
     atomic_bool queue_paused; /* fetch.lua found the queue paused (chunkd pause): for /readyz */
     bool told_open;           /* --exit-when-empty: "the queue is not sealed" was logged (once) */
+    long long master_moves;   /* rconn_master_moves() once the orphans it could leave were given back */
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
@@ -281,6 +282,27 @@ static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *larg
     }
 }
 
+/* redis-sentinel://: after the master moved (a failover), the new master may still list in this worker's processing
+ * list chunks whose final commit the old one acknowledged and lost; the worker no longer holds them, and they would
+ * stay there for as long as its lease lives. So it takes no new chunk until it holds none, then gives back what the
+ * list still has (fetch_reclaim), as it does with the orphans of a lost reply. Returns true while that is pending:
+ * the caller takes no chunk. */
+static bool fetch_after_master_move(fetch_t *f)
+{
+    long long moves = rconn_master_moves(f->conn);
+    if (moves == f->master_moves) return false;
+    if (window_held(f->window) > 0) {
+        window_wait_empty(f->window, clock_now_ms() + 200);
+        return true;
+    }
+    long long reclaimed = fetch_reclaim(f->conn, &f->keys);
+    if (reclaimed < 0) return true;
+    LOG(LL_INFO, "fetch: the Redis master moved; %lld chunks this worker no longer held went back from %s to %s",
+        reclaimed, f->keys.processing, f->keys.pending);
+    f->master_moves = moves;
+    return false;
+}
+
 /* Learns the results stream's length from an XLEN reply and pauses or resumes fetching: while the stream holds
  * more than --max-results-backlog entries the worker takes no new chunk, so a stopped collector cannot let the
  * workers grow Redis without bound. Logs each change. */
@@ -362,6 +384,7 @@ static void *fetch_main(void *arg)
     while (!atomic_load(&f->stop)) {
         if (!window_wait_room(f->window, largest ? largest : 1, 200)) continue;
         if (!rconn_connected(f->conn) && fetch_connect(f, NULL, 0)) break;
+        if (fetch_after_master_move(f)) continue;
         /* A handler that cannot run items (exec: its command keeps failing at start) takes no more work: the
          * chunks stay in pending for workers that can. */
         char why[256];

@@ -87,6 +87,16 @@ static const setting_def_t setting_defs[] = {
      .offset = OFF(redis_tls_insecure), .def = "false", .cmds = CMD_ALL, .topic = T_REDIS,
      .help = "rediss://: do not verify the Redis server's certificate or name (encrypted, but anyone on the path "
              "can pose as the server; logs a warning)"},
+    {.name = "redis-min-replicas", .env = "CHUNKD_REDIS_MIN_REPLICAS", .type = ST_INT,
+     .offset = OFF(redis_min_replicas), .def = "0", .min = 0, .max = 100, .cmds = CMD_ENQUEUE | CMD_WORKER | CMD_RUN,
+     .topic = T_REDIS,
+     .help = "replicas that must acknowledge (WAIT) each enqueue batch and commit round before it counts as done, so "
+             "a failover to an up-to-date replica loses none (0: off)"},
+    {.name = "redis-min-replicas-timeout-ms", .env = "CHUNKD_REDIS_MIN_REPLICAS_TIMEOUT_MS", .type = ST_INT,
+     .offset = OFF(redis_min_replicas_timeout_ms), .def = "5000", .min = 1, .max = 600000,
+     .cmds = CMD_ENQUEUE | CMD_WORKER | CMD_RUN,
+     .topic = T_REDIS,
+     .help = "how long WAIT waits for --redis-min-replicas replicas before the write counts as not done"},
     {.name = "chunk-size", .env = "CHUNKD_CHUNK_SIZE", .type = ST_INT, .offset = OFF(chunk_size), .def = "100",
      .min = 1, .max = 100000, .cmds = CMD_ENQUEUE | CMD_RUN | CMD_REQUEUE,
      .topic = T_QUEUE,

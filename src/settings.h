@@ -44,6 +44,9 @@ typedef struct settings {
     char *redis_cert_file;    /* rediss://: client certificate for mutual TLS; NULL: none */
     char *redis_key_file;     /* its private key (given with redis_cert_file) */
     bool redis_tls_insecure;  /* rediss://: no verification of the server's certificate */
+    long long redis_min_replicas;            /* WAIT for this many replicas after enqueue batches and commit
+                                              * rounds; 0: off */
+    long long redis_min_replicas_timeout_ms; /* WAIT's timeout */
     /* enqueue (and run). */
     long long chunk_size;   /* items per chunk */
     long long max_item_bytes;

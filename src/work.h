@@ -84,6 +84,8 @@ struct work_chunk {
     bool round_marker;       /* this round carries the marker */
     work_chunk_t *round_next;
     int commit_sends;        /* times the committer sent it (more than 1 after a lost connection) */
+    long long partial_moves; /* 1 + rconn_master_moves() when its first partial commit was written; 0: none */
+    bool requeue_sent;       /* its last group went as COMMIT_MODE_REQUEUE */
     int64_t fetched_ms;      /* monotonic */
     list_node_t sched_link;  /* the scheduler's: in its inbox or its running chunks; sched_take_unfinished's list */
 };

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "rcluster.h"
 #include "redis_url.h"
+#include "rsentinel.h"
 #include "rtls.h"
 #include "xalloc.h"
 
@@ -37,6 +38,11 @@ struct rconn {
     char at_host[256];       /* cluster: the node dialled last */
     int at_port;
     bool routing;            /* cluster: rconn_cluster_settle is under way (it connects once more, not again) */
+    char master_at[300];     /* redis-sentinel://: "name at host:port", the master last connected to; else empty */
+    long long master_moves;  /* times a connect found the master at another address than the time before */
+    int min_replicas;        /* rconn_wait_replicas: replicas that must have each write (0: none) */
+    long long min_replicas_timeout_ms;
+    rtls_conn_t *sentinel_tls; /* rediss-sentinel://: the TLS stream of the Sentinel being asked; else NULL */
 };
 
 /* Redis Cluster: a key of the queue this process works on (rconn_set_cluster_key), set before any thread starts.
@@ -152,10 +158,37 @@ static int rconn_dial(rconn_t *c, const char *host, int port)
     return c->ctx && !c->ctx->err ? 0 : -1;
 }
 
-/* Which server to dial: the URL's own for redis:// and rediss://; for redis-cluster:// the node rcluster gives (an
- * ASK target, the node of our slot, or a seed). Returns 0, or -1 with c->err set. */
+/* rsentinel's dial: a connection to a Sentinel through the same transport, with a shorter connect timeout. Its TLS
+ * stream (rediss-sentinel://) is kept in c->sentinel_tls until rsentinel has freed the context (the next dial, or
+ * the end of rconn_resolve), then closed: a pump thread is joined for every Sentinel asked. */
+static redisContext *rconn_dial_sentinel(void *arg, const char *host, int port, long long timeout_ms)
+{
+    rconn_t *c = arg;
+    rtls_close(c->sentinel_tls);
+    c->sentinel_tls = NULL;
+    long long saved_ms = c->timeout_ms;
+    c->timeout_ms = timeout_ms;
+    rconn_dial(c, host, port);
+    c->timeout_ms = saved_ms;
+    redisContext *ctx = c->ctx;
+    c->ctx = NULL;
+    c->sentinel_tls = c->tls;
+    c->tls = NULL;
+    return ctx;
+}
+
+/* Which server to dial: the URL's own for redis:// and rediss://; the master the Sentinels name for
+ * redis-sentinel://; for redis-cluster:// the node rcluster gives (an ASK target, the node of our slot, or a seed).
+ * Returns 0, or -1 with c->err set. */
 static int rconn_resolve(rconn_t *c, char *host, size_t hostlen, int *port)
 {
+    if (c->url.mode == REDIS_URL_SENTINEL) {
+        int rc = rsentinel_resolve(&c->url, c->timeout_ms, rconn_dial_sentinel, c, host, hostlen, port, c->err,
+                                   sizeof c->err);
+        rtls_close(c->sentinel_tls);
+        c->sentinel_tls = NULL;
+        return rc;
+    }
     if (c->cluster) {
         rcluster_next(c->cluster, host, hostlen, port, &c->at_seed);
         snprintf(c->at_host, sizeof c->at_host, "%s", host);
@@ -169,6 +202,22 @@ static int rconn_resolve(rconn_t *c, char *host, size_t hostlen, int *port)
 
 static int rconn_cluster_settle(rconn_t *c, char *err, size_t errlen);
 static redisReply *rconn_check(rconn_t *c, void *reply);
+
+/* redis-sentinel://: refuses a server that is not the master (the Sentinels' view lags a failover) and logs when
+ * the master moved. Returns 0, or -1 with c->err set. */
+static int rconn_check_master(rconn_t *c, const char *host, int port)
+{
+    if (c->url.mode != REDIS_URL_SENTINEL) return 0;
+    char at[sizeof c->master_at];
+    snprintf(at, sizeof at, "master %s at %s:%d", c->url.master, host, port);
+    if (rsentinel_check_role(c->ctx, at, c->err, sizeof c->err, &c->refused)) return -1;
+    if (c->master_at[0] && strcmp(c->master_at, at) != 0) {
+        LOG(LL_WARN, "Redis at %s: the Sentinels now name %s (was %s)", c->addr, at, c->master_at);
+        c->master_moves++;
+    }
+    snprintf(c->master_at, sizeof c->master_at, "%s", at);
+    return 0;
+}
 
 int rconn_connect(rconn_t *c, char *err, size_t errlen)
 {
@@ -201,6 +250,7 @@ redial:
         const char *argv[2] = {"SELECT", db};
         if (rconn_setup_cmd(c, "SELECT", 2, argv)) goto fail;
     }
+    if (rconn_check_master(c, host, port)) goto fail;
     if (c->cluster && c->at_seed && rconn_cluster_key[0]) return rconn_cluster_settle(c, err, errlen);
     return 0;
 fail:
@@ -365,6 +415,15 @@ static redisReply *rconn_check(rconn_t *c, void *reply)
         LOG_LIMITED(LL_ERROR, "Redis at %s refused a command for lack of rights: %.200s (the Redis user needs the "
                               "commands and keys of its role in deploy/redis/chunkd.acl)", c->addr, r->str);
     }
+    if (r->type == REDIS_REPLY_ERROR && r->str && c->url.mode == REDIS_URL_SENTINEL &&
+        strncmp(r->str, "READONLY ", 9) == 0) {
+        /* The master was demoted by a failover: the next connect asks the Sentinels again. */
+        LOG_LIMITED(LL_WARN, "Redis at %s: %s answered READONLY (demoted by a failover?); asking the Sentinels "
+                             "again", c->addr, c->master_at);
+        snprintf(c->err, sizeof c->err, "%s answered READONLY: %.150s", c->master_at, r->str);
+        rconn_drop(c);
+        return reply;
+    }
     rconn_trim_reader(c);
     return reply;
 }
@@ -527,14 +586,50 @@ redisReply *rconn_get_reply(rconn_t *c)
         snprintf(c->err, sizeof c->err, "redirected by the cluster: %.200s", reply->str);
         LOG_LIMITED(LL_INFO, "Redis Cluster at %s: %s", c->addr, c->err);
         freeReplyObject(reply);
-        redisFree(c->ctx);
-        c->ctx = NULL;
+        rconn_close(c);
         return NULL;
     }
     return reply;
 }
 
+void rconn_set_min_replicas(rconn_t *c, int min_replicas, long long timeout_ms)
+{
+    c->min_replicas = min_replicas;
+    c->min_replicas_timeout_ms = timeout_ms;
+}
+
+int rconn_wait_replicas(rconn_t *c, char *why, size_t whylen)
+{
+    if (c->min_replicas <= 0) return 0;
+    if (!c->ctx) {
+        snprintf(why, whylen, "connection lost before WAIT: %s", c->err);
+        return -1;
+    }
+    redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + c->extra_ms + c->min_replicas_timeout_ms));
+    redisReply *r = rconn_command(c, "WAIT %d %lld", c->min_replicas, c->min_replicas_timeout_ms);
+    if (c->ctx) redisSetTimeout(c->ctx, ms_to_tv(c->timeout_ms + c->extra_ms));
+    int rc = -1;
+    if (!r) snprintf(why, whylen, "connection lost during WAIT: %s", c->err);
+    else if (r->type == REDIS_REPLY_ERROR) snprintf(why, whylen, "WAIT refused: %.200s", r->str);
+    else if (r->type == REDIS_REPLY_INTEGER && r->integer >= c->min_replicas) rc = 0;
+    else
+        snprintf(why, whylen, "NOREPLICAS only %lld of --redis-min-replicas %d replicas of %s acknowledged the "
+                 "writes within %lld ms", r->type == REDIS_REPLY_INTEGER ? r->integer : 0LL, c->min_replicas,
+                 c->master_at[0] ? c->master_at : c->addr, c->min_replicas_timeout_ms);
+    bool too_few = rc && r && r->type != REDIS_REPLY_ERROR;
+    if (r) freeReplyObject(r);
+    if (too_few) {
+        /* Recorded as a write refusal: the worker's /readyz says why. */
+        pthread_mutex_lock(&rconn_refusal_mu);
+        rconn_refusal_ms = clock_now_ms();
+        snprintf(rconn_refusal_text, sizeof rconn_refusal_text, "%s", why);
+        pthread_mutex_unlock(&rconn_refusal_mu);
+    }
+    return rc;
+}
+
 bool rconn_connected(const rconn_t *c) { return c->ctx != NULL; }
+long long rconn_master_moves(const rconn_t *c) { return c->master_moves; }
 const char *rconn_addr(const rconn_t *c) { return c->addr; }
 const char *rconn_error(const rconn_t *c) { return c->err; }
 

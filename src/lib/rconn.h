@@ -7,7 +7,11 @@
  * rediss:// (TLS): hiredis 0.14 has no TLS, so each such connection is an rtls stream (rtls.h: OpenSSL, and a pump
  * thread per connection) behind a plain descriptor that hiredis reads and writes. What TLS trusts and shows is
  * process-wide: rconn_tls_init() sets it once, before any thread starts, and every connection (Sentinel and Cluster
- * ones too: they all go through the same transport) uses it. */
+ * ones too: they all go through the same transport) uses it.
+ *
+ * With redis-sentinel:// each connect asks the Sentinels for the master (rsentinel.h) and refuses
+ * a replica; a READONLY reply (the master was demoted by a failover) drops the connection, so the next connect
+ * asks them again. */
 #ifndef CHUNKD_RCONN_H
 #define CHUNKD_RCONN_H
 
@@ -69,7 +73,18 @@ void rconn_set_extra_timeout(rconn_t *c, long long extra_ms);
 void rconn_append_argv(rconn_t *c, int argc, const char **argv, const size_t *lens);
 redisReply *rconn_get_reply(rconn_t *c);
 
+/* --redis-min-replicas: after writes whose loss matters, rconn_wait_replicas() sends WAIT min_replicas timeout_ms.
+ * 0 (the default) turns it off. */
+void rconn_set_min_replicas(rconn_t *c, int min_replicas, long long timeout_ms);
+/* Returns 0 when the writes sent so far on this connection reached min_replicas replicas (or it is 0); -1 with why
+ * otherwise (fewer acknowledged within the timeout, WAIT refused, the connection lost). A shortfall is recorded as
+ * a write refusal (rconn_refused_recently), so the worker's /readyz says why. */
+int rconn_wait_replicas(rconn_t *c, char *why, size_t whylen);
+
 bool rconn_connected(const rconn_t *c);
+/* redis-sentinel://: how many times this connection reconnected to a master at another address (a failover); what
+ * the old master acknowledged and had not replicated may be missing from the new one. Always 0 otherwise. */
+long long rconn_master_moves(const rconn_t *c);
 /* True for error replies that mean "not now" rather than "never": Redis still loading its data after a restart,
  * or busy in a long script. */
 bool rconn_transient_error(const char *msg);

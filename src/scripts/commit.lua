@@ -1,13 +1,16 @@
 -- Commit finished items of one chunk: fencing, results, dead copies, checkpoint and counters in one atomic step.
 -- The chunk must still be in this worker's processing list, or nothing is written: another worker or the reaper
 -- took it, and a result must never be written twice. A partial commit ('p') checks with LPOS and leaves the chunk
--- there; the final one ('f') removes it with LREM, and a dead chunk ('x') goes to the dead list.
+-- there; the final one ('f') removes it with LREM, and a dead chunk ('x') goes to the dead list. A requeue ('r') is
+-- a final commit that gives the chunk back to the front of pending instead, keeping its checkpoint: the worker sends
+-- it when partial commits it made before its Redis master changed (a failover) may be lost, so that the chunk's next
+-- delivery runs the items whose bits the new master lacks.
 -- When ARGV[4] is '1' each item sets its bit in the chunk's checkpoint (KEYS[5]) and is written only if the bit
 -- was clear, so a partial commit retried after a lost reply writes nothing twice, and a redelivered chunk's worker
 -- knows which items are done. Without partial commits or an earlier delivery the bitmap is skipped (LREM fences).
 -- KEYS[1] processing list, KEYS[2] results stream, KEYS[3] stats hash, KEYS[4] dead list, KEYS[5] checkpoint
--- bitmap, KEYS[6] deliveries hash
--- ARGV[1] the chunk exactly as fetched, ARGV[2] mode 'p', 'f' or 'x', ARGV[3] the chunk's checkpoint name (id:hash), ARGV[4] '1' to use the
+-- bitmap, KEYS[6] deliveries hash, KEYS[7] pending list ('r')
+-- ARGV[1] the chunk exactly as fetched, ARGV[2] mode 'p', 'f', 'x' or 'r', ARGV[3] the chunk's checkpoint name (id:hash), ARGV[4] '1' to use the
 -- checkpoint, ARGV[5] result lines N, ARGV[6] of which ok, ARGV[7] dead records D, then the N lines, the D dead
 -- records, and with the checkpoint N tags, one per line: 'o' (ok), 'f' (failed) or 'd' (failed, with the next
 -- dead record) followed by the item's index in the chunk. For 'x' the one dead record is the chunk's.
@@ -20,6 +23,7 @@ local COMMIT_KEY_STATS = 3
 local COMMIT_KEY_DEAD = 4
 local COMMIT_KEY_CHECKPOINT = 5
 local COMMIT_KEY_DELIVERIES = 6
+local COMMIT_KEY_PENDING = 7
 local COMMIT_ARG_CHUNK = 1
 local COMMIT_ARG_MODE = 2
 local COMMIT_ARG_CKPT_NAME = 3
@@ -31,6 +35,7 @@ local COMMIT_N_HEAD_ARGS = 7
 local COMMIT_MODE_PARTIAL = 'p'
 local COMMIT_MODE_FINAL = 'f'
 local COMMIT_MODE_DEAD = 'x'
+local COMMIT_MODE_REQUEUE = 'r'
 local COMMIT_CKPT_ON = '1'
 local COMMIT_TAG_OK = 'o'
 local COMMIT_TAG_DEAD = 'd'
@@ -39,6 +44,7 @@ local COMMIT_REPLY_OK = 1
 local COMMIT_REPLY_CKPT_EXISTS = 2
 local processing, results, stats = KEYS[COMMIT_KEY_PROCESSING], KEYS[COMMIT_KEY_RESULTS], KEYS[COMMIT_KEY_STATS]
 local dead, checkpoint, deliveries = KEYS[COMMIT_KEY_DEAD], KEYS[COMMIT_KEY_CHECKPOINT], KEYS[COMMIT_KEY_DELIVERIES]
+local pending = KEYS[COMMIT_KEY_PENDING]
 local chunk, mode, ckpt_name = ARGV[COMMIT_ARG_CHUNK], ARGV[COMMIT_ARG_MODE], ARGV[COMMIT_ARG_CKPT_NAME]
 local bits = ARGV[COMMIT_ARG_USE_CKPT] == COMMIT_CKPT_ON
 -- Redis does not roll a script back when a command fails half way, so check everything that could fail before
@@ -48,7 +54,8 @@ local function type_ok(key, want)
   return t == 'none' or t == want
 end
 if not (type_ok(processing, 'list') and type_ok(results, 'stream') and type_ok(stats, 'hash') and
-        type_ok(dead, 'list') and type_ok(checkpoint, 'string') and type_ok(deliveries, 'hash')) then
+        type_ok(dead, 'list') and type_ok(checkpoint, 'string') and type_ok(deliveries, 'hash') and
+        type_ok(pending, 'list')) then
   return redis.error_reply('WRONGTYPE a key of this queue has the wrong type; nothing was committed')
 end
 -- Nor can a call the user's ACL refuses (Redis runs a script with the caller's rights): with LREM allowed and XADD
@@ -60,7 +67,7 @@ local function acl_denied(calls) -- the first of calls this user may not make (R
 end
 local no = acl_denied({{'LREM', processing, '0', ''}, {'XADD', results, '*', 'r', ''}, {'LPUSH', dead, ''},
                        {'HINCRBY', stats, 'f', '1'}, {'SETBIT', checkpoint, '0', '1'}, {'DEL', checkpoint},
-                       {'HDEL', deliveries, ''}})
+                       {'HDEL', deliveries, ''}, {'RPUSH', pending, ''}, {'HINCRBY', deliveries, 'f', '1'}})
 if no then
   return redis.error_reply('NOPERM this user may not run ' .. no[1] .. ' on ' .. no[2] ..
                            ' (commit.lua); nothing was committed')
@@ -115,5 +122,10 @@ if mode == COMMIT_MODE_FINAL then
   redis.call('HINCRBY', stats, 'chunks_done', 1)
   if bits then redis.call('DEL', checkpoint) end
   redis.call('HDEL', deliveries, ckpt_name)
+elseif mode == COMMIT_MODE_REQUEUE then
+  -- As requeue.lua: to the end workers take from; not a failed delivery, so the count goes back down.
+  redis.call('RPUSH', pending, chunk)
+  redis.call('HINCRBY', stats, 'requeued_chunks', 1)
+  if redis.call('HEXISTS', deliveries, ckpt_name) == 1 then redis.call('HINCRBY', deliveries, ckpt_name, -1) end
 end
 return COMMIT_REPLY_OK

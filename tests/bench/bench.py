@@ -1121,16 +1121,18 @@ unset multiplot
     # with the pid of the chunkd worker itself (not its trampoline) while it runs.
     def worker_run(self, label, queue, n, concurrency, collect_out, handler=("--handler", "sleep"),
                    http=False, on_worker=None, binary=None, redis=None, redis_url=None, redis_args=(),
-                   worker_url=None):
+                   worker_url=None, extra_env=None):
         """redis: another Redis than the private one (its unix socket is the harness's own connection);
         redis_url: the address chunkd is given (default: that socket); redis_args: flags of every chunkd command;
-        worker_url: the worker's address when not redis_url (enqueue and collect keep redis_url)."""
+        worker_url: the worker's address when not redis_url (enqueue and collect keep redis_url);
+        extra_env: more environment for every chunkd command."""
         r = redis or self.get_redis()
         r.cmd("FLUSHALL")
         path = os.path.join(self.tmp, f"{'http-' if http else ''}items-{n}.jsonl")
         if not os.path.exists(path):
             (gen_http_items if http else gen_items)(path, n)
         env = child_env(redis_url or r.url)
+        env.update(extra_env or {})
         redis_args = list(redis_args)
 
         p, logp = self.run_chunkd(f"{label}.enqueue", ["enqueue", "--queue", queue, path] + redis_args, env, 600)
@@ -1360,6 +1362,52 @@ unset multiplot
             for i, m in enumerate(runs[v], 1):
                 det.append(f"  {v}, run {i}: " + json.dumps(
                     {k: (round(x, 3) if isinstance(x, float) else x) for k, x in m.items()}))
+        self.sections.append("\n".join(det))
+
+    # -- case replicas: the cost of --redis-min-replicas 1 (WAIT after each enqueue batch and commit round)
+    def case_replicas(self):
+        n, reps = self.a.replicas_items, self.a.replicas_reps
+        r = self.get_redis()
+        port = r.tcp_port  # a replica needs TCP
+        rdir = os.path.join(self.tmp, "replica")
+        os.makedirs(rdir, exist_ok=True)
+        with open(os.path.join(rdir, "redis.log"), "wb") as rlog:
+            replica = self.procs.start(["redis-server", "--port", "0", "--unixsocket", os.path.join(rdir, "redis.sock"),
+                                        "--replicaof", "127.0.0.1", str(port),
+                                        "--save", "", "--appendonly", "no", "--dir", rdir, "--daemonize", "no"],
+                                       stdout=rlog, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 20
+            while "connected_slaves:1" not in r.cmd("INFO", "replication"):
+                if time.monotonic() > deadline or replica.poll() is not None:
+                    raise BenchError(f"the replica did not attach within 20 s (see {rdir}/redis.log)")
+                time.sleep(0.05)
+            runs = {0: [], 1: []}
+            for rep in range(1, reps + 1):
+                for mr in ((0, 1) if rep % 2 else (1, 0)):  # taking turns to go first
+                    runs[mr].append(self.worker_run(
+                        f"replicas-{mr} {rep}/{reps}", "bench", n, 10000,
+                        os.path.join(self.tmp, "replicas.collect.out"),
+                        extra_env={"CHUNKD_REDIS_MIN_REPLICAS": str(mr)}))
+        finally:
+            self.procs.kill(replica)
+        off, on = median_run(runs[0]), median_run(runs[1])
+        cost = lambda k: f"{100 * (on[k] - off[k]) / off[k]:+.1f}%"
+        self.rows += [
+            ("replicas", f"enqueue items/s, {fmt_int(n)} items: min-replicas 0 / 1",
+             f"{fmt_int(off['enqueue_per_s'])} / {fmt_int(on['enqueue_per_s'])} ({cost('enqueue_per_s')})", "", ""),
+            ("replicas", f"worker items/s, c=10000: min-replicas 0 / 1",
+             f"{fmt_int(off['items_per_s'])} / {fmt_int(on['items_per_s'])} ({cost('items_per_s')})", "", ""),
+            ("replicas", "  CPU: redis-server, min-replicas 0 / 1",
+             f"{off['redis_cpu_pct']:.0f}% / {on['redis_cpu_pct']:.0f}%", "", ""),
+        ]
+        det = [f"replicas: the private redis-server with one replica (--replicaof, loopback TCP); enqueue, then one "
+               f"worker (--concurrency 10000 --exit-when-empty) with collect running, {n} items x {SLEEP_MS} ms, "
+               f"with CHUNKD_REDIS_MIN_REPLICAS 0 and 1 taking turns; medians of {reps} run(s) of each"]
+        for mr in (0, 1):
+            for i, m in enumerate(runs[mr], 1):
+                det.append(f"  min-replicas {mr}, run {i}: enqueue {m['enqueue_s']:.2f} s, worker {m['wall_s']:.2f} s "
+                           f"({fmt_int(m['items_per_s'])} items/s), redis-server cpu {m['redis_cpu_pct']:.0f}%")
         self.sections.append("\n".join(det))
 
     # -- case c
@@ -2149,7 +2197,7 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
 
 
 CASES = ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd", "latency",
-         "cluster", "tls")
+         "cluster", "tls", "replicas")
 
 
 def main():
@@ -2202,6 +2250,8 @@ def main():
     ap.add_argument("--latency-rtts", help="latency case: added round trips in ms, 0 first (0,2,10)")
     ap.add_argument("--cluster-items", type=int, help="cluster case: items per queue (100000; quick 20000)")
     ap.add_argument("--cluster-reps", type=int, help="cluster case: alternating runs of each side (3; quick 1)")
+    ap.add_argument("--replicas-items", type=int, help="replicas case: items per run (200000; quick 50000)")
+    ap.add_argument("--replicas-reps", type=int, help="replicas case: runs with each setting (3; quick 1)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -2231,6 +2281,8 @@ def main():
         ap.error("--latency-rtts must start with 0 (direct)")
     a.cluster_items = a.cluster_items or (20000 if q else 100000)
     a.cluster_reps = a.cluster_reps or (1 if q else 3)
+    a.replicas_items = a.replicas_items or (50000 if q else 200000)
+    a.replicas_reps = a.replicas_reps or (1 if q else 3)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
         if c not in CASES:

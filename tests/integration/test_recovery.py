@@ -198,16 +198,16 @@ def test_commit_script_final_without_checkpoint_defers_to_it(ctx):
     # text again can hold two deliveries of it; the one without a checkpoint must not write items the other one
     # checkpointed. Its final commit without the bitmap is refused with 2 (resent with it), never written twice.
     script = (Path(__file__).resolve().parents[2] / "src" / "scripts" / "commit.lua").read_text()
-    keys = [ctx.key(k) for k in ("processing:w", "results", "stats", "dead", "done:c1:0", "deliveries")]
+    keys = [ctx.key(k) for k in ("processing:w", "results", "stats", "dead", "done:c1:0", "deliveries", "pending")]
     ctx.r.execute("RPUSH", keys[0], "X")
-    partial = ctx.r.execute("EVAL", script, 6, *keys, "X", "p", "c1:0", "1", 2, 2, 0, "r0", "r1", "o0", "o1")
+    partial = ctx.r.execute("EVAL", script, 7, *keys, "X", "p", "c1:0", "1", 2, 2, 0, "r0", "r1", "o0", "o1")
     check(partial == 1 and ctx.xlen() == 2, f"partial commit: {partial}, stream {ctx.xlen()}")
-    again = ctx.r.execute("EVAL", script, 6, *keys, "X", "p", "c1:0", "1", 2, 2, 0, "r0", "r1", "o0", "o1")
+    again = ctx.r.execute("EVAL", script, 7, *keys, "X", "p", "c1:0", "1", 2, 2, 0, "r0", "r1", "o0", "o1")
     check(again == 1 and ctx.xlen() == 2, f"a partial commit retried wrote again: stream {ctx.xlen()}")
-    blind = ctx.r.execute("EVAL", script, 6, *keys, "X", "f", "c1:0", "0", 3, 3, 0, "r0", "r1", "r2")
+    blind = ctx.r.execute("EVAL", script, 7, *keys, "X", "f", "c1:0", "0", 3, 3, 0, "r0", "r1", "r2")
     check(blind == 2 and ctx.xlen() == 2 and ctx.r.execute("LLEN", keys[0]) == 1,
           f"final commit without the checkpoint: reply {blind}, stream {ctx.xlen()}")
-    final = ctx.r.execute("EVAL", script, 6, *keys, "X", "f", "c1:0", "1", 3, 3, 0, "r0", "r1", "r2", "o0", "o1",
+    final = ctx.r.execute("EVAL", script, 7, *keys, "X", "f", "c1:0", "1", 3, 3, 0, "r0", "r1", "r2", "o0", "o1",
                           "o2")
     check(final == 1 and ctx.xlen() == 3, f"final commit with the checkpoint: reply {final}, stream {ctx.xlen()}")
     check(ctx.r.execute("EXISTS", keys[4]) == 0 and ctx.r.execute("LLEN", keys[0]) == 0,

@@ -100,6 +100,7 @@ static void test_commit_lua_shares_the_header(void **state)
     const shared_t shared[] = {
         NUMBER(COMMIT_KEY_PROCESSING), NUMBER(COMMIT_KEY_RESULTS),   NUMBER(COMMIT_KEY_STATS),
         NUMBER(COMMIT_KEY_DEAD),       NUMBER(COMMIT_KEY_CHECKPOINT), NUMBER(COMMIT_KEY_DELIVERIES),
+        NUMBER(COMMIT_KEY_PENDING),    TEXT(COMMIT_MODE_REQUEUE),
         NUMBER(COMMIT_ARG_CHUNK),      NUMBER(COMMIT_ARG_MODE),       NUMBER(COMMIT_ARG_CKPT_NAME),
         NUMBER(COMMIT_ARG_USE_CKPT),   NUMBER(COMMIT_ARG_N),          NUMBER(COMMIT_ARG_N_OK),
         NUMBER(COMMIT_ARG_N_DEAD),     NUMBER(COMMIT_N_HEAD_ARGS),    TEXT(COMMIT_MODE_PARTIAL),
@@ -134,7 +135,8 @@ static void test_positions(void **state)
 {
     (void)state;
     const int commit_keys[] = {COMMIT_KEY_PROCESSING, COMMIT_KEY_RESULTS,   COMMIT_KEY_STATS,
-                               COMMIT_KEY_DEAD,       COMMIT_KEY_CHECKPOINT, COMMIT_KEY_DELIVERIES};
+                               COMMIT_KEY_DEAD,       COMMIT_KEY_CHECKPOINT, COMMIT_KEY_DELIVERIES,
+                               COMMIT_KEY_PENDING};
     const int commit_args[] = {COMMIT_ARG_CHUNK,    COMMIT_ARG_MODE, COMMIT_ARG_CKPT_NAME, COMMIT_ARG_USE_CKPT,
                                COMMIT_ARG_N,        COMMIT_ARG_N_OK, COMMIT_ARG_N_DEAD};
     const int requeue_keys[] = {REQUEUE_KEY_PROCESSING, REQUEUE_KEY_PENDING, REQUEUE_KEY_STATS,
@@ -144,11 +146,11 @@ static void test_positions(void **state)
     numbered(commit_args, sizeof commit_args / sizeof commit_args[0], COMMIT_N_HEAD_ARGS);
     numbered(requeue_keys, sizeof requeue_keys / sizeof requeue_keys[0], REQUEUE_N_KEYS);
     numbered(requeue_args, sizeof requeue_args / sizeof requeue_args[0], REQUEUE_N_ARGS);
-    assert_string_equal(SCRIPT_TEXT(COMMIT_N_KEYS), "6");
+    assert_string_equal(SCRIPT_TEXT(COMMIT_N_KEYS), "7");
     assert_int_equal(SCRIPT_EVAL_KEY(1), 3);
-    assert_int_equal(SCRIPT_EVAL_ARG(COMMIT_N_KEYS, COMMIT_ARG_CHUNK), 9);
+    assert_int_equal(SCRIPT_EVAL_ARG(COMMIT_N_KEYS, COMMIT_ARG_CHUNK), 10);
     assert_int_equal(SCRIPT_EVAL_ARG(REQUEUE_N_KEYS, REQUEUE_ARG_CHUNK), 7);
-    assert_int_equal(SCRIPT_EVAL_ARGC(COMMIT_N_KEYS, COMMIT_N_HEAD_ARGS), 16);
+    assert_int_equal(SCRIPT_EVAL_ARGC(COMMIT_N_KEYS, COMMIT_N_HEAD_ARGS), 17);
     assert_int_equal(SCRIPT_EVAL_ARGC(REQUEUE_N_KEYS, REQUEUE_N_ARGS), 9);
     /* commit.c reads requeue.lua's replies as commit.lua's; the three item tags and three modes differ. */
     assert_int_equal(REQUEUE_REPLY_OK, COMMIT_REPLY_OK);
@@ -158,6 +160,9 @@ static void test_positions(void **state)
     assert_string_not_equal(COMMIT_MODE_PARTIAL, COMMIT_MODE_FINAL);
     assert_string_not_equal(COMMIT_MODE_PARTIAL, COMMIT_MODE_DEAD);
     assert_string_not_equal(COMMIT_MODE_FINAL, COMMIT_MODE_DEAD);
+    assert_string_not_equal(COMMIT_MODE_REQUEUE, COMMIT_MODE_PARTIAL);
+    assert_string_not_equal(COMMIT_MODE_REQUEUE, COMMIT_MODE_FINAL);
+    assert_string_not_equal(COMMIT_MODE_REQUEUE, COMMIT_MODE_DEAD);
 }
 
 int main(void)
