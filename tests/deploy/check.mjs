@@ -320,7 +320,7 @@ for (const { target, objects } of rendered) {
         else pass(`${label(target, pdb)}: selects the workers, evicts unready ones`);
     }
     checkNetwork(target, objects, byKind, configMaps);
-    if (!target.startsWith("batch/")) checkLabels(target, objects);
+    checkLabels(target, objects);
     checkPodSecurity(target, objects);
 }
 checkInstances(["overlays/prod", "overlays/queue-example"]);
@@ -396,6 +396,9 @@ function checkLabels(target, objects) {
         if (!l["app.kubernetes.io/instance"]) problems.push("no app.kubernetes.io/instance");
         if (!l["app.kubernetes.io/managed-by"]) problems.push("no app.kubernetes.io/managed-by");
         if (l["app.kubernetes.io/version"] !== VERSION) problems.push(`app.kubernetes.io/version is ${l["app.kubernetes.io/version"]}, not ${VERSION}`);
+        // Pods too (the batch Jobs' above all): dashboards and `kubectl get pods -l` find them by name.
+        if (o.spec?.template?.metadata && !o.spec.template.metadata.labels?.["app.kubernetes.io/name"])
+            problems.push("pod template without app.kubernetes.io/name");
         if (problems.length) missing.push(`${o.kind}/${o.metadata.name}: ${problems.join(", ")}`);
     }
     if (missing.length) fail(`${target} labels`, missing.join("; "));
