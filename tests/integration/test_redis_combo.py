@@ -183,6 +183,24 @@ def test_tls_sentinel_pipeline_and_failover(ctx):
     check("combo-pw" not in logs, "the password is in a message")
 
 
+def test_tls_sentinel_unreachable_named(ctx):
+    """rediss-sentinel:// whose Sentinels cannot be used: one refuses the connection, one has a certificate of a CA
+    not trusted. `status` exits 1 naming each Sentinel and why (not 'out of memory'), without the password."""
+    certs = _certs(ctx)
+    master = _start(ctx, certs, "master")
+    sentinel = _sentinel(ctx, certs, master.port)
+    dead = free_port()
+    url = f"rediss-sentinel://:hidden-pw@127.0.0.1:{dead},127.0.0.1:{sentinel.port}/{MASTER}"
+    p = ctx.run("status", "--queue", ctx.queue, "--redis-ca-file", certs / "other-ca.pem", redis="flag", url=url,
+                expect_rc=1)
+    err = p.stderr()
+    check(f"Sentinel 127.0.0.1:{dead} cannot be reached: Connection refused" in err,
+          f"the refused Sentinel is not named with its reason: {one_line(err)}")
+    check(f"Sentinel 127.0.0.1:{sentinel.port} cannot be reached: TLS: certificate verify failed" in err,
+          f"the untrusted Sentinel is not named with its reason: {one_line(err)}")
+    check("out of memory" not in err and "hidden-pw" not in err, f"stderr: {one_line(err)}")
+
+
 def test_tls_cluster_pipeline_and_queues(ctx):
     """rediss-cluster:// (three masters, TLS only, on the bus too): a queue on each of two masters, each driven
     through a seed that is not its master: enqueue, worker and collect give every id once, and `chunkd queues`
