@@ -143,9 +143,10 @@ def _ca(certs):
 
 def test_tls_sentinel_pipeline_and_failover(ctx):
     """rediss-sentinel:// (Sentinel, master and replica all TLS only; the URL's first Sentinel is down): enqueue, a
-    worker and a collector; the master is killed (SIGKILL) mid-run and the Sentinel promotes the replica: the worker
-    and the collector follow over TLS, and every id is in the output (at least once: replication is asynchronous,
-    so the last acknowledged writes may be lost and redone). No message holds the password."""
+    worker and a collector give every id once. Then, on another queue, the master is killed (SIGKILL) mid-run and
+    the Sentinel promotes the replica: the worker and the collector follow over TLS, and every id is in the output
+    (at least once: replication is asynchronous, so the last acknowledged writes may be lost and redone). No
+    message holds the password."""
     certs = _certs(ctx)
     master = _start(ctx, certs, "master", password="combo-pw")
     replica = _start(ctx, certs, "replica", password="combo-pw", extra=["--replicaof", "127.0.0.1", str(master.port)])
@@ -155,6 +156,16 @@ def test_tls_sentinel_pipeline_and_failover(ctx):
     wait_until(lambda: len(_try_call(certs, sentinel.port, "SENTINEL", "replicas", MASTER) or []) == 1, 20,
                lambda: f"the Sentinel knowing the replica ({sentinel.log()})")
     url = f"rediss-sentinel://:combo-pw@127.0.0.1:{free_port()},127.0.0.1:{sentinel.port}/{MASTER}"
+    # First a whole pipeline with no failover: every id exactly once.
+    once = ctx.queue + "-once"
+    path = ctx.write_jsonl("once.jsonl", [{"id": i, "sleep_ms": 1} for i in range(300)])
+    ctx.run("enqueue", "--queue", once, "--chunk-size", 20, *_ca(certs), path, redis="flag", url=url)
+    ctx.run("worker", "--queue", once, "--concurrency", 100, "--exit-when-empty", *_ca(certs), redis="flag", url=url,
+            timeout=60)
+    ctx.run("collect", "--queue", once, "--until-done", "--out", ctx.path("once.out.jsonl"), *_ca(certs),
+            redis="flag", url=url, timeout=60)
+    assert_exactly_once(read_jsonl(ctx.path("once.out.jsonl")), range(300), "results through rediss-sentinel://")
+    # Then a failover in the middle of a run.
     ids = list(range(3000))
     path = ctx.write_jsonl("items.jsonl", [{"id": i, "sleep_ms": 50} for i in ids])
     ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 20, *_ca(certs), path, redis="flag", url=url)
@@ -203,8 +214,9 @@ def test_tls_sentinel_unreachable_named(ctx):
 
 def test_tls_cluster_pipeline_and_queues(ctx):
     """rediss-cluster:// (three masters, TLS only, on the bus too): a queue on each of two masters, each driven
-    through a seed that is not its master: enqueue, worker and collect give every id once, and `chunkd queues`
-    through one seed lists both with their counts."""
+    through a seed that is not its master: enqueue, worker and collect give every id once; `chunkd queues` through
+    one seed (after one that is down) lists both with their counts; `chunkd run` with a named queue gives every id
+    once."""
     if not REDIS_CLI:
         skip("redis-cli is not installed (the cluster is made with redis-cli --cluster create)")
     certs = _certs(ctx)
@@ -248,11 +260,19 @@ def test_tls_cluster_pipeline_and_queues(ctx):
         ctx.run("collect", "--queue", q, "--out", out, "--until-done", *_ca(certs), redis="flag", url=url,
                 timeout=60)
         assert_exactly_once(read_jsonl(out), range(n), f"queue {q} over rediss-cluster://")
+    # `queues` through one seed, after one that is down: both queues, from two masters.
     seed = next(node.port for node in nodes if node.port not in queues)
-    proc = ctx.run("queues", "--json", *_ca(certs), redis="flag", url=f"rediss-cluster://127.0.0.1:{seed}")
+    proc = ctx.run("queues", "--json", *_ca(certs), redis="flag",
+                   url=f"rediss-cluster://127.0.0.1:{free_port()},127.0.0.1:{seed}")
     rows = {o["queue"]: o for o in (json.loads(line) for line in proc.stdout().splitlines())}
     for q in queues.values():
         check(q in rows and rows[q]["done"] == n, f"queues --json lacks {q} or its counts: {sorted(rows)}")
+    # `run` with a named queue, through that seed (not the queue's master): every id once.
+    q = next(f"{ctx.queue}-run-{i}" for i in range(1000) if master_of(f"{ctx.queue}-run-{i}") != seed)
+    path = ctx.write_jsonl("run.jsonl", [{"id": i} for i in range(100)])
+    ctx.run("run", "--queue", q, "--handler", "echo", "--out", ctx.path("run.out.jsonl"), *_ca(certs), path,
+            redis="flag", url=f"rediss-cluster://127.0.0.1:{seed}", timeout=60)
+    assert_exactly_once(read_jsonl(ctx.path("run.out.jsonl")), range(100), "`chunkd run` over rediss-cluster://")
 
 
 def _threads_fds(pid):
