@@ -196,7 +196,8 @@ def test_tls_sentinel_pipeline_and_failover(ctx):
 
 def test_tls_sentinel_unreachable_named(ctx):
     """rediss-sentinel:// whose Sentinels cannot be used: one refuses the connection, one has a certificate of a CA
-    not trusted. `status` exits 1 naming each Sentinel and why (not 'out of memory'), without the password."""
+    not trusted. `status` exits 1 naming each Sentinel and why (not 'out of memory'), without the password; a worker
+    keeps trying, says why, and ends at once on SIGTERM."""
     certs = _certs(ctx)
     master = _start(ctx, certs, "master")
     sentinel = _sentinel(ctx, certs, master.port)
@@ -210,6 +211,16 @@ def test_tls_sentinel_unreachable_named(ctx):
     check(f"Sentinel 127.0.0.1:{sentinel.port} cannot be reached: TLS: certificate verify failed" in err,
           f"the untrusted Sentinel is not named with its reason: {one_line(err)}")
     check("out of memory" not in err and "hidden-pw" not in err, f"stderr: {one_line(err)}")
+    # A worker keeps asking, says why, and a SIGTERM while it waits ends it at once.
+    worker = ctx.spawn("worker", "--queue", ctx.queue, "--redis-ca-file", certs / "other-ca.pem", redis="flag",
+                       url=url)
+    wait_until(lambda: "TLS: certificate verify failed" in worker.stderr(), 15,
+               lambda: f"the worker's reason on stderr ({worker.describe()})")
+    worker.send(signal.SIGTERM)
+    started = time.monotonic()
+    worker.wait(15, expect_rc=0)
+    check(time.monotonic() - started < scaled(10), "the worker took too long to stop while asking the Sentinels")
+    check("hidden-pw" not in worker.stderr(), "the password is in the worker's messages")
 
 
 def test_tls_cluster_pipeline_and_queues(ctx):
