@@ -160,16 +160,23 @@ static int rconn_dial(rconn_t *c, const char *host, int port)
 
 /* rsentinel's dial: a connection to a Sentinel through the same transport, with a shorter connect timeout. Its TLS
  * stream (rediss-sentinel://) is kept in c->sentinel_tls until rsentinel has freed the context (the next dial, or
- * the end of rconn_resolve), then closed: a pump thread is joined for every Sentinel asked. */
-static redisContext *rconn_dial_sentinel(void *arg, const char *host, int port, long long timeout_ms)
+ * the end of rconn_resolve), then closed: a pump thread is joined for every Sentinel asked. A dial that fails
+ * leaves nothing open and says why in err (a failed TLS dial has no context to hold its reason). */
+static redisContext *rconn_dial_sentinel(void *arg, const char *host, int port, long long timeout_ms, char *err,
+                                         size_t errlen)
 {
     rconn_t *c = arg;
     rtls_close(c->sentinel_tls);
     c->sentinel_tls = NULL;
     long long saved_ms = c->timeout_ms;
     c->timeout_ms = timeout_ms;
-    rconn_dial(c, host, port);
+    int failed = rconn_dial(c, host, port);
     c->timeout_ms = saved_ms;
+    if (failed) {
+        snprintf(err, errlen, "%s", c->err);
+        rconn_close(c);
+        return NULL;
+    }
     redisContext *ctx = c->ctx;
     c->ctx = NULL;
     c->sentinel_tls = c->tls;

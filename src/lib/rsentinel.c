@@ -18,10 +18,10 @@ static int rsentinel_ask(const redis_url_t *url, const redis_url_node_t *n, long
                          rsentinel_dial_fn dial, void *dial_arg, char *host, size_t hostlen, int *port, char *why,
                          size_t whylen)
 {
-    redisContext *ctx = dial(dial_arg, n->host, n->port, timeout_ms);
-    if (!ctx || ctx->err) {
-        snprintf(why, whylen, "cannot be reached: %s", ctx ? ctx->errstr : "out of memory");
-        if (ctx) redisFree(ctx);
+    char dial_err[200];
+    redisContext *ctx = dial(dial_arg, n->host, n->port, timeout_ms, dial_err, sizeof dial_err);
+    if (!ctx) {
+        snprintf(why, whylen, "cannot be reached: %s", dial_err);
         return -1;
     }
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};

@@ -18,9 +18,11 @@
 /* Longest wait for one Sentinel (connect and its answer); shorter when the Redis timeout is. */
 #define RSENTINEL_TIMEOUT_MS 1000LL
 
-/* Opens a connection to host:port with at most timeout_ms to connect. Returns a context the caller frees with
- * redisFree (it may hold an error), or NULL when none could be allocated. */
-typedef redisContext *(*rsentinel_dial_fn)(void *arg, const char *host, int port, long long timeout_ms);
+/* Opens a connection to host:port with at most timeout_ms to connect. Returns a connected context the caller frees
+ * with redisFree, or NULL with why it could not connect in err (one line, without the address: "Connection refused",
+ * "TLS: certificate verify failed (...)"). */
+typedef redisContext *(*rsentinel_dial_fn)(void *arg, const char *host, int port, long long timeout_ms, char *err,
+                                           size_t errlen);
 
 /* Asks url's Sentinels where url->master is. Returns 0 with its address in host (hostlen bytes) and *port, or -1
  * with err naming each Sentinel asked and what it said. timeout_ms caps RSENTINEL_TIMEOUT_MS. */
