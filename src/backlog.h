@@ -3,8 +3,8 @@
  * bytes).
  *
  * The bytes are a running count in the stats hash (results_bytes): commit.lua adds the length of each line it
- * writes and ack.lua takes off the length of each line it removes, reading the entry first, so a result written
- * twice (a redelivery) is counted twice and removed twice. backlog.lua reads the count with the stream's length in
+ * writes and ack.lua takes off the length of each line it deletes (the collector passes the lengths it read), so a
+ * result written twice (a requeued item) is counted twice and removed twice. backlog.lua reads the count with the stream's length in
  * the caller's round trip (no MEMORY USAGE, which samples and is O(n)), and sets it back to 0 when the stream is
  * empty. By default the cap in bytes is half of Redis's maxmemory (INFO memory, read through backlog.lua), or
  * BACKLOG_DEFAULT_BYTES when Redis has none. */

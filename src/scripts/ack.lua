@@ -1,31 +1,27 @@
 -- Acknowledge and remove stream entries the collector has written and flushed, and count them once.
 -- KEYS[1] results stream, KEYS[2] stats hash
--- ARGV[1] consumer group, ARGV[2..] entry ids
--- The stats hash's results_bytes (the results backlog in bytes, which commit.lua adds each result line's length
--- to) loses exactly the lengths of the lines this call removes: each entry is read before it is deleted. A user
--- without the right to XRANGE (an ACL from before results_bytes) removes entries without taking their bytes off:
--- the count then stays too high until the stream is empty, when backlog.lua sets it to 0.
+-- ARGV[1] consumer group, ARGV[2..N+1] entry ids, ARGV[N+2..2N+1] the length of each entry's result line (field
+-- r, as the collector read it; 0 for an entry without one)
+-- The stats hash's results_bytes (the results backlog in bytes: commit.lua adds each line's length as it writes
+-- it) loses the length of each entry this call deletes, and only of those: an entry already gone is not subtracted
+-- again. The lengths come from the collector, which has just read the entries: reading them again here would
+-- copy every line once more inside Redis.
 -- Returns {collected, enqueued, dead_chunk_items} after the update, for --until-done (items of chunks that went
 -- to dead unread have no result line: they count as finished).
+local n = (#ARGV - 1) / 2
 local acked, removed_bytes = 0, 0
 local step = 500
-local measure = not redis.acl_check_cmd or redis.acl_check_cmd('XRANGE', KEYS[1], '-', '+')
-for i = 2, #ARGV, step do
-  local j = math.min(i + step - 1, #ARGV)
+for i = 2, n + 1, step do
+  local j = math.min(i + step - 1, n + 1)
   acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, j))
-  if measure then
-    for k = i, j do
-      local entry = redis.call('XRANGE', KEYS[1], ARGV[k], ARGV[k])[1]
-      local fields = entry and entry[2] or {}
-      for f = 1, #fields - 1, 2 do
-        if fields[f] == 'r' then removed_bytes = removed_bytes + #fields[f + 1] end
-      end
-    end
+  for k = i, j do
+    if redis.call('XDEL', KEYS[1], ARGV[k]) == 1 then removed_bytes = removed_bytes + tonumber(ARGV[k + n]) end
   end
-  redis.call('XDEL', KEYS[1], unpack(ARGV, i, j))
 end
-if removed_bytes > 0 and redis.call('HINCRBY', KEYS[2], 'results_bytes', -removed_bytes) < 0 then
-  redis.call('HSET', KEYS[2], 'results_bytes', 0) -- entries written before results_bytes existed
+if removed_bytes > 0 then
+  local left = redis.call('HINCRBY', KEYS[2], 'results_bytes', -removed_bytes)
+  -- Below 0: entries written before results_bytes existed. Back to 0 (HINCRBY: the collector's ACL has no HSET).
+  if left < 0 then redis.call('HINCRBY', KEYS[2], 'results_bytes', -left) end
 end
 local collected = redis.call('HINCRBY', KEYS[2], 'collected', acked)
 local counts = redis.call('HMGET', KEYS[2], 'enqueued', 'dead_chunk_items')

@@ -1,9 +1,9 @@
 -- The results backlog, read by fetch in the round trip of each fetch and by status: how many entries the results
 -- stream holds and how many bytes their result lines take (the stats hash's results_bytes: commit.lua adds each
 -- line it writes, ack.lua takes off each line it removes), and, when asked, Redis's maxmemory.
--- A stream with no entries holds no bytes: a count left over (entries removed by a collector whose ACL lacks XRANGE,
--- or from before results_bytes existed) is set back to 0 then, so it can only hold fetching back until the
--- collector has emptied the stream.
+-- A stream with no entries holds no bytes: a count left over (entries removed by a collector older than
+-- results_bytes, or by another tool that did not subtract them) is set back to 0 then, so it can only hold fetching
+-- back until the collector has emptied the stream.
 -- KEYS[1] results stream, KEYS[2] stats hash
 -- ARGV[1] '1' to read maxmemory (INFO memory) too
 -- Returns {entries, bytes, maxmemory}: maxmemory is -1 when not asked, or the error text when INFO memory is
