@@ -24,7 +24,7 @@ DEB_PACKAGES := gcc make pkg-config libhiredis-dev libjansson-dev libcurl4-opens
                 valgrind gnuplot-nox nginx libnginx-mod-http-echo openssl tmux
 
 # The data path (src/): enqueue -> fetch -> scheduler on loop -> handler -> commit -> collect.
-SRCS_PIPELINE := main.c settings.c enqueue.c chunk.c fetch.c window.c scheduler.c loop.c work.c result.c commit.c \
+SRCS_PIPELINE := main.c settings.c enqueue.c chunk.c fetch.c backlog.c window.c scheduler.c loop.c work.c result.c commit.c \
                  commit_round.c collect.c tally.c lastonly.c sink.c worker.c lease.c ratelimit.c ratelimit_math.c metrics.c httpd.c
 SRCS_LIB      := log.c sig.c xalloc.c dynbuf.c linereader.c idset.c rconn.c rcluster.c rsentinel.c rtls.c redis_url.c proctab.c children.c progress.c
 SRCS_HANDLER  := handler.c handler_sleep.c handler_echo.c handler_http.c http_request.c handler_exec.c exec_proto.c \
@@ -37,7 +37,8 @@ LUA  := $(sort $(wildcard src/scripts/*.lua))
 
 # Unit tests: each links only the modules it tests.
 UNIT_TESTS := settings redis_url chunk result dynbuf linereader batch metrics progress work exec_proto ratelimit \
-              http_request cmd commit_script commit_round window breaker scheduler log tally lastonly rcluster
+              http_request cmd commit_script commit_round window breaker scheduler log tally lastonly rcluster \
+              backlog
 UNIT_settings   := settings.c redis_url.c log.c xalloc.c ratelimit_math.c
 UNIT_redis_url  := redis_url.c
 UNIT_rcluster   := rcluster.c redis_url.c xalloc.c
@@ -58,6 +59,8 @@ UNIT_lastonly   := lastonly.c xalloc.c
 UNIT_commit_script :=
 UNIT_BUILT_commit_script := scripts.c # UNIT_BUILT_<test>: generated sources in $(BUILD) it links too
 UNIT_commit_round := commit_round.c
+UNIT_backlog    := backlog.c rconn.c rcluster.c rsentinel.c rtls.c log.c redis_url.c xalloc.c sig.c
+UNIT_BUILT_backlog := scripts.c
 UNIT_window     := window.c metrics.c dynbuf.c xalloc.c
 UNIT_breaker    := breaker.c xalloc.c
 # The scheduler on real loop threads; ratelimit.c (Redis) and the handlers are faked in the test itself.

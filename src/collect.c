@@ -105,18 +105,34 @@ static int collect_marker_take(rconn_t *c, collect_marker_t *m, const char *queu
     }
 }
 
-/* Sends the ack script for ids until Redis answers (reconnecting as needed; then *reconnected is set: after a
+/* The result line of a results stream entry (field r, borrowed from the reply), or NULL for an entry deleted after
+ * it was delivered (it has no fields). */
+static const redisReply *collect_entry_line(const redisReply *entry)
+{
+    const redisReply *fields = entry->element[1];
+    if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) return NULL;
+    const redisReply *v = fields->element[1];
+    return v->type == REDIS_REPLY_STRING ? v : NULL;
+}
+
+/* Sends the ack script for ids (with each line's length: ack.lua takes it off results_bytes) until Redis answers (reconnecting as needed; then *reconnected is set: after a
  * failover the new master may hold entries this consumer read and acknowledged on the old one as still pending, to
  * be read again). Returns 0, or -1 on stop. */
 static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t n, collect_progress_t *p,
                        const atomic_bool *stop, bool *reconnected)
 {
-    size_t argc = 6 + n;
+    size_t argc = 6 + 2 * n;
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
+    char (*sizes)[24] = xmalloc((n ? n : 1) * sizeof *sizes);
     const char *head[] = {"EVAL", script_ack, "2", k->results, k->stats, KEYS_COLLECT_GROUP};
     for (size_t i = 0; i < 6; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
-    for (size_t i = 0; i < n; i++) argv[6 + i] = entries[i]->element[0]->str, lens[6 + i] = entries[i]->element[0]->len;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *line = collect_entry_line(entries[i]);
+        argv[6 + i] = entries[i]->element[0]->str, lens[6 + i] = entries[i]->element[0]->len;
+        lens[6 + n + i] = (size_t)snprintf(sizes[i], sizeof sizes[i], "%zu", line ? line->len : 0);
+        argv[6 + n + i] = sizes[i];
+    }
     int rc = -1;
     /* The lines are written: try at least once even when stopping, or the next collect (the second pass of an
      * interrupted `run`) would read these entries again and write them twice. */
@@ -142,6 +158,7 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
     } while (!atomic_load(stop));
     free(argv);
     free(lens);
+    free(sizes);
     return rc;
 }
 
@@ -313,11 +330,9 @@ static int collect_write_batch(sink_t *sink, tally_t *tally, redisReply **entrie
                                size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
-        redisReply *fields = entries[i]->element[1];
         /* An entry deleted after it was delivered has no fields: nothing to write, still acknowledged. */
-        if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) continue;
-        redisReply *v = fields->element[1];
-        if (v->type != REDIS_REPLY_STRING) continue;
+        const redisReply *v = collect_entry_line(entries[i]);
+        if (!v) continue;
         /* The entry's id goes into the line as "seq": the order in which results were committed, so that of two
          * lines of one id (a failure, then its success after a requeue) the higher seq is the one that counts. */
         char tail[96];

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backlog.h"
 #include "clock.h"
 #include "handler.h"
 #include "log.h"
@@ -21,6 +22,7 @@
 #define FETCH_PIPELINE_MAX 32 /* chunks asked for in one round trip */
 #define FETCH_QUEUE_PAUSED (-2)  /* fetch_take_reply: the queue is paused */
 #define FETCH_POLL_MIN_MS 5    /* first pause before looking at an empty queue again */
+#define FETCH_MAXMEMORY_MS 5000 /* how often Redis's maxmemory is read again (CONFIG SET may change it) */
 
 struct fetch {
     const settings_t *settings;
@@ -40,6 +42,14 @@ struct fetch {
     atomic_bool queue_paused; /* fetch.lua found the queue paused (chunkd pause): for /readyz */
     bool told_open;           /* --exit-when-empty: "the queue is not sealed" was logged (once) */
     long long master_moves;   /* rconn_master_moves() once the orphans it could leave were given back */
+    /* The results backlog, as the last check saw it (fetch thread only), and when maxmemory is read next. */
+    backlog_t backlog;
+    int64_t next_maxmemory_ms;
+    bool asked_maxmemory;     /* the check in flight reads maxmemory too */
+    bool told_maxmemory;      /* "cannot read Redis's maxmemory" was logged (once) */
+    atomic_bool backlog_full; /* fetching waits for the collector: for /readyz */
+    pthread_mutex_t why_mu;   /* guards backlog_why */
+    char backlog_why[320];    /* why the backlog is full, while it is */
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
@@ -62,6 +72,9 @@ fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sc
     atomic_init(&f->found_empty, false);
     atomic_init(&f->connected, false);
     atomic_init(&f->queue_paused, false);
+    atomic_init(&f->backlog_full, false);
+    f->backlog.maxmemory = -1;
+    pthread_mutex_init(&f->why_mu, NULL);
     return f;
 }
 
@@ -303,23 +316,51 @@ static bool fetch_after_master_move(fetch_t *f)
     return false;
 }
 
-/* Learns the results stream's length from an XLEN reply and pauses or resumes fetching: while the stream holds
- * more than --max-results-backlog entries the worker takes no new chunk, so a stopped collector cannot let the
- * workers grow Redis without bound. Logs each change. */
+/* Queues the results backlog's check (backlog.lua) on the fetch connection, with Redis's maxmemory when it is due;
+ * fetch_note_backlog reads its reply. */
+static void fetch_ask_backlog(fetch_t *f)
+{
+    f->asked_maxmemory = clock_now_ms() >= f->next_maxmemory_ms;
+    backlog_append(f->conn, &f->keys, f->asked_maxmemory);
+}
+
+/* Learns the results backlog from a backlog.lua reply (takes r) and pauses or resumes fetching: while the results
+ * stream holds more than --max-results-backlog entries, or its lines take more than the cap in bytes
+ * (backlog_bytes_cap), the worker takes no new chunk, so a stopped collector cannot let the workers grow Redis
+ * without bound. Logs each change; /readyz says why while it lasts. */
 static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
 {
-    long long max = f->settings->max_results_backlog;
-    if (r && r->type == REDIS_REPLY_INTEGER) {
-        bool over = r->integer > max;
-        if (over && !*paused)
-            LOG(LL_WARN, "fetching paused: %s holds %lld results, more than --max-results-backlog %lld (is a "
-                         "collector running?)", f->keys.results, r->integer, max);
-        else if (!over && *paused)
-            LOG(LL_INFO, "fetching resumed: %s holds %lld results", f->keys.results, r->integer);
-        *paused = over;
-        metrics_gauge_set(G_FETCH_PAUSED, over);
-    }
+    char why[sizeof f->backlog_why] = "";
+    int rc = r ? backlog_take_reply(r, &f->backlog, why, sizeof why) : -1;
     if (r) freeReplyObject(r);
+    if (rc < 0) {
+        if (r) LOG_LIMITED(LL_WARN, "fetch: %s", why);
+        return; /* a lost connection: the fetch's own reply says so */
+    }
+    if (f->asked_maxmemory) f->next_maxmemory_ms = clock_now_ms() + FETCH_MAXMEMORY_MS;
+    if (rc > 0 && !f->told_maxmemory) {
+        f->told_maxmemory = true;
+        LOG(LL_WARN, "%s; the results backlog's cap in bytes is the default %lld (give the worker's Redis user "
+                     "+info|memory, see deploy/redis/chunkd.acl, or set --max-results-backlog-bytes)", why,
+            BACKLOG_DEFAULT_BYTES);
+    }
+    bool over = backlog_over(&f->backlog, f->settings->max_results_backlog, f->settings->max_results_backlog_bytes,
+                             f->keys.results, why, sizeof why);
+    if (over && !*paused) LOG(LL_WARN, "fetching paused: %s", why);
+    else if (!over && *paused)
+        LOG(LL_INFO, "fetching resumed: %s holds %lld results (%lld bytes)", f->keys.results, f->backlog.entries,
+            f->backlog.bytes);
+    if (over) {
+        pthread_mutex_lock(&f->why_mu);
+        snprintf(f->backlog_why, sizeof f->backlog_why, "%s", why);
+        pthread_mutex_unlock(&f->why_mu);
+    }
+    *paused = over;
+    atomic_store(&f->backlog_full, over);
+    metrics_gauge_set(G_FETCH_PAUSED, over);
+    metrics_gauge_set(G_RESULTS_BACKLOG_BYTES, f->backlog.bytes > 0 ? (uint64_t)f->backlog.bytes : 0);
+    long long cap = backlog_bytes_cap(f->settings->max_results_backlog_bytes, f->backlog.maxmemory);
+    metrics_gauge_set(G_RESULTS_BACKLOG_BYTES_CAP, (uint64_t)cap);
 }
 
 /* Pending was empty. With --exit-when-empty the worker is done once the queue is sealed (its input complete), it
@@ -374,8 +415,7 @@ static void *fetch_main(void *arg)
     /* The largest chunk seen: the room the next one may need. Until a chunk is seen, take one at a time, so
      * --concurrency holds from the first fetch. */
     size_t largest = 0, largest_bytes = 0;
-    const char *xlen[] = {"XLEN", f->keys.results};
-    const bool backlog_cap = f->settings->max_results_backlog > 0;
+    const bool backlog_cap = f->settings->max_results_backlog > 0 || f->settings->max_results_backlog_bytes != 0;
     bool paused = false;
     /* No blocking move: BLMOVE would hand over a chunk over --max-chunk-bytes before anything could refuse it.
      * An empty queue is looked at again after FETCH_POLL_MIN_MS, doubling up to --fetch-block-ms. */
@@ -394,7 +434,8 @@ static void *fetch_main(void *arg)
         }
         if (paused) {
             fetch_pause(f, 200);
-            fetch_note_backlog(f, rconn_command_argv(f->conn, 2, xlen, NULL), &paused);
+            fetch_ask_backlog(f);
+            fetch_note_backlog(f, rconn_get_reply(f->conn), &paused);
             continue;
         }
         /* Ask for as many chunks as surely fit, in one round trip. */
@@ -408,7 +449,7 @@ static void *fetch_main(void *arg)
         const char *move[] = {"EVAL", script_fetch, "5", f->keys.pending, f->keys.processing, f->keys.dead,
                               f->keys.stats, f->keys.paused, want_s, cap};
         /* The backlog is checked in the same round trip, so it overshoots by at most one window. */
-        if (backlog_cap) rconn_append_argv(f->conn, 2, xlen, NULL);
+        if (backlog_cap) fetch_ask_backlog(f);
         rconn_append_argv(f->conn, 10, move, NULL);
         if (backlog_cap) fetch_note_backlog(f, rconn_get_reply(f->conn), &paused);
         size_t n = 0;
@@ -456,10 +497,20 @@ bool fetch_found_empty(fetch_t *f) { return atomic_load(&f->found_empty); }
 bool fetch_connected(fetch_t *f) { return atomic_load(&f->connected); }
 bool fetch_queue_paused(fetch_t *f) { return atomic_load(&f->queue_paused); }
 
+bool fetch_backlog_full(fetch_t *f, char *why, size_t whylen)
+{
+    if (!atomic_load(&f->backlog_full)) return false;
+    pthread_mutex_lock(&f->why_mu);
+    snprintf(why, whylen, "%s", f->backlog_why);
+    pthread_mutex_unlock(&f->why_mu);
+    return true;
+}
+
 void fetch_free(fetch_t *f)
 {
     if (!f) return;
     fetch_stop(f);
     rconn_free(f->conn);
+    pthread_mutex_destroy(&f->why_mu);
     free(f);
 }

@@ -36,6 +36,9 @@ bool fetch_found_empty(fetch_t *f);
 bool fetch_connected(fetch_t *f);
 /* Whether the last fetch found the queue paused (chunkd pause; any thread; for /readyz). */
 bool fetch_queue_paused(fetch_t *f);
+/* Whether fetching waits because the results backlog is over a cap (--max-results-backlog or its bytes); then says
+ * why in why (any thread; for /readyz). */
+bool fetch_backlog_full(fetch_t *f, char *why, size_t whylen);
 void fetch_free(fetch_t *f);
 
 /* Moves every chunk left in the processing list keys->processing back to pending. Only call it when the worker

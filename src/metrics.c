@@ -75,7 +75,14 @@ static const counter_def_t gauge_defs[M_GAUGES] = {
                          "plus a chunk fetched ahead and the retried items whose wait just ended)."},
     [G_READY] = {"chunkd_ready", NULL, NULL, "1 when connected to Redis and not draining."},
     [G_FETCH_PAUSED] = {"chunkd_fetch_paused", NULL, NULL,
-                        "1 while fetching waits because the results stream is over --max-results-backlog."},
+                        "1 while fetching waits because the results stream is over --max-results-backlog or its "
+                        "lines over the cap in bytes (chunkd_results_backlog_bytes_cap)."},
+    [G_RESULTS_BACKLOG_BYTES] = {"chunkd_results_backlog_bytes", NULL, NULL,
+                                 "Bytes of the result lines in the results stream, not yet collected (as this "
+                                 "worker's fetch last read them)."},
+    [G_RESULTS_BACKLOG_BYTES_CAP] = {"chunkd_results_backlog_bytes_cap", NULL, NULL,
+                                     "Over this many bytes of results not yet collected fetching pauses "
+                                     "(--max-results-backlog-bytes, or half of Redis's maxmemory; 0: no cap)."},
     [G_CIRCUIT_STATE] = {"chunkd_circuit_state", NULL, NULL,
                          "The http handler's circuit breaker: 0 closed (calls flow), 1 open (no call starts, "
                          "fetching paused), 2 half-open (a few probe calls)."},

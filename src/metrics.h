@@ -53,6 +53,8 @@ typedef enum {
     G_ITEMS_RUNNING,
     G_READY,
     G_FETCH_PAUSED,
+    G_RESULTS_BACKLOG_BYTES,
+    G_RESULTS_BACKLOG_BYTES_CAP,
     G_CIRCUIT_STATE,     /* breaker_state_t: 0 closed, 1 open, 2 half-open */
     G_QUEUE_PENDING_CHUNKS,
     G_QUEUE_PROCESSING_CHUNKS,

@@ -17,5 +17,6 @@ extern const char script_collector[];
 extern const char script_fetch[];
 extern const char script_purge[];
 extern const char script_seal[];
+extern const char script_backlog[];
 
 #endif

@@ -71,6 +71,7 @@ typedef struct settings {
     long long max_deliveries;     /* 0: no limit */
     long long checkpoint_ms;      /* chunks younger than this are committed whole */
     long long max_results_backlog; /* 0: no limit */
+    long long max_results_backlog_bytes; /* -1: half of Redis's maxmemory, or 1 GiB without one; 0: no limit */
     long long max_chunk_bytes;
     long long max_held_bytes;     /* chunk texts held by the window */
     long long test_stall_ms;      /* test only: loop 0 blocks this long once, to exercise /healthz */

@@ -106,6 +106,7 @@ static bool worker_ready(void *arg, char *why, size_t whylen)
         return snprintf(why, whylen, "Redis refuses writes: %s", refusal), false;
     if (w->handler->ready && w->handler_shared && !w->handler->ready(w->handler_shared, why, whylen)) return false;
     if (fetch_queue_paused(w->fetch)) return snprintf(why, whylen, "queue paused"), false;
+    if (fetch_backlog_full(w->fetch, why, whylen)) return false;
     return true;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backlog.h"
 #include "clock.h"
 #include "cmd.h"
 #include "keys.h"
@@ -26,13 +27,14 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
     keys_t keys, *k = &keys;
     keys_init(k, queue);
     /* The seal first: every item of a queue seen sealed is counted in the stats read after it. */
-    enum { SEALED, PENDING, RESULTS, DEAD, STATS, PAUSED };
+    enum { SEALED, PENDING, DEAD, STATS, PAUSED, RESULTS };
     const char *cmds[][2] = {[SEALED] = {"EXISTS", k->sealed}, [PENDING] = {"LLEN", k->pending},
-                             [RESULTS] = {"XLEN", k->results}, [DEAD] = {"LLEN", k->dead},
-                             [STATS] = {"HGETALL", k->stats},  [PAUSED] = {"EXISTS", k->paused}};
-    enum { N_CMDS = sizeof cmds / sizeof cmds[0] };
+                             [DEAD] = {"LLEN", k->dead}, [STATS] = {"HGETALL", k->stats},
+                             [PAUSED] = {"EXISTS", k->paused}};
+    enum { N_CMDS = sizeof cmds / sizeof cmds[0] + 1 }; /* and the results backlog (backlog.lua), last */
     rconn_route(c, k->stats); /* a cluster's node of this queue (queues reads several), before the pipeline */
-    for (size_t i = 0; i < N_CMDS; i++) rconn_append_argv(c, 2, cmds[i], NULL);
+    for (size_t i = 0; i < RESULTS; i++) rconn_append_argv(c, 2, cmds[i], NULL);
+    backlog_append(c, k, true);
     redisReply *r[N_CMDS] = {0};
     int rc = 0;
     char why[300] = "";
@@ -43,6 +45,12 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
             rc = -1;
         }
     }
+    backlog_t backlog = {.maxmemory = -1};
+    char backlog_err[300];
+    if (rc == 0 && backlog_take_reply(r[RESULTS], &backlog, backlog_err, sizeof backlog_err) < 0) {
+        snprintf(why, sizeof why, "%s", backlog_err);
+        rc = -1;
+    }
     json_t *out = NULL;
     if (rc == 0) {
         out = json_object();
@@ -52,7 +60,9 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
         long long workers = 0, processing = lease_processing_chunks(c, queue, k, NULL, &workers);
         json_object_set_new(out, "processing", json_integer(processing > 0 ? processing : 0));
         json_object_set_new(out, "workers", json_integer(workers));
-        json_object_set_new(out, "results_backlog", json_integer(r[RESULTS]->integer));
+        json_object_set_new(out, "results_backlog", json_integer(backlog.entries));
+        json_object_set_new(out, "results_backlog_bytes", json_integer(backlog.bytes));
+        json_object_set_new(out, "redis_maxmemory", json_integer(backlog.maxmemory));
         json_object_set_new(out, "dead_list", json_integer(r[DEAD]->integer));
         for (size_t i = 0; i < sizeof stat_fields / sizeof stat_fields[0]; i++)
             json_object_set_new(out, stat_fields[i], json_integer(0));
@@ -80,6 +90,9 @@ static const char *status_unit(const char *key)
     static const char *const chunk_counts[] = {"pending", "processing", "enqueued_chunks", "dead_chunks",
                                                "chunks_done", "requeued_chunks", "purged_chunks"};
     static const char *const entries[] = {"results_backlog", "dead_list", "requeued_dead"};
+    static const char *const bytes[] = {"results_backlog_bytes", "results_backlog_bytes_cap", "redis_maxmemory"};
+    for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++)
+        if (strcmp(key, bytes[i]) == 0) return "bytes";
     for (size_t i = 0; i < sizeof chunk_counts / sizeof chunk_counts[0]; i++)
         if (strcmp(key, chunk_counts[i]) == 0) return "chunks";
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
@@ -87,6 +100,23 @@ static const char *status_unit(const char *key)
     if (strcmp(key, "workers") == 0) return "workers";
     if (strcmp(key, "rejected") == 0) return "lines";
     return "items";
+}
+
+/* Adds to out whether workers with the caps of s (--max-results-backlog, --max-results-backlog-bytes) pause
+ * fetching at the results backlog out holds: "results_backlog_bytes_cap" (0: none) and "fetch_paused" with, when it
+ * is, "fetch_paused_why". */
+static void status_add_backlog(const settings_t *s, json_t *out)
+{
+    backlog_t b = {.entries = field(out, "results_backlog"), .bytes = field(out, "results_backlog_bytes"),
+                   .maxmemory = field(out, "redis_maxmemory")};
+    keys_t k;
+    keys_init(&k, s->queue);
+    char why[320];
+    bool over = backlog_over(&b, s->max_results_backlog, s->max_results_backlog_bytes, k.results, why, sizeof why);
+    json_object_set_new(out, "results_backlog_bytes_cap",
+                        json_integer(backlog_bytes_cap(s->max_results_backlog_bytes, b.maxmemory)));
+    json_object_set_new(out, "fetch_paused", json_boolean(over));
+    if (over) json_object_set_new(out, "fetch_paused_why", json_string(why));
 }
 
 /* The queue is sealed and every enqueued item is finished: done, failed or in a chunk that went to dead unread. */
@@ -127,13 +157,16 @@ static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate
                 printf("  in flight %lld chunks   pending %lld chunks   failed %lld items   dead %lld   workers %lld\n",
                        field(out, "processing"), field(out, "pending"), field(out, "failed_left"), field(out, "dead_list"),
                        field(out, "workers"));
-                printf("  results not yet collected %lld   collected %lld\n", field(out, "results_backlog"),
-                       field(out, "collected"));
+                printf("  results not yet collected %lld (%lld bytes)   collected %lld\n",
+                       field(out, "results_backlog"), field(out, "results_backlog_bytes"), field(out, "collected"));
+                if (json_is_true(json_object_get(out, "fetch_paused")))
+                    printf("  workers pause fetching: %s\n", json_string_value(json_object_get(out, "fetch_paused_why")));
             } else {
-                printf("%s  failed %lld  dead %lld  in flight %lld chunks  workers %lld%s%s\n", line,
+                printf("%s  failed %lld  dead %lld  in flight %lld chunks  workers %lld%s%s%s\n", line,
                        field(out, "failed_left"), field(out, "dead_list"), field(out, "processing"),
                        field(out, "workers"), json_is_true(json_object_get(out, "paused")) ? "  paused" : "",
-                       json_is_true(json_object_get(out, "sealed")) ? "" : "  open");
+                       json_is_true(json_object_get(out, "sealed")) ? "" : "  open",
+                       json_is_true(json_object_get(out, "fetch_paused")) ? "  results backlog full" : "");
             }
             fflush(stdout);
             return;
@@ -152,6 +185,8 @@ static void status_print(const settings_t *s, json_t *out, progress_rate_t *rate
             if (json_is_integer(v))
                 printf("  %-16s %lld %s\n", key, (long long)json_integer_value(v), status_unit(key));
         }
+        if (json_is_true(json_object_get(out, "fetch_paused")))
+            printf("  workers pause fetching: %s\n", json_string_value(json_object_get(out, "fetch_paused_why")));
     }
     fflush(stdout);
 }
@@ -174,6 +209,7 @@ int cmd_status(settings_t *s)
         json_t *out = rconn_connected(c) ? cmd_status_read(c, s->queue) : NULL;
         bool done = false;
         if (out) {
+            status_add_backlog(s, out);
             status_print(s, out, &rate, s->watch, tty);
             done = status_done(out);
             json_decref(out);

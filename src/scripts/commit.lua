@@ -14,6 +14,8 @@
 -- checkpoint, ARGV[5] result lines N, ARGV[6] of which ok, ARGV[7] dead records D, then the N lines, the D dead
 -- records, and with the checkpoint N tags, one per line: 'o' (ok), 'f' (failed) or 'd' (failed, with the next
 -- dead record) followed by the item's index in the chunk. For 'x' the one dead record is the chunk's.
+-- The stats hash's results_bytes grows by the length of each result line written (ack.lua takes off what it
+-- removes): the results backlog in bytes, which fetching is paused on (backlog.lua).
 -- Replies: 1 written, 0 fenced (nothing written), 2 a final commit without the checkpoint while one exists.
 -- The names below are shared with src/commit_script.h, which commit.c uses: tests/unit/test_commit_script.c
 -- checks that both carry the same values.
@@ -96,6 +98,7 @@ if bits then
   local tags, d = deads + n_dead, 0
   n_ok, n_dead = 0, 0
   local n_written = 0
+  local bytes = 0
   for i = 1, n do
     local tag = ARGV[tags + i]
     local kind = string.sub(tag, 1, 1)
@@ -103,6 +106,7 @@ if bits then
     if redis.call('SETBIT', checkpoint, tonumber(string.sub(tag, 2)), 1) == 0 then
       redis.call('XADD', results, '*', 'r', ARGV[lines + i])
       n_written = n_written + 1
+      bytes = bytes + #ARGV[lines + i]
       if kind == COMMIT_TAG_OK then n_ok = n_ok + 1 end
       if kind == COMMIT_TAG_DEAD then
         redis.call('LPUSH', dead, ARGV[deads + d])
@@ -111,8 +115,14 @@ if bits then
     end
   end
   n = n_written
+  if bytes > 0 then redis.call('HINCRBY', stats, 'results_bytes', bytes) end
 else
-  for i = 1, n do redis.call('XADD', results, '*', 'r', ARGV[lines + i]) end
+  local bytes = 0
+  for i = 1, n do
+    redis.call('XADD', results, '*', 'r', ARGV[lines + i])
+    bytes = bytes + #ARGV[lines + i]
+  end
+  if bytes > 0 then redis.call('HINCRBY', stats, 'results_bytes', bytes) end
   for i = 1, n_dead do redis.call('LPUSH', dead, ARGV[deads + i]) end
 end
 if n_ok > 0 then redis.call('HINCRBY', stats, 'done', n_ok) end

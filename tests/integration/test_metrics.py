@@ -226,7 +226,7 @@ def test_status_watch(ctx):
         name, _, value = line.strip().partition(" ")
         value, _, unit = value.strip().partition(" ")
         check(line.startswith("  ") and value.lstrip("-").isdigit() and unit in ("items", "chunks", "entries",
-                                                                                 "workers", "lines"),
+                                                                                 "workers", "lines", "bytes"),
               f"plain status line {line!r}")
         fields[name] = int(value)
     want = {k: v for k, v in ctx.status_json().items() if isinstance(v, int) and not isinstance(v, bool)}
