@@ -51,8 +51,9 @@ typedef struct setting_def {
 static const setting_def_t setting_defs[] = {
     {.name = "redis", .env = "REDIS_URL", .type = ST_STR, .offset = OFF(redis_url), .cmds = CMD_ALL, .secret = true,
      .topic = T_REDIS,
-     .help = "Redis address: redis://[user:password@]host[:port][/db], rediss://... (TLS) or unix:///path[?db=N] "
-             "(run: a private server when unset)"},
+     .help = "Redis address: redis://[user:password@]host[:port][/db], rediss://... (TLS), unix:///path[?db=N], "
+             "redis-sentinel://host:port,.../master[/db] or redis-cluster://host:port,... (rediss-sentinel://, "
+             "rediss-cluster:// with TLS) (run: a private server when unset)"},
     {.name = "queue", .env = "CHUNKD_QUEUE", .type = ST_STR, .offset = OFF(queue), .def = "default", .cmds = CMD_ALL,
      .topic = T_QUEUE,
      .help = "queue name Q; keys are chunkd:{Q}:* (run: a fresh name when unset)"},
