@@ -1,4 +1,5 @@
-/* Unit tests of the pure batching decisions: commit_batch_ready() (commit.h) and window_fits() (window.h). */
+/* Unit tests of the pure batching decisions: commit_batch_ready() and commit_round_take() (commit.h) and
+ * window_fits() (window.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -53,6 +54,21 @@ static void test_commit_ready_when_stopping(void **state)
     assert_true(commit_batch_ready(1, 0, 2000, 20, true));
     assert_true(commit_batch_ready(5, 0, 2000, 60000, true));
     assert_false(commit_batch_ready(5, 0, 2000, 60000, false));
+}
+
+/* commit_round_take(queued_items, batch_items): a batch; a backlog of more than a batch goes whole, up to
+ * COMMIT_ROUND_MAX_BATCHES batches. */
+static void test_commit_round_takes_backlog(void **state)
+{
+    (void)state;
+    assert_int_equal(commit_round_take(0, 2000), 2000);
+    assert_int_equal(commit_round_take(1500, 2000), 2000);
+    assert_int_equal(commit_round_take(2000, 2000), 2000);
+    assert_int_equal(commit_round_take(2001, 2000), 2001);
+    assert_int_equal(commit_round_take(9000, 2000), 9000);
+    assert_int_equal(commit_round_take(1000000, 2000), COMMIT_ROUND_MAX_BATCHES * 2000);
+    assert_int_equal(commit_round_take(5, 1), 5);
+    assert_int_equal(commit_round_take(50, 1), COMMIT_ROUND_MAX_BATCHES);
 }
 
 /* window_fits(running, held, want, capacity): a chunk is fetched while the running items (started, or waiting in a
@@ -130,6 +146,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commit_empty_never_ready),  cmocka_unit_test(test_commit_ready_at_batch_size),
         cmocka_unit_test(test_commit_ready_after_interval), cmocka_unit_test(test_commit_ready_when_stopping),
+        cmocka_unit_test(test_commit_round_takes_backlog),
         cmocka_unit_test(test_window_empty_always_fits),
         cmocka_unit_test(test_window_fetches_one_chunk_ahead),
         cmocka_unit_test(test_window_finished_items_free_running_room),
