@@ -128,10 +128,14 @@ $(BUILD)/delayproxy: tests/bench/delayproxy.c | $(BUILD)
 $(BUILD)/%.o: %.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-# The Lua scripts, embedded as C strings (one per file, named script_<file>).
-$(BUILD)/scripts.c: $(LUA) | $(BUILD)
+# The Lua scripts, embedded as C strings (one per file, named script_<file>). Comment lines are sent as empty lines
+# and indentation is dropped: EVAL sends the whole text with every call (commit.lua with every chunk), and Redis
+# hashes it each time; line numbers in Lua errors stay those of the .lua file. (No script has a [[long string]].)
+# The Makefile is a prerequisite, so that a change of this rule regenerates the file.
+$(BUILD)/scripts.c: $(LUA) Makefile | $(BUILD)
 	@awk 'FNR == 1 { if (NR > 1) print ";"; n = FILENAME; sub(/.*\//, "", n); sub(/\.lua$$/, "", n); \
 	      printf "const char script_%s[] =\n", n } \
+	      { sub(/^[ \t]+/, ""); if ($$0 ~ /^--/) $$0 = "" } \
 	      { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); printf "    \"%s\\n\"\n", $$0 } \
 	      END { print ";" }' $(LUA) > $@.tmp && \
 	  { echo '/* Generated from src/scripts/ (one string per .lua file) by the Makefile. */'; echo '#include "scripts.h"'; cat $@.tmp; } > $@ && \

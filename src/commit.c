@@ -353,6 +353,9 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
     *f = (commit_failure_t){0};
     work_chunk_t *retry = NULL, **retry_tail = &retry;
     work_chunk_t *settled = NULL, **settled_tail = &settled; /* dropped once the replicas have them */
+    /* Without --redis-min-replicas a settled group leaves the window as soon as its reply is read, not after the
+     * round's last one: a large round (a backlog, commit_round_take) frees its first chunks' places early. */
+    const bool wait_replicas = c->settings->redis_min_replicas > 0;
     for (work_chunk_t *w = sent; w;) {
         work_chunk_t *next = w->round_next;
         redisReply *r = f->lost ? NULL : rconn_get_reply(c->conn);
@@ -361,7 +364,9 @@ static work_chunk_t *commit_read_replies(commit_t *c, work_chunk_t *sent, work_c
             f->lost = true;
         }
         int outcome = r ? commit_settle(c, w, r) : -2;
-        if (outcome == 0) {
+        if (outcome == 0 && !wait_replicas) {
+            commit_drop(c, w);
+        } else if (outcome == 0) {
             w->round_next = NULL;
             *settled_tail = w;
             settled_tail = &w->round_next;
@@ -516,7 +521,7 @@ static void *commit_main(void *arg)
             pthread_cond_timedwait(&c->changed, &c->mu, &ts);
             continue;
         }
-        work_item_t *taken = commit_take(c, batch);
+        work_item_t *taken = commit_take(c, commit_round_take(c->queued, batch));
         c->oldest_ms = now;
         bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);

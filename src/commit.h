@@ -52,4 +52,16 @@ static inline bool commit_batch_ready(size_t queued_items, int64_t oldest_wait_m
     return queued_items > 0 && (stopping || queued_items >= batch_items || oldest_wait_ms >= interval_ms);
 }
 
+#define COMMIT_ROUND_MAX_BATCHES 8 /* a backlog goes in rounds of up to this many --commit-batch */
+
+/* Pure: how many queued entries the next round takes. A batch; but when more than a batch waits (results finish
+ * faster than one round trip per batch commits them: a distant Redis), all of it, up to COMMIT_ROUND_MAX_BATCHES
+ * batches, so the round trip is paid once for the backlog instead of once per batch. */
+static inline size_t commit_round_take(size_t queued_items, size_t batch_items)
+{
+    if (queued_items <= batch_items) return batch_items;
+    size_t most = COMMIT_ROUND_MAX_BATCHES * batch_items;
+    return queued_items < most ? queued_items : most;
+}
+
 #endif

@@ -19,7 +19,9 @@
 #include "work.h"
 #include "xalloc.h"
 
-#define FETCH_PIPELINE_MAX 32 /* chunks asked for in one round trip */
+#define FETCH_PIPELINE_MAX 64 /* chunks asked for in one round trip */
+#define FETCH_RATE_SAMPLE_MS 100 /* the finishing rate is sampled over at least this long */
+#define FETCH_AHEAD_MARGIN 2     /* fetch-ahead covers this many fetch round trips at the finishing rate */
 #define FETCH_QUEUE_PAUSED (-2)  /* fetch_take_reply: the queue is paused */
 #define FETCH_POLL_MIN_MS 5    /* first pause before looking at an empty queue again */
 #define FETCH_MAXMEMORY_MS 5000 /* how often Redis's maxmemory is read again (CONFIG SET may change it) */
@@ -50,6 +52,11 @@ struct fetch {
     atomic_bool backlog_full; /* fetching waits for the collector: for /readyz */
     pthread_mutex_t why_mu;   /* guards backlog_why */
     char backlog_why[320];    /* why the backlog is full, while it is */
+    /* Fetch-ahead (fetch_plan_ahead): the items that finish per ms, from window_finished_total() sampled at
+     * rate_since_ms (monotonic) with rate_finished. Fetch thread only. */
+    double finished_per_ms;
+    uint64_t rate_finished;
+    int64_t rate_since_ms;
 };
 
 fetch_t *fetch_new(const settings_t *s, const keys_t *keys, window_t *window, sched_t **loops, size_t n_loops,
@@ -295,6 +302,27 @@ static void fetch_deliver(fetch_t *f, work_chunk_t **got, size_t n, size_t *larg
     }
 }
 
+/* After a fetch that took chunks in round_trip_ms (the fetch script and the checkpoints): lets the window take
+ * ahead what finishes during FETCH_AHEAD_MARGIN such fetches at the current finishing rate, so that the places are
+ * refilled from chunks already here while the next fetch is on its way (a distant Redis: a few ms per round trip
+ * leave thousands of places idle at --concurrency 10000). Near Redis this is about one chunk, as before. */
+static void fetch_plan_ahead(fetch_t *f, int64_t round_trip_ms)
+{
+    int64_t now = clock_now_ms();
+    uint64_t finished = window_finished_total(f->window);
+    if (f->rate_since_ms == 0) {
+        f->rate_since_ms = now;
+        f->rate_finished = finished;
+    } else if (now - f->rate_since_ms >= FETCH_RATE_SAMPLE_MS) {
+        double rate = (double)(finished - f->rate_finished) / (double)(now - f->rate_since_ms);
+        f->finished_per_ms = f->finished_per_ms > 0 ? (f->finished_per_ms + rate) / 2 : rate;
+        f->rate_since_ms = now;
+        f->rate_finished = finished;
+    }
+    double ahead = f->finished_per_ms * (double)(round_trip_ms > 0 ? round_trip_ms : 1) * FETCH_AHEAD_MARGIN;
+    window_set_ahead(f->window, ahead > 0 ? (size_t)ahead : 0);
+}
+
 /* redis-sentinel://: after the master moved (a failover), the new master may still list in this worker's processing
  * list chunks whose final commit the old one acknowledged and lost; the worker no longer holds them, and they would
  * stay there for as long as its lease lives. So it takes no new chunk until it holds none, then gives back what the
@@ -449,12 +477,14 @@ static void *fetch_main(void *arg)
         const char *move[] = {"EVAL", script_fetch, "5", f->keys.pending, f->keys.processing, f->keys.dead,
                               f->keys.stats, f->keys.paused, want_s, cap};
         /* The backlog is checked in the same round trip, so it overshoots by at most one window. */
+        int64_t fetch_start_ms = clock_now_ms();
         if (backlog_cap) fetch_ask_backlog(f);
         rconn_append_argv(f->conn, 10, move, NULL);
         if (backlog_cap) fetch_note_backlog(f, rconn_get_reply(f->conn), &paused);
         size_t n = 0;
         int moved = rconn_connected(f->conn) ? fetch_take_reply(f, rconn_get_reply(f->conn), got, &n) : -1;
         fetch_deliver(f, got, n, &largest, &largest_bytes);
+        if (n > 0) fetch_plan_ahead(f, clock_now_ms() - fetch_start_ms);
         if (moved == FETCH_QUEUE_PAUSED) { /* the same wait as for a full backlog or an unready handler */
             fetch_pause(f, 200);
             continue;

@@ -15,6 +15,8 @@ struct window {
     size_t held;            /* items fetched and not yet committed */
     size_t running;         /* items fetched and not finished, less those waiting for a retry (window_waiting) */
     size_t capacity;        /* --concurrency */
+    size_t ahead;           /* items fetch may take beyond the capacity (window_set_ahead) */
+    uint64_t finished_total; /* items that finished running, ever (window_finish) */
     size_t held_bytes;      /* chunk texts held */
     size_t chunks;          /* chunks held (fetched, not yet freed) */
     size_t peak_held, peak_chunks, peak_bytes; /* the highs of held, chunks and held_bytes: metrics only */
@@ -47,11 +49,11 @@ bool window_wait_room(window_t *w, size_t want, int64_t timeout_ms)
     pthread_mutex_lock(&w->mu);
     w->room_want = want;
     w->room_waiting = true;
-    while (!window_fits(w->running, w->held, want, w->capacity) ||
+    while (!window_fits(w->running, w->held, want, w->capacity, w->ahead) ||
            !window_bytes_fit(w->held, w->held_bytes, w->max_bytes))
         if (pthread_cond_timedwait(&w->changed, &w->mu, &ts)) break;
     w->room_waiting = false;
-    bool fits = window_fits(w->running, w->held, want, w->capacity) &&
+    bool fits = window_fits(w->running, w->held, want, w->capacity, w->ahead) &&
                 window_bytes_fit(w->held, w->held_bytes, w->max_bytes);
     pthread_mutex_unlock(&w->mu);
     return fits;
@@ -93,15 +95,16 @@ void window_add(window_t *w, size_t n, size_t bytes)
 
 static size_t sub_floor(size_t a, size_t b) { return b > a ? 0 : a - b; }
 
-/* running loses `less` items and gains `more`. */
-static void window_running_change(window_t *w, size_t less, size_t more)
+/* running loses `less` items and gains `more`; `finished` of them finished running. */
+static void window_running_change(window_t *w, size_t less, size_t more, size_t finished)
 {
     pthread_mutex_lock(&w->mu);
     w->running = sub_floor(w->running, less) + more;
+    w->finished_total += finished;
     metrics_gauge_set(G_ITEMS_RUNNING, (int64_t)w->running);
     /* Called on every loop turn that finished items: wake fetch only when the room it waits for is there (only
      * running changed, so only window_wait_room can be waiting for it). */
-    if (w->room_waiting && window_fits(w->running, w->held, w->room_want, w->capacity) &&
+    if (w->room_waiting && window_fits(w->running, w->held, w->room_want, w->capacity, w->ahead) &&
         window_bytes_fit(w->held, w->held_bytes, w->max_bytes))
         pthread_cond_broadcast(&w->changed);
     pthread_mutex_unlock(&w->mu);
@@ -127,12 +130,12 @@ void window_release_bytes(window_t *w, size_t bytes)
     pthread_mutex_unlock(&w->mu);
 }
 
-void window_finish(window_t *w, size_t n) { window_running_change(w, n, 0); }
+void window_finish(window_t *w, size_t n) { window_running_change(w, n, 0, n); }
 
 void window_waiting(window_t *w, long delta)
 {
-    if (delta >= 0) window_running_change(w, (size_t)delta, 0);
-    else window_running_change(w, 0, (size_t)-delta);
+    if (delta >= 0) window_running_change(w, (size_t)delta, 0, 0);
+    else window_running_change(w, 0, (size_t)-delta, 0);
 }
 
 size_t window_held(window_t *w)
@@ -146,7 +149,7 @@ size_t window_held(window_t *w)
 size_t window_room(window_t *w)
 {
     pthread_mutex_lock(&w->mu);
-    size_t a = sub_floor(w->capacity, w->running), b = sub_floor(2 * w->capacity, w->held);
+    size_t a = sub_floor(w->capacity + w->ahead, w->running), b = sub_floor(2 * w->capacity, w->held);
     pthread_mutex_unlock(&w->mu);
     return a < b ? a : b;
 }
@@ -157,4 +160,22 @@ size_t window_room_bytes(window_t *w)
     size_t room = sub_floor(w->max_bytes, w->held_bytes);
     pthread_mutex_unlock(&w->mu);
     return room;
+}
+
+uint64_t window_finished_total(window_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    uint64_t n = w->finished_total;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+size_t window_set_ahead(window_t *w, size_t ahead)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t most = w->capacity / WINDOW_AHEAD_MAX_SHARE;
+    w->ahead = ahead < most ? ahead : most;
+    ahead = w->ahead;
+    pthread_mutex_unlock(&w->mu);
+    return ahead;
 }

@@ -34,19 +34,28 @@ void window_release(window_t *w, size_t n, bool finished);
 size_t window_held(window_t *w);
 /* How many more items fit now (at least 0). */
 size_t window_room(window_t *w);
+/* Items that finished running since the window was made (window_finish): fetch reads its rate from it. */
+uint64_t window_finished_total(window_t *w);
+/* Sets how many items fetch may take beyond --concurrency (they wait in the loops for places), capped at
+ * WINDOW_AHEAD_MAX_SHARE of the capacity: enough to cover what finishes during one fetch round trip, so places do not
+ * go idle while a fetch is on its way from a distant Redis. Returns the value set. */
+size_t window_set_ahead(window_t *w, size_t ahead);
 /* How many more bytes of chunk text fit now (at least 0). */
 size_t window_room_bytes(window_t *w);
 
+#define WINDOW_AHEAD_MAX_SHARE 2 /* window_set_ahead: at most capacity / this */
+
 /* Pure: may a chunk of `want` more items be fetched, with `running` running (fetched and not finished: started, or
- * waiting in a loop for a place; not those waiting for a retry, which hold no place) and `held` held, under `capacity`? While running items are at most the capacity:
- * the loops start at most --concurrency items at once (sched_places_t, scheduler.h), and a chunk fetched ahead waits there,
- * so a finished item's place is refilled at once instead of after a fetch round trip. Held items (running plus
- * finished and not yet committed) stay under twice the capacity. A chunk always fits into an empty window, so a
- * chunk larger than the capacity still runs (--concurrency items at a time). */
-static inline bool window_fits(size_t running, size_t held, size_t want, size_t capacity)
+ * waiting in a loop for a place; not those waiting for a retry, which hold no place) and `held` held, under `capacity`
+ * and `ahead` (window_set_ahead)? While running items are at most the capacity plus ahead: the loops start at most
+ * --concurrency items at once (sched_places_t, scheduler.h), and chunks fetched ahead wait there, so a finished item's
+ * place is refilled at once instead of after a fetch round trip. Held items (running plus finished and not yet
+ * committed) stay under twice the capacity. A chunk always fits into an empty window, so a chunk larger than the
+ * capacity still runs (--concurrency items at a time). */
+static inline bool window_fits(size_t running, size_t held, size_t want, size_t capacity, size_t ahead)
 {
     if (held == 0) return true;
-    return running <= capacity && held + want <= 2 * capacity;
+    return running <= capacity + ahead && held + want <= 2 * capacity;
 }
 
 /* Pure: may another chunk be fetched with held_bytes of chunk text held? An empty window always takes one. */
