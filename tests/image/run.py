@@ -196,7 +196,7 @@ apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - {os.path.relpath(ROOT / target, work)}
-nameSuffix: -{run}
+nameSuffix: "-{run}"
 images:
   - name: chunkd
     newName: localhost/chunkd
