@@ -131,11 +131,11 @@ static int rconn_setup_cmd(rconn_t *c, const char *what, int argc, const char **
 
 /* rediss: hiredis 0.14 speaks to the TLS stream through a plain descriptor (rtls.h). Returns 0, or -1 with c->err
  * set and c->ctx NULL. */
-static int rconn_dial_tls(rconn_t *c, const char *host, int port)
+static int rconn_dial_tls(rconn_t *c, const char *host, int port, long long timeout_ms)
 {
     if (!rconn_tls_ctx) abort(); /* rconn_tls_init() must come first (main does it for a rediss:// URL) */
     int fd = -1;
-    c->tls = rtls_connect(rconn_tls_ctx, host, port, c->timeout_ms, &fd, c->err, sizeof c->err);
+    c->tls = rtls_connect(rconn_tls_ctx, host, port, timeout_ms, &fd, c->err, sizeof c->err);
     if (!c->tls) return -1;
     c->ctx = redisConnectFd(fd);
     if (c->ctx) return 0;
@@ -145,12 +145,12 @@ static int rconn_dial_tls(rconn_t *c, const char *host, int port)
     return -1;
 }
 
-/* Transport: opens c->ctx to host:port (or the unix socket), over TLS for rediss. Returns 0, or -1 with c->err set
- * (c->ctx may be NULL or hold the error). */
-static int rconn_dial(rconn_t *c, const char *host, int port)
+/* Transport: opens c->ctx to host:port (or the unix socket) within timeout_ms, over TLS for rediss. Returns 0, or
+ * -1 with c->err set (c->ctx may be NULL or hold the error). */
+static int rconn_dial(rconn_t *c, const char *host, int port, long long timeout_ms)
 {
-    if (c->url.tls && !c->url.is_unix) return rconn_dial_tls(c, host, port);
-    struct timeval tv = ms_to_tv(c->timeout_ms);
+    if (c->url.tls && !c->url.is_unix) return rconn_dial_tls(c, host, port, timeout_ms);
+    struct timeval tv = ms_to_tv(timeout_ms);
     c->ctx = c->url.is_unix ? redisConnectUnixWithTimeout(c->url.path, tv) : redisConnectWithTimeout(host, port, tv);
     if (!c->ctx) snprintf(c->err, sizeof c->err, "cannot allocate a Redis context");
     else if (c->ctx->err) snprintf(c->err, sizeof c->err, "%s", c->ctx->errstr);
@@ -168,11 +168,7 @@ static redisContext *rconn_dial_sentinel(void *arg, const char *host, int port, 
     rconn_t *c = arg;
     rtls_close(c->sentinel_tls);
     c->sentinel_tls = NULL;
-    long long saved_ms = c->timeout_ms;
-    c->timeout_ms = timeout_ms;
-    int failed = rconn_dial(c, host, port);
-    c->timeout_ms = saved_ms;
-    if (failed) {
+    if (rconn_dial(c, host, port, timeout_ms)) {
         snprintf(err, errlen, "%s", c->err);
         rconn_close(c);
         return NULL;
@@ -235,7 +231,7 @@ int rconn_connect(rconn_t *c, char *err, size_t errlen)
     int dials_left = c->cluster ? rcluster_candidates(c->cluster) : 1;
 redial:
     if (rconn_resolve(c, host, sizeof host, &port)) goto fail;
-    if (rconn_dial(c, host, port)) {
+    if (rconn_dial(c, host, port, c->timeout_ms)) {
         if (c->cluster) {
             /* A node gone (a failed master): the next candidate, down to the seeds. */
             rconn_drop(c);
