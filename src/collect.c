@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "enqueue.h"
 #include "keys.h"
 #include "log.h"
 #include "progress.h"
@@ -174,9 +175,8 @@ static bool collect_done(const collect_progress_t *p, const atomic_bool *produce
 /* Reads the seal, then the counters: every item of a queue seen sealed is counted in enqueued read after it. */
 static void collect_read_stats(rconn_t *c, const keys_t *k, collect_progress_t *p)
 {
-    redisReply *sealed = rconn_command(c, "EXISTS %s", k->sealed);
-    if (sealed && sealed->type == REDIS_REPLY_INTEGER) p->sealed = sealed->integer == 1;
-    if (sealed) freeReplyObject(sealed);
+    int sealed = enqueue_sealed(c, k, NULL, 0);
+    if (sealed >= 0) p->sealed = sealed == 1; /* not known: as the last read said */
     redisReply *r = rconn_command(c, "HMGET %s collected enqueued dead_chunk_items failed requeued_dead "
                                      "requeued_chunk_items", k->stats);
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 6) {

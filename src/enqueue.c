@@ -56,6 +56,15 @@ int enqueue_seal(rconn_t *c, const char *queue, bool seal, bool *was_sealed, lon
     return rc;
 }
 
+int enqueue_sealed(rconn_t *c, const keys_t *k, char *err, size_t errlen)
+{
+    redisReply *r = rconn_command_argv(c, 2, (const char *[]){"EXISTS", k->sealed}, NULL);
+    int sealed = r && r->type == REDIS_REPLY_INTEGER ? r->integer == 1 : -1;
+    if (sealed < 0 && err) snprintf(err, errlen, "%.300s", r && r->type == REDIS_REPLY_ERROR ? r->str : rconn_error(c));
+    if (r) freeReplyObject(r);
+    return sealed;
+}
+
 /* Says why a sealed queue takes nothing, into err. */
 static void enqueue_sealed_error(const char *queue, char *err, size_t errlen)
 {
@@ -77,19 +86,14 @@ static int enqueue_check_open(rconn_t *c, const settings_t *s, const keys_t *k, 
                          "already ended with --exit-when-empty do not see these items", s->queue);
         return 0;
     }
-    redisReply *r = rconn_command(c, "EXISTS %s", k->sealed);
-    int rc = 0;
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        snprintf(err, errlen, "cannot read queue %s at %s: %.300s", s->queue, rconn_addr(c),
-                 r && r->type == REDIS_REPLY_ERROR ? r->str : rconn_error(c));
-        rc = -1;
-    } else if (r->integer == 1) {
+    char why[320];
+    int sealed = enqueue_sealed(c, k, why, sizeof why);
+    if (sealed < 0) snprintf(err, errlen, "cannot read queue %s at %s: %s", s->queue, rconn_addr(c), why);
+    if (sealed == 1) {
         res->refused_sealed = true;
         enqueue_sealed_error(s->queue, err, errlen);
-        rc = -1;
     }
-    if (r) freeReplyObject(r);
-    return rc;
+    return sealed == 0 ? 0 : -1;
 }
 
 typedef struct enqueue_state {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "idset.h"
+#include "keys.h"
 #include "rconn.h"
 #include "settings.h"
 
@@ -38,5 +39,8 @@ int enqueue_run(const settings_t *s, FILE *in, const char *input_name, const ato
  * its stats "enqueued". Returns 0, or -1 with the reason in err. */
 int enqueue_seal(rconn_t *c, const char *queue, bool seal, bool *was_sealed, long long *enqueued, char *err,
                  size_t errlen);
+/* Whether the queue of keys k is sealed: 1 sealed, 0 open, -1 not known (the reply was an error or the connection
+ * failed: rconn_error(c), or the reply's text in err when err is not NULL). */
+int enqueue_sealed(rconn_t *c, const keys_t *k, char *err, size_t errlen);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "backlog.h"
 #include "clock.h"
+#include "enqueue.h"
 #include "handler.h"
 #include "log.h"
 #include "metrics.h"
@@ -133,10 +134,7 @@ static bool fetch_others_idle(fetch_t *f)
 /* True when the queue is sealed: its input is complete (false on an error: not sure). */
 static bool fetch_sealed(fetch_t *f)
 {
-    redisReply *r = rconn_command_argv(f->conn, 2, (const char *[]){"EXISTS", f->keys.sealed}, NULL);
-    bool sealed = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    if (r) freeReplyObject(r);
-    return sealed;
+    return enqueue_sealed(f->conn, &f->keys, NULL, 0) == 1;
 }
 
 /* Sleeps up to ms, waking early when the fetcher is asked to stop. */
