@@ -136,7 +136,7 @@ $(BUILD)/scripts.c: $(LUA) Makefile | $(BUILD)
 	@awk 'FNR == 1 { if (NR > 1) print ";"; n = FILENAME; sub(/.*\//, "", n); sub(/\.lua$$/, "", n); \
 	      printf "const char script_%s[] =\n", n } \
 	      { sub(/^[ \t]+/, ""); if ($$0 ~ /^--/) $$0 = "" } \
-	      { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); printf "    \"%s\\n\"\n", $$0 } \
+	      { gsub(/\\/, "&&"); gsub(/"/, "\\\""); printf "    \"%s\\n\"\n", $$0 } \
 	      END { print ";" }' $(LUA) > $@.tmp && \
 	  { echo '/* Generated from src/scripts/ (one string per .lua file) by the Makefile. */'; echo '#include "scripts.h"'; cat $@.tmp; } > $@ && \
 	  rm -f $@.tmp
