@@ -20,7 +20,7 @@ int backlog_take_reply(const redisReply *r, backlog_t *b, char *err, size_t errl
                  !r ? "no reply" : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
         return -1;
     }
-    b->entries = r->element[0]->integer;
+    b->lines = r->element[0]->integer;
     b->bytes = r->element[1]->integer;
     const redisReply *m = r->element[2];
     if (m->type == REDIS_REPLY_INTEGER) {
@@ -43,9 +43,9 @@ bool backlog_over(const backlog_t *b, long long max_entries, long long bytes_set
                   char *why, size_t whylen)
 {
     long long cap = backlog_bytes_cap(bytes_setting, b->maxmemory);
-    if (max_entries > 0 && b->entries > max_entries) {
+    if (max_entries > 0 && b->lines > max_entries) {
         snprintf(why, whylen, "results backlog full: %s holds %lld results, more than --max-results-backlog %lld "
-                              "(is a collector running?)", results_key, b->entries, max_entries);
+                              "(is a collector running?)", results_key, b->lines, max_entries);
         return true;
     }
     if (cap > 0 && b->bytes > cap) {
@@ -54,7 +54,7 @@ bool backlog_over(const backlog_t *b, long long max_entries, long long bytes_set
         else if (b->maxmemory > 0) snprintf(whose, sizeof whose, "1/%d of Redis's maxmemory", BACKLOG_MAXMEMORY_DIVISOR);
         else snprintf(whose, sizeof whose, "the default for a Redis without maxmemory");
         snprintf(why, whylen, "results backlog full: the %lld results in %s take %lld bytes, more than %lld (%s) (is "
-                              "a collector running?)", b->entries, results_key, b->bytes, cap, whose);
+                              "a collector running?)", b->lines, results_key, b->bytes, cap, whose);
         return true;
     }
     return false;

@@ -1,5 +1,5 @@
 /* backlog: the results backlog, the result lines in the results stream that no collector has taken yet, and the
- * caps over which workers take no new chunk (--max-results-backlog in entries, --max-results-backlog-bytes in
+ * caps over which workers take no new chunk (--max-results-backlog in result lines, --max-results-backlog-bytes in
  * bytes).
  *
  * The bytes are a running count in the stats hash (results_bytes): commit.lua adds the length of each line it
@@ -24,7 +24,7 @@
 #define BACKLOG_MAXMEMORY_DIVISOR 2
 
 typedef struct backlog {
-    long long entries;   /* entries in the results stream */
+    long long lines;     /* result lines in the results stream (backlog.lua) */
     long long bytes;     /* bytes of their result lines (results_bytes) */
     long long maxmemory; /* Redis's maxmemory in bytes, 0: none; -1 until read (or when INFO memory is refused) */
 } backlog_t;

@@ -1,6 +1,7 @@
 /* collect: see collect.h. */
 #include "collect.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@
 #include "xalloc.h"
 
 #define COLLECT_BLOCK_MS 200
+#define COLLECT_READ_BYTES (64u << 20) /* a read's entries take about this much at most (collect_size_reads) */
+#define COLLECT_FIRST_COUNT 1          /* entries of the first read (then: collect_size_reads) */
 #define COLLECT_MARKER_TTL_MS 5000 /* a collector's marker outlives its last renewal by this */
 #define COLLECT_MARKER_HELD 1      /* collector.lua: this collector holds the marker */
 
@@ -106,33 +109,51 @@ static int collect_marker_take(rconn_t *c, collect_marker_t *m, const char *queu
     }
 }
 
-/* The result line of a results stream entry (field r, borrowed from the reply), or NULL for an entry deleted after
- * it was delivered (it has no fields). */
-static const redisReply *collect_entry_line(const redisReply *entry)
+/* The result lines of a results stream entry (borrowed from the reply): field b, one or more lines separated by
+ * '\n' (a commit's lines, commit.lua); field r, one line (workers before entries held several); or NULL for an
+ * entry deleted after it was delivered (it has no fields). *batch says which. */
+static const redisReply *collect_entry_lines(const redisReply *entry, bool *batch)
 {
     const redisReply *fields = entry->element[1];
+    *batch = false;
     if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2) return NULL;
-    const redisReply *v = fields->element[1];
-    return v->type == REDIS_REPLY_STRING ? v : NULL;
+    const redisReply *name = fields->element[0], *v = fields->element[1];
+    if (name->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) return NULL;
+    *batch = name->len == 1 && name->str[0] == 'b';
+    return v;
 }
 
-/* Sends the ack script for ids (with each line's length: ack.lua takes it off results_bytes) until Redis answers (reconnecting as needed; then *reconnected is set: after a
- * failover the new master may hold entries this consumer read and acknowledged on the old one as still pending, to
+/* How many result lines an entry holds (0 without any). */
+static size_t collect_entry_count(const redisReply *entry)
+{
+    bool batch;
+    const redisReply *v = collect_entry_lines(entry, &batch);
+    if (!v) return 0;
+    size_t n = 1;
+    for (const char *p = v->str; batch && (p = memchr(p, '\n', v->len - (size_t)(p - v->str))); p++) n++;
+    return n;
+}
+
+/* Sends the ack script for the entries (with each one's length and lines: ack.lua takes them off the results
+ * backlog) until Redis answers (reconnecting as needed; then *reconnected is set: after a failover the new master may hold entries this consumer read and acknowledged on the old one as still pending, to
  * be read again). Returns 0, or -1 on stop. */
 static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t n, collect_progress_t *p,
                        const atomic_bool *stop, bool *reconnected)
 {
-    size_t argc = 6 + 2 * n;
+    size_t argc = 6 + 3 * n;
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
-    char (*sizes)[24] = xmalloc((n ? n : 1) * sizeof *sizes);
+    char (*nums)[24] = xmalloc((n ? 2 * n : 1) * sizeof *nums);
     const char *head[] = {"EVAL", script_ack, "2", k->results, k->stats, KEYS_COLLECT_GROUP};
     for (size_t i = 0; i < 6; i++) argv[i] = head[i], lens[i] = strlen(head[i]);
     for (size_t i = 0; i < n; i++) {
-        const redisReply *line = collect_entry_line(entries[i]);
+        bool batch;
+        const redisReply *v = collect_entry_lines(entries[i], &batch);
         argv[6 + i] = entries[i]->element[0]->str, lens[6 + i] = entries[i]->element[0]->len;
-        lens[6 + n + i] = (size_t)snprintf(sizes[i], sizeof sizes[i], "%zu", line ? line->len : 0);
-        argv[6 + n + i] = sizes[i];
+        lens[6 + n + i] = (size_t)snprintf(nums[2 * i], sizeof nums[0], "%zu", v ? v->len : 0);
+        argv[6 + n + i] = nums[2 * i];
+        lens[6 + 2 * n + i] = (size_t)snprintf(nums[2 * i + 1], sizeof nums[0], "%zu", collect_entry_count(entries[i]));
+        argv[6 + 2 * n + i] = nums[2 * i + 1];
     }
     int rc = -1;
     /* The lines are written: try at least once even when stopping, or the next collect (the second pass of an
@@ -159,7 +180,7 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
     } while (!atomic_load(stop));
     free(argv);
     free(lens);
-    free(sizes);
+    free(nums);
     return rc;
 }
 
@@ -306,6 +327,26 @@ static int collect_read_batch(collect_run_state_t *st, redisReply **reply, redis
     return 0;
 }
 
+/* Sizes the next read from the last one, whose n entries held lines result lines: XREADGROUP counts entries, and
+ * one holds the lines of one commit (up to a chunk's), so COUNT is set to read about --collect-batch lines and at
+ * most COLLECT_READ_BYTES. */
+static void collect_size_reads(collect_run_state_t *st, redisReply **entries, size_t n, long long lines)
+{
+    assert(n > 0);
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool batch;
+        const redisReply *v = collect_entry_lines(entries[i], &batch);
+        bytes += v ? v->len : 0;
+    }
+    long long per_entry = lines / (long long)n > 0 ? lines / (long long)n : 1;
+    long long count = st->s->collect_batch / per_entry;
+    long long by_bytes = bytes ? (long long)(COLLECT_READ_BYTES / (bytes / n + 1)) : count;
+    if (by_bytes < count) count = by_bytes;
+    if (count < 1) count = 1;
+    snprintf(st->count, sizeof st->count, "%lld", count);
+}
+
 /* After a read that found nothing: true when the run is over (COLLECT_AVAILABLE, or --until-done with every
  * result in). */
 static bool collect_read_nothing(collect_run_state_t *st)
@@ -325,30 +366,49 @@ static bool collect_read_nothing(collect_run_state_t *st)
     return collect_done(st->p, st->producer_done);
 }
 
-/* Writes a batch's result lines and flushes them. Returns 0, or -1 with the reason in err. */
-static int collect_write_batch(sink_t *sink, tally_t *tally, redisReply **entries, size_t n, char *err,
-                               size_t errlen)
+/* Writes one result line with its seq (the entry's id, and with several lines in the entry the line's index:
+ * "<ms>-<n>-<i>"), the order in which results were committed, so that of two lines of one id (a failure, then its
+ * success after a requeue) the higher seq is the one that counts. Returns 0 or -1 (errno). */
+static int collect_write_line(sink_t *sink, tally_t *tally, const char *line, size_t len, const redisReply *id,
+                              bool batch, size_t index)
 {
+    char tail[96];
+    bool object = len > 0 && line[len - 1] == '}';
+    if (batch) snprintf(tail, sizeof tail, ",\"seq\":\"%.40s-%zu\"}", id->str, index);
+    else snprintf(tail, sizeof tail, ",\"seq\":\"%.40s\"}", id->str);
+    if (sink_write_tail(sink, line, object ? len - 1 : len, object ? tail : NULL)) return -1;
+    if (tally) tally_add(tally, line, len);
+    return 0;
+}
+
+/* Writes a batch's result lines and flushes them. Returns the lines written, or -1 with the reason in err. */
+static long long collect_write_batch(sink_t *sink, tally_t *tally, redisReply **entries, size_t n, char *err,
+                                     size_t errlen)
+{
+    long long written = 0;
     for (size_t i = 0; i < n; i++) {
         /* An entry deleted after it was delivered has no fields: nothing to write, still acknowledged. */
-        const redisReply *v = collect_entry_line(entries[i]);
+        bool batch;
+        const redisReply *v = collect_entry_lines(entries[i], &batch);
         if (!v) continue;
-        /* The entry's id goes into the line as "seq": the order in which results were committed, so that of two
-         * lines of one id (a failure, then its success after a requeue) the higher seq is the one that counts. */
-        char tail[96];
-        bool object = v->len > 0 && v->str[v->len - 1] == '}';
-        snprintf(tail, sizeof tail, ",\"seq\":\"%.40s\"}", entries[i]->element[0]->str);
-        if (sink_write_tail(sink, v->str, object ? v->len - 1 : v->len, object ? tail : NULL)) {
-            snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
-            return -1;
+        const char *line = v->str, *end = v->str + v->len;
+        for (size_t index = 0;; index++) {
+            const char *nl = batch ? memchr(line, '\n', (size_t)(end - line)) : NULL;
+            size_t len = (size_t)((nl ? nl : end) - line);
+            if (collect_write_line(sink, tally, line, len, entries[i]->element[0], batch, index)) {
+                snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
+                return -1;
+            }
+            written++;
+            if (!nl) break;
+            line = nl + 1;
         }
-        if (tally) tally_add(tally, v->str, v->len);
     }
     if (sink_flush(sink)) {
         snprintf(err, errlen, "cannot write to %s: %s", sink_where(sink), strerror(errno));
         return -1;
     }
-    return 0;
+    return written;
 }
 
 /* After a batch: the progress bar (at most every 250 ms) or, without one, a log line every 5 s; and a warning
@@ -399,11 +459,13 @@ static int collect_batches(collect_run_state_t *st, char *err, size_t errlen)
             if (collect_read_nothing(st)) break;
             continue;
         }
-        if (collect_write_batch(st->sink, st->p->tally, entries, n, err, errlen)) {
+        long long lines = collect_write_batch(st->sink, st->p->tally, entries, n, err, errlen);
+        if (lines < 0) {
             freeReplyObject(r);
             return -1;
         }
-        st->p->written += (long long)n;
+        st->p->written += lines;
+        collect_size_reads(st, entries, n, lines);
         bool reconnected = false;
         int ack = collect_ack(st->c, &st->k, entries, n, st->p, st->stop, &reconnected);
         if (reconnected) st->own_pending = true;
@@ -442,7 +504,8 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     st.c = rconn_new(s->redis_url, s->redis_timeout_ms);
     rconn_set_extra_timeout(st.c, COLLECT_BLOCK_MS);
     collect_marker_init(&st.marker, s);
-    snprintf(st.count, sizeof st.count, "%lld", s->collect_batch);
+    snprintf(st.count, sizeof st.count, "%lld",
+             s->collect_batch < COLLECT_FIRST_COUNT ? s->collect_batch : COLLECT_FIRST_COUNT);
     snprintf(st.block, sizeof st.block, "%d", COLLECT_BLOCK_MS);
     int rc = collect_open(&st, err, errlen);
     if (rc == 0 && mode == COLLECT_UNTIL_DONE) collect_read_stats(st.c, &st.k, p); /* sealed already? */

@@ -351,7 +351,7 @@ static void fetch_ask_backlog(fetch_t *f)
 }
 
 /* Learns the results backlog from a backlog.lua reply (takes r) and pauses or resumes fetching: while the results
- * stream holds more than --max-results-backlog entries, or its lines take more than the cap in bytes
+ * stream holds more than --max-results-backlog result lines, or its lines take more than the cap in bytes
  * (backlog_bytes_cap), the worker takes no new chunk, so a stopped collector cannot let the workers grow Redis
  * without bound. Logs each change; /readyz says why while it lasts. */
 static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
@@ -374,7 +374,7 @@ static void fetch_note_backlog(fetch_t *f, redisReply *r, bool *paused)
                              f->keys.results, why, sizeof why);
     if (over && !*paused) LOG(LL_WARN, "fetching paused: %s", why);
     else if (!over && *paused)
-        LOG(LL_INFO, "fetching resumed: %s holds %lld results (%lld bytes)", f->keys.results, f->backlog.entries,
+        LOG(LL_INFO, "fetching resumed: %s holds %lld results (%lld bytes)", f->keys.results, f->backlog.lines,
             f->backlog.bytes);
     if (over) {
         pthread_mutex_lock(&f->why_mu);

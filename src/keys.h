@@ -9,7 +9,7 @@
 
 typedef struct keys {
     char pending[KEYS_MAX];    /* list of chunks; producers LPUSH, workers BLMOVE from the right */
-    char results[KEYS_MAX];    /* stream, one entry per item, field "r" */
+    char results[KEYS_MAX];    /* stream, one entry per commit, field "b": its result lines (commit.lua) */
     char dead[KEYS_MAX];       /* list of dead records */
     char stats[KEYS_MAX];      /* hash of counters */
     char workers[KEYS_MAX];    /* set of registered worker ids */

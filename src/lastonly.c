@@ -19,40 +19,51 @@ typedef struct lastonly_line {
     bool keep;
 } lastonly_line_t;
 
-/* The id of a result line as compact JSON text (malloc'd) and its seq, or NULL when it has not both. */
-static char *lastonly_key(const char *text, size_t len, uint64_t seq[2])
+/* The id of a result line as compact JSON text (malloc'd) and its seq, or NULL when it has not both. A seq is
+ * "<ms>-<n>-<i>" (line i of stream entry ms-n), or "<ms>-<n>" from collectors before one entry held several lines
+ * (i is 0 then). */
+static char *lastonly_key(const char *text, size_t len, uint64_t seq[3])
 {
     json_t *o = json_loadb(text, len, 0, NULL);
     const char *s = o ? json_string_value(json_object_get(o, "seq")) : NULL;
     json_t *id = o ? json_object_get(o, "id") : NULL;
     char *key = NULL;
-    if (s && id && sscanf(s, "%" SCNu64 "-%" SCNu64, &seq[0], &seq[1]) == 2)
+    seq[2] = 0;
+    if (s && id && sscanf(s, "%" SCNu64 "-%" SCNu64 "-%" SCNu64, &seq[0], &seq[1], &seq[2]) >= 2)
         key = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(o);
     return key;
 }
 
+static bool lastonly_seq_less(const uint64_t a[3], const uint64_t b[3])
+{
+    for (size_t k = 0; k < 3; k++)
+        if (a[k] != b[k]) return a[k] < b[k];
+    return false;
+}
+
 /* Marks which lines to keep: for each id the one with the highest seq. */
 static void lastonly_mark(lastonly_line_t *lines, size_t n)
 {
-    json_t *best = json_object(); /* id text -> [index, seq ms, seq n] */
+    json_t *best = json_object(); /* id text -> [index, seq ms, seq n, seq i] */
     for (size_t i = 0; i < n; i++) {
-        uint64_t seq[2];
+        uint64_t seq[3];
         char *key = lastonly_key(lines[i].text, lines[i].len, seq);
         lines[i].keep = true;
         if (!key) continue;
         json_t *b = json_object_get(best, key);
         if (b) {
-            uint64_t ms = (uint64_t)json_integer_value(json_array_get(b, 1));
-            uint64_t no = (uint64_t)json_integer_value(json_array_get(b, 2));
-            if (seq[0] < ms || (seq[0] == ms && seq[1] < no)) {
+            uint64_t had[3];
+            for (size_t k = 0; k < 3; k++) had[k] = (uint64_t)json_integer_value(json_array_get(b, k + 1));
+            if (lastonly_seq_less(seq, had)) {
                 lines[i].keep = false;
                 free(key);
                 continue;
             }
             lines[json_integer_value(json_array_get(b, 0))].keep = false;
         }
-        json_object_set_new(best, key, json_pack("[III]", (json_int_t)i, (json_int_t)seq[0], (json_int_t)seq[1]));
+        json_object_set_new(best, key, json_pack("[IIII]", (json_int_t)i, (json_int_t)seq[0], (json_int_t)seq[1],
+                                                 (json_int_t)seq[2]));
         free(key);
     }
     json_decref(best);

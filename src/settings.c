@@ -188,7 +188,7 @@ static const setting_def_t setting_defs[] = {
      .offset = OFF(max_results_backlog), .def = "1000000", .min = 0, .max = 1000000000,
      .cmds = CMD_WORKER | CMD_RUN | CMD_STATUS,
      .topic = T_LIMITS,
-     .help = "fetching pauses while the results stream holds more entries than this (0: no limit)"},
+     .help = "fetching pauses while the results stream holds more result lines than this (0: no limit)"},
     {.name = "max-results-backlog-bytes", .env = "CHUNKD_MAX_RESULTS_BACKLOG_BYTES", .type = ST_INT,
      .offset = OFF(max_results_backlog_bytes), .def = "-1", .min = -1, .max = 1LL << 50,
      .cmds = CMD_WORKER | CMD_RUN | CMD_STATUS, .topic = T_LIMITS,
@@ -361,7 +361,8 @@ static const setting_def_t setting_defs[] = {
     {.name = "collect-batch", .env = "CHUNKD_COLLECT_BATCH", .type = ST_INT, .offset = OFF(collect_batch),
      .def = "1000", .min = 1, .max = 100000, .cmds = CMD_COLLECT | CMD_RUN,
      .topic = T_COLLECT,
-     .help = "stream entries read, written and acknowledged at a time"},
+     .help = "result lines read, written and acknowledged at a time (about: whole stream entries are read, each "
+             "the lines of one commit)"},
     {.name = "consumer", .env = "CHUNKD_CONSUMER", .type = ST_STR, .offset = OFF(consumer), .def = "collector",
      .cmds = CMD_COLLECT | CMD_RUN,
      .topic = T_COLLECT,

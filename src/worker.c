@@ -154,20 +154,21 @@ static void *worker_monitor_main(void *arg)
         if (gauges_due && rconn_connected(c)) {
             const char *cmds[][2] = {{"LLEN", w->keys.pending}, {"XLEN", w->keys.results}, {"LLEN", w->keys.dead}};
             for (size_t i = 0; i < 3; i++) rconn_append_argv(c, 2, cmds[i], NULL);
-            const char *hmget[] = {"HMGET", w->keys.stats, "enqueued", "done", "failed"};
-            rconn_append_argv(c, 5, hmget, NULL);
+            const char *hmget[] = {"HMGET", w->keys.stats, "enqueued", "done", "failed", "results_lines"};
+            rconn_append_argv(c, 6, hmget, NULL);
             redisReply *r[4] = {0};
             bool ok = true;
             for (size_t i = 0; i < 4; i++) {
                 r[i] = rconn_get_reply(c);
                 if (!r[i] || r[i]->type == REDIS_REPLY_ERROR) ok = false;
             }
-            if (ok && r[3]->type == REDIS_REPLY_ARRAY && r[3]->elements == 3) {
+            if (ok && r[3]->type == REDIS_REPLY_ARRAY && r[3]->elements == 4) {
+                long long v[4];
+                for (size_t i = 0; i < 4; i++) v[i] = r[3]->element[i]->str ? atoll(r[3]->element[i]->str) : 0;
                 metrics_gauge_set(G_QUEUE_PENDING_CHUNKS, r[0]->integer);
-                metrics_gauge_set(G_QUEUE_RESULTS_LENGTH, r[1]->integer);
+                /* Result lines: an entry holds one commit's lines (at least one: entries of older workers). */
+                metrics_gauge_set(G_QUEUE_RESULTS_LENGTH, v[3] > r[1]->integer ? v[3] : r[1]->integer);
                 metrics_gauge_set(G_QUEUE_DEAD_LENGTH, r[2]->integer);
-                long long v[3];
-                for (size_t i = 0; i < 3; i++) v[i] = r[3]->element[i]->str ? atoll(r[3]->element[i]->str) : 0;
                 metrics_gauge_set(G_QUEUE_ENQUEUED_ITEMS, v[0]);
                 metrics_gauge_set(G_QUEUE_DONE_ITEMS, v[1] + v[2]);
                 metrics_gauge_set(G_QUEUE_BACKLOG_ITEMS, v[0] > v[1] + v[2] ? v[0] - v[1] - v[2] : 0);

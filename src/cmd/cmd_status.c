@@ -60,7 +60,7 @@ json_t *cmd_status_read(rconn_t *c, const char *queue)
         long long workers = 0, processing = lease_processing_chunks(c, queue, k, NULL, &workers);
         json_object_set_new(out, "processing", json_integer(processing > 0 ? processing : 0));
         json_object_set_new(out, "workers", json_integer(workers));
-        json_object_set_new(out, "results_backlog", json_integer(backlog.entries));
+        json_object_set_new(out, "results_backlog", json_integer(backlog.lines));
         json_object_set_new(out, "results_backlog_bytes", json_integer(backlog.bytes));
         json_object_set_new(out, "redis_maxmemory", json_integer(backlog.maxmemory));
         json_object_set_new(out, "dead_list", json_integer(r[DEAD]->integer));
@@ -89,7 +89,7 @@ static const char *status_unit(const char *key)
 {
     static const char *const chunk_counts[] = {"pending", "processing", "enqueued_chunks", "dead_chunks",
                                                "chunks_done", "requeued_chunks", "purged_chunks"};
-    static const char *const entries[] = {"results_backlog", "dead_list", "requeued_dead"};
+    static const char *const entries[] = {"dead_list", "requeued_dead"};
     static const char *const bytes[] = {"results_backlog_bytes", "results_backlog_bytes_cap", "redis_maxmemory"};
     for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++)
         if (strcmp(key, bytes[i]) == 0) return "bytes";
@@ -98,7 +98,7 @@ static const char *status_unit(const char *key)
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
         if (strcmp(key, entries[i]) == 0) return "entries";
     if (strcmp(key, "workers") == 0) return "workers";
-    if (strcmp(key, "rejected") == 0) return "lines";
+    if (strcmp(key, "rejected") == 0 || strcmp(key, "results_backlog") == 0) return "lines";
     return "items";
 }
 
@@ -107,7 +107,7 @@ static const char *status_unit(const char *key)
  * is, "fetch_paused_why". */
 static void status_add_backlog(const settings_t *s, json_t *out)
 {
-    backlog_t b = {.entries = field(out, "results_backlog"), .bytes = field(out, "results_backlog_bytes"),
+    backlog_t b = {.lines = field(out, "results_backlog"), .bytes = field(out, "results_backlog_bytes"),
                    .maxmemory = field(out, "redis_maxmemory")};
     keys_t k;
     keys_init(&k, s->queue);

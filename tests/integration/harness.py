@@ -65,6 +65,20 @@ def scaled(seconds):
     return seconds * TIMEOUT_SCALE
 
 
+def stream_entry_lines(entry_id, fields):
+    """The result lines of one results stream entry: field b holds the lines of one commit separated by newlines
+    (commit.lua), field r the one line of a worker from before."""
+    if "b" in fields:
+        return fields["b"].split("\n")
+    check("r" in fields, f"results stream entry {entry_id} has neither field b nor r: {fields}")
+    return [fields["r"]]
+
+
+def stream_lines(client, key):
+    """Every result line of the results stream at key, in order."""
+    return [line for entry_id, fields in client.xrange_all(key) for line in stream_entry_lines(entry_id, fields)]
+
+
 def wait_until(pred, timeout, what="condition"):
     """Poll pred() until it returns something truthy; return that value.
 
@@ -482,7 +496,8 @@ class Ctx:
         return self.r.execute("LLEN", self.key(suffix, queue))
 
     def xlen(self, queue=None):
-        return self.r.execute("XLEN", self.key("results", queue))
+        """Result lines in the results stream (an entry holds the lines of one commit)."""
+        return len(stream_lines(self.r, self.key("results", queue)))
 
     def pending_chunks(self, queue=None):
         """Pending chunks, parsed, oldest first (producers LPUSH, so reverse LRANGE)."""
@@ -522,14 +537,13 @@ class Ctx:
         return sum(self.r.execute("LLEN", k) for k in self.processing_keys(queue))
 
     def stream_results(self, queue=None):
-        """Result lines from the results stream (field r), parsed."""
+        """Result lines from the results stream, parsed."""
         rows = []
-        for entry_id, fields in self.r.xrange_all(self.key("results", queue)):
-            check("r" in fields, f"results stream entry {entry_id} has no field r: {fields}")
+        for line in stream_lines(self.r, self.key("results", queue)):
             try:
-                rows.append(json.loads(fields["r"]))
+                rows.append(json.loads(line))
             except ValueError:
-                raise TestFailure(f"results entry {entry_id} is not JSON: {fields['r'][:120]!r}")
+                raise TestFailure(f"a line of the results stream is not JSON: {line[:120]!r}")
         return rows
 
     def dead_entries(self, queue=None):

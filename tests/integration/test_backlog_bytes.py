@@ -22,8 +22,9 @@ def _metric(text, name):
 
 
 def _stream_bytes(client, key):
-    """Bytes of the result lines (field r) in the stream, as commit.lua counts them."""
-    return sum(len(fields["r"].encode("utf-8", "surrogateescape")) for _, fields in client.xrange_all(key))
+    """Bytes of the stream's entries (field b: one commit's lines), as commit.lua counts them."""
+    return sum(len((fields.get("b") or fields["r"]).encode("utf-8", "surrogateescape"))
+               for _, fields in client.xrange_all(key))
 
 
 def _items(ctx, n):

@@ -2,7 +2,7 @@
 
 import json
 
-from harness import assert_exactly_once, check, id_key, read_jsonl
+from harness import assert_exactly_once, check, id_key, read_jsonl, stream_lines
 
 # (input line, expected id); None marks an empty line (skipped but counted).
 ID_CASES = [
@@ -104,7 +104,7 @@ def test_hand_built_chunk_per_contract(ctx):
     worker.wait(15, expect_rc=0)
     check(ctx.stat("dead_chunks") == 0, f"hand-built chunk went to dead: {ctx.dead_entries()}")
 
-    raw_lines = [fields["r"] for _, fields in ctx.r.xrange_all(ctx.key("results"))]
+    raw_lines = stream_lines(ctx.r, ctx.key("results"))
     results = [json.loads(line) for line in raw_lines]
     assert_exactly_once(results, [i for i, _ in items], "results stream")
     by_id = {id_key(r["id"]): (r, raw) for r, raw in zip(results, raw_lines)}

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from harness import assert_exactly_once, check, one_line, read_jsonl, wait_until
+from harness import assert_exactly_once, check, one_line, read_jsonl, stream_lines, wait_until
 from resp import Redis, RedisError
 
 ACL_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "chunkd.acl"
@@ -201,5 +201,5 @@ def test_acl_missing_right_stops_the_worker_clearly(ctx):
         # With the recipe's rights back every item runs once (chunks a stopped worker held are reaped back first).
         ctx.run("worker", "--queue", q, "--handler", "sleep", "--threads", 1, "--exit-when-empty", "--lease-ms", 1000,
                 timeout=60, url=_url(server, q, "worker"))
-        rows = [json.loads(fields["r"]) for _, fields in admin.xrange_all(ctx.key("results"))]
+        rows = [json.loads(line) for line in stream_lines(admin, ctx.key("results"))]
         assert_exactly_once(rows, range(n))

@@ -113,7 +113,7 @@ def _system_python():
 
 def _stream_results(server, ctx):
     with server.client() as c:
-        return [json.loads(fields["r"]) for _, fields in c.xrange_all(ctx.key("results"))]
+        return [json.loads(line) for line in stream_lines(c, ctx.key("results"))]
 
 
 def test_subprocess_cannot_read_worker_secrets(ctx):
