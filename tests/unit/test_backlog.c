@@ -24,12 +24,12 @@ static void test_over(void **state)
 {
     (void)state;
     char why[320] = "";
-    backlog_t b = {.entries = 10, .bytes = 1000, .maxmemory = 0};
+    backlog_t b = {.lines = 10, .bytes = 1000, .maxmemory = 0};
     assert_false(backlog_over(&b, 10, 1000, "R", why, sizeof why)); /* at the caps: not over */
-    b.entries = 11;
+    b.lines = 11;
     assert_true(backlog_over(&b, 10, 1000, "R", why, sizeof why));
     assert_non_null(strstr(why, "R holds 11 results, more than --max-results-backlog 10"));
-    b.entries = 3;
+    b.lines = 3;
     b.bytes = 1001;
     assert_true(backlog_over(&b, 10, 1000, "R", why, sizeof why));
     assert_non_null(strstr(why, "take 1001 bytes, more than 1000 (--max-results-backlog-bytes)"));
@@ -52,7 +52,7 @@ static void test_take_reply(void **state)
     redisReply *el[3] = {&e[0], &e[1], &e[2]};
     redisReply r = {.type = REDIS_REPLY_ARRAY, .elements = 3, .element = el};
     assert_int_equal(backlog_take_reply(&r, &b, err, sizeof err), 0);
-    assert_int_equal(b.entries, 7);
+    assert_int_equal(b.lines, 7);
     assert_int_equal(b.bytes, 700);
     assert_int_equal(b.maxmemory, 1 << 20);
     e[2] = integer(-1); /* not asked: maxmemory stays */
@@ -65,9 +65,9 @@ static void test_take_reply(void **state)
     assert_non_null(strstr(err, "NOPERM no INFO"));
     char msg[] = "ERR something";
     redisReply bad = {.type = REDIS_REPLY_ERROR, .str = msg, .len = strlen(msg)};
-    b.entries = 99;
+    b.lines = 99;
     assert_int_equal(backlog_take_reply(&bad, &b, err, sizeof err), -1);
-    assert_int_equal(b.entries, 99);
+    assert_int_equal(b.lines, 99);
     assert_non_null(strstr(err, "ERR something"));
     assert_int_equal(backlog_take_reply(NULL, &b, err, sizeof err), -1);
 }
