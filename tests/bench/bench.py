@@ -25,6 +25,10 @@ Cases (see README.md beside this file):
   httpd     1,000 hostile connections (slow headers, idle, oversized) held against a
             worker's HTTP port: /healthz, /readyz and /metrics latencies (p50/p99/max)
             and the worker's RSS, before and under the attack
+  rediscpu  redis-server's own CPU time per item (INFO cpu) for enqueue, the worker phase
+            (1, 4 and 8 workers at once: their items/s and each one's share) and collect,
+            over 1,000,000 items, against the goal of 5 us per item; with --baseline, that
+            build too, alternating (tests/bench/rediscpu.py is a shortcut to this case)
 
 Numbers are printed and recorded, never asserted: the exit status is 0 when
 every run completed and produced correct output, whatever the speed; 1 when a
@@ -306,6 +310,11 @@ class Redis:
         info = self.cmd("INFO", "memory")
         return dict(l.split(":", 1) for l in info.splitlines() if ":" in l)
 
+    def cpu_s(self):
+        """redis-server's own CPU time so far, used_cpu_user + used_cpu_sys of INFO cpu (microsecond resolution)."""
+        v = dict(l.split(":", 1) for l in self.cmd("INFO", "cpu").splitlines() if ":" in l)
+        return float(v["used_cpu_user"]) + float(v["used_cpu_sys"])
+
     def version(self):
         info = self.cmd("INFO", "server")
         for l in info.splitlines():
@@ -444,6 +453,12 @@ def verify_results(path, n, chunkd_format=True, want_status=None):
             + f", {bad} unparseable/unknown id)")
 
 
+def fetched_items(logp):
+    """Items a worker fetched, from its "fetched chunk ID (N items, ..." debug lines (--log-level debug)."""
+    with open(logp, "rb") as f:
+        return sum(int(m.group(1)) for m in re.finditer(rb"fetched chunk \S+ \((\d+) items", f.read()))
+
+
 def http_call_ms(path, first_n):
     """Percentiles of the http handler's per-call "ms" in a results file; also the median of the first first_n
     results (in commit order, about the order calls ended: the first wave, which opens every connection) and of
@@ -565,10 +580,11 @@ class Bench:
         self.nginx = None
 
     # -- one chunkd invocation with logs in tmp
-    def run_chunkd(self, name, args, env, timeout, binary=None):
+    def run_chunkd(self, name, args, env, timeout, binary=None, measure=True):
+        """measure=False: without the rusage trampoline (Procs.start), so that a wall time starts at the fork."""
         logp = os.path.join(self.tmp, name.replace("/", "of").replace(" ", "_") + ".log")
         with open(logp, "wb") as lf:
-            p = self.procs.start([binary or self.a.chunkd] + args, env=env, stdout=lf, stderr=lf, measure=True)
+            p = self.procs.start([binary or self.a.chunkd] + args, env=env, stdout=lf, stderr=lf, measure=measure)
         return p, logp
 
     def check_exit(self, what, code, logp):
@@ -1410,6 +1426,119 @@ unset multiplot
                            f"({fmt_int(m['items_per_s'])} items/s), redis-server cpu {m['redis_cpu_pct']:.0f}%")
         self.sections.append("\n".join(det))
 
+    # -- case rediscpu: redis-server's own CPU time per item, phase by phase (issue 19, "Sizing from measurements")
+    REDISCPU_PHASES = ("enqueue", "worker", "collect")
+    REDISCPU_GOAL_US = 5.0  # per item, enqueue to collect: one Redis core carries 200,000 items/s
+
+    def rediscpu_run(self, label, binary, path, n, n_workers):
+        """Enqueue, then n_workers workers at once (--exit-when-empty), then collect --until-done, one after
+        another against a fresh private redis-server, so that each phase's Redis CPU is its own. Returns
+        {"us": {phase: redis us per item}, "wall": {phase: s}, "items_per_s": of the worker phase (first start to
+        last exit), "shares": items each worker fetched (its "fetched chunk" debug lines)}."""
+        r = Redis(self.procs, self.tmp, name="rediscpu-redis", extra_args=("--port", "0"))  # unix socket only
+        env = child_env(r.url)
+        out = os.path.join(self.tmp, "rediscpu.collect.out")
+        if os.path.exists(out):
+            os.unlink(out)
+        timeout = 300 + 20 * n / 100000  # generous: only a hang should meet it
+        worker = ["worker", "--queue", "q", "--handler", "sleep", "--concurrency", str(self.a.rediscpu_concurrency),
+                  "--exit-when-empty", "--log-level", "debug",
+                  # The results wait in the stream until the collect phase: no backlog cap may pause the workers.
+                  "--max-results-backlog", "0", "--max-results-backlog-bytes", "0"]
+        cmds = {"enqueue": [["enqueue", "--queue", "q", path]], "worker": [worker] * n_workers,
+                "collect": [["collect", "--queue", "q", "--until-done", "--out", out]]}
+        res = {"us": {}, "wall": {}}
+        procs = []
+        try:
+            for phase in self.REDISCPU_PHASES:
+                cpu0, t0 = r.cpu_s(), time.monotonic()
+                procs = [self.run_chunkd(f"{label}.{phase}{i + 1}", args, env, timeout, binary=binary, measure=False)
+                         for i, args in enumerate(cmds[phase])]
+                for p, logp in procs:
+                    code, _, _ = self.procs.wait(p, timeout)
+                    self.check_exit(f"chunkd {phase}", code, logp)
+                res["wall"][phase] = time.monotonic() - t0
+                res["us"][phase] = (r.cpu_s() - cpu0) / n * 1e6
+            res["items_per_s"] = n / res["wall"]["worker"]
+            res["shares"] = [fetched_items(os.path.join(self.tmp, f"{label}.worker{i + 1}.log"))
+                             for i in range(n_workers)]
+        finally:
+            for p, _ in procs:
+                if p.returncode is None:
+                    self.procs.kill(p)
+            r.close()
+        problem = verify_results(out, n)
+        os.unlink(out)
+        if problem:
+            raise BenchError(f"rediscpu {label}: chunkd collect: {problem}")
+        if sum(res["shares"]) < n:
+            raise BenchError(f"rediscpu {label}: the workers' debug logs name {sum(res['shares'])} items fetched for "
+                             f"{n} (no \"fetched chunk ... (N items\" lines?)")
+        res["us"]["total"] = sum(res["us"][ph] for ph in self.REDISCPU_PHASES)
+        return res
+
+    def case_rediscpu(self):
+        n, reps, counts = self.a.rediscpu_items, self.a.rediscpu_reps, self.a.rediscpu_workers
+        path = os.path.join(self.tmp, f"items-{n}.jsonl")  # the same file as worker_run's: made once, reused
+        if not os.path.exists(path):
+            gen_items(path, n)
+        bins = [("chunkd", self.a.chunkd)] + ([("baseline", self.a.baseline)] if self.a.baseline else [])
+        runs = {(label, w): [] for w in counts for label, _ in bins}
+        for rep in range(1, reps + 1):
+            for i, w in enumerate(counts):
+                for label, binary in bins if (rep + i) % 2 else bins[::-1]:  # each build goes first in turn
+                    m = self.rediscpu_run(f"rediscpu.{label}.{w}w.{rep}", binary, path, n, w)
+                    m["load"] = loadavg().split()[0]
+                    runs[(label, w)].append(m)
+                    log(f"rediscpu {label}, {w} worker(s), run {rep}/{reps}: redis us/item "
+                        + "  ".join(f"{ph} {m['us'][ph]:.2f} ({m['wall'][ph]:.1f} s)" for ph in self.REDISCPU_PHASES)
+                        + f"  total {m['us']['total']:.2f}; worker phase {fmt_int(m['items_per_s'])} items/s, "
+                        f"items each {', '.join(fmt_int(x) for x in m['shares'])}; load {m['load']}")
+        med = lambda rs, f: statistics.median(f(m) for m in rs)
+        goal = self.REDISCPU_GOAL_US
+        for w in counts:
+            for label, binary in bins:
+                rs = runs[(label, w)]
+                us = {ph: med(rs, lambda m: m["us"][ph]) for ph in self.REDISCPU_PHASES + ("total",)}
+                who = "" if label == "chunkd" else "baseline: "
+                self.rows += [
+                    ("rediscpu", f"{who}redis us/item, {w} worker(s): enqueue / worker / collect",
+                     " / ".join(f"{us[ph]:.2f}" for ph in self.REDISCPU_PHASES), "", ""),
+                    ("rediscpu", f"  {who}total redis us/item, {fmt_int(n)} items, {w} worker(s)",
+                     f"{us['total']:.2f}", f"<= {goal:g} us/item", self.verdict(us["total"], goal, higher=False)),
+                    ("rediscpu", f"  {who}worker phase items/s, {w} worker(s)",
+                     fmt_int(med(rs, lambda m: m["items_per_s"])), "", ""),
+                ]
+                if w > 1:
+                    even = n / w
+                    lo = min(min(m["shares"]) for m in rs) / even
+                    hi = max(max(m["shares"]) for m in rs) / even
+                    self.rows.append(("rediscpu", f"  {who}items per worker / even share, lowest / highest of "
+                                      f"{len(rs)} run(s)", f"{lo:.2f} / {hi:.2f}", "", ""))
+            if self.a.baseline:
+                new, base = runs[("chunkd", w)], runs[("baseline", w)]
+                ratio = lambda f: med(new, f) / med(base, f)
+                self.rows += [
+                    ("rediscpu", f"  total redis us/item, chunkd / baseline, {w} worker(s)",
+                     f"{ratio(lambda m: m['us']['total']):.2f}x", "", ""),
+                    ("rediscpu", f"  worker phase items/s, chunkd / baseline, {w} worker(s)",
+                     f"{ratio(lambda m: m['items_per_s']):.2f}x", "", ""),
+                ]
+        det = [f"rediscpu: redis-server's own CPU (INFO cpu: used_cpu_user + used_cpu_sys) before and after each "
+               f"phase, divided by the items: enqueue {fmt_int(n)} items x {SLEEP_MS} ms, then N workers at once "
+               f"(--concurrency {self.a.rediscpu_concurrency} --exit-when-empty each, no collector), then collect "
+               f"--until-done; one after another, a fresh private redis-server (unix socket) for each run; "
+               + (f"baseline {self.a.baseline}, the builds taking turns to go first; " if self.a.baseline else "")
+               + f"medians of {reps} run(s); items/s = items / the worker phase's wall time (first start to last "
+               f"exit); items per worker from each worker's \"fetched chunk\" debug lines"]
+        for (label, w), rs in runs.items():
+            for i, m in enumerate(rs, 1):
+                det.append(f"  {label}, {w} worker(s), run {i}: " + "  ".join(
+                    f"{ph} {m['us'][ph]:.2f} us ({m['wall'][ph]:.1f} s)" for ph in self.REDISCPU_PHASES)
+                    + f"  total {m['us']['total']:.2f} us; {fmt_int(m['items_per_s'])} items/s; items each "
+                    + ", ".join(fmt_int(x) for x in m["shares"]) + f"; load {m['load']}")
+        self.sections.append("\n".join(det))
+
     # -- case c
     def case_sweep(self):
         rows = []
@@ -2197,7 +2326,7 @@ plot "{dat}" using 1:5 with lines dt 2 lw 1 lc rgb "gray" title "ideal (concurre
 
 
 CASES = ("original", "million", "sweep", "http", "exec", "ratelimit", "chunkmem", "flaky", "httpd", "latency",
-         "cluster", "tls", "replicas")
+         "cluster", "tls", "replicas", "rediscpu")
 
 
 def main():
@@ -2224,7 +2353,8 @@ def main():
     ap.add_argument("--baseline", metavar="BIN",
                     help="http case: also run this chunkd binary's worker beside chunkd's in every run (same items, "
                          "taking turns to go first), and report its items/s and CPU beside chunkd's: compares two "
-                         "builds side by side; httpd case: the same attack against this build's worker too")
+                         "builds side by side; httpd case: the same attack against this build's worker too; rediscpu "
+                         "case: every run with this build too, taking turns to go first, and the ratios")
     ap.add_argument("--http-recipe-items", type=int, help="http case: recipe.py --base-url items (3000; quick 1000)")
     ap.add_argument("--perf", action="store_true",
                     help="http case: one extra worker run at the highest count under perf record -g")
@@ -2252,6 +2382,12 @@ def main():
     ap.add_argument("--cluster-reps", type=int, help="cluster case: alternating runs of each side (3; quick 1)")
     ap.add_argument("--replicas-items", type=int, help="replicas case: items per run (200000; quick 50000)")
     ap.add_argument("--replicas-reps", type=int, help="replicas case: runs with each setting (3; quick 1)")
+    ap.add_argument("--rediscpu-items", type=int, help="rediscpu case: items per run (1000000; quick 200000)")
+    ap.add_argument("--rediscpu-reps", type=int, help="rediscpu case: runs of each worker count (3; quick 1)")
+    ap.add_argument("--rediscpu-workers", default="1,4,8",
+                    help="rediscpu case: workers at once on the queue in the worker phase, one count per run (1,4,8)")
+    ap.add_argument("--rediscpu-concurrency", type=int, default=10000,
+                    help="rediscpu case: each worker's --concurrency (10000)")
     ap.add_argument("--outdir", default=HERE, help="where results.txt, throughput.dat/.png go")
     ap.add_argument("--tmp", help="scratch directory (default: a new one, removed at exit)")
     a = ap.parse_args()
@@ -2283,6 +2419,14 @@ def main():
     a.cluster_reps = a.cluster_reps or (1 if q else 3)
     a.replicas_items = a.replicas_items or (50000 if q else 200000)
     a.replicas_reps = a.replicas_reps or (1 if q else 3)
+    a.rediscpu_items = a.rediscpu_items or (200000 if q else 1000000)
+    a.rediscpu_reps = a.rediscpu_reps or (1 if q else 3)
+    try:
+        a.rediscpu_workers = [int(x) for x in a.rediscpu_workers.split(",")]
+    except ValueError:
+        ap.error(f"--rediscpu-workers {a.rediscpu_workers!r}: not a comma-separated list of numbers")
+    if min(a.rediscpu_workers) < 1:
+        ap.error("--rediscpu-workers: every count must be 1 or more")
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
         if c not in CASES:

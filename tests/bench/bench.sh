@@ -6,6 +6,7 @@
 #   BENCH_CASES=million tests/bench/bench.sh build/chunkd    # one case
 #   BENCH_CASES=http tests/bench/bench.sh build/chunkd       # the http handler vs wrk (nginx)
 #   BENCH_CASES=cluster tests/bench/bench.sh build/chunkd    # 6 queues on a 3-shard Redis Cluster vs one redis-server
+#   BENCH_CASES=rediscpu tests/bench/bench.sh build/chunkd   # Redis's own CPU per item; 1, 4 and 8 workers on one queue
 #
 # Prints a summary table and writes tests/bench/results.txt, throughput.dat and
 # throughput.png. Numbers are recorded, never asserted: exit 0 unless a run
