@@ -44,7 +44,7 @@ def _pid_state(pid):
 
 
 # "seq": the results stream entry id the collector adds (issue 16).
-_RESULT_LINE = re.compile(r'^\{"id":(-?\d+),"ok":(true|false),.*,"attempts":(\d+),"ms":\d+,"seq":"\d+-\d+"\}$', re.M)
+_RESULT_LINE = re.compile(r'^\{"id":(-?\d+),"ok":(true|false),.*,"attempts":(\d+),"ms":\d+,"seq":"\d+-\d+-\d+"\}$', re.M)
 
 
 def _read_int_id_results(path):

@@ -44,6 +44,39 @@ static void test_keeps_highest_seq_per_id(void **state)
                              "{\"id\":1,\"ok\":true,\"seq\":\"100-10\"}\n");
 }
 
+/* Seqs of three numbers (line i of entry ms-n) and of two (entries of older workers, i taken as 0) compare number
+ * by number. */
+static void test_seq_with_line_index(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/chunkd-lastonly-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("{\"id\":1,\"ok\":true,\"seq\":\"100-0-7\"}\n"
+          "{\"id\":1,\"ok\":false,\"seq\":\"100-0-6\"}\n"
+          "{\"id\":2,\"ok\":false,\"seq\":\"100-0\"}\n"
+          "{\"id\":2,\"ok\":true,\"seq\":\"100-0-1\"}\n"
+          "{\"id\":3,\"ok\":true,\"seq\":\"100-1\"}\n"
+          "{\"id\":3,\"ok\":false,\"seq\":\"100-0-99\"}\n",
+          f);
+    fclose(f);
+    long long kept = 0, dropped = 0;
+    char err[256];
+    assert_int_equal(lastonly_rewrite(path, &kept, &dropped, err, sizeof err), 0);
+    assert_int_equal(kept, 3);
+    assert_int_equal(dropped, 3);
+    char buf[1024] = "";
+    f = fopen(path, "r");
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    unlink(path);
+    assert_string_equal(buf, "{\"id\":1,\"ok\":true,\"seq\":\"100-0-7\"}\n"
+                             "{\"id\":2,\"ok\":true,\"seq\":\"100-0-1\"}\n"
+                             "{\"id\":3,\"ok\":true,\"seq\":\"100-1\"}\n");
+}
+
 static void test_missing_file_is_an_error(void **state)
 {
     (void)state;
@@ -57,6 +90,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keeps_highest_seq_per_id),
+        cmocka_unit_test(test_seq_with_line_index),
         cmocka_unit_test(test_missing_file_is_an_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
