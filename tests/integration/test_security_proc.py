@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 
-from harness import check, skip, wait_until
+from harness import check, skip, stream_lines, wait_until
 
 NOBODY = 65534
 
