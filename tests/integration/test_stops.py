@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from harness import (check, count_lines, http_get, id_key, read_jsonl, redis_servers_tagged, scaled, skip,
-                     wait_until)
+                     stream_lines, wait_until)
 
 
 def _sleep_items(ctx, n, sleep_ms, name="items.jsonl"):
@@ -235,7 +235,7 @@ def test_healthz_stays_live_in_redis_outage(ctx):
     worker, port = ctx.spawn_http("worker", "--queue", ctx.queue, "--handler", "sleep", "--concurrency", 200,
                                   "--redis-timeout-ms", 500, redis="flag", url=server.url())
     c = server.client()
-    wait_until(lambda: c.execute("XLEN", ctx.key("results")) >= 200, 20,
+    wait_until(lambda: len(stream_lines(c, ctx.key("results"))) >= 200, 20,
                lambda: f"results flowing ({worker.describe()})")
     c.close()
     server.stop()
@@ -274,7 +274,7 @@ def test_readyz_when_redis_refuses_writes(ctx):
                                   "--lease-ms", 3000, redis="flag", url=server.url())
     c = server.client()
     wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, lambda: f"/readyz 200 ({worker.describe()})")
-    wait_until(lambda: c.execute("XLEN", ctx.key("results")) == 200, 20, "the first 200 results")
+    wait_until(lambda: len(stream_lines(c, ctx.key("results"))) == 200, 20, "the first 200 results")
     errors_before = _metric(port, "chunkd_redis_errors_total")
     c.execute("CONFIG", "SET", "maxmemory", "1")  # every write now: OOM command not allowed
     try:
