@@ -135,8 +135,9 @@ static size_t collect_entry_count(const redisReply *entry)
 }
 
 /* Sends the ack script for the entries (with each one's length and lines: ack.lua takes them off the results
- * backlog) until Redis answers (reconnecting as needed; then *reconnected is set: after a failover the new master may hold entries this consumer read and acknowledged on the old one as still pending, to
- * be read again). Returns 0, or -1 on stop. */
+ * backlog) until Redis answers (reconnecting as needed; then *reconnected is set: after a failover the new master
+ * may hold entries this consumer read and acknowledged on the old one as still pending, to be read again). Returns
+ * 0, or -1 on stop. */
 static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t n, collect_progress_t *p,
                        const atomic_bool *stop, bool *reconnected)
 {
@@ -504,8 +505,7 @@ int collect_run(const settings_t *s, sink_t *sink, collect_mode_t mode, const at
     st.c = rconn_new(s->redis_url, s->redis_timeout_ms);
     rconn_set_extra_timeout(st.c, COLLECT_BLOCK_MS);
     collect_marker_init(&st.marker, s);
-    snprintf(st.count, sizeof st.count, "%lld",
-             s->collect_batch < COLLECT_FIRST_COUNT ? s->collect_batch : COLLECT_FIRST_COUNT);
+    snprintf(st.count, sizeof st.count, "%d", COLLECT_FIRST_COUNT);
     snprintf(st.block, sizeof st.block, "%d", COLLECT_BLOCK_MS);
     int rc = collect_open(&st, err, errlen);
     if (rc == 0 && mode == COLLECT_UNTIL_DONE) collect_read_stats(st.c, &st.k, p); /* sealed already? */

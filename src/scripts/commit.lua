@@ -14,8 +14,8 @@
 -- checkpoint, ARGV[5] result lines N, ARGV[6] of which ok, ARGV[7] dead records D, then the N lines, the D dead
 -- records, and with the checkpoint N tags, one per line: 'o' (ok), 'f' (failed) or 'd' (failed, with the next
 -- dead record) followed by the item's index in the chunk. For 'x' the one dead record is the chunk's.
--- The lines written go into one stream entry, field 'b', separated by '\n' (a result line never holds a raw
--- newline: result.c). The stats hash's results_bytes grows by the entry's length and results_lines by its lines
+-- The lines written go into one stream entry (or one per MiB of them), field 'b', separated by '\n' (a result line
+-- never holds a raw newline: result.c). The stats hash's results_bytes grows by the entry's length and results_lines by its lines
 -- (ack.lua takes off what it removes): the results backlog, which fetching is paused on (backlog.lua).
 -- Replies: 1 written, 0 fenced (nothing written), 2 a final commit without the checkpoint while one exists.
 -- The names below are shared with src/commit_script.h, which commit.c uses: tests/unit/test_commit_script.c
@@ -45,6 +45,7 @@ local COMMIT_TAG_DEAD = 'd'
 local COMMIT_REPLY_FENCED = 0
 local COMMIT_REPLY_OK = 1
 local COMMIT_REPLY_CKPT_EXISTS = 2
+local entry_max = 1048576 -- a stream entry takes lines up to this many bytes (or one line, if larger)
 local processing, results, stats = KEYS[COMMIT_KEY_PROCESSING], KEYS[COMMIT_KEY_RESULTS], KEYS[COMMIT_KEY_STATS]
 local dead, checkpoint, deliveries = KEYS[COMMIT_KEY_DEAD], KEYS[COMMIT_KEY_CHECKPOINT], KEYS[COMMIT_KEY_DELIVERIES]
 local pending = KEYS[COMMIT_KEY_PENDING]
@@ -118,11 +119,20 @@ else
 end
 n = #out
 if n > 0 then
-  -- One entry for the lines of this call: a stream entry, and the collector's read, acknowledgement and deletion of
-  -- it, cost Redis about as much for 100 lines as for one.
-  local batch = table.concat(out, '\n')
-  redis.call('XADD', results, '*', 'b', batch)
-  redis.call('HINCRBY', stats, 'results_bytes', #batch)
+  -- One entry for the lines of this call (a stream entry, and the collector's read, acknowledgement and deletion
+  -- of it, cost Redis about as much for 100 lines as for one), or one per entry_max bytes of them when they are
+  -- large, so that neither this script nor a collector's read holds a whole chunk's large results at once.
+  local from, size, bytes = 1, 0, 0
+  for i = 1, n + 1 do
+    if i > n or (size > 0 and size + #out[i] > entry_max) then
+      local entry = table.concat(out, '\n', from, i - 1)
+      redis.call('XADD', results, '*', 'b', entry)
+      bytes = bytes + #entry
+      from, size = i, 0
+    end
+    if i <= n then size = size + #out[i] + 1 end
+  end
+  redis.call('HINCRBY', stats, 'results_bytes', bytes)
   redis.call('HINCRBY', stats, 'results_lines', n)
 end
 if n_ok > 0 then redis.call('HINCRBY', stats, 'done', n_ok) end

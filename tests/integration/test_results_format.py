@@ -104,3 +104,21 @@ def test_backlog_cap_counts_lines(ctx):
           f"{paused['results_backlog']} (want {lines})")
     worker.send(signal.SIGTERM)
     worker.wait(30, expect_rc=0)
+
+
+def test_large_results_split_into_entries_of_a_mib(ctx):
+    # 300 KB results, 10 to a chunk: a commit's 3 MB of lines go into entries of at most 1 MiB (or one line), so
+    # neither the commit script nor a collector's read holds a whole chunk's large results in one string.
+    pad = "x" * 300_000
+    ctx.run("enqueue", "--queue", ctx.queue, "--chunk-size", 10,
+            ctx.write_jsonl("items.jsonl", [{"id": i, "pad": pad} for i in range(20)]))
+    ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--exit-when-empty", timeout=60)
+    sizes = [len(f["b"]) for _, f in ctx.r.xrange_all(ctx.key("results"))]
+    check(len(sizes) >= 6 and max(sizes) <= (1 << 20) + 310_000,
+          f"entries of {sizes} bytes: want each at most 1 MiB (or one line), so at least 3 per chunk of 3 MB")
+    out = ctx.path("out.jsonl")
+    ctx.run("collect", "--queue", ctx.queue, "--until-done", "--out", out, timeout=60)
+    rows = read_jsonl(out)
+    assert_exactly_once(rows, range(20), "collected lines")
+    check(all(r["result"]["pad"] == pad for r in rows), "a result line was cut or changed")
+    check(len({r["seq"] for r in rows}) == 20, "two lines with one seq")
