@@ -21,7 +21,8 @@
 #include "xalloc.h"
 
 #define COLLECT_BLOCK_MS 200
-#define COLLECT_READ_BYTES (64u << 20) /* a read's entries take about this much at most (collect_size_reads) */
+#define COLLECT_READ_BYTES (64u << 20) /* a read's entries take about this much at most (estimated from the last
+                                        * read: collect_size_reads) */
 #define COLLECT_FIRST_COUNT 1          /* entries of the first read (then: collect_size_reads) */
 #define COLLECT_MARKER_TTL_MS 5000 /* a collector's marker outlives its last renewal by this */
 #define COLLECT_MARKER_HELD 1      /* collector.lua: this collector holds the marker */
@@ -153,7 +154,9 @@ static int collect_ack(rconn_t *c, const keys_t *k, redisReply **entries, size_t
         argv[6 + i] = entries[i]->element[0]->str, lens[6 + i] = entries[i]->element[0]->len;
         lens[6 + n + i] = (size_t)snprintf(nums[2 * i], sizeof nums[0], "%zu", v ? v->len : 0);
         argv[6 + n + i] = nums[2 * i];
-        lens[6 + 2 * n + i] = (size_t)snprintf(nums[2 * i + 1], sizeof nums[0], "%zu", collect_entry_count(entries[i]));
+        if (v && !batch) snprintf(nums[2 * i + 1], sizeof nums[0], "r"); /* one line, not in results_lines */
+        else snprintf(nums[2 * i + 1], sizeof nums[0], "%zu", collect_entry_count(entries[i]));
+        lens[6 + 2 * n + i] = strlen(nums[2 * i + 1]);
         argv[6 + 2 * n + i] = nums[2 * i + 1];
     }
     int rc = -1;
@@ -329,8 +332,9 @@ static int collect_read_batch(collect_run_state_t *st, redisReply **reply, redis
 }
 
 /* Sizes the next read from the last one, whose n entries held lines result lines: XREADGROUP counts entries, and
- * one holds the lines of one commit (up to a chunk's), so COUNT is set to read about --collect-batch lines and at
- * most COLLECT_READ_BYTES. */
+ * one holds the lines of one commit (up to a chunk's, at most 1 MiB), so COUNT is set to read about --collect-batch
+ * lines and COLLECT_READ_BYTES, judged by the last read's entries; it at most doubles from one read to the next, so
+ * a run of small entries followed by large ones does not make one read take --collect-batch large ones. */
 static void collect_size_reads(collect_run_state_t *st, redisReply **entries, size_t n, long long lines)
 {
     assert(n > 0);
@@ -344,6 +348,7 @@ static void collect_size_reads(collect_run_state_t *st, redisReply **entries, si
     long long count = st->s->collect_batch / per_entry;
     long long by_bytes = bytes ? (long long)(COLLECT_READ_BYTES / (bytes / n + 1)) : count;
     if (by_bytes < count) count = by_bytes;
+    if (count > 2 * (long long)n) count = 2 * (long long)n;
     if (count < 1) count = 1;
     snprintf(st->count, sizeof st->count, "%lld", count);
 }

@@ -122,3 +122,25 @@ def test_large_results_split_into_entries_of_a_mib(ctx):
     assert_exactly_once(rows, range(20), "collected lines")
     check(all(r["result"]["pad"] == pad for r in rows), "a result line was cut or changed")
     check(len({r["seq"] for r in rows}) == 20, "two lines with one seq")
+
+
+def test_older_entries_leave_results_lines_alone(ctx):
+    # An older worker's entry (field r) was never counted in results_lines: collecting it must not take a line off
+    # the new workers' count (a rollout would pause fetching late). The group starts after the new entries, so the
+    # collector reads only the old ones.
+    _enqueue(ctx, range(200), chunk_size=50)
+    ctx.run("worker", "--queue", ctx.queue, "--handler", "echo", "--exit-when-empty", timeout=60)
+    new_bytes = sum(len(f["b"]) for _, f in ctx.r.xrange_all(ctx.key("results")))
+    ctx.r.execute("XGROUP", "CREATE", ctx.key("results"), "chunkd-collect", "$")
+    for i in range(5):
+        line = json.dumps({"id": 1000 + i, "ok": True, "result": {}, "attempts": 1, "ms": 1}, separators=(",", ":"))
+        ctx.r.execute("XADD", ctx.key("results"), "*", "r", line)
+        ctx.r.execute("HINCRBY", ctx.key("stats"), "results_bytes", len(line))  # as an older worker did
+    out = ctx.path("old.jsonl")
+    ctx.run("collect", "--queue", ctx.queue, "--out", out, timeout=60)
+    check(sorted(r["id"] for r in read_jsonl(out)) == list(range(1000, 1005)), "the old entries' lines")
+    stats = ctx.stats()
+    check(int(stats.get("results_lines", 0)) == 200 and int(stats.get("results_bytes", 0)) == new_bytes
+          and int(stats.get("collected", 0)) == 5,
+          f"after collecting the 5 old lines: results_lines {stats.get('results_lines')} (want 200), results_bytes "
+          f"{stats.get('results_bytes')} (want {new_bytes}), collected {stats.get('collected')} (want 5)")
