@@ -25,7 +25,7 @@ MASTER = "mymaster"
 class Sentinel:
     """One Sentinel process monitoring MASTER at 127.0.0.1:master_port (quorum 1)."""
 
-    def __init__(self, workdir, master_port):
+    def __init__(self, workdir, master_port, failover_timeout_ms=4000):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -34,7 +34,7 @@ class Sentinel:
                         f"logfile {self.dir}/sentinel.log\n"
                         f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 1\n"
                         f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                        f"sentinel failover-timeout {MASTER} 4000\n"
+                        f"sentinel failover-timeout {MASTER} {failover_timeout_ms}\n"
                         f"sentinel parallel-syncs {MASTER} 2\n")
         self.proc = subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -190,7 +190,10 @@ def _failover_with_lag(ctx, min_replicas):
     ctx.servers.append(link)
     stale = ctx.start_redis(extra_args=["--replicaof", "127.0.0.1", str(link.port)])
     wait_until(lambda: _link_up(stale), 15, "the replica in sync through the proxy")
-    sentinels = [Sentinel(ctx.tmp / "sentinel1", master.port)]
+    # failover-timeout 3 min (Redis's default): a Sentinel points a replica that replicates from another address
+    # than the master's at the master itself (+fix-slave-config) once failover-timeout has passed since it found
+    # it, which would take the replica off the proxy (a CI run saw it 10 s in, and the replica caught up).
+    sentinels = [Sentinel(ctx.tmp / "sentinel1", master.port, failover_timeout_ms=180000)]
     ctx.servers.append(sentinels[0])
     wait_until(lambda: len(sentinels[0].replicas()) == 1, 20, "the Sentinel knowing the replica")
     url = _url([s.port for s in sentinels])
