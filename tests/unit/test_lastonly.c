@@ -12,32 +12,39 @@
 
 #include "lastonly.h"
 
-static void test_keeps_highest_seq_per_id(void **state)
+/* Writes text to a new temporary file, rewrites it with lastonly_rewrite (which must succeed), checks the counts
+ * and returns the file's new text in buf. */
+static void rewrite_text(const char *text, long long want_kept, long long want_dropped, char *buf, size_t buflen)
 {
-    (void)state;
     char path[] = "/tmp/chunkd-lastonly-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     FILE *f = fdopen(fd, "w");
-    fputs("{\"id\":1,\"ok\":false,\"seq\":\"100-0\"}\n"
-          "{\"id\":\"a\",\"ok\":true,\"seq\":\"100-1\"}\n"
-          "{\"id\":2,\"ok\":true,\"seq\":\"99-5\"}\n"
-          "not json\n"
-          "{\"id\":1,\"ok\":true,\"seq\":\"100-10\"}\n"
-          "{\"id\":2,\"ok\":false,\"seq\":\"99-4\"}\n",
-          f);
+    fputs(text, f);
     fclose(f);
     long long kept = 0, dropped = 0;
     char err[256];
     assert_int_equal(lastonly_rewrite(path, &kept, &dropped, err, sizeof err), 0);
-    assert_int_equal(kept, 4);
-    assert_int_equal(dropped, 2);
-    char buf[1024] = "";
+    assert_int_equal(kept, want_kept);
+    assert_int_equal(dropped, want_dropped);
     f = fopen(path, "r");
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    size_t n = fread(buf, 1, buflen - 1, f);
     buf[n] = '\0';
     fclose(f);
     unlink(path);
+}
+
+static void test_keeps_highest_seq_per_id(void **state)
+{
+    (void)state;
+    char buf[1024];
+    rewrite_text("{\"id\":1,\"ok\":false,\"seq\":\"100-0\"}\n"
+                 "{\"id\":\"a\",\"ok\":true,\"seq\":\"100-1\"}\n"
+                 "{\"id\":2,\"ok\":true,\"seq\":\"99-5\"}\n"
+                 "not json\n"
+                 "{\"id\":1,\"ok\":true,\"seq\":\"100-10\"}\n"
+                 "{\"id\":2,\"ok\":false,\"seq\":\"99-4\"}\n",
+                 4, 2, buf, sizeof buf);
     assert_string_equal(buf, "{\"id\":\"a\",\"ok\":true,\"seq\":\"100-1\"}\n"
                              "{\"id\":2,\"ok\":true,\"seq\":\"99-5\"}\n"
                              "not json\n"
@@ -49,29 +56,14 @@ static void test_keeps_highest_seq_per_id(void **state)
 static void test_seq_with_line_index(void **state)
 {
     (void)state;
-    char path[] = "/tmp/chunkd-lastonly-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    FILE *f = fdopen(fd, "w");
-    fputs("{\"id\":1,\"ok\":true,\"seq\":\"100-0-7\"}\n"
-          "{\"id\":1,\"ok\":false,\"seq\":\"100-0-6\"}\n"
-          "{\"id\":2,\"ok\":false,\"seq\":\"100-0\"}\n"
-          "{\"id\":2,\"ok\":true,\"seq\":\"100-0-1\"}\n"
-          "{\"id\":3,\"ok\":true,\"seq\":\"100-1\"}\n"
-          "{\"id\":3,\"ok\":false,\"seq\":\"100-0-99\"}\n",
-          f);
-    fclose(f);
-    long long kept = 0, dropped = 0;
-    char err[256];
-    assert_int_equal(lastonly_rewrite(path, &kept, &dropped, err, sizeof err), 0);
-    assert_int_equal(kept, 3);
-    assert_int_equal(dropped, 3);
-    char buf[1024] = "";
-    f = fopen(path, "r");
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    unlink(path);
+    char buf[1024];
+    rewrite_text("{\"id\":1,\"ok\":true,\"seq\":\"100-0-7\"}\n"
+                 "{\"id\":1,\"ok\":false,\"seq\":\"100-0-6\"}\n"
+                 "{\"id\":2,\"ok\":false,\"seq\":\"100-0\"}\n"
+                 "{\"id\":2,\"ok\":true,\"seq\":\"100-0-1\"}\n"
+                 "{\"id\":3,\"ok\":true,\"seq\":\"100-1\"}\n"
+                 "{\"id\":3,\"ok\":false,\"seq\":\"100-0-99\"}\n",
+                 3, 3, buf, sizeof buf);
     assert_string_equal(buf, "{\"id\":1,\"ok\":true,\"seq\":\"100-0-7\"}\n"
                              "{\"id\":2,\"ok\":true,\"seq\":\"100-0-1\"}\n"
                              "{\"id\":3,\"ok\":true,\"seq\":\"100-1\"}\n");
