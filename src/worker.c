@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "backlog.h"
 #include "clock.h"
 #include "commit.h"
 #include "fetch.h"
@@ -152,23 +153,27 @@ static void *worker_monitor_main(void *arg)
         if (gauges_due) next_gauges = clock_now_ms() + WORKER_MONITOR_MS;
         if (gauges_due && !rconn_connected(c) && rconn_connect(c, NULL, 0)) metrics_add(M_REDIS_ERRORS, 1);
         if (gauges_due && rconn_connected(c)) {
-            const char *cmds[][2] = {{"LLEN", w->keys.pending}, {"XLEN", w->keys.results}, {"LLEN", w->keys.dead}};
-            for (size_t i = 0; i < 3; i++) rconn_append_argv(c, 2, cmds[i], NULL);
-            const char *hmget[] = {"HMGET", w->keys.stats, "enqueued", "done", "failed", "results_lines"};
-            rconn_append_argv(c, 6, hmget, NULL);
+            /* The results backlog (result lines) as fetch and status read it: backlog.lua, second. */
+            rconn_append_argv(c, 2, (const char *[]){"LLEN", w->keys.pending}, NULL);
+            backlog_append(c, &w->keys, false);
+            rconn_append_argv(c, 2, (const char *[]){"LLEN", w->keys.dead}, NULL);
+            const char *hmget[] = {"HMGET", w->keys.stats, "enqueued", "done", "failed"};
+            rconn_append_argv(c, 5, hmget, NULL);
             redisReply *r[4] = {0};
             bool ok = true;
             for (size_t i = 0; i < 4; i++) {
                 r[i] = rconn_get_reply(c);
                 if (!r[i] || r[i]->type == REDIS_REPLY_ERROR) ok = false;
             }
-            if (ok && r[3]->type == REDIS_REPLY_ARRAY && r[3]->elements == 4) {
-                long long v[4];
-                for (size_t i = 0; i < 4; i++) v[i] = r[3]->element[i]->str ? atoll(r[3]->element[i]->str) : 0;
+            backlog_t backlog = {.maxmemory = -1};
+            char why_not[300];
+            if (ok && backlog_take_reply(r[1], &backlog, why_not, sizeof why_not) < 0) ok = false;
+            if (ok && r[3]->type == REDIS_REPLY_ARRAY && r[3]->elements == 3) {
                 metrics_gauge_set(G_QUEUE_PENDING_CHUNKS, r[0]->integer);
-                /* Result lines: an entry holds one commit's lines (at least one: entries of older workers). */
-                metrics_gauge_set(G_QUEUE_RESULTS_LENGTH, v[3] > r[1]->integer ? v[3] : r[1]->integer);
+                metrics_gauge_set(G_QUEUE_RESULTS_LENGTH, backlog.lines);
                 metrics_gauge_set(G_QUEUE_DEAD_LENGTH, r[2]->integer);
+                long long v[3];
+                for (size_t i = 0; i < 3; i++) v[i] = r[3]->element[i]->str ? atoll(r[3]->element[i]->str) : 0;
                 metrics_gauge_set(G_QUEUE_ENQUEUED_ITEMS, v[0]);
                 metrics_gauge_set(G_QUEUE_DONE_ITEMS, v[1] + v[2]);
                 metrics_gauge_set(G_QUEUE_BACKLOG_ITEMS, v[0] > v[1] + v[2] ? v[0] - v[1] - v[2] : 0);
